@@ -1,0 +1,233 @@
+//! The command line: its definition (clap) and what each command does.
+//!
+//! `run` and `once` hand over to [`crate::cycle`]; `render` and `check` are
+//! the template author's tools and live here, because they are thin: load the
+//! config, pick templates and peers, render, print.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use clap::{Parser, Subcommand, ValueEnum};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{self, Config, PeerSource, Template};
+use crate::error::Error;
+use crate::peers::PeerSet;
+use crate::render::{self, Renderer};
+
+/// Renders config files from a StatefulSet's peers and reloads the app.
+#[derive(Debug, Parser)]
+#[command(name = "peerplate", version, about, propagate_version = true)]
+pub struct Cli {
+    /// The config file [default: $PEERPLATE_CONFIG, then /etc/peerplate/peerplate.yaml]
+    #[arg(long, global = true, env = "PEERPLATE_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// How logs are written to stderr
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// More log detail: -v for debug, -vv for trace
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// The sidecar loop: watch peers and templates, re-render, reload
+    Run,
+    /// Render everything once and exit (init containers)
+    Once,
+    /// Print what the templates would render; writes nothing, signals nothing
+    Render(RenderArgs),
+    /// Validate the config and compile every template; exit 0 or explain
+    Check,
+    /// Drop-in for Kubernetes' peer-finder (its flags, stdin, logs, exit codes)
+    #[command(disable_help_flag = true)]
+    PeerFinder {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RenderArgs {
+    /// Render with this peer set instead of the config's source (repeatable)
+    #[arg(long = "peer", value_name = "NAME")]
+    pub peers: Vec<String>,
+    /// Render as this pod
+    #[arg(long, value_name = "NAME")]
+    pub hostname: Option<String>,
+    /// Print only this template: its file name, source path or destination,
+    /// or the path of any template file
+    #[arg(long, value_name = "NAME")]
+    pub template: Option<String>,
+}
+
+impl Cli {
+    /// The config path, and whether the user named it (a named file must
+    /// exist; the default may be absent for `render`).
+    fn config_path(&self) -> (PathBuf, bool) {
+        match &self.config {
+            Some(path) => (path.clone(), true),
+            None => (PathBuf::from(config::DEFAULT_PATH), false),
+        }
+    }
+
+    fn load_config(&self, required: bool) -> Result<Config, Error> {
+        let (path, named) = self.config_path();
+        Ok(Config::load(&path, required || named)?)
+    }
+}
+
+/// Runs the parsed command. `shutdown` ends `run` (and interrupts `once`).
+pub async fn execute(cli: &Cli, shutdown: CancellationToken) -> Result<(), Error> {
+    match &cli.command {
+        Command::Run | Command::Once => {
+            let config = cli.load_config(true)?;
+            if let Some(e) = config.unsupported() {
+                return Err(e.into());
+            }
+            // A template that cannot compile is a startup error: better to
+            // fail the rollout than to start a sidecar that can never render.
+            let errors: Vec<_> = Renderer::load(&config.templates)
+                .errors()
+                .into_iter()
+                .cloned()
+                .collect();
+            if !errors.is_empty() {
+                return Err(Error::Templates(errors));
+            }
+            if matches!(cli.command, Command::Run) {
+                crate::cycle::run(config, shutdown).await
+            } else {
+                crate::cycle::once(config, shutdown).await
+            }
+        }
+        Command::Check => check(cli),
+        Command::Render(args) => render_command(cli, args),
+        Command::PeerFinder { .. } => Err(Error::Usage(
+            "peer-finder is not supported yet by this version of peerplate".into(),
+        )),
+    }
+}
+
+fn check(cli: &Cli) -> Result<(), Error> {
+    let config = cli.load_config(true)?;
+    if let Some(e) = config.unsupported() {
+        return Err(e.into());
+    }
+    let renderer = Renderer::load(&config.templates);
+    let errors: Vec<_> = renderer.errors().into_iter().cloned().collect();
+    if !errors.is_empty() {
+        return Err(Error::Templates(errors));
+    }
+    println!(
+        "{}: ok, {} template(s) compile",
+        config.path.display(),
+        config.templates.len()
+    );
+    Ok(())
+}
+
+fn render_command(cli: &Cli, args: &RenderArgs) -> Result<(), Error> {
+    let mut config = cli.load_config(false)?;
+    if let Some(hostname) = &args.hostname {
+        config.set_hostname(hostname);
+    }
+    if let Some(wanted) = &args.template {
+        config.templates = vec![pick_template(&config, wanted)?];
+    }
+    let peers = if args.peers.is_empty() {
+        configured_peers(&config)?
+    } else {
+        PeerSet::from_names(args.peers.iter().map(String::as_str), "--peer")
+    };
+    let renderer = Renderer::load(&config.templates);
+    let context = render::context(&config, &peers);
+    let mut out = Vec::new();
+    let headers = config.templates.len() > 1;
+    for (i, template) in config.templates.iter().enumerate() {
+        let text = renderer.render(i, &context)?;
+        if headers {
+            if i > 0 {
+                out.push(b'\n');
+            }
+            writeln!(out, "==> {} <==", template.destination.display()).ok();
+        }
+        out.extend_from_slice(text.as_bytes());
+    }
+    std::io::stdout()
+        .write_all(&out)
+        .map_err(|source| Error::Io {
+            path: PathBuf::from("<stdout>"),
+            source,
+        })
+}
+
+/// A template of the config by file name, source or destination; else any
+/// template file, rendered with the config's context.
+fn pick_template(config: &Config, wanted: &str) -> Result<Template, Error> {
+    let wanted_path = Path::new(wanted);
+    let found = config.templates.iter().find(|t| {
+        t.source == wanted_path
+            || t.destination == wanted_path
+            || t.source.file_name() == Some(wanted_path.as_os_str())
+    });
+    if let Some(t) = found {
+        return Ok(t.clone());
+    }
+    if wanted_path.is_file() {
+        return Ok(Template {
+            source: wanted_path.to_path_buf(),
+            destination: PathBuf::from("-"),
+            mode: None,
+            create_only: false,
+            check: None,
+            reload: false,
+        });
+    }
+    let known: Vec<String> = config
+        .templates
+        .iter()
+        .map(|t| t.source.display().to_string())
+        .collect();
+    Err(Error::Usage(format!(
+        "--template {wanted}: no such template in {} and no such file; the config has: {}",
+        config.path.display(),
+        if known.is_empty() {
+            "none".into()
+        } else {
+            known.join(", ")
+        }
+    )))
+}
+
+/// The peers the config's source lists right now, for a preview.
+fn configured_peers(config: &Config) -> Result<PeerSet, Error> {
+    match &config.peers.source {
+        PeerSource::Static(names) => Ok(PeerSet::from_names(
+            names.iter().map(String::as_str),
+            "peers.static",
+        )),
+        PeerSource::File(path) => {
+            let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+                path: path.clone(),
+                source,
+            })?;
+            Ok(crate::peers::file::parse(&text, &path.display().to_string()))
+        }
+        PeerSource::Dns(_) => Err(Error::Usage(
+            "render with a dns source needs --peer NAME for each peer (DNS lookups are not supported yet)".into(),
+        )),
+    }
+}

@@ -1,0 +1,61 @@
+//! The two kinds of failure, as two types.
+//!
+//! [`Error`] stops the process: bad flags, a bad config, a template that does
+//! not compile, a resource that cannot be set up. `main` maps it to an exit
+//! code. [`RuntimeError`] happens inside the loop (a failed lookup, render,
+//! check, signal or hook): it is logged and counted, the last good output
+//! stays, and the loop goes on.
+
+use std::path::PathBuf;
+
+use crate::config::ConfigError;
+use crate::render::RenderError;
+
+/// A failure that ends the command.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Template(#[from] RenderError),
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Templates(Vec<RenderError>),
+    #[error("{0}")]
+    Usage(String),
+    #[error("{0}")]
+    Watch(String),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// `once` gave up waiting for peers.
+    #[error("{0}")]
+    PeerTimeout(String),
+    /// `once` could not install every output.
+    #[error("{0}")]
+    Incomplete(String),
+}
+
+impl Error {
+    /// The process exit code the spec assigns to this failure.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Config(_) | Error::Template(_) | Error::Templates(_) | Error::Usage(_) => 2,
+            Error::PeerTimeout(_) => 3,
+            Error::Watch(_) | Error::Io { .. } | Error::Incomplete(_) => 1,
+        }
+    }
+}
+
+/// A failure inside the loop: logged, counted, survived.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("file watcher: {0}")]
+    Watch(String),
+    #[error("{0}")]
+    PeerFile(String),
+    #[error("DNS lookup of {query} failed: {reason}; keeping the last known peers")]
+    Lookup { query: String, reason: String },
+}

@@ -1,0 +1,84 @@
+//! The `peerplate` binary: parse the command line, set up logging and the
+//! shutdown signal, run the command, and turn its outcome into an exit code
+//! (0 ok, 1 runtime failure, 2 bad usage/config/template, 3 `once` timed out).
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::Parser;
+use peerplate::cli::{Cli, Command, LogFormat};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio_util::sync::CancellationToken;
+use tracing::level_filters::LevelFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format, cli.verbose);
+
+    // One thread is plenty for a sidecar that mostly sleeps, and it keeps
+    // the resident set small.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("peerplate: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        listen_for_shutdown(shutdown.clone())?;
+        peerplate::cli::execute(&cli, shutdown).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let code = e.exit_code();
+            match (&cli.command, cli.log_format) {
+                // The daemon commands report through their log, so a JSON log
+                // stays JSON to the last line.
+                (Command::Run | Command::Once, LogFormat::Json) => {
+                    tracing::error!(exit_code = code, "{e}")
+                }
+                _ => eprintln!("error: {e}"),
+            }
+            ExitCode::from(u8::try_from(code).unwrap_or(1))
+        }
+    }
+}
+
+/// SIGTERM (kubelet stopping the pod) and SIGINT (Ctrl-C) cancel `shutdown`.
+fn listen_for_shutdown(shutdown: CancellationToken) -> Result<(), peerplate::Error> {
+    let io = |source| peerplate::Error::Io {
+        path: "<signal handler>".into(),
+        source,
+    };
+    let mut term = signal(SignalKind::terminate()).map_err(io)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(io)?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+        }
+        shutdown.cancel();
+    });
+    Ok(())
+}
+
+fn init_logging(format: LogFormat, verbose: u8) {
+    let level = match verbose {
+        0 => LevelFilter::INFO,
+        1 => LevelFilter::DEBUG,
+        _ => LevelFilter::TRACE,
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(level)
+        .with_target(false);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}

@@ -1,0 +1,144 @@
+//! Noticing when files change, in the way kubelet changes them.
+//!
+//! A ConfigMap volume is a directory of symlinks (`nginx.conf.j2 ->
+//! ..data/nginx.conf.j2`) into a timestamped directory; an update writes a new
+//! timestamped directory and renames a `..data_tmp` symlink over `..data`. A
+//! watch on the file itself would follow the old inode and miss the swap, so
+//! this module watches each file's *directory* and, after any event there,
+//! re-reads the files through their paths and compares the bytes. That one rule
+//! covers the symlink swap, editors that write a new file and rename it, and
+//! plain in-place writes alike, and it ignores events that change nothing (our
+//! own reads, a touch, a swap to identical content).
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use notify::event::{AccessKind, AccessMode};
+use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::cycle::Event;
+use crate::error::{Error, RuntimeError};
+
+/// Watches a set of files through their directories and reports which of them
+/// now hold different bytes than last time.
+pub struct ContentWatcher {
+    // Dropping the watcher stops inotify; it lives as long as this struct.
+    _watcher: RecommendedWatcher,
+    raw: mpsc::UnboundedReceiver<notify::Result<notify::Event>>,
+    files: Vec<(PathBuf, Option<Vec<u8>>)>,
+}
+
+impl ContentWatcher {
+    /// Starts watching. Each file's directory must exist; the file need not.
+    pub fn new(paths: &[PathBuf]) -> Result<ContentWatcher, Error> {
+        let (tx, raw) = mpsc::unbounded_channel();
+        let mut watcher = notify::recommended_watcher(move |event| {
+            // The receiver is gone only when the worker stopped; nothing to do then.
+            let _ = tx.send(event);
+        })
+        .map_err(|e| Error::Watch(format!("cannot start the file watcher: {e}")))?;
+        let dirs: BTreeSet<PathBuf> = paths.iter().map(|p| parent_dir(p)).collect();
+        for dir in &dirs {
+            watcher
+                .watch(dir, RecursiveMode::NonRecursive)
+                .map_err(|e| Error::Watch(format!("cannot watch {}: {e}", dir.display())))?;
+        }
+        let files = paths
+            .iter()
+            .map(|p| (p.clone(), std::fs::read(p).ok()))
+            .collect();
+        Ok(ContentWatcher {
+            _watcher: watcher,
+            raw,
+            files,
+        })
+    }
+
+    /// The bytes of the `i`th file as last read, `None` if it could not be read.
+    pub fn contents(&self, i: usize) -> Option<&[u8]> {
+        self.files.get(i).and_then(|(_, c)| c.as_deref())
+    }
+
+    /// Waits until at least one file reads differently than before, and
+    /// returns the indices of those that do. `None` once the watcher has died.
+    pub async fn changed(&mut self) -> Option<Result<Vec<usize>, RuntimeError>> {
+        loop {
+            let first = self.raw.recv().await?;
+            let mut relevant = is_relevant(&first);
+            let mut failure = first.err();
+            // A ConfigMap swap is half a dozen events; read the files once for
+            // the whole burst that has already arrived.
+            while let Ok(event) = self.raw.try_recv() {
+                relevant |= is_relevant(&event);
+                failure = failure.or(event.err());
+            }
+            if let Some(e) = failure {
+                return Some(Err(RuntimeError::Watch(e.to_string())));
+            }
+            if !relevant {
+                continue;
+            }
+            let mut changed = Vec::new();
+            for (i, (path, last)) in self.files.iter_mut().enumerate() {
+                let now = std::fs::read(&*path).ok();
+                if now != *last {
+                    *last = now;
+                    changed.push(i);
+                }
+            }
+            if !changed.is_empty() {
+                return Some(Ok(changed));
+            }
+        }
+    }
+}
+
+/// Opening and reading a file (ours included) changes nothing; every other
+/// kind of event might.
+fn is_relevant(event: &notify::Result<notify::Event>) -> bool {
+    match event {
+        Ok(event) => match event.kind {
+            EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+            EventKind::Access(_) => false,
+            _ => true,
+        },
+        Err(_) => true,
+    }
+}
+
+fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// The template watcher: sends [`Event::Templates`] whenever a template
+/// source's bytes change.
+pub fn spawn_templates(
+    sources: Vec<PathBuf>,
+    events: mpsc::Sender<Event>,
+    errors: mpsc::Sender<RuntimeError>,
+    shutdown: CancellationToken,
+) -> Result<JoinHandle<()>, Error> {
+    let mut watcher = ContentWatcher::new(&sources)?;
+    Ok(tokio::spawn(async move {
+        loop {
+            let next = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                next = watcher.changed() => next,
+            };
+            let sent = match next {
+                None => return,
+                Some(Ok(_)) => events.send(Event::Templates).await.is_ok(),
+                Some(Err(e)) => errors.send(e).await.is_ok(),
+            };
+            if !sent {
+                return;
+            }
+        }
+    }))
+}

@@ -1,0 +1,192 @@
+//! Installing a rendered output without ever leaving a half-written or
+//! unchecked file where the application can read it.
+//!
+//! The bytes go to a temporary file in the destination's own directory (so
+//! the final rename is atomic: same filesystem), are flushed to disk, get
+//! their mode, pass the optional check, and only then are renamed over the
+//! destination, after which the directory itself is flushed so the rename
+//! survives a crash. Identical bytes are never rewritten: the file keeps its
+//! inode and mtime, and no reload follows. A [`Staged`] file that is dropped
+//! instead of committed is deleted, so a failed check or a shutdown leaves
+//! the old destination as it was.
+
+use std::fs::{File, Permissions};
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tempfile::NamedTempFile;
+
+use crate::config::Template;
+
+/// How long a `check` command may run before it is killed and counted as failed.
+pub const CHECK_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Why an output was not installed.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("check `{command}` failed ({status}): {stderr}")]
+    CheckFailed {
+        command: String,
+        status: String,
+        stderr: String,
+    },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> WriteError + '_ {
+    move |source| WriteError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// What [`stage`] decided.
+#[derive(Debug)]
+pub enum Plan {
+    /// The destination already holds these bytes: nothing to do.
+    Unchanged,
+    /// `create_only` and the destination exists: never overwritten.
+    Kept,
+    /// New bytes, staged beside the destination, waiting for [`Staged::commit`].
+    Staged(Staged),
+}
+
+/// A fully written, flushed temporary file next to its destination.
+#[derive(Debug)]
+pub struct Staged {
+    file: NamedTempFile,
+    destination: PathBuf,
+}
+
+/// Compares `bytes` with the destination and, if they differ, stages them.
+pub fn stage(template: &Template, bytes: &[u8]) -> Result<Plan, WriteError> {
+    let dest = &template.destination;
+    let existing = match std::fs::metadata(dest) {
+        Ok(meta) => Some(meta),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(io(dest)(e)),
+    };
+    if let Some(meta) = &existing {
+        if template.create_only {
+            return Ok(Plan::Kept);
+        }
+        if meta.len() == bytes.len() as u64 && std::fs::read(dest).map_err(io(dest))? == bytes {
+            // Same bytes; a wrong mode is fixed in place, which is not a change
+            // the application needs to reload for.
+            if let Some(mode) = template.mode {
+                if meta.permissions().mode() & 0o7777 != mode {
+                    std::fs::set_permissions(dest, Permissions::from_mode(mode))
+                        .map_err(io(dest))?;
+                }
+            }
+            return Ok(Plan::Unchanged);
+        }
+    }
+    let mode = template
+        .mode
+        .or(existing.map(|m| m.permissions().mode() & 0o7777))
+        .unwrap_or(0o644);
+
+    let dir = match dest.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let prefix = format!(
+        ".{}.",
+        dest.file_name().unwrap_or_default().to_string_lossy()
+    );
+    let mut file = tempfile::Builder::new()
+        .prefix(&prefix)
+        .suffix(".peerplate")
+        .tempfile_in(dir)
+        .map_err(io(dir))?;
+    file.write_all(bytes).map_err(io(file.path()))?;
+    file.as_file().sync_all().map_err(io(file.path()))?;
+    std::fs::set_permissions(file.path(), Permissions::from_mode(mode)).map_err(io(file.path()))?;
+    Ok(Plan::Staged(Staged {
+        file,
+        destination: dest.clone(),
+    }))
+}
+
+impl Staged {
+    /// The staged file's path: what `{staged}` means in a check.
+    pub fn path(&self) -> &Path {
+        self.file.path()
+    }
+
+    /// Runs `command` (words, `{staged}` replaced by the staged file's path)
+    /// and fails with its stderr unless it exits 0 within [`CHECK_TIMEOUT`].
+    pub async fn check(&self, command: &[String]) -> Result<(), WriteError> {
+        let staged = self.path().to_string_lossy();
+        let words: Vec<String> = command
+            .iter()
+            .map(|w| w.replace("{staged}", &staged))
+            .collect();
+        let shown = words.join(" ");
+        let failed = |status: String, stderr: String| WriteError::CheckFailed {
+            command: shown.clone(),
+            status,
+            stderr,
+        };
+        let Some((program, args)) = words.split_first() else {
+            return Ok(());
+        };
+        let child = tokio::process::Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| failed("did not start".into(), e.to_string()))?;
+        let output = match tokio::time::timeout(CHECK_TIMEOUT, child.wait_with_output()).await {
+            Ok(Ok(output)) => output,
+            Ok(Err(e)) => return Err(failed("wait failed".into(), e.to_string())),
+            Err(_) => {
+                return Err(failed(
+                    format!("killed after {}", humantime::format_duration(CHECK_TIMEOUT)),
+                    String::new(),
+                ))
+            }
+        };
+        if output.status.success() {
+            return Ok(());
+        }
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        // Keep the end: that is where checkers put the reason.
+        let tail: String = stderr
+            .trim()
+            .chars()
+            .rev()
+            .take(2000)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        Err(failed(output.status.to_string(), tail))
+    }
+
+    /// Renames the staged file over the destination and flushes the directory.
+    pub fn commit(self) -> Result<(), WriteError> {
+        let dest = self.destination;
+        self.file.persist(&dest).map_err(|e| WriteError::Io {
+            path: dest.clone(),
+            source: e.error,
+        })?;
+        if let Some(dir) = dest.parent().filter(|d| !d.as_os_str().is_empty()) {
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io(dir))?;
+        }
+        Ok(())
+    }
+}
