@@ -114,7 +114,7 @@ pub async fn execute(cli: &Cli, shutdown: CancellationToken) -> Result<(), Error
             }
         }
         Command::Check => check(cli),
-        Command::Render(args) => render_command(cli, args),
+        Command::Render(args) => render_command(cli, args).await,
         Command::PeerFinder { .. } => Err(Error::Usage(
             "peer-finder is not supported yet by this version of peerplate".into(),
         )),
@@ -139,7 +139,7 @@ fn check(cli: &Cli) -> Result<(), Error> {
     Ok(())
 }
 
-fn render_command(cli: &Cli, args: &RenderArgs) -> Result<(), Error> {
+async fn render_command(cli: &Cli, args: &RenderArgs) -> Result<(), Error> {
     let mut config = cli.load_config(false)?;
     if let Some(hostname) = &args.hostname {
         config.set_hostname(hostname);
@@ -148,7 +148,7 @@ fn render_command(cli: &Cli, args: &RenderArgs) -> Result<(), Error> {
         config.templates = vec![pick_template(&config, wanted)?];
     }
     let peers = if args.peers.is_empty() {
-        configured_peers(&config)?
+        configured_peers(&config).await?
     } else {
         PeerSet::from_names(args.peers.iter().map(String::as_str), "--peer")
     };
@@ -213,7 +213,7 @@ fn pick_template(config: &Config, wanted: &str) -> Result<Template, Error> {
 }
 
 /// The peers the config's source lists right now, for a preview.
-fn configured_peers(config: &Config) -> Result<PeerSet, Error> {
+async fn configured_peers(config: &Config) -> Result<PeerSet, Error> {
     match &config.peers.source {
         PeerSource::Static(names) => Ok(PeerSet::from_names(
             names.iter().map(String::as_str),
@@ -224,10 +224,20 @@ fn configured_peers(config: &Config) -> Result<PeerSet, Error> {
                 path: path.clone(),
                 source,
             })?;
-            Ok(crate::peers::file::parse(&text, &path.display().to_string()))
+            Ok(crate::peers::file::parse(
+                &text,
+                &path.display().to_string(),
+            ))
         }
-        PeerSource::Dns(_) => Err(Error::Usage(
-            "render with a dns source needs --peer NAME for each peer (DNS lookups are not supported yet)".into(),
-        )),
+        PeerSource::Dns(dns) => {
+            let mut poller = crate::peers::dns::Poller::new(dns, &config.nameservers)?;
+            poller.poll().await.map_err(|e| {
+                Error::Lookup(format!(
+                    "DNS lookup of {} failed: {}; give the peers with --peer NAME to render without DNS",
+                    poller.query(),
+                    e.0
+                ))
+            })
+        }
     }
 }

@@ -30,6 +30,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A one-shot DNS lookup (`render`) got no answer.
+    #[error("{0}")]
+    Lookup(String),
     /// `once` gave up waiting for peers.
     #[error("{0}")]
     PeerTimeout(String),
@@ -44,7 +47,7 @@ impl Error {
         match self {
             Error::Config(_) | Error::Template(_) | Error::Templates(_) | Error::Usage(_) => 2,
             Error::PeerTimeout(_) => 3,
-            Error::Watch(_) | Error::Io { .. } | Error::Incomplete(_) => 1,
+            Error::Watch(_) | Error::Io { .. } | Error::Incomplete(_) | Error::Lookup(_) => 1,
         }
     }
 }

@@ -11,6 +11,7 @@
 //! reports trouble on the error channel, and stops when the shutdown token is
 //! cancelled. Only the cycle decides what a snapshot means.
 
+pub mod dns;
 pub mod file;
 
 use std::net::IpAddr;
@@ -164,9 +165,13 @@ pub fn spawn(
             }))
         }
         PeerSource::File(path) => file::spawn(path.clone(), events, errors, shutdown),
-        PeerSource::Dns(_) => Err(Error::Usage(
-            "peers.dns is not supported yet by this version of peerplate".into(),
-        )),
+        PeerSource::Dns(dns) => dns::spawn(
+            dns.clone(),
+            config.nameservers.clone(),
+            events,
+            errors,
+            shutdown,
+        ),
     }
 }
 

@@ -1,0 +1,582 @@
+//! Shared helpers for the integration tests: temp sandboxes, running the
+//! `peerplate` binary to completion with a bounded wait, a kubelet-style
+//! ConfigMap volume writer, a guard for the long-running daemon (logs on disk,
+//! SIGTERM, SIGKILL on drop), bounded polling, and optional system
+//! components (a missing one is a skip on a laptop, a failure under `CI=true`).
+
+#![allow(dead_code)] // not every test module uses every helper
+
+use std::fs::{self, File};
+use std::io::Read;
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+/// No wait in this test binary is longer than this.
+pub const MAX_WAIT: Duration = Duration::from_secs(10);
+
+/// The binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_peerplate")
+}
+
+/// A file of the repository, e.g. `repo_file("templates/nginx.conf.j2")`.
+pub fn repo_file(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+/// Remove ANSI escape sequences (CSI `ESC [ ... letter`), so assertions on
+/// log text do not depend on colouring. A dedicated test checks that logs
+/// written to a non-terminal carry no escapes at all.
+pub fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' && chars.peek() == Some(&'[') {
+            chars.next();
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Replace a leading RFC 3339 timestamp (as printed by tracing's text format)
+/// on each line with `[TIME]`, so snapshots of stderr are stable.
+pub fn redact_timestamps(s: &str) -> String {
+    s.split_inclusive('\n')
+        .map(|line| {
+            let first = line.split_whitespace().next().unwrap_or("");
+            let b = first.as_bytes();
+            let looks_like_time = b.len() >= 19
+                && b[..4].iter().all(u8::is_ascii_digit)
+                && b[4] == b'-'
+                && b[10] == b'T';
+            if looks_like_time {
+                let at = line.find(first).unwrap_or(0);
+                format!("{}[TIME]{}", &line[..at], &line[at + first.len()..])
+            } else {
+                line.to_string()
+            }
+        })
+        .collect()
+}
+
+/// Poll `cond` every 10 ms until it holds or `timeout` passes; true if it held.
+pub fn poll_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    assert!(timeout <= MAX_WAIT, "waits are bounded by {MAX_WAIT:?}");
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A temporary directory that holds one test's files, removed on drop. It
+/// always contains `resolv.conf` (`nameserver 127.0.0.1`), which every
+/// command built by [`Sandbox::peerplate`] uses through
+/// `PEERPLATE_RESOLV_CONF`, so nothing depends on the machine's resolver.
+pub struct Sandbox {
+    dir: tempfile::TempDir,
+}
+
+impl Sandbox {
+    pub fn new() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("peerplate-it-")
+            .tempdir()
+            .expect("create temp dir");
+        let sb = Sandbox { dir };
+        sb.write("resolv.conf", "nameserver 127.0.0.1\n");
+        sb
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn join(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// Write `contents` to `rel` (parents created); returns the absolute path.
+    pub fn write(&self, rel: &str, contents: &str) -> PathBuf {
+        let path = self.join(rel);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).expect("create parent dir");
+        }
+        fs::write(&path, contents).expect("write file");
+        path
+    }
+
+    pub fn mkdir(&self, rel: &str) -> PathBuf {
+        let path = self.join(rel);
+        fs::create_dir_all(&path).expect("create dir");
+        path
+    }
+
+    pub fn resolv_conf(&self) -> PathBuf {
+        self.join("resolv.conf")
+    }
+
+    /// Every file and directory under the sandbox, relative, sorted.
+    pub fn listing(&self) -> Vec<String> {
+        fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+            for entry in fs::read_dir(dir).expect("read dir") {
+                let entry = entry.expect("dir entry");
+                let path = entry.path();
+                let rel = path.strip_prefix(root).expect("under root");
+                out.push(rel.display().to_string());
+                let meta = fs::symlink_metadata(&path).expect("metadata");
+                if meta.is_dir() {
+                    walk(root, &path, out);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(self.path(), self.path(), &mut out);
+        out.sort();
+        out
+    }
+
+    /// `s` with this sandbox's path (as given and canonical) replaced by `[TMP]`.
+    pub fn redact(&self, s: &str) -> String {
+        let mut s = s.to_string();
+        let raw = self.path().display().to_string();
+        if let Ok(canon) = self.path().canonicalize() {
+            let canon = canon.display().to_string();
+            if canon != raw {
+                s = s.replace(&canon, "[TMP]");
+            }
+        }
+        s.replace(&raw, "[TMP]")
+    }
+
+    /// A `peerplate` command with a clean, deterministic environment: working
+    /// directory = the sandbox, the sandbox's resolv.conf, no inherited config
+    /// path, namespace or log filter.
+    pub fn peerplate<I, S>(&self, args: I) -> Command
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        let mut cmd = Command::new(bin());
+        cmd.args(args)
+            .current_dir(self.path())
+            .env("PEERPLATE_RESOLV_CONF", self.resolv_conf())
+            .env("HOSTNAME", "peerplate-test-host")
+            .env_remove("PEERPLATE_CONFIG")
+            .env_remove("POD_NAMESPACE")
+            .env_remove("RUST_LOG")
+            .env_remove("PEERPLATE_LOG");
+        cmd
+    }
+}
+
+/// What a finished command left behind.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The exit code (None if killed by a signal).
+    pub code: Option<i32>,
+    pub stdout: String,
+    /// stderr with ANSI escapes removed.
+    pub stderr: String,
+    /// stderr as written.
+    pub raw_stderr: String,
+}
+
+impl Outcome {
+    /// Everything, for assertion messages.
+    pub fn dump(&self) -> String {
+        format!(
+            "exit code: {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+/// Run `cmd` to completion (stdin empty), bounded by `timeout`; a command that
+/// outlives it is killed and the test fails with what it printed.
+pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Outcome {
+    assert!(timeout <= MAX_WAIT, "waits are bounded by {MAX_WAIT:?}");
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn peerplate");
+    let mut out = child.stdout.take().expect("stdout pipe");
+    let mut err = child.stderr.take().expect("stderr pipe");
+    let out_reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = out.read_to_end(&mut buf);
+        buf
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = err.read_to_end(&mut buf);
+        buf
+    });
+    let mut status = None;
+    let finished = poll_until(timeout, || {
+        status = child.try_wait().expect("try_wait");
+        status.is_some()
+    });
+    if !finished {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let stdout = String::from_utf8_lossy(&out_reader.join().expect("stdout reader")).into_owned();
+    let raw_stderr =
+        String::from_utf8_lossy(&err_reader.join().expect("stderr reader")).into_owned();
+    let outcome = Outcome {
+        code: status.and_then(|s| s.code()),
+        stdout,
+        stderr: strip_ansi(&raw_stderr),
+        raw_stderr,
+    };
+    assert!(
+        finished,
+        "{cmd:?} still running after {timeout:?}; killed it\n{}",
+        outcome.dump()
+    );
+    outcome
+}
+
+/// Run `cmd` to completion with the default bound of 10 s.
+pub fn run(cmd: &mut Command) -> Outcome {
+    run_with_timeout(cmd, MAX_WAIT)
+}
+
+/// A directory laid out exactly as kubelet lays out a ConfigMap volume:
+///
+/// ```text
+/// mount/..2026_11_24_10_00_00.123456789/<key>   the real files
+/// mount/..data -> ..2026_11_24_10_00_00.123456789
+/// mount/<key> -> ..data/<key>
+/// ```
+///
+/// and updated the way kubelet's atomic writer does it.
+pub struct ConfigMapDir {
+    mount: PathBuf,
+    current: Option<String>,
+    keys: Vec<String>,
+}
+
+static TS_COUNTER: AtomicU32 = AtomicU32::new(0);
+
+fn timestamp_dir_name() -> String {
+    let n = TS_COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = (u64::from(std::process::id()) * 7919 + u64::from(n) * 104_729) % 1_000_000_000;
+    format!(
+        "..2026_11_24_{:02}_{:02}_{:02}.{:09}",
+        10 + (n / 3600) % 14,
+        (n / 60) % 60,
+        n % 60,
+        nanos
+    )
+}
+
+impl ConfigMapDir {
+    /// Create the volume at `mount` (which must not exist yet) with `files`.
+    pub fn create(mount: &Path, files: &[(&str, &str)]) -> Self {
+        fs::create_dir_all(mount).expect("create ConfigMap mount dir");
+        let mut cm = ConfigMapDir {
+            mount: mount.to_path_buf(),
+            current: None,
+            keys: Vec::new(),
+        };
+        cm.update(files);
+        cm
+    }
+
+    pub fn mount(&self) -> &Path {
+        &self.mount
+    }
+
+    /// The user-visible path of a key, e.g. `mount/nginx.conf.j2`.
+    pub fn path(&self, key: &str) -> PathBuf {
+        self.mount.join(key)
+    }
+
+    /// Replace the volume's contents with `files`, as kubelet does: write a
+    /// new timestamped dir, point `..data_tmp` at it, rename `..data_tmp`
+    /// over `..data` (the atomic switch), add symlinks for new keys, remove
+    /// symlinks of keys that are gone, then remove the old timestamped dir.
+    pub fn update(&mut self, files: &[(&str, &str)]) {
+        let ts = timestamp_dir_name();
+        let ts_path = self.mount.join(&ts);
+        assert!(!ts_path.exists(), "timestamped dir {ts} already exists");
+        fs::create_dir(&ts_path).expect("create timestamped dir");
+        for (key, contents) in files {
+            assert!(!key.contains('/'), "flat keys only");
+            fs::write(ts_path.join(key), contents).expect("write ConfigMap file");
+        }
+
+        let tmp_link = self.mount.join("..data_tmp");
+        symlink(&ts, &tmp_link).expect("symlink ..data_tmp");
+        fs::rename(&tmp_link, self.mount.join("..data")).expect("rename ..data_tmp to ..data");
+
+        let new_keys: Vec<String> = files.iter().map(|(k, _)| k.to_string()).collect();
+        for key in &new_keys {
+            let link = self.mount.join(key);
+            if fs::symlink_metadata(&link).is_err() {
+                symlink(Path::new("..data").join(key), &link).expect("symlink key");
+            }
+        }
+        for old in &self.keys {
+            if !new_keys.contains(old) {
+                fs::remove_file(self.mount.join(old)).expect("remove stale key symlink");
+            }
+        }
+        if let Some(old_ts) = self.current.replace(ts) {
+            fs::remove_dir_all(self.mount.join(old_ts)).expect("remove old timestamped dir");
+        }
+        self.keys = new_keys;
+    }
+}
+
+/// The running `peerplate run` (or any long-running) process. Its stdout and
+/// stderr go to files, so the logs can be read at any time; dropping the
+/// guard SIGKILLs the process if it still runs and reaps it.
+pub struct Daemon {
+    child: Child,
+    logs: tempfile::TempDir,
+    exited: Option<ExitStatus>,
+}
+
+impl Daemon {
+    /// Spawn `cmd` (args, env and cwd already set).
+    pub fn spawn(mut cmd: Command) -> Self {
+        let logs = tempfile::Builder::new()
+            .prefix("peerplate-logs-")
+            .tempdir()
+            .expect("create log dir");
+        let stdout = File::create(logs.path().join("stdout")).expect("create stdout log");
+        let stderr = File::create(logs.path().join("stderr")).expect("create stderr log");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn daemon");
+        Daemon {
+            child,
+            logs,
+            exited: None,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// stderr as written (escapes included).
+    pub fn raw_stderr(&self) -> String {
+        String::from_utf8_lossy(&fs::read(self.logs.path().join("stderr")).unwrap_or_default())
+            .into_owned()
+    }
+
+    /// stderr, ANSI escapes removed.
+    pub fn stderr(&self) -> String {
+        strip_ansi(&self.raw_stderr())
+    }
+
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&fs::read(self.logs.path().join("stdout")).unwrap_or_default())
+            .into_owned()
+    }
+
+    /// Everything the process printed so far, for failure messages.
+    pub fn logs(&self) -> String {
+        format!(
+            "--- daemon stderr ---\n{}--- daemon stdout ---\n{}",
+            self.stderr(),
+            self.stdout()
+        )
+    }
+
+    /// A position in stderr: later waits can look only at what comes after it.
+    pub fn mark(&self) -> usize {
+        self.stderr().len()
+    }
+
+    /// Complete stderr lines written after `mark`.
+    pub fn lines_since(&self, mark: usize) -> Vec<String> {
+        let all = self.stderr();
+        let tail = all.get(mark..).unwrap_or("");
+        let complete = match tail.rfind('\n') {
+            Some(i) => &tail[..=i],
+            None => "",
+        };
+        complete.lines().map(str::to_string).collect()
+    }
+
+    /// Wait until `substr` appears anywhere in stderr.
+    pub fn wait_for_log(&mut self, substr: &str, timeout: Duration) {
+        self.wait_until(timeout, &format!("log containing {substr:?}"), |d| {
+            d.stderr().contains(substr)
+        });
+    }
+
+    /// Wait until one stderr line written after `mark` contains every one of
+    /// `parts`; returns that line.
+    pub fn wait_for_line(&mut self, mark: usize, parts: &[&str], timeout: Duration) -> String {
+        let mut found = String::new();
+        self.wait_until(
+            timeout,
+            &format!("a log line containing all of {parts:?}"),
+            |d| match d
+                .lines_since(mark)
+                .into_iter()
+                .find(|l| parts.iter().all(|p| l.contains(p)))
+            {
+                Some(line) => {
+                    found = line;
+                    true
+                }
+                None => false,
+            },
+        );
+        found
+    }
+
+    /// Poll `cond` until it holds; on timeout, panic with `what` and the logs.
+    /// Also fails early, with the logs, if the process exits meanwhile.
+    pub fn wait_until(
+        &mut self,
+        timeout: Duration,
+        what: &str,
+        mut cond: impl FnMut(&Self) -> bool,
+    ) {
+        let mut died = None;
+        let ok = poll_until(timeout, || {
+            if cond(self) {
+                return true;
+            }
+            if let Some(status) = self.try_status() {
+                died = Some(status);
+                return true;
+            }
+            false
+        });
+        if let Some(status) = died {
+            if !cond(self) {
+                panic!(
+                    "waiting for {what}: the daemon exited ({status}) instead\n{}",
+                    self.logs()
+                );
+            }
+        }
+        assert!(
+            ok,
+            "timed out after {timeout:?} waiting for {what}\n{}",
+            self.logs()
+        );
+    }
+
+    fn try_status(&mut self) -> Option<ExitStatus> {
+        if self.exited.is_none() {
+            self.exited = self.child.try_wait().expect("try_wait");
+        }
+        self.exited
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.try_status().is_none()
+    }
+
+    /// Send `sig` and wait at most `timeout` for the exit; returns the status
+    /// and how long the exit took. Panics (with the logs) if it does not exit.
+    pub fn stop_with(&mut self, sig: Signal, timeout: Duration) -> (ExitStatus, Duration) {
+        assert!(self.is_running(), "daemon already exited\n{}", self.logs());
+        let pid = Pid::from_raw(i32::try_from(self.pid()).expect("pid fits i32"));
+        let sent = Instant::now();
+        kill(pid, sig).expect("send signal");
+        let mut status = None;
+        let exited = poll_until(timeout, || {
+            status = self.try_status();
+            status.is_some()
+        });
+        let took = sent.elapsed();
+        assert!(
+            exited,
+            "daemon still running {timeout:?} after {sig}\n{}",
+            self.logs()
+        );
+        (status.expect("exited"), took)
+    }
+
+    /// SIGTERM, waiting at most 2 s.
+    pub fn terminate(&mut self) -> ExitStatus {
+        self.stop_with(Signal::SIGTERM, Duration::from_secs(2)).0
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill(); // SIGKILL
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Where `name` is installed: on PATH, or in /usr/sbin or /sbin (Debian puts
+/// nginx and named there, often outside a non-root PATH).
+pub fn find_program(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
+        .map(|dir| dir.join(name))
+        .find(|p| {
+            use std::os::unix::fs::PermissionsExt;
+            fs::metadata(p)
+                .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+                .unwrap_or(false)
+        })
+}
+
+/// True if the system component `name` is installed. If not: under `CI=true`
+/// the test fails (CI installs everything, so a missing piece is a broken
+/// CI); elsewhere it prints "skipping: <name> not installed" and returns
+/// false, and the test returns early.
+pub fn require_component(name: &str) -> bool {
+    if find_program(name).is_some() {
+        return true;
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{name} is not installed, and CI=true: a missing component under CI is a failure");
+    }
+    eprintln!("skipping: {name} not installed");
+    false
+}
+
+/// The inode and modification time of a file: equal before and after means
+/// the file was not touched.
+pub fn inode_and_mtime(path: &Path) -> (u64, std::time::SystemTime) {
+    use std::os::unix::fs::MetadataExt;
+    let meta = fs::metadata(path).expect("stat file");
+    (meta.ino(), meta.modified().expect("mtime"))
+}
+
+/// The permission bits of a file, e.g. 0o644.
+pub fn mode_of(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    fs::metadata(path).expect("stat file").permissions().mode() & 0o7777
+}

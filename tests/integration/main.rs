@@ -1,0 +1,14 @@
+//! The integration test binary: it runs the real `peerplate` executable the way
+//! an operator or a template author would, and asserts only on what they see:
+//! files on disk, exit codes, stdout and stderr.
+//!
+//! `helpers` holds the shared pieces (temp dirs, a kubelet-style ConfigMap
+//! writer, a daemon guard); every other module covers one area.
+
+mod helpers;
+
+mod check;
+mod nginx;
+mod once;
+mod render;
+mod run;
