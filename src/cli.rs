@@ -231,7 +231,7 @@ async fn configured_peers(config: &Config) -> Result<PeerSet, Error> {
         }
         PeerSource::Dns(dns) => {
             let mut poller = crate::peers::dns::Poller::new(dns, &config.nameservers)?;
-            poller.poll().await.map_err(|e| {
+            poller.poll().map(Option::unwrap_or_default).map_err(|e| {
                 Error::Lookup(format!(
                     "DNS lookup of {} failed: {}; give the peers with --peer NAME to render without DNS",
                     poller.query(),

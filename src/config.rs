@@ -603,9 +603,6 @@ impl Config {
     /// config using them fails loudly instead of being silently ignored.
     pub fn unsupported(&self) -> Option<ConfigError> {
         let mut keys: Vec<&[&str]> = Vec::new();
-        if matches!(self.peers.source, PeerSource::Dns(_)) {
-            keys.push(&["peers", "dns"]);
-        }
         if self.reload.is_some() {
             keys.push(&["reload"]);
         }

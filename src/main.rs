@@ -58,11 +58,14 @@ fn listen_for_shutdown(shutdown: CancellationToken) -> Result<(), peerplate::Err
     let mut term = signal(SignalKind::terminate()).map_err(io)?;
     let mut int = signal(SignalKind::interrupt()).map_err(io)?;
     tokio::spawn(async move {
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
-        }
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        // Cancel first: nothing, not even a log line that cannot be
+        // written, may stand between the signal and the shutdown.
         shutdown.cancel();
+        tracing::info!("{name}: shutting down");
     });
     Ok(())
 }
@@ -76,7 +79,10 @@ fn init_logging(format: LogFormat, verbose: u8) {
     let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_max_level(level)
-        .with_target(false);
+        .with_target(false)
+        // A closed stderr (a log shipper gone) must not kill the sidecar:
+        // tracing would report the failed write with eprintln!, which panics.
+        .log_internal_errors(false);
     match format {
         LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),

@@ -102,12 +102,16 @@ impl PeerSet {
     /// Builds a set from parsed peers: sorts, and keeps the first entry of each
     /// name (a Service with two ports lists every pod twice).
     pub fn new(mut peers: Vec<Peer>) -> PeerSet {
-        let mut seen = std::collections::HashSet::new();
-        peers.retain(|p| seen.insert(p.fqdn.clone()));
+        // A stable sort keeps the first of two equal names first, and puts
+        // them side by side for dedup_by to drop the later one.
         peers.sort_by(|a, b| {
-            let key = |p: &Peer| (p.ordinal.is_none(), p.ordinal, p.fqdn.clone());
-            key(a).cmp(&key(b))
+            (a.ordinal.is_none(), a.ordinal, &a.fqdn).cmp(&(
+                b.ordinal.is_none(),
+                b.ordinal,
+                &b.fqdn,
+            ))
         });
+        peers.dedup_by(|later, first| later.fqdn == first.fqdn);
         PeerSet { peers }
     }
 

@@ -5,9 +5,13 @@
 //! `helpers` holds the shared pieces (temp dirs, a kubelet-style ConfigMap
 //! writer, a daemon guard); every other module covers one area.
 
+mod bind_server;
+mod dns_server;
 mod helpers;
 
 mod check;
+mod dns;
+mod dns_bind;
 mod nginx;
 mod once;
 mod render;

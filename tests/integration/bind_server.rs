@@ -1,0 +1,275 @@
+//! A real BIND (Debian's `bind9`) for the end-to-end DNS tests: a throwaway
+//! `named` in the foreground on 127.0.0.1 and a free port, authoritative for
+//! `cluster.local` from a zone file holding the Service's SRV records and the
+//! pods' A records (TTL 30, CoreDNS's weights), with `allow-update` for a
+//! TSIG key made by `tsig-keygen`. [`Bind::set_pods`] changes the records
+//! live with `nsupdate`, as a StatefulSet scaling would. Everything lives in
+//! a temp dir; dropping the guard kills `named`. `named`, `nsupdate` and
+//! `tsig-keygen` are optional components: missing, the test is skipped on a
+//! laptop and fails under `CI=true`.
+
+#![allow(dead_code)] // not every test uses every control
+
+use std::fmt::Write as _;
+use std::fs::{self, File};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RecordType;
+
+use crate::dns_server::{ask, pod_ip, pod_names, TTL};
+use crate::helpers::{find_program, poll_until, require_component, run_with_timeout};
+
+const SERVICE: &str = "nginx.default.svc.cluster.local.";
+const KEY_NAME: &str = "peerplate-test";
+
+/// A running `named`; see the module docs.
+pub struct Bind {
+    dir: tempfile::TempDir,
+    addr: SocketAddr,
+    child: Child,
+    /// The pods the zone holds now (host names).
+    pods: Vec<String>,
+}
+
+/// True if every program the BIND tests use is installed (see
+/// [`require_component`] for what happens when one is not).
+pub fn available() -> bool {
+    ["named", "nsupdate", "tsig-keygen"]
+        .iter()
+        .all(|p| require_component(p))
+}
+
+impl Bind {
+    /// Starts `named` serving `hosts` (e.g. `["web-0", "web-1"]`) and waits
+    /// (bounded) until it answers. Call [`available`] first.
+    pub fn start(hosts: &[&str]) -> Bind {
+        let dir = tempfile::Builder::new()
+            .prefix("peerplate-bind-")
+            .tempdir()
+            .expect("create BIND dir");
+        let key = program_output("tsig-keygen", &[KEY_NAME]);
+        fs::write(dir.path().join("update.key"), key).expect("write key");
+        fs::write(dir.path().join("cluster.local.zone"), zone_file(hosts)).expect("write zone");
+        let limit = supports_max_records_per_type();
+
+        // The port is free when we look; another process could take it before
+        // named binds, so try a few.
+        let mut last_log = String::new();
+        for _ in 0..3 {
+            let addr = free_port();
+            fs::write(
+                dir.path().join("named.conf"),
+                named_conf(dir.path(), addr.port(), limit),
+            )
+            .expect("write named.conf");
+            let log = File::create(dir.path().join("named.log")).expect("create named.log");
+            let mut child = Command::new(find_program("named").expect("named installed"))
+                .args(["-g", "-4", "-n", "1", "-c"])
+                .arg(dir.path().join("named.conf"))
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().expect("clone log"))
+                .stderr(log)
+                .spawn()
+                .expect("spawn named");
+            if wait_until_answering(&mut child, addr) {
+                return Bind {
+                    dir,
+                    addr,
+                    child,
+                    pods: hosts.iter().map(|h| h.to_string()).collect(),
+                };
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            last_log = fs::read_to_string(dir.path().join("named.log")).unwrap_or_default();
+        }
+        panic!("named did not start answering on 127.0.0.1\n--- named log ---\n{last_log}");
+    }
+
+    /// `127.0.0.1:PORT`, as peerplate's `nameservers` takes it.
+    pub fn nameserver(&self) -> String {
+        self.addr.to_string()
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// named's log so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("named.log")).unwrap_or_default()
+    }
+
+    /// Replaces the Service's SRV records and the pods' A records with
+    /// `hosts`, in one dynamic update (`nsupdate -k`).
+    pub fn set_pods(&mut self, hosts: &[&str]) {
+        let mut script = format!(
+            "server 127.0.0.1 {}\nzone cluster.local\n",
+            self.addr.port()
+        );
+        script.push_str(&format!("update delete {SERVICE} SRV\n"));
+        for old in &self.pods {
+            script.push_str(&format!("update delete {old}.{SERVICE} A\n"));
+        }
+        script.push_str(&records(hosts, "update add "));
+        script.push_str("send\n");
+        let path = self.dir.path().join("update.txt");
+        fs::write(&path, script).expect("write nsupdate script");
+        let mut cmd = Command::new(find_program("nsupdate").expect("nsupdate installed"));
+        cmd.arg("-k")
+            .arg(self.dir.path().join("update.key"))
+            .arg(&path);
+        let out = run_with_timeout(&mut cmd, Duration::from_secs(10));
+        assert_eq!(
+            out.code,
+            Some(0),
+            "nsupdate failed\n{}\n--- named log ---\n{}",
+            out.dump(),
+            self.log()
+        );
+        self.pods = hosts.iter().map(|h| h.to_string()).collect();
+    }
+
+    /// The pods are `web-0` .. `web-<n-1>`.
+    pub fn scale(&mut self, n: usize) {
+        let names = pod_names(n);
+        let hosts: Vec<&str> = names.iter().map(String::as_str).collect();
+        self.set_pods(&hosts);
+    }
+}
+
+impl Drop for Bind {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls the SOA until `named` answers it authoritatively (bounded); false
+/// if it exits or never answers.
+fn wait_until_answering(child: &mut Child, addr: SocketAddr) -> bool {
+    let mut exited = false;
+    let answered = poll_until(Duration::from_secs(10), || {
+        exited = child.try_wait().ok().flatten().is_some();
+        exited
+            || ask(
+                addr,
+                "cluster.local.",
+                RecordType::SOA,
+                Duration::from_millis(200),
+            )
+            .is_some_and(|m| {
+                m.metadata.response_code == ResponseCode::NoError && m.metadata.authoritative
+            })
+    });
+    answered && !exited
+}
+
+/// A port free for both UDP and TCP on 127.0.0.1 right now.
+fn free_port() -> SocketAddr {
+    for _ in 0..100 {
+        let udp = UdpSocket::bind("127.0.0.1:0").expect("bind UDP");
+        let addr = udp.local_addr().expect("address");
+        if TcpListener::bind(addr).is_ok() {
+            return addr;
+        }
+    }
+    panic!("no free port on 127.0.0.1");
+}
+
+fn program_output(name: &str, args: &[&str]) -> String {
+    let out = Command::new(find_program(name).unwrap_or_else(|| PathBuf::from(name)))
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("run {name}: {e}"));
+    assert!(out.status.success(), "{name} {args:?} failed: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// BIND 9.18.28 and later refuse more than 100 records of one type per name
+/// unless `max-records-per-type 0`; older versions do not know the option.
+fn supports_max_records_per_type() -> bool {
+    let Some(checkconf) = find_program("named-checkconf") else {
+        return named_version() >= (9, 18, 28);
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let conf = dir.path().join("probe.conf");
+    fs::write(&conf, "options { max-records-per-type 0; };\n").expect("write probe");
+    Command::new(checkconf)
+        .arg(&conf)
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+/// (9, 18, 49) from `named -v` ("BIND 9.18.49-1~deb12u3-Debian ...").
+fn named_version() -> (u32, u32, u32) {
+    let text = program_output("named", &["-v"]);
+    let version = text.split_whitespace().nth(1).unwrap_or_default();
+    let mut parts = version
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|n| n.parse().unwrap_or(0));
+    (
+        parts.next().unwrap_or(0),
+        parts.next().unwrap_or(0),
+        parts.next().unwrap_or(0),
+    )
+}
+
+fn named_conf(dir: &Path, port: u16, max_records_per_type: bool) -> String {
+    let d = dir.display();
+    let limit = if max_records_per_type {
+        "    max-records-per-type 0;\n"
+    } else {
+        ""
+    };
+    format!(
+        r#"options {{
+    directory "{d}";
+    pid-file "{d}/named.pid";
+    session-keyfile "{d}/session.key";
+    managed-keys-directory "{d}";
+    listen-on port {port} {{ 127.0.0.1; }};
+    listen-on-v6 {{ none; }};
+    recursion no;
+    dnssec-validation no;
+    notify no;
+{limit}}};
+controls {{ }};
+include "{d}/update.key";
+zone "cluster.local" {{
+    type primary;
+    file "{d}/cluster.local.zone";
+    allow-update {{ key "{KEY_NAME}"; }};
+}};
+"#
+    )
+}
+
+/// The zone as CoreDNS would answer it: SOA, NS, and for each pod an SRV
+/// record of the Service and its A record.
+fn zone_file(hosts: &[&str]) -> String {
+    let mut z = format!(
+        "$ORIGIN cluster.local.\n$TTL {TTL}\n@ IN SOA ns.dns.cluster.local. hostmaster.cluster.local. 1 7200 1800 86400 {TTL}\n@ IN NS ns.dns.cluster.local.\nns.dns IN A 127.0.0.1\n"
+    );
+    z.push_str(&records(hosts, ""));
+    z
+}
+
+/// `<prefix>NAME TTL [IN] SRV|A ...` lines for `hosts`.
+fn records(hosts: &[&str], prefix: &str) -> String {
+    let weight = (100 / hosts.len().max(1)).max(1);
+    let mut out = String::new();
+    for h in hosts {
+        let _ = writeln!(
+            out,
+            "{prefix}{SERVICE} {TTL} IN SRV 0 {weight} 80 {h}.{SERVICE}"
+        );
+        let _ = writeln!(out, "{prefix}{h}.{SERVICE} {TTL} IN A {}", pod_ip(h));
+    }
+    out
+}

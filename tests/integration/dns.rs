@@ -1,0 +1,693 @@
+//! The `dns` peer source against the in-process server of `dns_server`
+//! (CoreDNS's answer format, TTL 30, records changed while peerplate runs,
+//! polled every 200 ms): scaling re-renders in ordinal order; a pod waits for
+//! its own record, logging the wait once; 300 pods come through the TCP
+//! retry; SERVFAIL, a silent server and a stopped server keep the output byte
+//! for byte with one warning per outage, and it recovers; NXDOMAIN renders no
+//! peers; names that are not host names never reach the output; a change is
+//! seen within an interval whatever the TTL; `once` exits 0, or 3 naming the
+//! query and what it saw; `addresses: true` takes addresses from the
+//! additional section or looks them up, and follows a new IP; the cluster
+//! domain comes from resolv.conf's search list; `render` asks once (and
+//! exits 1 when DNS does not answer); a second nameserver stands in for a
+//! dead first one; and a closed stderr neither stops polling nor swallows
+//! SIGTERM.
+
+use std::fs;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use hickory_proto::rr::RecordType;
+
+use crate::dns_server::{pod_ip, pod_names, DnsServer, Mode, Proto};
+use crate::helpers::{inode_and_mtime, run, Daemon, Sandbox};
+
+const WAIT: Duration = Duration::from_secs(10);
+const SVC: &str = "nginx.default.svc.cluster.local";
+
+/// One line per peer: name, port and (when known) addresses; a count first
+/// so an empty peer set still writes something.
+const TEMPLATE: &str = "count={{ peers|length }}\n{% for p in peers %}\n{{ p }} {{ p.port }}{{ \" \" ~ p.addresses|join(\",\") if p.addresses else \"\" }}\n{% endfor %}";
+
+/// The options a test varies.
+pub struct Opts {
+    /// `cluster_domain:`; None leaves it to resolv.conf.
+    pub cluster_domain: Option<&'static str>,
+    pub addresses: bool,
+    pub timeout: &'static str,
+}
+
+pub const DEFAULT: Opts = Opts {
+    cluster_domain: Some("cluster.local"),
+    addresses: false,
+    timeout: "0s",
+};
+
+/// Pod web-1 of StatefulSet `web` behind Service `nginx`, asking `dns`.
+pub struct Pod {
+    pub sb: Sandbox,
+    config: PathBuf,
+    out: PathBuf,
+}
+
+impl Pod {
+    /// `nameserver` is `127.0.0.1:PORT`.
+    pub fn new(nameserver: &str, opts: &Opts) -> Pod {
+        Pod::with_nameservers(&[nameserver], opts)
+    }
+
+    pub fn with_nameservers(nameservers: &[&str], opts: &Opts) -> Pod {
+        let sb = Sandbox::new();
+        let root = sb.path().display().to_string();
+        sb.write("peers.j2", TEMPLATE);
+        sb.mkdir("out");
+        let domain = opts
+            .cluster_domain
+            .map(|d| format!("    cluster_domain: {d}\n"))
+            .unwrap_or_default();
+        let config = sb.write(
+            "peerplate.yaml",
+            &format!(
+                "identity:\n  hostname: web-1\n  namespace: default\npeers:\n  dns:\n    service: nginx\n    nameservers: [{ns}]\n    interval: 200ms\n    addresses: {addresses}\n{domain}  wait_for_self: true\n  timeout: {timeout}\ntemplates:\n  - source: {root}/peers.j2\n    destination: {root}/out/peers.txt\nwait: {{ min: 0s, max: 0s }}\n",
+                ns = nameservers
+                    .iter()
+                    .map(|n| format!("\"{n}\""))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                addresses = opts.addresses,
+                timeout = opts.timeout,
+            ),
+        );
+        Pod {
+            out: sb.join("out/peers.txt"),
+            sb,
+            config,
+        }
+    }
+
+    pub fn args(&self, command: &str) -> Vec<String> {
+        vec![
+            "--config".into(),
+            self.config.display().to_string(),
+            command.into(),
+        ]
+    }
+
+    pub fn start(&self) -> Daemon {
+        Daemon::spawn(self.sb.peerplate(self.args("run")))
+    }
+
+    pub fn output(&self) -> Option<String> {
+        fs::read_to_string(&self.out).ok()
+    }
+
+    /// Waits until the output is exactly `want`; returns how long it took.
+    pub fn wait_for(&self, daemon: &mut Daemon, want: &str) -> Duration {
+        let started = Instant::now();
+        daemon.wait_until(WAIT, &format!("output to be\n{want}"), |_| {
+            self.output().as_deref() == Some(want)
+        });
+        started.elapsed()
+    }
+}
+
+/// The expected output for `hosts` (in the expected order), without or with
+/// their [`pod_ip`]s.
+pub fn expected(hosts: &[&str], addresses: bool) -> String {
+    let mut s = format!("count={}\n", hosts.len());
+    for h in hosts {
+        s.push_str(&format!("{h}.{SVC} 80"));
+        if addresses {
+            s.push_str(&format!(" {}", pod_ip(h)));
+        }
+        s.push('\n');
+    }
+    s
+}
+
+/// Waits until stderr has `n` `rendered ... changed=true` lines: the output
+/// file is in place a moment before its log line is written.
+pub fn wait_for_installs(daemon: &mut Daemon, n: usize) {
+    daemon.wait_until(WAIT, &format!("{n} installs logged"), |d| {
+        count_lines(d, 0, "changed=true") >= n
+    });
+}
+
+/// How many stderr lines since `mark` contain `text`.
+pub fn count_lines(daemon: &Daemon, mark: usize, text: &str) -> usize {
+    daemon
+        .lines_since(mark)
+        .iter()
+        .filter(|l| l.contains(text))
+        .count()
+}
+
+#[test]
+fn scaling_rerenders_in_ordinal_order() {
+    let dns = DnsServer::start("cluster.local");
+    dns.scale(2);
+    let pod = Pod::new(&dns.nameserver(), &DEFAULT);
+    let mut d = pod.start();
+    pod.wait_for(&mut d, &expected(&["web-0", "web-1"], false));
+
+    dns.scale(3);
+    pod.wait_for(&mut d, &expected(&["web-0", "web-1", "web-2"], false));
+
+    // The server answers in name order (web-10 before web-2); the output is
+    // in ordinal order.
+    dns.scale(11);
+    let names = pod_names(11);
+    let hosts: Vec<&str> = names.iter().map(String::as_str).collect();
+    pod.wait_for(&mut d, &expected(&hosts, false));
+
+    dns.scale(1);
+    pod.wait_for(&mut d, &expected(&["web-0"], false));
+    wait_for_installs(&mut d, 4);
+    let renders = count_lines(&d, 0, "changed=true");
+    assert_eq!(renders, 4, "one install per peer set\n{}", d.logs());
+    assert!(d.is_running());
+}
+
+#[test]
+fn waits_for_its_own_record_then_renders() {
+    let dns = DnsServer::start("cluster.local");
+    dns.set_pods(&["web-0"]);
+    let pod = Pod::new(&dns.nameserver(), &DEFAULT);
+    let mut d = pod.start();
+    d.wait_for_log("waiting for this pod to appear in the peer set", WAIT);
+    let polls = dns.queries_of(RecordType::SRV);
+    // Several polls go by: nothing is written and the wait is logged once.
+    d.wait_until(WAIT, "five more polls", |_| {
+        dns.queries_of(RecordType::SRV) >= polls + 5
+    });
+    assert_eq!(
+        pod.output(),
+        None,
+        "nothing rendered before web-1 is in DNS"
+    );
+    assert_eq!(
+        count_lines(&d, 0, "waiting for this pod to appear in the peer set"),
+        1,
+        "{}",
+        d.logs()
+    );
+    let line = d.wait_for_line(0, &["waiting for this pod"], WAIT);
+    assert!(
+        line.contains(&format!("web-1.{SVC}")) && line.contains(&format!("web-0.{SVC}")),
+        "the wait names the pod waited for and the peers seen: {line}"
+    );
+
+    dns.set_pods(&["web-0", "web-1"]);
+    pod.wait_for(&mut d, &expected(&["web-0", "web-1"], false));
+    d.wait_for_log("this pod is in the peer set", WAIT);
+    assert_eq!(count_lines(&d, 0, "this pod is in the peer set"), 1);
+    assert_eq!(
+        count_lines(&d, 0, "waiting for this pod to appear"),
+        1,
+        "{}",
+        d.logs()
+    );
+}
+
+#[test]
+fn three_hundred_pods_arrive_over_tcp() {
+    let dns = DnsServer::start("cluster.local");
+    dns.scale(300);
+    let pod = Pod::new(&dns.nameserver(), &DEFAULT);
+    let mut d = pod.start();
+    let names = pod_names(300);
+    let hosts: Vec<&str> = names.iter().map(String::as_str).collect();
+    pod.wait_for(&mut d, &expected(&hosts, false));
+    let text = pod.output().unwrap_or_default();
+    assert_eq!(text.lines().count(), 301, "count line + 300 peers");
+    assert!(
+        dns.queries(Proto::Udp, RecordType::SRV) >= 1,
+        "asked over UDP first"
+    );
+    assert!(
+        dns.queries(Proto::Tcp, RecordType::SRV) >= 1,
+        "the truncated UDP answer was retried over TCP"
+    );
+}
+
+/// How the server fails in an outage test.
+#[derive(Clone, Copy)]
+enum Outage {
+    Servfail,
+    Refused,
+    Silent,
+    Stopped,
+}
+
+/// Two pods rendered; the server fails (and the StatefulSet scales to 3
+/// meanwhile); over several polls the output stays byte for byte, one warning
+/// is logged and nothing is rendered; when the server is back, the 3 pods
+/// render and recovery is logged once.
+fn outage(kind: Outage, pods: usize) {
+    let mut dns = DnsServer::start("cluster.local");
+    dns.scale(pods);
+    let pod = Pod::new(&dns.nameserver(), &DEFAULT);
+    let mut d = pod.start();
+    let names = pod_names(pods + 1);
+    let hosts: Vec<&str> = names.iter().map(String::as_str).collect();
+    let two = expected(&hosts[..pods], false);
+    pod.wait_for(&mut d, &two);
+    wait_for_installs(&mut d, 1);
+    let before = inode_and_mtime(&pod.out);
+    let mark = d.mark();
+
+    match kind {
+        Outage::Servfail => dns.set_mode(Mode::ServFail),
+        Outage::Refused => dns.set_mode(Mode::Refused),
+        Outage::Silent => dns.set_mode(Mode::Drop),
+        Outage::Stopped => dns.stop(),
+    }
+    dns.scale(pods + 1);
+    let warning = format!("DNS lookup of {SVC} failed");
+    let line = d.wait_for_line(mark, &[&warning], WAIT);
+    assert!(
+        line.contains("WARN") && line.contains("keeping the last known peers"),
+        "{line}"
+    );
+    // Several more failed polls: a silent server costs a 1 s timeout each.
+    let failed_at = Instant::now();
+    let polls = dns.queries_of(RecordType::SRV);
+    let span = match kind {
+        Outage::Silent => Duration::from_millis(3500),
+        _ => Duration::from_millis(1500),
+    };
+    std::thread::sleep(span);
+    if !matches!(kind, Outage::Stopped) {
+        assert!(
+            dns.queries_of(RecordType::SRV) >= polls + 2,
+            "peerplate kept polling during the outage ({} queries in {:?})",
+            dns.queries_of(RecordType::SRV) - polls,
+            failed_at.elapsed()
+        );
+    }
+    assert!(d.is_running(), "a failed lookup is survived\n{}", d.logs());
+    assert_eq!(pod.output().as_deref(), Some(two.as_str()), "{}", d.logs());
+    assert_eq!(
+        inode_and_mtime(&pod.out),
+        before,
+        "the output was not touched"
+    );
+    assert_eq!(
+        count_lines(&d, mark, &warning),
+        1,
+        "one warning per outage\n{}",
+        d.logs()
+    );
+    assert_eq!(
+        count_lines(&d, mark, "rendered"),
+        0,
+        "no render because of a failed lookup\n{}",
+        d.logs()
+    );
+
+    match kind {
+        Outage::Stopped => dns.restart(),
+        _ => dns.set_mode(Mode::Normal),
+    }
+    pod.wait_for(&mut d, &expected(&hosts, false));
+    d.wait_for_log("DNS lookups work again", WAIT);
+    assert_eq!(count_lines(&d, mark, "DNS lookups work again"), 1);
+    assert_eq!(count_lines(&d, mark, &warning), 1, "{}", d.logs());
+}
+
+#[test]
+fn servfail_keeps_the_last_peers_and_recovers() {
+    outage(Outage::Servfail, 2);
+}
+
+#[test]
+fn refused_keeps_the_last_peers_and_recovers() {
+    outage(Outage::Refused, 2);
+}
+
+#[test]
+fn a_silent_server_keeps_the_last_peers_and_recovers() {
+    outage(Outage::Silent, 2);
+}
+
+#[test]
+fn a_stopped_server_keeps_the_last_peers_and_recovers() {
+    outage(Outage::Stopped, 2);
+}
+
+/// A big Service is asked over TCP; a server restart breaks that
+/// connection, and the next polls must open a new one.
+#[test]
+fn a_restarted_server_with_300_pods_recovers_over_tcp() {
+    outage(Outage::Stopped, 300);
+}
+
+#[test]
+fn a_second_nameserver_answers_when_the_first_is_down() {
+    let mut down = DnsServer::start("cluster.local");
+    down.stop();
+    let dns = DnsServer::start("cluster.local");
+    dns.scale(2);
+    let pod = Pod::with_nameservers(&[&down.nameserver(), &dns.nameserver()], &DEFAULT);
+    let mut d = pod.start();
+    pod.wait_for(&mut d, &expected(&["web-0", "web-1"], false));
+    dns.scale(3);
+    pod.wait_for(&mut d, &expected(&["web-0", "web-1", "web-2"], false));
+}
+
+#[test]
+fn nxdomain_after_the_last_pod_renders_no_peers() {
+    let dns = DnsServer::start("cluster.local");
+    dns.scale(2);
+    let pod = Pod::new(&dns.nameserver(), &DEFAULT);
+    let mut d = pod.start();
+    pod.wait_for(&mut d, &expected(&["web-0", "web-1"], false));
+    let mark = d.mark();
+    dns.scale(0);
+    pod.wait_for(&mut d, "count=0\n");
+    d.wait_for_line(mark, &["rendered", "changed=true"], WAIT);
+    assert_eq!(
+        count_lines(&d, mark, "DNS lookup of"),
+        0,
+        "NXDOMAIN is an answer, not a failure\n{}",
+        d.logs()
+    );
+
+    // The same with NOERROR and no records.
+    dns.scale(2);
+    pod.wait_for(&mut d, &expected(&["web-0", "web-1"], false));
+    dns.set_nodata(true);
+    dns.scale(0);
+    pod.wait_for(&mut d, "count=0\n");
+    assert_eq!(count_lines(&d, 0, "DNS lookup of"), 0, "{}", d.logs());
+}
+
+#[test]
+fn invalid_target_names_never_reach_the_output() {
+    let dns = DnsServer::start("cluster.local");
+    dns.scale(2);
+    dns.set_extra_targets(&[
+        &format!("bad_name.{SVC}"),
+        &format!("-dash.{SVC}"),
+        &format!("$(reboot).{SVC}"),
+    ]);
+    let pod = Pod::new(&dns.nameserver(), &DEFAULT);
+    let mut d = pod.start();
+    pod.wait_for(&mut d, &expected(&["web-0", "web-1"], false));
+    let line = d.wait_for_line(0, &["WARN", "bad_name"], WAIT);
+    assert!(line.contains("not a valid host name"), "{line}");
+    d.wait_for_line(0, &["WARN", "-dash"], WAIT);
+    d.wait_for_line(0, &["WARN", "reboot"], WAIT);
+    // Polls go on; each bad name is warned about once, not once a poll.
+    let polls = dns.queries_of(RecordType::SRV);
+    d.wait_until(WAIT, "five more polls", |_| {
+        dns.queries_of(RecordType::SRV) >= polls + 5
+    });
+    assert_eq!(count_lines(&d, 0, "bad_name"), 1, "{}", d.logs());
+    let out = pod.output().unwrap_or_default();
+    assert_eq!(out, expected(&["web-0", "web-1"], false));
+}
+
+#[test]
+fn a_change_shows_within_an_interval_despite_ttl_30() {
+    let dns = DnsServer::start("cluster.local");
+    dns.scale(2);
+    let pod = Pod::new(&dns.nameserver(), &DEFAULT);
+    let mut d = pod.start();
+    pod.wait_for(&mut d, &expected(&["web-0", "web-1"], false));
+    let steps: [&[&str]; 3] = [
+        &["web-0", "web-1", "web-2"],
+        &["web-0", "web-1"],
+        &["web-0", "web-1", "web-2", "web-3"],
+    ];
+    for hosts in steps {
+        dns.set_pods(hosts);
+        let took = pod.wait_for(&mut d, &expected(hosts, false));
+        assert!(
+            took < Duration::from_secs(2),
+            "a change with TTL 30 took {took:?} to reach the output (interval 200ms)"
+        );
+    }
+}
+
+#[test]
+fn once_renders_and_exits_0_when_the_pod_is_in_dns() {
+    let dns = DnsServer::start("cluster.local");
+    dns.scale(3);
+    let pod = Pod::new(&dns.nameserver(), &DEFAULT);
+    let out = run(&mut pod.sb.peerplate(pod.args("once")));
+    assert_eq!(out.code, Some(0), "{}", out.dump());
+    assert_eq!(
+        pod.output().as_deref(),
+        Some(expected(&["web-0", "web-1", "web-2"], false).as_str())
+    );
+}
+
+#[test]
+fn once_exits_3_naming_the_query_and_what_it_saw() {
+    let dns = DnsServer::start("cluster.local");
+    dns.set_pods(&["web-0", "web-2"]);
+    let pod = Pod::new(
+        &dns.nameserver(),
+        &Opts {
+            timeout: "1s",
+            ..DEFAULT
+        },
+    );
+    let started = Instant::now();
+    let out = run(&mut pod.sb.peerplate(pod.args("once")));
+    let took = started.elapsed();
+    assert_eq!(out.code, Some(3), "{}", out.dump());
+    assert!(
+        out.stderr.contains(&format!(
+            "timed out after 1s waiting for web-1.{SVC} to appear in the SRV records of {SVC}; seen: web-0.{SVC}, web-2.{SVC}"
+        )),
+        "{}",
+        out.dump()
+    );
+    assert!(took < Duration::from_secs(5), "gave up after {took:?}");
+    assert_eq!(pod.output(), None, "nothing written");
+}
+
+#[test]
+fn once_exits_3_when_dns_never_answers() {
+    let dns = DnsServer::start("cluster.local");
+    dns.set_mode(Mode::ServFail);
+    let pod = Pod::new(
+        &dns.nameserver(),
+        &Opts {
+            timeout: "1s",
+            ..DEFAULT
+        },
+    );
+    let out = run(&mut pod.sb.peerplate(pod.args("once")));
+    assert_eq!(out.code, Some(3), "{}", out.dump());
+    assert!(
+        out.stderr.contains(&format!(
+            "timed out after 1s waiting for web-1.{SVC} to appear in the SRV records of {SVC}; seen: no answer yet"
+        )),
+        "{}",
+        out.dump()
+    );
+    assert!(
+        out.stderr.contains(&format!("DNS lookup of {SVC} failed")),
+        "{}",
+        out.dump()
+    );
+    assert_eq!(pod.output(), None, "nothing written");
+}
+
+#[test]
+fn addresses_come_from_the_additional_section() {
+    let dns = DnsServer::start("cluster.local");
+    dns.scale(2);
+    let pod = Pod::new(
+        &dns.nameserver(),
+        &Opts {
+            addresses: true,
+            ..DEFAULT
+        },
+    );
+    let mut d = pod.start();
+    pod.wait_for(&mut d, &expected(&["web-0", "web-1"], true));
+
+    // web-0 comes back with a new IP under the same name.
+    let new_ip = Ipv4Addr::new(10, 244, 9, 9);
+    dns.set_pod_ips(&[("web-0", new_ip), ("web-1", pod_ip("web-1"))]);
+    let want = format!(
+        "count=2\nweb-0.{SVC} 80 {new_ip}\nweb-1.{SVC} 80 {}\n",
+        pod_ip("web-1")
+    );
+    pod.wait_for(&mut d, &want);
+    assert_eq!(
+        (
+            dns.queries_of(RecordType::A),
+            dns.queries_of(RecordType::AAAA)
+        ),
+        (0, 0),
+        "the additional section covered every target: no address lookups"
+    );
+}
+
+#[test]
+fn addresses_are_looked_up_without_additionals() {
+    let dns = DnsServer::start("cluster.local");
+    dns.scale(2);
+    dns.set_additionals(false);
+    let pod = Pod::new(
+        &dns.nameserver(),
+        &Opts {
+            addresses: true,
+            ..DEFAULT
+        },
+    );
+    let mut d = pod.start();
+    pod.wait_for(&mut d, &expected(&["web-0", "web-1"], true));
+    assert!(
+        dns.queries_of(RecordType::A) >= 2,
+        "one A lookup per peer at least, saw {}",
+        dns.queries_of(RecordType::A)
+    );
+    let new_ip = Ipv4Addr::new(10, 244, 9, 9);
+    dns.set_pod_ips(&[("web-0", pod_ip("web-0")), ("web-1", new_ip)]);
+    let want = format!(
+        "count=2\nweb-0.{SVC} 80 {}\nweb-1.{SVC} 80 {new_ip}\n",
+        pod_ip("web-0")
+    );
+    pod.wait_for(&mut d, &want);
+}
+
+#[test]
+fn cluster_domain_comes_from_the_resolv_conf_search_list() {
+    let dns = DnsServer::start("k8s.example");
+    dns.scale(2);
+    let pod = Pod::new(
+        &dns.nameserver(),
+        &Opts {
+            cluster_domain: None,
+            ..DEFAULT
+        },
+    );
+    pod.sb.write(
+        "resolv.conf",
+        "search default.svc.k8s.example svc.k8s.example k8s.example\nnameserver 127.0.0.1\noptions ndots:5\n",
+    );
+    let mut d = pod.start();
+    let want =
+        "count=2\nweb-0.nginx.default.svc.k8s.example 80\nweb-1.nginx.default.svc.k8s.example 80\n";
+    pod.wait_for(&mut d, want);
+}
+
+#[test]
+fn render_asks_dns_once_and_prints_the_peers() {
+    let dns = DnsServer::start("cluster.local");
+    dns.scale(3);
+    let pod = Pod::new(&dns.nameserver(), &DEFAULT);
+    pod.sb.write(
+        "peers.j2",
+        "{{ pod.fqdn }} via {{ nameservers|join(\",\") }}\n{% for p in peers %}\n{{ p }} {{ p.port }}{{ \" self\" if p.is_self else \"\" }}\n{% endfor %}",
+    );
+    let out = run(&mut pod.sb.peerplate(pod.args("render")));
+    assert_eq!(out.code, Some(0), "{}", out.dump());
+    assert_eq!(
+        out.stdout,
+        format!(
+            "web-1.{SVC} via {ns}\nweb-0.{SVC} 80\nweb-1.{SVC} 80 self\nweb-2.{SVC} 80\n",
+            ns = dns.nameserver()
+        )
+    );
+    assert_eq!(dns.queries_of(RecordType::SRV), 1, "one lookup");
+    assert_eq!(pod.output(), None, "render writes nothing");
+
+    // No answer: exit 1, saying what failed and how to render without DNS.
+    dns.set_mode(Mode::Refused);
+    let out = run(&mut pod.sb.peerplate(pod.args("render")));
+    assert_eq!(out.code, Some(1), "{}", out.dump());
+    assert!(
+        out.stderr.contains(&format!("DNS lookup of {SVC} failed"))
+            && out.stderr.contains("--peer"),
+        "{}",
+        out.dump()
+    );
+    assert_eq!(out.stdout, "");
+}
+
+/// A `peerplate run` whose stderr is a pipe the test closes once the first
+/// output is in place (a log collector that went away). Returns the child.
+fn start_then_close_stderr(pod: &Pod) -> std::process::Child {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let mut child = pod
+        .sb
+        .peerplate(pod.args("run"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn peerplate");
+    let stderr = child.stderr.take().expect("stderr pipe");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stderr).lines();
+        let rendered = lines.any(|l| l.is_ok_and(|l| l.contains("rendered")));
+        let _ = tx.send(rendered);
+        // Dropping `lines` closes the read end: later writes get EPIPE.
+    });
+    assert_eq!(rx.recv_timeout(WAIT), Ok(true), "first render logged");
+    child
+}
+
+/// Waits (bounded) for `child` to exit; kills it and returns None if not.
+fn exit_within(child: &mut std::process::Child, timeout: Duration) -> Option<i32> {
+    let mut status = None;
+    crate::helpers::poll_until(timeout, || {
+        status = child.try_wait().expect("try_wait");
+        status.is_some()
+    });
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    status.and_then(|s| s.code())
+}
+
+#[test]
+fn keeps_polling_after_stderr_closes() {
+    let dns = DnsServer::start("cluster.local");
+    dns.scale(2);
+    let pod = Pod::new(&dns.nameserver(), &DEFAULT);
+    let mut child = start_then_close_stderr(&pod);
+    // An outage makes the DNS worker log a warning into the closed pipe.
+    dns.set_mode(Mode::ServFail);
+    let polls = dns.queries_of(RecordType::SRV);
+    let more = crate::helpers::poll_until(WAIT, || dns.queries_of(RecordType::SRV) >= polls + 3);
+    dns.set_mode(Mode::Normal);
+    dns.scale(3);
+    let want = expected(&["web-0", "web-1", "web-2"], false);
+    let followed = crate::helpers::poll_until(Duration::from_secs(5), || {
+        pod.output().as_deref() == Some(want.as_str())
+    });
+    let exited = child.try_wait().expect("try_wait");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        more && followed,
+        "peerplate stopped following DNS once its stderr was closed (polled during the outage: {more}; exited: {exited:?})"
+    );
+}
+
+#[test]
+fn sigterm_stops_it_after_stderr_closes() {
+    let dns = DnsServer::start("cluster.local");
+    dns.scale(2);
+    let pod = Pod::new(&dns.nameserver(), &DEFAULT);
+    let mut child = start_then_close_stderr(&pod);
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid fits"));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("send SIGTERM");
+    assert_eq!(
+        exit_within(&mut child, Duration::from_secs(2)),
+        Some(0),
+        "SIGTERM must end peerplate within a second even when its stderr is gone"
+    );
+}
