@@ -115,9 +115,10 @@ pub async fn execute(cli: &Cli, shutdown: CancellationToken) -> Result<(), Error
         }
         Command::Check => check(cli),
         Command::Render(args) => render_command(cli, args).await,
-        Command::PeerFinder { .. } => Err(Error::Usage(
-            "peer-finder is not supported yet by this version of peerplate".into(),
-        )),
+        Command::PeerFinder { args } => match crate::peer_finder::main(args, shutdown).await {
+            0 => Ok(()),
+            code => Err(Error::Exit(code)),
+        },
     }
 }
 

@@ -603,12 +603,6 @@ impl Config {
     /// config using them fails loudly instead of being silently ignored.
     pub fn unsupported(&self) -> Option<ConfigError> {
         let mut keys: Vec<&[&str]> = Vec::new();
-        if self.reload.is_some() {
-            keys.push(&["reload"]);
-        }
-        if self.hooks.is_some() {
-            keys.push(&["hooks"]);
-        }
         if !self.seed.is_empty() {
             keys.push(&["seed"]);
         }
@@ -658,7 +652,8 @@ fn pod_fqdn(identity: &Identity, source: &PeerSource) -> Option<String> {
     }
 }
 
-fn default_hostname() -> Option<String> {
+/// The pod's short host name: `$HOSTNAME`, then gethostname(), first label.
+pub fn default_hostname() -> Option<String> {
     std::env::var("HOSTNAME")
         .ok()
         .filter(|h| !h.is_empty())

@@ -15,9 +15,11 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, PeerSource};
+use crate::config::{Config, Hooks, PeerSource};
 use crate::error::Error;
+use crate::hooks;
 use crate::peers::{self, PeerSet};
+use crate::reload;
 use crate::render::{self, Renderer};
 use crate::watch;
 use crate::write::{self, Plan};
@@ -80,6 +82,8 @@ struct Loop {
     /// rendering back (a pod briefly missing from DNS keeps its config).
     rendered: bool,
     waiting_since: Option<Instant>,
+    /// The peer set the hooks last saw; `None` until `on_start` has run.
+    hooked: Option<PeerSet>,
 }
 
 impl Loop {
@@ -97,6 +101,7 @@ impl Loop {
             }),
             rendered: false,
             waiting_since: None,
+            hooked: None,
         }
     }
 
@@ -124,7 +129,26 @@ impl Loop {
         };
 
         loop {
-            let due = self.due();
+            let mut due = self.due();
+            if due.is_some_and(|d| d <= Instant::now()) {
+                // Already due (wait.min is 0): take what has arrived, so a
+                // burst is one render, then render now rather than through
+                // a timer that rounds up to the next millisecond.
+                while let Ok(event) = events.try_recv() {
+                    self.on_event(event);
+                }
+                due = self.due();
+                if due.is_some_and(|d| d <= Instant::now()) {
+                    let result = tokio::select! {
+                        _ = shutdown.cancelled() => return self.interrupted(),
+                        result = self.cycle() => result,
+                    };
+                    if self.mode == Mode::Once {
+                        return result;
+                    }
+                    continue;
+                }
+            }
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return self.interrupted(),
@@ -293,14 +317,47 @@ impl Loop {
             }
         }
         self.rendered = true;
-        if installed_reloadable && config.reload.is_some() {
-            // Reloading arrives with the reload module; configs that ask for
-            // it are refused at startup until then (Config::unsupported).
-            tracing::debug!("an output with reload: true changed");
+        // Once, after every output of the cycle is in place.
+        if installed_reloadable {
+            if let Some(reload) = &config.reload {
+                reload::send(reload);
+            }
+        }
+        if let Some(hooks) = &config.hooks {
+            self.run_hooks(hooks, &peers).await;
         }
         match first_failure {
             Some(e) => Err(e),
             None => Ok(()),
+        }
+    }
+}
+
+impl Loop {
+    /// `on_start` once the set first includes this pod (`on_change` stands
+    /// in when there is no `on_start`, as in peer-finder), then `on_change`
+    /// whenever the set differs from the one the hooks last saw.
+    async fn run_hooks(&mut self, hooks: &Hooks, peers: &PeerSet) {
+        let (which, command) = match &self.hooked {
+            None if !peers.iter().any(|p| self.config.is_self(p)) => return,
+            None => match hooks.on_start.as_ref().or(hooks.on_change.as_ref()) {
+                Some(c) => ("on_start", c),
+                None => return,
+            },
+            Some(seen) if seen == peers => return,
+            Some(_) => match &hooks.on_change {
+                Some(c) => ("on_change", c),
+                None => {
+                    self.hooked = Some(peers.clone());
+                    return;
+                }
+            },
+        };
+        // A failed hook is not retried until the next change: a hook that
+        // fails every time must not run every interval.
+        self.hooked = Some(peers.clone());
+        if let Err(e) = hooks::run(which, command, peers, hooks.timeout).await {
+            tracing::warn!(hook = which, "{e}");
         }
     }
 }

@@ -36,6 +36,10 @@ pub enum Error {
     /// `once` gave up waiting for peers.
     #[error("{0}")]
     PeerTimeout(String),
+    /// A command that already said why, and only needs this exit code
+    /// (the peer-finder drop-in).
+    #[error("exit status {0}")]
+    Exit(i32),
     /// `once` could not install every output.
     #[error("{0}")]
     Incomplete(String),
@@ -47,6 +51,7 @@ impl Error {
         match self {
             Error::Config(_) | Error::Template(_) | Error::Templates(_) | Error::Usage(_) => 2,
             Error::PeerTimeout(_) => 3,
+            Error::Exit(code) => *code,
             Error::Watch(_) | Error::Io { .. } | Error::Incomplete(_) | Error::Lookup(_) => 1,
         }
     }

@@ -12,8 +12,8 @@
 //!
 //! ```text
 //! peers (static | file | dns) ──┐
-//!                               ├─► cycle: debounce ─► render ─► write (stage, check, rename)
-//! watch (templates, ..data) ────┘
+//!                               ├─► cycle: debounce ─► render ─► write (stage, check, rename) ─► reload (signal)
+//! watch (templates, ..data) ────┘                                                            └─► hooks (stdin)
 //! ```
 //!
 //! - [`config`]: the YAML schema, defaults from the pod's environment, and
@@ -25,7 +25,11 @@
 //! - [`cycle`]: the loop, the only place that decides when to render.
 //! - [`render`]: the minijinja environment and the template context.
 //! - [`write`]: stage beside the destination, fsync, check, rename.
+//! - [`reload`]: find the app's process in /proc, send the signal.
+//! - [`hooks`]: `on_start`/`on_change` with the peers on stdin.
 //! - [`cli`]: the command line and the `render`/`check` commands.
+//! - [`peer_finder`]: the drop-in for Kubernetes' peer-finder, on top of
+//!   the DNS poller and hooks.
 //! - [`error`]: startup errors (exit) and runtime errors (log, go on).
 //!
 //! Every source is a worker of the same shape: it owns its resource, sends
@@ -37,7 +41,10 @@ pub mod cli;
 pub mod config;
 pub mod cycle;
 pub mod error;
+pub mod hooks;
+pub mod peer_finder;
 pub mod peers;
+pub mod reload;
 pub mod render;
 pub mod watch;
 pub mod write;

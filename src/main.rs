@@ -12,8 +12,24 @@ use tokio_util::sync::CancellationToken;
 use tracing::level_filters::LevelFilter;
 
 fn main() -> ExitCode {
+    // Installed as `peer-finder` (a symlink), the binary is the drop-in,
+    // flags and all, so existing StatefulSet manifests keep working.
+    let mut args = std::env::args();
+    let argv0 = args.next().unwrap_or_default();
+    if std::path::Path::new(&argv0).file_name() == Some(std::ffi::OsStr::new("peer-finder")) {
+        let args: Vec<String> = args.collect();
+        return run_peer_finder(&args);
+    }
+
     let cli = Cli::parse();
-    init_logging(cli.log_format, cli.verbose);
+    init_logging(
+        cli.log_format,
+        match cli.verbose {
+            0 => LevelFilter::INFO,
+            1 => LevelFilter::DEBUG,
+            _ => LevelFilter::TRACE,
+        },
+    );
 
     // One thread is plenty for a sidecar that mostly sleeps, and it keeps
     // the resident set small.
@@ -30,10 +46,12 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         let shutdown = CancellationToken::new();
         listen_for_shutdown(shutdown.clone())?;
+        peerplate::hooks::reap_orphans();
         peerplate::cli::execute(&cli, shutdown).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(peerplate::Error::Exit(code)) => exit_code(code),
         Err(e) => {
             let code = e.exit_code();
             match (&cli.command, cli.log_format) {
@@ -44,9 +62,36 @@ fn main() -> ExitCode {
                 }
                 _ => eprintln!("error: {e}"),
             }
-            ExitCode::from(u8::try_from(code).unwrap_or(1))
+            exit_code(code)
         }
     }
+}
+
+fn exit_code(code: i32) -> ExitCode {
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+fn run_peer_finder(args: &[String]) -> ExitCode {
+    // peer-finder prints its own Go-style lines; only trouble comes through tracing.
+    init_logging(LogFormat::Text, LevelFilter::WARN);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("peer-finder: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        if listen_for_shutdown(shutdown.clone()).is_err() {
+            return ExitCode::from(1);
+        }
+        peerplate::hooks::reap_orphans();
+        exit_code(peerplate::peer_finder::main(args, shutdown).await)
+    })
 }
 
 /// SIGTERM (kubelet stopping the pod) and SIGINT (Ctrl-C) cancel `shutdown`.
@@ -70,12 +115,7 @@ fn listen_for_shutdown(shutdown: CancellationToken) -> Result<(), peerplate::Err
     Ok(())
 }
 
-fn init_logging(format: LogFormat, verbose: u8) {
-    let level = match verbose {
-        0 => LevelFilter::INFO,
-        1 => LevelFilter::DEBUG,
-        _ => LevelFilter::TRACE,
-    };
+fn init_logging(format: LogFormat, level: LevelFilter) {
     let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_max_level(level)

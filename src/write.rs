@@ -145,6 +145,8 @@ impl Staged {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
+            // Its own group, like hooks: see hooks::reap_orphans.
+            .process_group(0)
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| failed("did not start".into(), e.to_string()))?;
