@@ -94,9 +94,6 @@ pub async fn execute(cli: &Cli, shutdown: CancellationToken) -> Result<(), Error
     match &cli.command {
         Command::Run | Command::Once => {
             let config = cli.load_config(true)?;
-            if let Some(e) = config.unsupported() {
-                return Err(e.into());
-            }
             // A template that cannot compile is a startup error: better to
             // fail the rollout than to start a sidecar that can never render.
             let errors: Vec<_> = Renderer::load(&config.templates)
@@ -108,8 +105,17 @@ pub async fn execute(cli: &Cli, shutdown: CancellationToken) -> Result<(), Error
                 return Err(Error::Templates(errors));
             }
             if matches!(cli.command, Command::Run) {
+                if !config.seed.is_empty() {
+                    // The same ConfigMap often serves the init container
+                    // (`once`) and the sidecar (`run`): say so, don't fail.
+                    tracing::warn!(
+                        "seed runs with `once` (an init container) only; `run` leaves it alone"
+                    );
+                }
                 crate::cycle::run(config, shutdown).await
             } else {
+                // Seeds first, so templates may render into seeded folders.
+                crate::seed::run(&config.seed)?;
                 crate::cycle::once(config, shutdown).await
             }
         }
@@ -124,9 +130,6 @@ pub async fn execute(cli: &Cli, shutdown: CancellationToken) -> Result<(), Error
 
 fn check(cli: &Cli) -> Result<(), Error> {
     let config = cli.load_config(true)?;
-    if let Some(e) = config.unsupported() {
-        return Err(e.into());
-    }
     let renderer = Renderer::load(&config.templates);
     let errors: Vec<_> = renderer.errors().into_iter().cloned().collect();
     if !errors.is_empty() {

@@ -599,29 +599,6 @@ impl Config {
         })
     }
 
-    /// Says which configured features this build cannot do yet, so that a
-    /// config using them fails loudly instead of being silently ignored.
-    pub fn unsupported(&self) -> Option<ConfigError> {
-        let mut keys: Vec<&[&str]> = Vec::new();
-        if !self.seed.is_empty() {
-            keys.push(&["seed"]);
-        }
-        if self.http.is_some() {
-            keys.push(&["http"]);
-        }
-        let keys = keys.first()?;
-        let text = std::fs::read_to_string(&self.path).unwrap_or_default();
-        Some(ConfigError {
-            path: self.path.clone(),
-            line: line_of(&text, keys),
-            column: None,
-            message: format!(
-                "{} is not supported yet by this version of peerplate; remove it from the config",
-                keys.join(".")
-            ),
-        })
-    }
-
     /// Renders as another pod (`render --hostname`).
     pub fn set_hostname(&mut self, hostname: &str) {
         self.identity.hostname = hostname.to_string();

@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::admin::{self, Render, Status};
 use crate::config::{Config, Hooks, PeerSource};
 use crate::error::Error;
 use crate::hooks;
@@ -22,7 +23,7 @@ use crate::peers::{self, PeerSet};
 use crate::reload;
 use crate::render::{self, Renderer};
 use crate::watch;
-use crate::write::{self, Plan};
+use crate::write::{self, Plan, WriteError};
 
 /// What a source tells the loop.
 #[derive(Debug)]
@@ -73,6 +74,10 @@ impl Pending {
 
 struct Loop {
     config: Arc<Config>,
+    status: Arc<Status>,
+    /// Which templates have rendered and installed at least once: all of
+    /// them make the pod ready.
+    succeeded: Vec<bool>,
     mode: Mode,
     renderer: Renderer,
     templates_dirty: bool,
@@ -89,6 +94,8 @@ struct Loop {
 impl Loop {
     fn new(config: Config, mode: Mode) -> Loop {
         Loop {
+            status: Arc::new(Status::new()),
+            succeeded: vec![false; config.templates.len()],
             renderer: Renderer::load(&config.templates),
             config: Arc::new(config),
             mode,
@@ -121,7 +128,16 @@ impl Loop {
                 .collect();
             watch::spawn_templates(sources, event_tx.clone(), error_tx.clone(), workers.clone())?;
         }
-        peers::spawn(&self.config, event_tx, error_tx, workers.clone())?;
+        peers::spawn(
+            &self.config,
+            Arc::clone(&self.status),
+            event_tx,
+            error_tx,
+            workers.clone(),
+        )?;
+        if let Some(http) = &self.config.http {
+            admin::serve(http.listen, Arc::clone(&self.status), workers.clone()).await?;
+        }
 
         let give_up = match (self.mode, self.config.peers.timeout) {
             (Mode::Once, t) if !t.is_zero() => Some(Instant::now() + t),
@@ -190,6 +206,7 @@ impl Loop {
                     return;
                 }
                 tracing::info!(count = set.len(), peers = ?set.names(), "peer set changed");
+                self.status.peers(set.len());
                 self.peers = Some(set);
                 self.note_self_wait();
             }
@@ -289,6 +306,7 @@ impl Loop {
             let output = match self.renderer.render(i, &context) {
                 Ok(output) => output,
                 Err(e) => {
+                    self.status.render(&name, Render::Failed);
                     tracing::warn!(template = %name, error = %e, "render failed, keeping the last good output");
                     first_failure.get_or_insert(Error::Template(e));
                     continue;
@@ -307,10 +325,23 @@ impl Loop {
             };
             match installed {
                 Ok(changed) => {
+                    self.succeeded[i] = true;
+                    self.status.render(
+                        &name,
+                        if changed {
+                            Render::Changed
+                        } else {
+                            Render::Unchanged
+                        },
+                    );
                     tracing::info!(template = %name, destination = %destination, changed, elapsed = ?started.elapsed(), "rendered");
                     installed_reloadable |= changed && template.reload;
                 }
                 Err(e) => {
+                    self.status.render(&name, Render::Failed);
+                    if matches!(e, WriteError::CheckFailed { .. }) {
+                        self.status.check_failed(&name);
+                    }
                     tracing::warn!(template = %name, destination = %destination, error = %e, "not installed, keeping the last good output");
                     first_failure.get_or_insert(Error::Incomplete(format!("{name}: {e}")));
                 }
@@ -320,8 +351,18 @@ impl Loop {
         // Once, after every output of the cycle is in place.
         if installed_reloadable {
             if let Some(reload) = &config.reload {
-                reload::send(reload);
+                self.status.reload(match reload::send(reload) {
+                    reload::Outcome::Signalled(_) => admin::Reload::Signalled,
+                    reload::Outcome::NoProcess(_) => admin::Reload::NoProcess,
+                    reload::Outcome::Failed(_) => admin::Reload::Failed,
+                });
             }
+        }
+        if self.succeeded.iter().all(|ok| *ok) {
+            self.status.set_ready();
+        }
+        if first_failure.is_none() {
+            self.status.cycle_succeeded();
         }
         if let Some(hooks) = &config.hooks {
             self.run_hooks(hooks, &peers).await;
@@ -356,8 +397,19 @@ impl Loop {
         // A failed hook is not retried until the next change: a hook that
         // fails every time must not run every interval.
         self.hooked = Some(peers.clone());
-        if let Err(e) = hooks::run(which, command, peers, hooks.timeout).await {
-            tracing::warn!(hook = which, "{e}");
+        let result = hooks::run(which, command, peers, hooks.timeout).await;
+        self.status.hook(
+            which,
+            match &result {
+                Ok(()) => admin::Hook::Ok,
+                Err(hooks::HookError::Timeout { .. }) => admin::Hook::Timeout,
+                Err(_) => admin::Hook::Failed,
+            },
+        );
+        match result {
+            // Already logged where it was killed.
+            Ok(()) | Err(hooks::HookError::Timeout { .. }) => {}
+            Err(e) => tracing::warn!(hook = which, "{e}"),
         }
     }
 }

@@ -14,6 +14,7 @@
 //! peers (static | file | dns) ──┐
 //!                               ├─► cycle: debounce ─► render ─► write (stage, check, rename) ─► reload (signal)
 //! watch (templates, ..data) ────┘                                                            └─► hooks (stdin)
+//!                 admin (/healthz /readyz /metrics) reads the loop's Status
 //! ```
 //!
 //! - [`config`]: the YAML schema, defaults from the pod's environment, and
@@ -27,6 +28,8 @@
 //! - [`write`]: stage beside the destination, fsync, check, rename.
 //! - [`reload`]: find the app's process in /proc, send the signal.
 //! - [`hooks`]: `on_start`/`on_change` with the peers on stdin.
+//! - [`seed`]: `once`'s no-clobber copy of trees into volumes.
+//! - [`admin`]: `/healthz`, `/readyz`, `/metrics`, and the counters behind them.
 //! - [`cli`]: the command line and the `render`/`check` commands.
 //! - [`peer_finder`]: the drop-in for Kubernetes' peer-finder, on top of
 //!   the DNS poller and hooks.
@@ -37,6 +40,7 @@
 //! and stops when the shutdown token given to [`cycle::run`] is cancelled, so
 //! tests drive the whole loop with a token of their own.
 
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod cycle;
@@ -46,6 +50,7 @@ pub mod peer_finder;
 pub mod peers;
 pub mod reload;
 pub mod render;
+pub mod seed;
 pub mod watch;
 pub mod write;
 

@@ -24,9 +24,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(
         cli.log_format,
-        match cli.verbose {
-            0 => LevelFilter::INFO,
-            1 => LevelFilter::DEBUG,
+        match (&cli.command, cli.verbose) {
+            // The drop-in prints its own Go-style lines; only trouble
+            // comes through tracing, as under the `peer-finder` name.
+            (Command::PeerFinder { .. }, 0) => LevelFilter::WARN,
+            (_, 0) => LevelFilter::INFO,
+            (_, 1) => LevelFilter::DEBUG,
             _ => LevelFilter::TRACE,
         },
     );

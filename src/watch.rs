@@ -13,7 +13,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use notify::event::{AccessKind, AccessMode};
+use notify::event::{AccessKind, AccessMode, ModifyKind};
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -96,13 +96,15 @@ impl ContentWatcher {
     }
 }
 
-/// Opening and reading a file (ours included) changes nothing; every other
-/// kind of event might.
+/// Opening and reading a file (ours included) changes nothing. A write in
+/// place is looked at when the writer closes the file, not at each write: a
+/// file truncated and being rewritten must not read as empty.
 fn is_relevant(event: &notify::Result<notify::Event>) -> bool {
     match event {
         Ok(event) => match event.kind {
             EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
             EventKind::Access(_) => false,
+            EventKind::Modify(ModifyKind::Data(_)) => false,
             _ => true,
         },
         Err(_) => true,

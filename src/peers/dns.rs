@@ -26,6 +26,7 @@ use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
 use std::sync::mpsc::RecvTimeoutError;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hickory_resolver::proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
@@ -35,6 +36,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::{Peer, PeerSet};
+use crate::admin::{Lookup, Status};
 use crate::config::Dns;
 use crate::cycle::Event;
 use crate::error::{Error, RuntimeError};
@@ -401,6 +403,7 @@ fn truncated(bytes: &[u8]) -> bool {
 pub fn spawn(
     dns: Dns,
     nameservers: Vec<SocketAddr>,
+    status: Arc<Status>,
     events: mpsc::Sender<Event>,
     errors: mpsc::Sender<RuntimeError>,
     shutdown: CancellationToken,
@@ -410,7 +413,7 @@ pub fn spawn(
     let (stop, stopped) = std::sync::mpsc::channel::<()>();
     std::thread::Builder::new()
         .name("peerplate-dns".into())
-        .spawn(move || poll_loop(poller, dns.interval, events, errors, stopped))
+        .spawn(move || poll_loop(poller, dns.interval, &status, events, errors, stopped))
         .map_err(|source| Error::Io {
             path: "<dns thread>".into(),
             source,
@@ -424,6 +427,7 @@ pub fn spawn(
 fn poll_loop(
     mut poller: Poller,
     interval: Duration,
+    status: &Status,
     events: mpsc::Sender<Event>,
     errors: mpsc::Sender<RuntimeError>,
     stopped: std::sync::mpsc::Receiver<()>,
@@ -432,7 +436,12 @@ fn poll_loop(
     let mut outage: Option<(Instant, u64)> = None;
     let mut jitter = XorShift::new();
     loop {
-        let sent = match poller.poll() {
+        let polled = poller.poll();
+        status.lookup(match polled {
+            Ok(_) => Lookup::Answer,
+            Err(_) => Lookup::Failure,
+        });
+        let sent = match polled {
             Ok(answer) => {
                 if let Some((since, failures)) = outage.take() {
                     tracing::info!(query = %query, failures, after = ?since.elapsed(), "DNS lookups work again");

@@ -15,11 +15,13 @@ pub mod dns;
 pub mod file;
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::admin::Status;
 use crate::config::{Config, PeerSource};
 use crate::cycle::Event;
 use crate::error::{Error, RuntimeError};
@@ -153,6 +155,7 @@ impl PeerSet {
 /// [`Event::Peers`]; its runtime trouble as [`RuntimeError`]s.
 pub fn spawn(
     config: &Config,
+    status: Arc<Status>,
     events: mpsc::Sender<Event>,
     errors: mpsc::Sender<RuntimeError>,
     shutdown: CancellationToken,
@@ -172,6 +175,7 @@ pub fn spawn(
         PeerSource::Dns(dns) => dns::spawn(
             dns.clone(),
             config.nameservers.clone(),
+            status,
             events,
             errors,
             shutdown,

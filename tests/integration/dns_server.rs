@@ -66,6 +66,8 @@ struct Zone {
     additionals: bool,
     /// With no pods: NOERROR and no records (NODATA) instead of NXDOMAIN.
     nodata: bool,
+    /// The port in every SRV record (80 unless told otherwise).
+    srv_port: u16,
 }
 
 struct Shared {
@@ -120,6 +122,7 @@ impl DnsServer {
                 mode: Mode::Normal,
                 additionals: true,
                 nodata: false,
+                srv_port: 80,
             }),
             counts: Mutex::new(BTreeMap::new()),
         });
@@ -182,6 +185,11 @@ impl DnsServer {
                 name
             })
             .collect();
+    }
+
+    /// The port the SRV records announce (the pods' listen port).
+    pub fn set_srv_port(&self, port: u16) {
+        self.zone().srv_port = port;
     }
 
     pub fn set_mode(&self, mode: Mode) {
@@ -437,7 +445,7 @@ impl Zone {
                         .map(|(n, _)| n.clone())
                         .chain(self.extra_targets.iter().cloned());
                     for target in targets {
-                        let srv = SRV::new(0, weight, 80, target);
+                        let srv = SRV::new(0, weight, self.srv_port, target);
                         response.add_answer(Record::from_rdata(
                             self.service.clone(),
                             TTL,

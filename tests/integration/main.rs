@@ -8,11 +8,16 @@
 mod bind_server;
 mod dns_server;
 mod helpers;
+mod procfs;
 
 mod check;
 mod dns;
 mod dns_bind;
+mod e2e;
+mod hooks;
 mod nginx;
 mod once;
+mod peer_finder;
+mod reload;
 mod render;
 mod run;

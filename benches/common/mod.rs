@@ -1,0 +1,591 @@
+//! Helpers shared by the `dns` and `reload` benches (`mod common;`): the
+//! daemon as a child process that is always stopped, /proc readings (memory,
+//! CPU, children), the daemon's log, kubelet-style ConfigMap swaps, atomic
+//! file replacement and the statistics printout. Same conventions as
+//! `benches/daemon.rs`: every wait is bounded, errors are strings.
+
+#![allow(dead_code)] // each bench uses a different part
+
+use std::collections::BTreeMap;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+pub type Res<T> = Result<T, String>;
+
+pub fn e(what: &'static str) -> impl Fn(std::io::Error) -> String {
+    move |err| format!("{what}: {err}")
+}
+
+/// The binary `cargo bench` built (`CARGO_BIN_EXE_peerplate`) unless
+/// `--bin PATH` names another; prints its size and linkage.
+pub fn describe_binary(bin: &Path) -> Res<()> {
+    let size = std::fs::metadata(bin).map_err(e("stat the binary"))?.len();
+    let ldd = Command::new("ldd")
+        .arg(bin)
+        .output()
+        .map(|o| {
+            let text = String::from_utf8_lossy(&o.stdout).into_owned()
+                + &String::from_utf8_lossy(&o.stderr);
+            text.lines().next().unwrap_or("").trim().to_string()
+        })
+        .unwrap_or_else(|err| format!("ldd failed: {err}"));
+    println!(
+        "binary: {}: {size} bytes ({:.2} MiB); ldd: {ldd}",
+        bin.display(),
+        size as f64 / 1048576.0
+    );
+    Ok(())
+}
+
+pub fn machine_line(root: &Path) {
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "machine: {} cores, loadavg {}; temp dir {} on {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" "),
+        root.display(),
+        filesystem_of(root)
+    );
+}
+
+// ---- a child that is always stopped -------------------------------------------
+
+/// A child process: SIGTERM, then SIGKILL after 2 s, however the bench ends.
+pub struct Guarded {
+    pub child: Child,
+    pub name: &'static str,
+}
+
+impl Guarded {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether it is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// SIGTERM, then SIGKILL if it has not exited within 2 s. Returns how long
+    /// it took to exit after SIGTERM, with its status.
+    pub fn stop(&mut self) -> Option<(Duration, std::process::ExitStatus)> {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return None;
+        }
+        let pid = Pid::from_raw(i32::try_from(self.child.id()).ok()?);
+        let asked = Instant::now();
+        let _ = kill(pid, Signal::SIGTERM);
+        while asked.elapsed() < Duration::from_secs(2) {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some((asked.elapsed(), status));
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        None
+    }
+}
+
+impl Drop for Guarded {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// `peerplate --config <config> run`, stderr to `log`, stdout to null.
+pub fn spawn_daemon(
+    bin: &Path,
+    config: &Path,
+    log: &Path,
+    env: &[(String, String)],
+) -> Res<Guarded> {
+    let stderr = std::fs::File::create(log).map_err(e("create the log"))?;
+    let child = Command::new(bin)
+        .arg("--config")
+        .arg(config)
+        .arg("run")
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .map_err(e("start peerplate"))?;
+    Ok(Guarded {
+        child,
+        name: "peerplate",
+    })
+}
+
+/// Polls `done` every `step` until it holds or `limit` passes.
+pub fn wait_for(limit: Duration, step: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let started = Instant::now();
+    loop {
+        if done() {
+            return true;
+        }
+        if started.elapsed() >= limit {
+            return false;
+        }
+        std::thread::sleep(step);
+    }
+}
+
+/// Writes `bytes` to a temp file next to `path` and renames it over `path`,
+/// so a watcher never reads a half-written file.
+pub fn replace_file(path: &Path, bytes: &[u8]) -> Res<()> {
+    let tmp = path.with_extension("bench-tmp");
+    std::fs::write(&tmp, bytes).map_err(e("write the temp file"))?;
+    std::fs::rename(&tmp, path).map_err(e("rename the temp file"))
+}
+
+// ---- the daemon's log -----------------------------------------------------------
+
+/// Reads a growing log file incrementally.
+pub struct LogTail {
+    path: PathBuf,
+    offset: u64,
+    partial: String,
+}
+
+impl LogTail {
+    pub fn new(path: &Path) -> LogTail {
+        LogTail {
+            path: path.to_path_buf(),
+            offset: 0,
+            partial: String::new(),
+        }
+    }
+
+    /// Complete lines written since the last call.
+    pub fn new_lines(&mut self) -> Vec<String> {
+        let Ok(mut file) = std::fs::File::open(&self.path) else {
+            return Vec::new();
+        };
+        if file.seek(SeekFrom::Start(self.offset)).is_err() {
+            return Vec::new();
+        }
+        let mut bytes = Vec::new();
+        if file.read_to_end(&mut bytes).is_err() {
+            return Vec::new();
+        }
+        self.offset += bytes.len() as u64;
+        self.partial.push_str(&String::from_utf8_lossy(&bytes));
+        let mut lines: Vec<String> = self.partial.split('\n').map(str::to_string).collect();
+        self.partial = lines.pop().unwrap_or_default();
+        lines
+    }
+}
+
+pub fn log_text(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// The last `n` lines of a log, for error messages.
+pub fn log_tail(path: &Path, n: usize) -> String {
+    let text = log_text(path);
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Seconds since midnight UTC, the unit of the log's timestamps.
+pub fn second_of_day(t: SystemTime) -> f64 {
+    let since = t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
+    (since.as_secs() % 86_400) as f64 + f64::from(since.subsec_nanos()) / 1e9
+}
+
+/// `2026-11-25T13:08:40.485702Z ...` -> seconds since midnight UTC.
+pub fn log_second_of_day(line: &str) -> Option<f64> {
+    let stamp = line.split_whitespace().next()?;
+    let time = stamp.split_once('T')?.1.trim_end_matches('Z');
+    let mut parts = time.split(':');
+    let h: f64 = parts.next()?.parse().ok()?;
+    let m: f64 = parts.next()?.parse().ok()?;
+    let s: f64 = parts.next()?.parse().ok()?;
+    Some(h * 3600.0 + m * 60.0 + s)
+}
+
+// ---- a ConfigMap volume, swapped like kubelet does ------------------------------
+
+/// One template key in a ConfigMap-style volume: `<mount>/..<ts>/<key>`,
+/// `..data -> ..<ts>`, `<key> -> ..data/<key>`. The template of generation N
+/// is `body` followed by `# swap N`.
+pub struct ConfigMap {
+    pub mount: PathBuf,
+    pub generation: u64,
+    body: String,
+}
+
+impl ConfigMap {
+    pub const KEY: &'static str = "template.j2";
+
+    fn ts_dir(generation: u64) -> String {
+        format!("..2026_11_24_10_00_00.{:09}", generation + 1)
+    }
+
+    pub fn template(&self, generation: u64) -> String {
+        format!("{}# swap {generation}\n", self.body)
+    }
+
+    pub fn create(mount: &Path, body: &str) -> Res<ConfigMap> {
+        let cm = ConfigMap {
+            mount: mount.to_path_buf(),
+            generation: 0,
+            body: body.to_string(),
+        };
+        let ts = Self::ts_dir(0);
+        std::fs::create_dir_all(mount.join(&ts)).map_err(e("create the ConfigMap dir"))?;
+        std::fs::write(mount.join(&ts).join(Self::KEY), cm.template(0))
+            .map_err(e("write the template"))?;
+        std::os::unix::fs::symlink(&ts, mount.join("..data")).map_err(e("symlink ..data"))?;
+        std::os::unix::fs::symlink(Path::new("..data").join(Self::KEY), mount.join(Self::KEY))
+            .map_err(e("symlink the key"))?;
+        Ok(cm)
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.mount.join(Self::KEY)
+    }
+
+    /// Writes the next generation and links `..data_tmp` to it; the swap is
+    /// then one rename ([`ConfigMap::commit`]).
+    pub fn prepare(&mut self) -> Res<u64> {
+        let next = self.generation + 1;
+        let ts = Self::ts_dir(next);
+        std::fs::create_dir(self.mount.join(&ts)).map_err(e("create the new dir"))?;
+        std::fs::write(self.mount.join(&ts).join(Self::KEY), self.template(next))
+            .map_err(e("write the new template"))?;
+        std::os::unix::fs::symlink(&ts, self.mount.join("..data_tmp"))
+            .map_err(e("symlink ..data_tmp"))?;
+        Ok(next)
+    }
+
+    /// Renames `..data_tmp` over `..data` (the swap itself).
+    pub fn commit(&mut self) -> Res<()> {
+        std::fs::rename(self.mount.join("..data_tmp"), self.mount.join("..data"))
+            .map_err(e("rename ..data_tmp"))?;
+        self.generation += 1;
+        Ok(())
+    }
+
+    /// Removes the previous generation's dir, as kubelet does after a swap.
+    pub fn clean(&self) -> Res<()> {
+        if self.generation == 0 {
+            return Ok(());
+        }
+        std::fs::remove_dir_all(self.mount.join(Self::ts_dir(self.generation - 1)))
+            .map_err(e("remove the old dir"))
+    }
+}
+
+// ---- /proc ------------------------------------------------------------------------
+
+/// `/proc/<pid>/status` as key -> value (values keep their unit).
+pub fn status(pid: u32) -> Res<BTreeMap<String, String>> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map_err(e("read /proc/<pid>/status"))?;
+    Ok(text
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.to_string(), v.trim().to_string()))
+        .collect())
+}
+
+/// A `kB` field of `/proc/<pid>/status` as a number.
+pub fn status_kb(pid: u32, key: &str) -> Res<u64> {
+    status(pid)?
+        .get(key)
+        .and_then(|v| v.trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| format!("no {key} in /proc/{pid}/status"))
+}
+
+/// VmRSS, RssAnon, RssFile, VmHWM in kB.
+#[derive(Debug, Clone, Copy)]
+pub struct Memory {
+    pub rss: u64,
+    pub anon: u64,
+    pub file: u64,
+    pub hwm: u64,
+}
+
+pub fn memory(pid: u32) -> Res<Memory> {
+    Ok(Memory {
+        rss: status_kb(pid, "VmRSS")?,
+        anon: status_kb(pid, "RssAnon")?,
+        file: status_kb(pid, "RssFile")?,
+        hwm: status_kb(pid, "VmHWM")?,
+    })
+}
+
+impl std::fmt::Display for Memory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "VmRSS {} kB  RssAnon {} kB  RssFile {} kB  VmHWM {} kB",
+            self.rss, self.anon, self.file, self.hwm
+        )
+    }
+}
+
+/// utime + stime in clock ticks (USER_HZ, 100 a second on Linux).
+pub fn cpu_ticks(pid: u32) -> Res<u64> {
+    let stat =
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(e("read /proc/<pid>/stat"))?;
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .ok_or("odd /proc/<pid>/stat")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // After ')': state is field 3, so utime (14) and stime (15) are at 11, 12.
+    let num = |i: usize| -> Res<u64> {
+        fields
+            .get(i)
+            .and_then(|f| f.parse().ok())
+            .ok_or_else(|| format!("no field {i} in /proc/<pid>/stat"))
+    };
+    Ok(num(11)? + num(12)?)
+}
+
+/// Nanoseconds on CPU, summed over every thread, from the scheduler
+/// (first field of `/proc/<pid>/task/*/schedstat`).
+pub fn cpu_ns(pid: u32) -> Res<u64> {
+    let mut total = 0;
+    let tasks =
+        std::fs::read_dir(format!("/proc/{pid}/task")).map_err(e("read /proc/<pid>/task"))?;
+    for task in tasks.flatten() {
+        if let Ok(text) = std::fs::read_to_string(task.path().join("schedstat")) {
+            total += text
+                .split_whitespace()
+                .next()
+                .and_then(|f| f.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    Ok(total)
+}
+
+/// CPU used by `pid` (and, for information, by `others`) over `window`:
+/// returns the scheduler's ms per minute for `pid` and prints the details.
+pub fn idle_cpu(pid: u32, window: Duration, others: &[(&str, u32)]) -> Res<f64> {
+    let (t0, n0) = (cpu_ticks(pid)?, cpu_ns(pid)?);
+    let o0: Vec<u64> = others
+        .iter()
+        .map(|(_, p)| cpu_ns(*p).unwrap_or(0))
+        .collect();
+    let w0 = Instant::now();
+    std::thread::sleep(window);
+    let (t1, n1, wall) = (cpu_ticks(pid)?, cpu_ns(pid)?, w0.elapsed());
+    let per_min = |v: f64| v * 60.0 / wall.as_secs_f64();
+    let sched_ms = (n1 - n0) as f64 / 1e6;
+    println!(
+        "idle CPU over {:.1} s: scheduler {:.3} ms = {:.2} ms/min; utime+stime {} ticks = {:.0} ms/min",
+        wall.as_secs_f64(),
+        sched_ms,
+        per_min(sched_ms),
+        t1 - t0,
+        per_min((t1 - t0) as f64 * 10.0)
+    );
+    for ((name, p), before) in others.iter().zip(o0) {
+        let after = cpu_ns(*p).unwrap_or(before);
+        println!(
+            "  (for scale: {name} pid {p} used {:.2} ms/min over the same window)",
+            per_min(after.saturating_sub(before) as f64 / 1e6)
+        );
+    }
+    Ok(per_min(sched_ms))
+}
+
+pub fn thread_names(pid: u32) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+        .map(|c| c.trim().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Children of `pid` as (pid, state) from /proc, e.g. to spot zombies ("Z").
+pub fn children(pid: u32) -> Vec<(u32, String)> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let child: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            let mut rest = stat.get(stat.rfind(')')? + 1..)?.split_whitespace();
+            let state = rest.next()?.to_string();
+            let ppid: u32 = rest.next()?.parse().ok()?;
+            (ppid == pid).then_some((child, state))
+        })
+        .collect()
+}
+
+/// Prints `/proc/<pid>/smaps_rollup` highlights and resident kB per mapping
+/// group (the binary's segments, [heap], [stack], anonymous mappings).
+pub fn print_mappings(pid: u32) -> Res<()> {
+    if let Ok(rollup) = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")) {
+        let keep = [
+            "Rss:",
+            "Pss:",
+            "Pss_Anon:",
+            "Pss_File:",
+            "Shared_Clean:",
+            "Private_Clean:",
+            "Private_Dirty:",
+            "Anonymous:",
+        ];
+        let lines: Vec<String> = rollup
+            .lines()
+            .filter(|l| keep.iter().any(|k| l.starts_with(k)))
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect();
+        println!("  smaps_rollup: {}", lines.join(", "));
+    }
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps"))
+        .map_err(e("read /proc/<pid>/smaps"))?;
+    // group -> (rss kB, size kB, mappings)
+    let mut groups: BTreeMap<String, (u64, u64, usize)> = BTreeMap::new();
+    let mut current: Option<String> = None;
+    for line in text.lines() {
+        let first = line.split_whitespace().next().unwrap_or("");
+        if first.contains('-') && first.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let perms = f.get(1).copied().unwrap_or("");
+            let name = f.get(5..).map(|p| p.join(" ")).unwrap_or_default();
+            current = Some(if name.is_empty() {
+                format!("anonymous {perms}")
+            } else if name.starts_with('[') {
+                name
+            } else {
+                let file = Path::new(&name)
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or(name);
+                format!("{file} {perms}")
+            });
+            continue;
+        }
+        let Some(group) = &current else { continue };
+        let kb = |prefix: &str| -> Option<u64> {
+            line.strip_prefix(prefix)?
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse()
+                .ok()
+        };
+        let entry = groups.entry(group.clone()).or_default();
+        if let Some(size) = kb("Size:") {
+            entry.1 += size;
+            entry.2 += 1;
+        } else if let Some(rss) = kb("Rss:") {
+            entry.0 += rss;
+        }
+    }
+    let mut out: Vec<(String, (u64, u64, usize))> = groups.into_iter().collect();
+    out.sort_by(|a, b| b.1 .0.cmp(&a.1 .0).then(a.0.cmp(&b.0)));
+    println!("  resident by mapping (kB rss / kB size / mappings):");
+    for (group, (rss, size, n)) in out {
+        if rss > 0 {
+            println!("    {rss:>6} / {size:>7} / {n:>2}  {group}");
+        }
+    }
+    Ok(())
+}
+
+pub fn filesystem_of(path: &Path) -> String {
+    let Ok(path) = path.canonicalize() else {
+        return "unknown".into();
+    };
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return "unknown".into();
+    };
+    let mut best: Option<(usize, String)> = None;
+    for line in info.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let (Some(mount), Some(dash)) = (f.get(4), f.iter().position(|x| *x == "-")) else {
+            continue;
+        };
+        if path.starts_with(mount) && best.as_ref().is_none_or(|(len, _)| mount.len() >= *len) {
+            let fstype = f.get(dash + 1).copied().unwrap_or("?");
+            let source = f.get(dash + 2).copied().unwrap_or("?");
+            best = Some((
+                mount.len(),
+                format!("{fstype} ({source} mounted on {mount})"),
+            ));
+        }
+    }
+    best.map(|(_, s)| s).unwrap_or_else(|| "unknown".into())
+}
+
+// ---- numbers ----------------------------------------------------------------------
+
+/// Sorts `samples` and prints min, median, p90, p99, max, mean; returns
+/// (median, p90) in ms.
+pub fn print_stats(what: &str, samples: &mut [Duration]) -> Option<(f64, f64)> {
+    if samples.is_empty() {
+        println!("{what}: no samples");
+        return None;
+    }
+    samples.sort();
+    let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
+    let mean = samples.iter().sum::<Duration>() / samples.len() as u32;
+    println!(
+        "{what} (n={}): min {:.3} ms  median {:.3} ms  p90 {:.3} ms  p99 {:.3} ms  max {:.3} ms  mean {:.3} ms",
+        samples.len(),
+        ms(samples[0]),
+        ms(at(0.5)),
+        ms(at(0.9)),
+        ms(at(0.99)),
+        ms(samples[samples.len() - 1]),
+        ms(mean)
+    );
+    Some((ms(at(0.5)), ms(at(0.9))))
+}
+
+pub fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// A tiny xorshift generator: spread for random pauses, not secrecy.
+pub struct XorShift(u64);
+
+impl XorShift {
+    pub fn new() -> XorShift {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        XorShift((u64::from(nanos) << 32) ^ u64::from(std::process::id()) ^ 0x9e37_79b9_7f4a_7c15)
+    }
+
+    /// Uniform in [0, 1).
+    pub fn unit(&mut self) -> f64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// "met" / "MISSED" for a target line.
+pub fn verdict(ok: bool) -> &'static str {
+    if ok {
+        "met"
+    } else {
+        "MISSED"
+    }
+}

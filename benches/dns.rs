@@ -1,0 +1,698 @@
+//! The `dns` peer source from the outside (issue 3's targets): idle memory,
+//! idle CPU, and the time from a DNS change to the new output in place, for
+//! `peerplate run` polling one local authoritative server every second.
+//!
+//! Two servers, both on 127.0.0.1 only:
+//!
+//! - `bind`: Debian's BIND (`named -g -4 -n 1`), config and zone under a temp
+//!   dir, `max-records-per-type 0`, `allow-update` for a TSIG key from
+//!   `tsig-keygen`; changes go in with `nsupdate -k`. BIND rotates the
+//!   order of the SRV records on every answer, so every poll's answer
+//!   differs in bytes and is parsed.
+//! - `inproc`: the CoreDNS-like server of the integration tests
+//!   (`tests/integration/dns_server.rs`, included by path), on threads of
+//!   this process; stable record order, so identical answers are skipped
+//!   unparsed. Changes are `set_pods` calls.
+//!
+//! For each server and each peer count (default 2 and 300; pods `web-0` ..
+//! `web-<N-1>`, this pod `web-1`), the daemon runs with `peers.dns:
+//! {service: nginx, cluster_domain: cluster.local, nameservers:
+//! [127.0.0.1:PORT], interval: 1s}`, `wait: 0s/0s`, no `http:`, and one
+//! template that lists every peer (`# N peers` then one `server fqdn:port;`
+//! line each), so any change of the set changes the output.
+//!
+//! - `idle`: after the first render, wait `--idle-wait` (10 s), then VmRSS,
+//!   RssAnon, RssFile (`/proc/PID/status`) and where the resident pages are;
+//!   then CPU over `--cpu-window` (30 s): the sum of the first field of
+//!   `/proc/PID/task/*/schedstat`, scaled to a minute. Also what the daemon
+//!   logged in the window (it should be nothing).
+//! - `latency`: `--changes` (30) changes alternating N+1 and N pods, each
+//!   after a random pause of 0.1 s + U(0, 1.1 x interval) so changes land at
+//!   random points of the poll cycle; the clock starts when `nsupdate`
+//!   returns (BIND) or at the `set_pods` call (inproc) and stops when an
+//!   inotify watch on the output dir (the `notify` crate) sees the
+//!   destination hold `# <new N> peers`. Median, p90, max.
+//!
+//! Run: `cargo bench --bench dns -- --bin "$(scripts/build-release.sh | tail -n1)"`
+//! (about 6 minutes with both servers). Options after `--`: `--bin PATH`
+//! (default: the release build cargo made), `--server bind|inproc|both`,
+//! `--peers 2,300`, `--only idle|latency`, `--idle-wait SECS`, `--cpu-window
+//! SECS`, `--changes N`, `--interval SECS`, `--daemon-env K=V`, `--dir DIR`
+//! (where the temp dir goes; default cargo's target/tmp). Every wait
+//! is bounded; `named`, `nsupdate` and the daemon are stopped on exit.
+//! Numbers are informational; no test asserts them.
+
+#[path = "../tests/integration/dns_server.rs"]
+mod dns_server;
+
+mod common;
+
+use std::fmt::Write as _;
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RecordType;
+use notify::{RecursiveMode, Watcher};
+
+use common::{e, Guarded, Res};
+use dns_server::{ask, pod_ip, DnsServer, Proto};
+
+const BIN: &str = env!("CARGO_BIN_EXE_peerplate");
+const SERVICE: &str = "nginx.default.svc.cluster.local.";
+const KEY_NAME: &str = "peerplate-bench";
+const TTL: u32 = 30;
+const TEMPLATE: &str = "# {{ peers|length }} peers\n\
+{% for p in peers %}server {{ p.fqdn }}:{{ p.port }};\n{% endfor %}";
+
+#[derive(Debug)]
+struct Options {
+    bin: PathBuf,
+    servers: Vec<String>,
+    peers: Vec<usize>,
+    only: Option<String>,
+    idle_wait: Duration,
+    cpu_window: Duration,
+    changes: usize,
+    interval: Duration,
+    daemon_env: Vec<(String, String)>,
+    dir: PathBuf,
+}
+
+fn options() -> Res<Options> {
+    let mut o = Options {
+        bin: PathBuf::from(BIN),
+        servers: vec!["bind".into(), "inproc".into()],
+        peers: vec![2, 300],
+        only: None,
+        idle_wait: Duration::from_secs(10),
+        cpu_window: Duration::from_secs(30),
+        changes: 30,
+        interval: Duration::from_secs(1),
+        daemon_env: Vec::new(),
+        dir: PathBuf::from(env!("CARGO_TARGET_TMPDIR")),
+    };
+    let mut args = std::env::args().skip(1);
+    let secs = |v: Option<String>, max: f64| -> Res<Duration> {
+        v.and_then(|v| v.parse::<f64>().ok())
+            .filter(|s| *s >= 0.0 && *s <= max)
+            .map(Duration::from_secs_f64)
+            .ok_or_else(|| format!("expected seconds between 0 and {max}"))
+    };
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--bench" => {}
+            "--bin" => o.bin = args.next().ok_or("--bin takes a path")?.into(),
+            "--dir" => o.dir = args.next().ok_or("--dir takes a path")?.into(),
+            "--server" => {
+                o.servers = match args.next().as_deref() {
+                    Some("both") => vec!["bind".into(), "inproc".into()],
+                    Some(s @ ("bind" | "inproc")) => vec![s.to_string()],
+                    _ => return Err("--server takes bind, inproc or both".into()),
+                }
+            }
+            "--peers" => {
+                o.peers = args
+                    .next()
+                    .ok_or("--peers takes a list like 2,300")?
+                    .split(',')
+                    .map(|n| n.trim().parse().ok().filter(|n| (1..=1000).contains(n)))
+                    .collect::<Option<Vec<usize>>>()
+                    .ok_or("--peers takes numbers from 1 to 1000, like 2,300")?
+            }
+            "--only" => o.only = args.next(),
+            "--idle-wait" => o.idle_wait = secs(args.next(), 120.0)?,
+            "--cpu-window" => o.cpu_window = secs(args.next(), 600.0)?,
+            "--interval" => o.interval = secs(args.next(), 10.0)?.max(Duration::from_secs(1)),
+            "--changes" => {
+                o.changes = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .filter(|n| (1..=1000).contains(n))
+                    .ok_or("--changes takes a number from 1 to 1000")?
+            }
+            "--daemon-env" => {
+                let kv = args.next().ok_or("--daemon-env takes K=V")?;
+                let (k, v) = kv.split_once('=').ok_or("--daemon-env takes K=V")?;
+                o.daemon_env.push((k.to_string(), v.to_string()));
+            }
+            other => return Err(format!("unknown argument {other:?}; see the //! header")),
+        }
+    }
+    Ok(o)
+}
+
+// ---- the servers ------------------------------------------------------------------
+
+/// A throwaway `named`, authoritative for cluster.local on 127.0.0.1:PORT.
+struct Bind {
+    dir: PathBuf,
+    addr: SocketAddr,
+    named: Guarded,
+    pods: usize,
+}
+
+impl Bind {
+    fn start(dir: &Path, pods: usize) -> Res<Bind> {
+        std::fs::create_dir_all(dir).map_err(e("create the BIND dir"))?;
+        let key = Command::new("tsig-keygen")
+            .arg(KEY_NAME)
+            .output()
+            .map_err(e("run tsig-keygen"))?;
+        if !key.status.success() {
+            return Err(format!("tsig-keygen failed: {key:?}"));
+        }
+        std::fs::write(dir.join("update.key"), key.stdout).map_err(e("write the key"))?;
+        std::fs::write(dir.join("cluster.local.zone"), zone_file(pods))
+            .map_err(e("write the zone"))?;
+        let mut last_log = String::new();
+        for _ in 0..3 {
+            let addr = free_port()?;
+            std::fs::write(dir.join("named.conf"), named_conf(dir, addr.port()))
+                .map_err(e("write named.conf"))?;
+            let log =
+                std::fs::File::create(dir.join("named.log")).map_err(e("create named.log"))?;
+            let child = Command::new("named")
+                .args(["-g", "-4", "-n", "1", "-c"])
+                .arg(dir.join("named.conf"))
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().map_err(e("clone the log"))?)
+                .stderr(log)
+                .spawn()
+                .map_err(e("start named"))?;
+            let mut named = Guarded {
+                child,
+                name: "named",
+            };
+            let answering =
+                common::wait_for(Duration::from_secs(10), Duration::from_millis(50), || {
+                    !named.alive()
+                        || ask(
+                            addr,
+                            "cluster.local.",
+                            RecordType::SOA,
+                            Duration::from_millis(200),
+                        )
+                        .is_some_and(|m| {
+                            m.metadata.response_code == ResponseCode::NoError
+                                && m.metadata.authoritative
+                        })
+                });
+            if answering && named.alive() {
+                return Ok(Bind {
+                    dir: dir.to_path_buf(),
+                    addr,
+                    named,
+                    pods,
+                });
+            }
+            named.stop();
+            last_log = common::log_text(&dir.join("named.log"));
+        }
+        Err(format!(
+            "named did not start answering; its log:\n{last_log}"
+        ))
+    }
+
+    /// Replaces the Service's SRV records and the pods' A records with
+    /// `web-0` .. `web-<n-1>` in one dynamic update; returns how long
+    /// `nsupdate` took (it returns once named has applied the update).
+    fn scale(&mut self, n: usize) -> Res<Duration> {
+        let mut script = format!(
+            "server 127.0.0.1 {}\nzone cluster.local\nupdate delete {SERVICE} SRV\n",
+            self.addr.port()
+        );
+        for k in n..self.pods {
+            let _ = writeln!(script, "update delete web-{k}.{SERVICE} A");
+        }
+        let weight = (100 / n.max(1)).max(1);
+        for k in 0..n {
+            let h = format!("web-{k}");
+            let _ = writeln!(
+                script,
+                "update add {SERVICE} {TTL} IN SRV 0 {weight} 80 {h}.{SERVICE}"
+            );
+            if k >= self.pods {
+                let _ = writeln!(script, "update add {h}.{SERVICE} {TTL} IN A {}", pod_ip(&h));
+            }
+        }
+        script.push_str("send\n");
+        let path = self.dir.join("update.txt");
+        std::fs::write(&path, script).map_err(e("write the nsupdate script"))?;
+        let started = Instant::now();
+        let child = Command::new("nsupdate")
+            .arg("-k")
+            .arg(self.dir.join("update.key"))
+            .arg(&path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(e("start nsupdate"))?;
+        let mut nsupdate = Guarded {
+            child,
+            name: "nsupdate",
+        };
+        let mut status = None;
+        common::wait_for(Duration::from_secs(10), Duration::from_micros(200), || {
+            status = nsupdate.child.try_wait().ok().flatten();
+            status.is_some()
+        });
+        let took = started.elapsed();
+        match status {
+            Some(s) if s.success() => {
+                self.pods = n;
+                Ok(took)
+            }
+            Some(s) => {
+                let mut err = String::new();
+                if let Some(mut pipe) = nsupdate.child.stderr.take() {
+                    let _ = std::io::Read::read_to_string(&mut pipe, &mut err);
+                }
+                Err(format!("nsupdate failed ({s}): {err}"))
+            }
+            None => Err("nsupdate did not finish within 10 s".into()),
+        }
+    }
+}
+
+fn free_port() -> Res<SocketAddr> {
+    for _ in 0..100 {
+        let udp = UdpSocket::bind("127.0.0.1:0").map_err(e("bind UDP"))?;
+        let addr = udp.local_addr().map_err(e("UDP address"))?;
+        if TcpListener::bind(addr).is_ok() {
+            return Ok(addr);
+        }
+    }
+    Err("no free port on 127.0.0.1".into())
+}
+
+fn named_conf(dir: &Path, port: u16) -> String {
+    let d = dir.display();
+    format!(
+        r#"options {{
+    directory "{d}";
+    pid-file "{d}/named.pid";
+    session-keyfile "{d}/session.key";
+    managed-keys-directory "{d}";
+    listen-on port {port} {{ 127.0.0.1; }};
+    listen-on-v6 {{ none; }};
+    recursion no;
+    dnssec-validation no;
+    notify no;
+    max-records-per-type 0;
+}};
+controls {{ }};
+include "{d}/update.key";
+zone "cluster.local" {{
+    type primary;
+    file "{d}/cluster.local.zone";
+    allow-update {{ key "{KEY_NAME}"; }};
+}};
+"#
+    )
+}
+
+/// SOA, NS, and per pod an SRV record of the Service (CoreDNS's weights)
+/// and its A record.
+fn zone_file(pods: usize) -> String {
+    let mut z = format!(
+        "$ORIGIN cluster.local.\n$TTL {TTL}\n@ IN SOA ns.dns.cluster.local. hostmaster.cluster.local. 1 7200 1800 86400 {TTL}\n@ IN NS ns.dns.cluster.local.\nns.dns IN A 127.0.0.1\n"
+    );
+    let weight = (100 / pods.max(1)).max(1);
+    for k in 0..pods {
+        let h = format!("web-{k}");
+        let _ = writeln!(z, "{SERVICE} {TTL} IN SRV 0 {weight} 80 {h}.{SERVICE}");
+        let _ = writeln!(z, "{h}.{SERVICE} {TTL} IN A {}", pod_ip(&h));
+    }
+    z
+}
+
+enum Server {
+    Bind(Bind),
+    InProc(DnsServer),
+}
+
+impl Server {
+    fn start(kind: &str, dir: &Path, pods: usize) -> Res<Server> {
+        match kind {
+            "bind" => Bind::start(dir, pods).map(Server::Bind),
+            _ => {
+                let server = DnsServer::start("cluster.local");
+                server.scale(pods);
+                Ok(Server::InProc(server))
+            }
+        }
+    }
+
+    fn nameserver(&self) -> String {
+        match self {
+            Server::Bind(b) => b.addr.to_string(),
+            Server::InProc(s) => s.nameserver(),
+        }
+    }
+
+    /// The server's own process, when it has one.
+    fn pid(&self) -> Option<u32> {
+        match self {
+            Server::Bind(b) => Some(b.named.pid()),
+            Server::InProc(_) => None,
+        }
+    }
+
+    /// Changes the pods to `web-0` .. `web-<n-1>`; returns how long the
+    /// change itself took.
+    fn scale(&mut self, n: usize) -> Res<Duration> {
+        match self {
+            Server::Bind(b) => b.scale(n),
+            Server::InProc(s) => {
+                let started = Instant::now();
+                s.scale(n);
+                Ok(started.elapsed())
+            }
+        }
+    }
+
+    /// SRV queries received (UDP, TCP), when the server counts them.
+    fn srv_queries(&self) -> Option<(u64, u64)> {
+        match self {
+            Server::Bind(_) => None,
+            Server::InProc(s) => Some((
+                s.queries(Proto::Udp, RecordType::SRV),
+                s.queries(Proto::Tcp, RecordType::SRV),
+            )),
+        }
+    }
+}
+
+// ---- the daemon -------------------------------------------------------------------
+
+struct Daemon {
+    guard: Guarded,
+    log: PathBuf,
+    destination: PathBuf,
+}
+
+impl Daemon {
+    fn start(dir: &Path, server: &Server, pods: usize, opts: &Options) -> Res<Daemon> {
+        let out = dir.join("out");
+        std::fs::create_dir_all(&out).map_err(e("create the output dir"))?;
+        let template = dir.join("peers.conf.j2");
+        std::fs::write(&template, TEMPLATE).map_err(e("write the template"))?;
+        let resolv = dir.join("resolv.conf");
+        std::fs::write(&resolv, "nameserver 127.0.0.1\n").map_err(e("write resolv.conf"))?;
+        let destination = out.join("peers.conf");
+        let config = dir.join("peerplate.yaml");
+        let yaml = format!(
+            "identity: {{hostname: web-1, namespace: default}}\n\
+             peers:\n  dns:\n    service: nginx\n    cluster_domain: cluster.local\n    \
+             nameservers: ['{}']\n    interval: {}ms\n\
+             wait: {{min: 0s, max: 0s}}\n\
+             templates:\n  - source: {}\n    destination: {}\n",
+            server.nameserver(),
+            opts.interval.as_millis(),
+            template.display(),
+            destination.display()
+        );
+        std::fs::write(&config, yaml).map_err(e("write the config"))?;
+        let log = dir.join("peerplate.log");
+        let mut env = vec![(
+            "PEERPLATE_RESOLV_CONF".to_string(),
+            resolv.display().to_string(),
+        )];
+        env.extend(opts.daemon_env.iter().cloned());
+        let guard = common::spawn_daemon(&opts.bin, &config, &log, &env)?;
+        let daemon = Daemon {
+            guard,
+            log,
+            destination,
+        };
+        let started = Instant::now();
+        let limit = Duration::from_secs(10);
+        if !common::wait_for(limit, Duration::from_millis(1), || daemon.holds(pods)) {
+            return Err(format!(
+                "no output with {pods} peers within {limit:?}; log tail:\n{}",
+                common::log_tail(&daemon.log, 20)
+            ));
+        }
+        println!(
+            "daemon pid {} rendered {pods} peers {:.0} ms after spawn",
+            daemon.guard.pid(),
+            common::ms(started.elapsed())
+        );
+        Ok(daemon)
+    }
+
+    /// Whether the output lists exactly `n` peers.
+    fn holds(&self, n: usize) -> bool {
+        let want = format!("# {n} peers\n");
+        std::fs::read(&self.destination).is_ok_and(|b| {
+            b.starts_with(want.as_bytes()) && b.iter().filter(|c| **c == b'\n').count() == n + 1
+        })
+    }
+}
+
+// ---- the measurements -------------------------------------------------------------
+
+/// One row of the summary at the end.
+#[derive(Default, Clone)]
+struct Row {
+    label: String,
+    rss: Option<common::Memory>,
+    cpu_per_min: Option<f64>,
+    latency: Option<(f64, f64, f64)>,
+}
+
+fn idle(daemon: &Daemon, server: &Server, pods: usize, opts: &Options, row: &mut Row) -> Res<()> {
+    let pid = daemon.guard.pid();
+    let mut tail = common::LogTail::new(&daemon.log);
+    tail.new_lines();
+    std::thread::sleep(opts.idle_wait);
+    let mem = common::memory(pid)?;
+    println!(
+        "after {:?} idle: {mem}  Threads {:?}",
+        opts.idle_wait,
+        common::thread_names(pid)
+    );
+    common::print_mappings(pid)?;
+    let q0 = server.srv_queries();
+    let others: Vec<(&str, u32)> = server.pid().map(|p| ("named", p)).into_iter().collect();
+    let per_min = common::idle_cpu(pid, opts.cpu_window, &others)?;
+    if let (Some((u0, t0)), Some((u1, t1))) = (q0, server.srv_queries()) {
+        println!(
+            "  SRV queries the server got in the window: {} over UDP, {} over TCP",
+            u1 - u0,
+            t1 - t0
+        );
+    }
+    let logged = tail.new_lines();
+    println!(
+        "  the daemon logged {} lines while idle ({} renders)",
+        logged.len(),
+        logged.iter().filter(|l| l.contains(" rendered ")).count()
+    );
+    for l in logged.iter().take(5) {
+        println!("    {l}");
+    }
+    let (rss_target, cpu_target) = if pods <= 2 {
+        (3964, 10.0)
+    } else {
+        (7052, 20.0)
+    };
+    println!(
+        "  target (a): VmRSS {} < {rss_target} kB: {}; RssAnon {} < 1024 kB: {}",
+        mem.rss,
+        common::verdict(mem.rss < rss_target),
+        mem.anon,
+        common::verdict(mem.anon < 1024)
+    );
+    println!(
+        "  target (b): {per_min:.2} ms/min < {cpu_target} ms/min: {}",
+        common::verdict(per_min < cpu_target)
+    );
+    row.rss = Some(mem);
+    row.cpu_per_min = Some(per_min);
+    Ok(())
+}
+
+fn latency(
+    daemon: &Daemon,
+    server: &mut Server,
+    pods: usize,
+    opts: &Options,
+    row: &mut Row,
+) -> Res<()> {
+    let out_dir = daemon
+        .destination
+        .parent()
+        .ok_or("the destination has a dir")?
+        .to_path_buf();
+    let (tx, rx) = mpsc::channel();
+    let mut watcher = notify::recommended_watcher(move |_event| {
+        let _ = tx.send(());
+    })
+    .map_err(|err| format!("start the watcher: {err}"))?;
+    watcher
+        .watch(&out_dir, RecursiveMode::NonRecursive)
+        .map_err(|err| format!("watch the output dir: {err}"))?;
+
+    let mut rng = common::XorShift::new();
+    let mut samples = Vec::with_capacity(opts.changes);
+    let mut updates = Vec::with_capacity(opts.changes);
+    let mut current = pods;
+    let mut timeouts = 0;
+    let limit = opts.interval * 2 + Duration::from_secs(3);
+    let started = Instant::now();
+    for _ in 0..opts.changes {
+        std::thread::sleep(Duration::from_millis(100) + opts.interval.mul_f64(1.1 * rng.unit()));
+        let next = if current == pods { pods + 1 } else { pods };
+        while rx.try_recv().is_ok() {}
+        let took = server.scale(next)?;
+        // From nsupdate's return (BIND) or from the set_pods call (inproc).
+        let start = match server {
+            Server::Bind(_) => Instant::now(),
+            Server::InProc(_) => Instant::now() - took,
+        };
+        updates.push(took);
+        current = next;
+        let deadline = start + limit;
+        let done = loop {
+            if daemon.holds(next) {
+                break Some(start.elapsed());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                break None;
+            }
+            let _ = rx.recv_timeout(deadline - now);
+        };
+        match done {
+            Some(t) => samples.push(t),
+            None => {
+                timeouts += 1;
+                eprintln!("change to {next} pods: no new output within {limit:?}");
+                if timeouts >= 3 {
+                    return Err(format!(
+                        "3 changes timed out; log tail:\n{}",
+                        common::log_tail(&daemon.log, 20)
+                    ));
+                }
+            }
+        }
+    }
+    drop(watcher);
+    println!(
+        "{} changes ({pods} <-> {} pods) in {:.1} s, {timeouts} timed out",
+        samples.len(),
+        pods + 1,
+        started.elapsed().as_secs_f64()
+    );
+    let what = match server {
+        Server::Bind(_) => "nsupdate run time (not in the latency)",
+        Server::InProc(_) => "set_pods call (in the latency)",
+    };
+    common::print_stats(&format!("  {what}"), &mut updates);
+    let max = samples.iter().max().copied().map(common::ms);
+    let budget = common::ms(opts.interval) + 20.0;
+    let over = samples.iter().filter(|s| common::ms(**s) >= budget).count();
+    if let (Some((median, p90)), Some(max)) = (
+        common::print_stats("  DNS change -> new output in place", &mut samples),
+        max,
+    ) {
+        println!(
+            "  target (c): p90 {p90:.1} ms and max {max:.1} ms < {budget:.0} ms: {} / {} ({over} of {} at or over); median {median:.1} ms vs half the interval {:.0} ms",
+            common::verdict(p90 < budget),
+            common::verdict(max < budget),
+            samples.len(),
+            common::ms(opts.interval) / 2.0
+        );
+        row.latency = Some((median, p90, max));
+    }
+    Ok(())
+}
+
+fn one(kind: &str, pods: usize, root: &Path, opts: &Options) -> Res<Row> {
+    println!("\n== {kind}, {pods} peers, interval {:?} ==", opts.interval);
+    let dir = root.join(format!("{kind}-{pods}"));
+    std::fs::create_dir_all(&dir).map_err(e("create the run dir"))?;
+    let mut server = Server::start(kind, &dir.join("server"), pods)?;
+    let daemon = Daemon::start(&dir, &server, pods, opts)?;
+    let mut row = Row {
+        label: format!("{kind:<6} {pods:>4} peers"),
+        ..Row::default()
+    };
+    let run = |part: &str| opts.only.as_deref().is_none_or(|o| o == part);
+    if run("idle") {
+        idle(&daemon, &server, pods, opts, &mut row)?;
+    }
+    if run("latency") {
+        latency(&daemon, &mut server, pods, opts, &mut row)?;
+    }
+    let warnings = common::log_text(&daemon.log)
+        .lines()
+        .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+        .count();
+    println!("  warnings/errors in the daemon's log: {warnings}");
+    Ok(row)
+}
+
+fn main() -> std::process::ExitCode {
+    let opts = match options() {
+        Ok(o) => o,
+        Err(err) => {
+            eprintln!("dns bench: {err}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let result = (|| -> Res<()> {
+        let root = tempfile::Builder::new()
+            .prefix("peerplate-dns-bench.")
+            .tempdir_in(&opts.dir)
+            .map_err(e("create the temp dir"))?;
+        common::describe_binary(&opts.bin)?;
+        common::machine_line(root.path());
+        if opts.servers.iter().any(|s| s == "bind") {
+            let v = Command::new("named")
+                .arg("-v")
+                .output()
+                .map_err(e("named -v"))?;
+            println!("BIND: {}", String::from_utf8_lossy(&v.stdout).trim());
+        }
+        if !opts.daemon_env.is_empty() {
+            println!("daemon env: {:?}", opts.daemon_env);
+        }
+        let mut rows = Vec::new();
+        for kind in &opts.servers {
+            for &pods in &opts.peers {
+                rows.push(one(kind, pods, root.path(), &opts)?);
+            }
+        }
+        println!("\n== summary (targets: VmRSS < 3964 kB @2 / 7052 kB @300, RssAnon < 1024 kB; CPU < 10 / 20 ms/min; change -> output < interval + 20 ms) ==");
+        for r in rows {
+            let mem = r.rss.map_or("-".into(), |m| {
+                format!(
+                    "VmRSS {:>5} kB RssAnon {:>4} kB RssFile {:>5} kB",
+                    m.rss, m.anon, m.file
+                )
+            });
+            let cpu = r
+                .cpu_per_min
+                .map_or("-".into(), |c| format!("{c:6.2} ms/min"));
+            let lat = r.latency.map_or("-".into(), |(m, p, x)| {
+                format!("median {m:6.1} p90 {p:6.1} max {x:6.1} ms")
+            });
+            println!("{}  {mem}  CPU {cpu}  latency {lat}", r.label);
+        }
+        Ok(())
+    })();
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("dns bench failed: {err}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
