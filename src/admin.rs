@@ -14,7 +14,7 @@ use std::sync::Arc;
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response, StatusCode};
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -24,42 +24,50 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::Error;
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
-pub enum Lookup {
-    Answer,
-    Failure,
+/// Label values, written the way Prometheus queries expect them
+/// (lower_snake_case), from enums so a typo cannot invent a new series.
+macro_rules! label_values {
+    ($(#[$doc:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+        pub enum $name { $($variant),+ }
+
+        impl $name {
+            const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+    };
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
-pub enum Render {
-    Changed,
-    Unchanged,
-    Failed,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
-pub enum Reload {
-    Signalled,
-    NoProcess,
-    Failed,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
-pub enum Hook {
-    Ok,
-    Failed,
-    Timeout,
-}
+label_values!(
+    /// How a DNS poll went.
+    Lookup { Answer => "answer", Failure => "failure" }
+);
+label_values!(
+    /// How a template's render and install went.
+    Render { Changed => "changed", Unchanged => "unchanged", Failed => "failed" }
+);
+label_values!(
+    /// How a reload went.
+    Reload { Signalled => "signalled", NoProcess => "no_process", Failed => "failed" }
+);
+label_values!(
+    /// How a hook run went.
+    Hook { Ok => "ok", Failed => "failed", Timeout => "timeout" }
+);
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct LookupLabels {
-    result: Lookup,
+    result: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RenderLabels {
     template: String,
-    result: Render,
+    result: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -69,13 +77,13 @@ struct TemplateLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReloadLabels {
-    result: Reload,
+    result: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HookLabels {
     hook: String,
-    result: Hook,
+    result: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -164,16 +172,52 @@ impl Status {
         self.peers.set(i64::try_from(count).unwrap_or(i64::MAX));
     }
 
+    /// Creates every series the config can produce, at zero, so that
+    /// `increase()` sees the first failure after a restart and dashboards
+    /// show 0 rather than "no data".
+    pub fn expect(&self, templates: &[String], dns: bool, reload: bool, hooks: &[&str]) {
+        for template in templates {
+            for result in Render::ALL {
+                let _ = self
+                    .renders
+                    .get_or_create(&render_labels(template, *result));
+            }
+            let _ = self.checks_failed.get_or_create(&TemplateLabels {
+                template: template.clone(),
+            });
+        }
+        if dns {
+            for result in Lookup::ALL {
+                let _ = self.lookups.get_or_create(&LookupLabels {
+                    result: result.as_str(),
+                });
+            }
+        }
+        if reload {
+            for result in Reload::ALL {
+                let _ = self.reloads.get_or_create(&ReloadLabels {
+                    result: result.as_str(),
+                });
+            }
+        }
+        for hook in hooks {
+            for result in Hook::ALL {
+                let _ = self.hooks.get_or_create(&hook_labels(hook, *result));
+            }
+        }
+    }
+
     pub fn lookup(&self, result: Lookup) {
-        self.lookups.get_or_create(&LookupLabels { result }).inc();
+        self.lookups
+            .get_or_create(&LookupLabels {
+                result: result.as_str(),
+            })
+            .inc();
     }
 
     pub fn render(&self, template: &str, result: Render) {
         self.renders
-            .get_or_create(&RenderLabels {
-                template: template.into(),
-                result,
-            })
+            .get_or_create(&render_labels(template, result))
             .inc();
     }
 
@@ -186,16 +230,15 @@ impl Status {
     }
 
     pub fn reload(&self, result: Reload) {
-        self.reloads.get_or_create(&ReloadLabels { result }).inc();
+        self.reloads
+            .get_or_create(&ReloadLabels {
+                result: result.as_str(),
+            })
+            .inc();
     }
 
     pub fn hook(&self, hook: &str, result: Hook) {
-        self.hooks
-            .get_or_create(&HookLabels {
-                hook: hook.into(),
-                result,
-            })
-            .inc();
+        self.hooks.get_or_create(&hook_labels(hook, result)).inc();
     }
 
     pub fn cycle_succeeded(&self) {
@@ -212,6 +255,20 @@ impl Status {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
         text
+    }
+}
+
+fn render_labels(template: &str, result: Render) -> RenderLabels {
+    RenderLabels {
+        template: template.into(),
+        result: result.as_str(),
+    }
+}
+
+fn hook_labels(hook: &str, result: Hook) -> HookLabels {
+    HookLabels {
+        hook: hook.into(),
+        result: result.as_str(),
     }
 }
 

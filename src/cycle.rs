@@ -93,10 +93,29 @@ struct Loop {
 
 impl Loop {
     fn new(config: Config, mode: Mode) -> Loop {
+        let renderer = Renderer::load(&config.templates);
+        let status = Status::new();
+        let names: Vec<String> = (0..config.templates.len())
+            .map(|i| renderer.name(i).to_string())
+            .collect();
+        let hooks: Vec<&str> = match &config.hooks {
+            Some(h) => [("on_start", &h.on_start), ("on_change", &h.on_change)]
+                .into_iter()
+                .filter(|(_, command)| command.is_some())
+                .map(|(which, _)| which)
+                .collect(),
+            None => Vec::new(),
+        };
+        status.expect(
+            &names,
+            matches!(config.peers.source, PeerSource::Dns(_)),
+            config.reload.is_some(),
+            &hooks,
+        );
         Loop {
-            status: Arc::new(Status::new()),
+            status: Arc::new(status),
             succeeded: vec![false; config.templates.len()],
-            renderer: Renderer::load(&config.templates),
+            renderer,
             config: Arc::new(config),
             mode,
             templates_dirty: false,

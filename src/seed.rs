@@ -89,6 +89,14 @@ fn copy_entry(from: &Path, to: &Path, report: &mut Report) -> Result<(), Error> 
         let target = fs::read_link(from).map_err(io(from))?;
         std::os::unix::fs::symlink(&target, to).map_err(io(to))?;
         own(to, &meta, true);
+        // The link's own times, as `cp -p` keeps them (never the target's).
+        let _ = nix::sys::stat::utimensat(
+            nix::fcntl::AT_FDCWD,
+            to,
+            &nix::sys::time::TimeSpec::new(meta.atime(), meta.atime_nsec()),
+            &nix::sys::time::TimeSpec::new(meta.mtime(), meta.mtime_nsec()),
+            nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+        );
     } else if kind.is_file() {
         // Into a temporary name first, so a crash never leaves a half file
         // under the real name (which the next run would then keep).

