@@ -61,9 +61,10 @@ pub struct Poller {
     last_answer: Vec<u8>,
     /// Names dropped last time, so each bad name is warned about once.
     dropped: BTreeSet<String>,
-    /// The last set returned: an answer that only reorders it (BIND rotates
-    /// records) is no change.
+    /// The last set returned.
     last_set: Option<PeerSet>,
+    /// The last answer's sorted (target, port) pairs.
+    last_targets: Option<Vec<(Name, u16)>>,
 }
 
 impl Poller {
@@ -89,6 +90,7 @@ impl Poller {
             last_answer: Vec::new(),
             dropped: BTreeSet::new(),
             last_set: None,
+            last_targets: None,
         })
     }
 
@@ -100,14 +102,39 @@ impl Poller {
     /// Asks once. `Ok(Some(set))` is a new answer (possibly empty), `Ok(None)`
     /// the same peers as last time, `Err` no answer at all.
     pub fn poll(&mut self) -> Result<Option<PeerSet>, LookupFailure> {
-        let (message, bytes) = self.client.query(&self.query, RecordType::SRV)?;
-        // An identical answer is an identical peer set, unless addresses
-        // come from other lookups that may have changed on their own.
-        let complete = !self.addresses || additionals_cover_answers(&message);
-        if complete && bytes.get(2..) == self.last_answer.get(2..) {
+        let bytes = self.client.query(&self.query, RecordType::SRV)?;
+        // An identical answer (CoreDNS answers in a stable order) is an
+        // identical peer set: skip even decoding it. Not with addresses,
+        // which may come from other lookups that changed on their own.
+        if !self.addresses && bytes.get(2..) == self.last_answer.get(2..) {
+            return Ok(None);
+        }
+        let message = decode(&bytes)?;
+        if self.addresses
+            && additionals_cover_answers(&message)
+            && bytes.get(2..) == self.last_answer.get(2..)
+        {
             return Ok(None);
         }
         self.last_answer = bytes;
+        // The same records in another order (BIND rotates them on every
+        // answer) are the same peers: compare the sorted (target, port)
+        // pairs before building any peer.
+        if !self.addresses {
+            let mut targets: Vec<(Name, u16)> = message
+                .answers
+                .iter()
+                .filter_map(|r| match &r.data {
+                    RData::SRV(srv) => Some((srv.target.clone(), srv.port)),
+                    _ => None,
+                })
+                .collect();
+            targets.sort();
+            if self.last_targets.as_ref() == Some(&targets) {
+                return Ok(None);
+            }
+            self.last_targets = Some(targets);
+        }
 
         let mut peers = Vec::new();
         let mut dropped = BTreeSet::new();
@@ -132,6 +159,7 @@ impl Poller {
                 // Ask again next time rather than trust a half-filled set.
                 self.last_answer.clear();
                 self.last_set = None;
+                self.last_targets = None;
                 return Err(e);
             }
         }
@@ -159,9 +187,13 @@ impl Poller {
                         .map_err(|e| LookupFailure(e.to_string()))?;
                     let mut ips = Vec::new();
                     for rtype in [RecordType::A, RecordType::AAAA] {
-                        let (reply, _) = self.client.query(&name, rtype).map_err(|e| {
-                            LookupFailure(format!("addresses of {}: {}", peer.fqdn, e.0))
-                        })?;
+                        let reply = self
+                            .client
+                            .query(&name, rtype)
+                            .and_then(|bytes| decode(&bytes))
+                            .map_err(|e| {
+                                LookupFailure(format!("addresses of {}: {}", peer.fqdn, e.0))
+                            })?;
                         ips.extend(addresses_in(&reply.answers).into_values().flatten());
                     }
                     ips
@@ -239,11 +271,7 @@ impl Client {
 
     /// Asks each server in turn until one answers. NXDOMAIN and NOERROR are
     /// answers; every other response code is a failure.
-    fn query(
-        &mut self,
-        name: &Name,
-        rtype: RecordType,
-    ) -> Result<(Message, Vec<u8>), LookupFailure> {
+    fn query(&mut self, name: &Name, rtype: RecordType) -> Result<Vec<u8>, LookupFailure> {
         let mut last = String::new();
         for _ in 0..self.servers.len() {
             match self.ask(name, rtype) {
@@ -259,7 +287,7 @@ impl Client {
         Err(LookupFailure(last))
     }
 
-    fn ask(&mut self, name: &Name, rtype: RecordType) -> Result<(Message, Vec<u8>), String> {
+    fn ask(&mut self, name: &Name, rtype: RecordType) -> Result<Vec<u8>, String> {
         let id = self.ids.next() as u16;
         let mut request = Message::new(id, MessageType::Query, OpCode::Query);
         request.metadata.recursion_desired = true;
@@ -280,12 +308,16 @@ impl Client {
                 bytes
             }
         };
-        let reply = Message::from_vec(&bytes).map_err(|e| format!("undecodable answer: {e}"))?;
-        if reply.metadata.id != id || reply.metadata.message_type != MessageType::Response {
+        // The header says all a poll needs to know before the answer is
+        // compared with the last one; decoding waits until it differs.
+        if bytes.len() < 12
+            || u16::from_be_bytes([bytes[0], bytes[1]]) != id
+            || bytes[2] & 0x80 == 0
+        {
             return Err("answer does not match the question".into());
         }
-        match reply.metadata.response_code {
-            ResponseCode::NoError | ResponseCode::NXDomain => Ok((reply, bytes)),
+        match ResponseCode::from(0, bytes[3] & 0x0f) {
+            ResponseCode::NoError | ResponseCode::NXDomain => Ok(bytes),
             code => Err(format!("server answered {code}")),
         }
     }
@@ -392,13 +424,17 @@ impl Client {
     }
 }
 
+fn decode(bytes: &[u8]) -> Result<Message, LookupFailure> {
+    Message::from_vec(bytes).map_err(|e| LookupFailure(format!("undecodable answer: {e}")))
+}
+
 /// The TC bit, read straight from the header.
 fn truncated(bytes: &[u8]) -> bool {
     bytes.get(2).is_some_and(|flags| flags & 0x02 != 0)
 }
 
-/// Starts the poller on a thread of its own. It polls every `interval` (plus
-/// up to 10% jitter, so a StatefulSet's pods do not query in lockstep) and
+/// Starts the poller on a thread of its own. It polls every `interval` (less
+/// up to 5% jitter, so a StatefulSet's pods do not query in lockstep) and
 /// sends each new peer set; the thread ends when `shutdown` is cancelled.
 pub fn spawn(
     dns: Dns,
@@ -470,8 +506,10 @@ fn poll_loop(
         if !sent {
             return;
         }
-        let extra = interval.as_nanos() as u64 / 10;
-        let pause = interval + Duration::from_nanos(jitter.next() % extra.max(1));
+        // Up to 5% *less* than the interval: pods spread out, and a change
+        // is never seen later than one interval after it happened.
+        let spread = interval.as_nanos() as u64 / 20;
+        let pause = interval - Duration::from_nanos(jitter.next() % spread.max(1));
         match stopped.recv_timeout(pause) {
             Err(RecvTimeoutError::Timeout) => {}
             _ => return,
