@@ -51,17 +51,14 @@ use std::fmt::Write as _;
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
-use notify::{RecursiveMode, Watcher};
 
 use common::{e, Guarded, Res};
 use dns_server::{ask, pod_ip, DnsServer, Proto};
 
-const BIN: &str = env!("CARGO_BIN_EXE_peerplate");
 const SERVICE: &str = "nginx.default.svc.cluster.local.";
 const KEY_NAME: &str = "peerplate-bench";
 const TTL: u32 = 30;
@@ -70,42 +67,30 @@ const TEMPLATE: &str = "# {{ peers|length }} peers\n\
 
 #[derive(Debug)]
 struct Options {
-    bin: PathBuf,
+    shared: common::SharedOptions,
     servers: Vec<String>,
     peers: Vec<usize>,
-    only: Option<String>,
     idle_wait: Duration,
     cpu_window: Duration,
     changes: usize,
     interval: Duration,
-    daemon_env: Vec<(String, String)>,
     dir: PathBuf,
 }
 
 fn options() -> Res<Options> {
     let mut o = Options {
-        bin: PathBuf::from(BIN),
+        shared: common::SharedOptions::new(),
         servers: vec!["bind".into(), "inproc".into()],
         peers: vec![2, 300],
-        only: None,
         idle_wait: Duration::from_secs(10),
         cpu_window: Duration::from_secs(30),
         changes: 30,
         interval: Duration::from_secs(1),
-        daemon_env: Vec::new(),
         dir: PathBuf::from(env!("CARGO_TARGET_TMPDIR")),
     };
-    let mut args = std::env::args().skip(1);
-    let secs = |v: Option<String>, max: f64| -> Res<Duration> {
-        v.and_then(|v| v.parse::<f64>().ok())
-            .filter(|s| *s >= 0.0 && *s <= max)
-            .map(Duration::from_secs_f64)
-            .ok_or_else(|| format!("expected seconds between 0 and {max}"))
-    };
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--bench" => {}
-            "--bin" => o.bin = args.next().ok_or("--bin takes a path")?.into(),
+    let secs = common::secs_arg;
+    common::parse_args(&mut o.shared, |arg, args| {
+        match arg {
             "--dir" => o.dir = args.next().ok_or("--dir takes a path")?.into(),
             "--server" => {
                 o.servers = match args.next().as_deref() {
@@ -123,7 +108,6 @@ fn options() -> Res<Options> {
                     .collect::<Option<Vec<usize>>>()
                     .ok_or("--peers takes numbers from 1 to 1000, like 2,300")?
             }
-            "--only" => o.only = args.next(),
             "--idle-wait" => o.idle_wait = secs(args.next(), 120.0)?,
             "--cpu-window" => o.cpu_window = secs(args.next(), 600.0)?,
             "--interval" => o.interval = secs(args.next(), 10.0)?.max(Duration::from_secs(1)),
@@ -134,14 +118,10 @@ fn options() -> Res<Options> {
                     .filter(|n| (1..=1000).contains(n))
                     .ok_or("--changes takes a number from 1 to 1000")?
             }
-            "--daemon-env" => {
-                let kv = args.next().ok_or("--daemon-env takes K=V")?;
-                let (k, v) = kv.split_once('=').ok_or("--daemon-env takes K=V")?;
-                o.daemon_env.push((k.to_string(), v.to_string()));
-            }
-            other => return Err(format!("unknown argument {other:?}; see the //! header")),
+            _ => return Ok(false),
         }
-    }
+        Ok(true)
+    })?;
     Ok(o)
 }
 
@@ -398,14 +378,10 @@ struct Daemon {
 
 impl Daemon {
     fn start(dir: &Path, server: &Server, pods: usize, opts: &Options) -> Res<Daemon> {
-        let out = dir.join("out");
-        std::fs::create_dir_all(&out).map_err(e("create the output dir"))?;
+        let out = common::output_dir(dir)?;
         let template = dir.join("peers.conf.j2");
         std::fs::write(&template, TEMPLATE).map_err(e("write the template"))?;
-        let resolv = dir.join("resolv.conf");
-        std::fs::write(&resolv, "nameserver 127.0.0.1\n").map_err(e("write resolv.conf"))?;
         let destination = out.join("peers.conf");
-        let config = dir.join("peerplate.yaml");
         let yaml = format!(
             "identity: {{hostname: web-1, namespace: default}}\n\
              peers:\n  dns:\n    service: nginx\n    cluster_domain: cluster.local\n    \
@@ -417,14 +393,7 @@ impl Daemon {
             template.display(),
             destination.display()
         );
-        std::fs::write(&config, yaml).map_err(e("write the config"))?;
-        let log = dir.join("peerplate.log");
-        let mut env = vec![(
-            "PEERPLATE_RESOLV_CONF".to_string(),
-            resolv.display().to_string(),
-        )];
-        env.extend(opts.daemon_env.iter().cloned());
-        let guard = common::spawn_daemon(&opts.bin, &config, &log, &env)?;
+        let (guard, log) = common::start_daemon(&opts.shared, dir, "127.0.0.1", &yaml)?;
         let daemon = Daemon {
             guard,
             log,
@@ -525,19 +494,7 @@ fn latency(
     opts: &Options,
     row: &mut Row,
 ) -> Res<()> {
-    let out_dir = daemon
-        .destination
-        .parent()
-        .ok_or("the destination has a dir")?
-        .to_path_buf();
-    let (tx, rx) = mpsc::channel();
-    let mut watcher = notify::recommended_watcher(move |_event| {
-        let _ = tx.send(());
-    })
-    .map_err(|err| format!("start the watcher: {err}"))?;
-    watcher
-        .watch(&out_dir, RecursiveMode::NonRecursive)
-        .map_err(|err| format!("watch the output dir: {err}"))?;
+    let (watcher, rx) = common::watch_output(&daemon.destination, true)?;
 
     let mut rng = common::XorShift::new();
     let mut samples = Vec::with_capacity(opts.changes);
@@ -558,17 +515,7 @@ fn latency(
         };
         updates.push(took);
         current = next;
-        let deadline = start + limit;
-        let done = loop {
-            if daemon.holds(next) {
-                break Some(start.elapsed());
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                break None;
-            }
-            let _ = rx.recv_timeout(deadline - now);
-        };
+        let done = common::wait_output(start, start + limit, &rx, false, || daemon.holds(next));
         match done {
             Some(t) => samples.push(t),
             None => {
@@ -624,11 +571,10 @@ fn one(kind: &str, pods: usize, root: &Path, opts: &Options) -> Res<Row> {
         label: format!("{kind:<6} {pods:>4} peers"),
         ..Row::default()
     };
-    let run = |part: &str| opts.only.as_deref().is_none_or(|o| o == part);
-    if run("idle") {
+    if opts.shared.runs("idle") {
         idle(&daemon, &server, pods, opts, &mut row)?;
     }
-    if run("latency") {
+    if opts.shared.runs("latency") {
         latency(&daemon, &mut server, pods, opts, &mut row)?;
     }
     let warnings = common::log_text(&daemon.log)
@@ -640,19 +586,9 @@ fn one(kind: &str, pods: usize, root: &Path, opts: &Options) -> Res<Row> {
 }
 
 fn main() -> std::process::ExitCode {
-    let opts = match options() {
-        Ok(o) => o,
-        Err(err) => {
-            eprintln!("dns bench: {err}");
-            return std::process::ExitCode::from(2);
-        }
-    };
-    let result = (|| -> Res<()> {
-        let root = tempfile::Builder::new()
-            .prefix("peerplate-dns-bench.")
-            .tempdir_in(&opts.dir)
-            .map_err(e("create the temp dir"))?;
-        common::describe_binary(&opts.bin)?;
+    common::bench_main("dns", options(), |opts| {
+        let root = common::temp_root("dns", &opts.dir)?;
+        common::describe_binary(&opts.shared.bin)?;
         common::machine_line(root.path());
         if opts.servers.iter().any(|s| s == "bind") {
             let v = Command::new("named")
@@ -661,9 +597,7 @@ fn main() -> std::process::ExitCode {
                 .map_err(e("named -v"))?;
             println!("BIND: {}", String::from_utf8_lossy(&v.stdout).trim());
         }
-        if !opts.daemon_env.is_empty() {
-            println!("daemon env: {:?}", opts.daemon_env);
-        }
+        common::print_daemon_env(&opts.shared.daemon_env);
         let mut rows = Vec::new();
         for kind in &opts.servers {
             for &pods in &opts.peers {
@@ -687,12 +621,5 @@ fn main() -> std::process::ExitCode {
             println!("{}  {mem}  CPU {cpu}  latency {lat}", r.label);
         }
         Ok(())
-    })();
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("dns bench failed: {err}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    })
 }

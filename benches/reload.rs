@@ -55,44 +55,35 @@ use notify::{RecursiveMode, Watcher};
 
 use common::{e, ConfigMap, Guarded, Res};
 
-const BIN: &str = env!("CARGO_BIN_EXE_peerplate");
 const TEMPLATE: &str = include_str!("../templates/nginx.conf.j2");
 const WAITER_ENV: &str = "PEERPLATE_BENCH_SIGHUP_WAITER";
 const STEP_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug)]
 struct Options {
-    bin: PathBuf,
-    only: Option<String>,
+    shared: common::SharedOptions,
     triggers: Vec<String>,
     changes: usize,
     hook_runs: usize,
-    daemon_env: Vec<(String, String)>,
     dir: PathBuf,
 }
 
 fn options() -> Res<Options> {
     let mut o = Options {
-        bin: PathBuf::from(BIN),
-        only: None,
+        shared: common::SharedOptions::new(),
         triggers: vec!["configmap".into(), "peers".into()],
         changes: 200,
         hook_runs: 1000,
-        daemon_env: Vec::new(),
         dir: PathBuf::from(env!("CARGO_TARGET_TMPDIR")),
     };
-    let mut args = std::env::args().skip(1);
     let count = |v: Option<String>, what: &str| -> Res<usize> {
         v.and_then(|v| v.parse().ok())
             .filter(|n| (1..=10_000).contains(n))
             .ok_or_else(|| format!("{what} takes a number from 1 to 10000"))
     };
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--bench" => {}
-            "--bin" => o.bin = args.next().ok_or("--bin takes a path")?.into(),
+    common::parse_args(&mut o.shared, |arg, args| {
+        match arg {
             "--dir" => o.dir = args.next().ok_or("--dir takes a path")?.into(),
-            "--only" => o.only = args.next(),
             "--trigger" => {
                 o.triggers = match args.next().as_deref() {
                     Some("both") => vec!["configmap".into(), "peers".into()],
@@ -102,14 +93,10 @@ fn options() -> Res<Options> {
             }
             "--changes" => o.changes = count(args.next(), "--changes")?,
             "--hook-runs" => o.hook_runs = count(args.next(), "--hook-runs")?,
-            "--daemon-env" => {
-                let kv = args.next().ok_or("--daemon-env takes K=V")?;
-                let (k, v) = kv.split_once('=').ok_or("--daemon-env takes K=V")?;
-                o.daemon_env.push((k.to_string(), v.to_string()));
-            }
-            other => return Err(format!("unknown argument {other:?}; see the //! header")),
+            _ => return Ok(false),
         }
-    }
+        Ok(true)
+    })?;
     Ok(o)
 }
 
@@ -230,33 +217,20 @@ impl Daemon {
     fn start(dir: &Path, extra: &str, opts: &Options) -> Res<Daemon> {
         std::fs::create_dir_all(dir).map_err(e("create the run dir"))?;
         let configmap = ConfigMap::create(&dir.join("configmap"), &template_body())?;
-        let out = dir.join("out");
-        std::fs::create_dir_all(&out).map_err(e("create the output dir"))?;
+        let out = common::output_dir(dir)?;
         let peers_dir = dir.join("peers");
         std::fs::create_dir_all(&peers_dir).map_err(e("create the peers dir"))?;
         let peers = peers_dir.join("list");
         std::fs::write(&peers, peers_text(2)).map_err(e("write the peers file"))?;
-        let resolv = dir.join("resolv.conf");
-        std::fs::write(&resolv, "nameserver 10.96.0.10\n").map_err(e("write resolv.conf"))?;
         let destination = out.join("nginx.conf");
-        let config = dir.join("peerplate.yaml");
-        let yaml = format!(
-            "identity: {{hostname: web-1, namespace: default}}\n\
-             peers:\n  file: {}\n\
-             wait: {{min: 0s, max: 0s}}\n\
-             templates:\n  - source: {}\n    destination: {}\n    reload: true\n{extra}",
-            peers.display(),
-            configmap.path().display(),
-            destination.display()
+        let yaml = common::file_source_config(
+            &peers,
+            &configmap.path(),
+            &destination,
+            "    reload: true\n",
+            extra,
         );
-        std::fs::write(&config, yaml).map_err(e("write the config"))?;
-        let log = dir.join("peerplate.log");
-        let mut env = vec![(
-            "PEERPLATE_RESOLV_CONF".to_string(),
-            resolv.display().to_string(),
-        )];
-        env.extend(opts.daemon_env.iter().cloned());
-        let guard = common::spawn_daemon(&opts.bin, &config, &log, &env)?;
+        let (guard, log) = common::start_daemon(&opts.shared, dir, "10.96.0.10", &yaml)?;
         let daemon = Daemon {
             guard,
             log,
@@ -600,39 +574,19 @@ fn main() -> std::process::ExitCode {
             }
         };
     }
-    let opts = match options() {
-        Ok(o) => o,
-        Err(err) => {
-            eprintln!("reload bench: {err}");
-            return std::process::ExitCode::from(2);
-        }
-    };
-    let result = (|| -> Res<()> {
-        let root = tempfile::Builder::new()
-            .prefix("peerplate-reload-bench.")
-            .tempdir_in(&opts.dir)
-            .map_err(e("create the temp dir"))?;
-        common::describe_binary(&opts.bin)?;
+    common::bench_main("reload", options(), |opts| {
+        let root = common::temp_root("reload", &opts.dir)?;
+        common::describe_binary(&opts.shared.bin)?;
         common::machine_line(root.path());
-        if !opts.daemon_env.is_empty() {
-            println!("daemon env: {:?}", opts.daemon_env);
-        }
-        let run = |part: &str| opts.only.as_deref().is_none_or(|o| o == part);
-        if run("signal") {
+        common::print_daemon_env(&opts.shared.daemon_env);
+        if opts.shared.runs("signal") {
             for trigger in &opts.triggers {
                 signal(root.path(), trigger, &opts)?;
             }
         }
-        if run("hooks") {
+        if opts.shared.runs("hooks") {
             hooks(root.path(), &opts)?;
         }
         Ok(())
-    })();
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("reload bench failed: {err}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    })
 }

@@ -1,19 +1,22 @@
-//! Helpers shared by the `dns` and `reload` benches (`mod common;`): the
-//! daemon as a child process that is always stopped, /proc readings (memory,
-//! CPU, children), the daemon's log, kubelet-style ConfigMap swaps, atomic
-//! file replacement and the statistics printout. Same conventions as
-//! `benches/daemon.rs`: every wait is bounded, errors are strings.
+//! Helpers shared by the `daemon`, `dns` and `reload` benches (`mod
+//! common;`): the bench's `main` and option pieces, the daemon as a child
+//! process that is always stopped, waiting for its output, /proc readings
+//! (memory, CPU, children, mappings), the daemon's log, kubelet-style
+//! ConfigMap swaps, atomic file replacement and the statistics printout.
+//! Every wait is bounded, errors are strings.
 
 #![allow(dead_code)] // each bench uses a different part
 
 use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use notify::{RecursiveMode, Watcher};
 
 pub type Res<T> = Result<T, String>;
 
@@ -21,10 +24,125 @@ pub fn e(what: &'static str) -> impl Fn(std::io::Error) -> String {
     move |err| format!("{what}: {err}")
 }
 
+// ---- main and options -------------------------------------------------------------
+
+/// A bench's `main`: a bad option prints `<name> bench: <err>` and exits 2;
+/// `body` failing prints `<name> bench failed: <err>` and exits 1.
+pub fn bench_main<O>(name: &str, options: Res<O>, body: impl FnOnce(O) -> Res<()>) -> ExitCode {
+    let opts = match options {
+        Ok(o) => o,
+        Err(err) => {
+            eprintln!("{name} bench: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    match body(opts) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("{name} bench failed: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A fresh temp dir `peerplate-<name>-bench.XXXXXX` in `dir`, removed on drop.
+pub fn temp_root(name: &str, dir: &Path) -> Res<tempfile::TempDir> {
+    tempfile::Builder::new()
+        .prefix(&format!("peerplate-{name}-bench."))
+        .tempdir_in(dir)
+        .map_err(e("create the temp dir"))
+}
+
+/// The options every bench takes: `--bin PATH` (default: the release
+/// binary `cargo bench` built), `--only PART`, `--daemon-env K=V`
+/// (repeatable), and `--bench` (what `cargo bench` passes; ignored).
+#[derive(Debug)]
+pub struct SharedOptions {
+    pub bin: PathBuf,
+    pub only: Option<String>,
+    pub daemon_env: Vec<(String, String)>,
+}
+
+impl SharedOptions {
+    pub fn new() -> SharedOptions {
+        SharedOptions {
+            bin: PathBuf::from(env!("CARGO_BIN_EXE_peerplate")),
+            only: None,
+            daemon_env: Vec::new(),
+        }
+    }
+
+    /// Takes `arg` (and its value from `args`) if it is one of these.
+    fn take(&mut self, arg: &str, args: &mut dyn Iterator<Item = String>) -> Res<bool> {
+        match arg {
+            "--bench" => {}
+            "--bin" => self.bin = args.next().ok_or("--bin takes a path")?.into(),
+            "--only" => self.only = args.next(),
+            "--daemon-env" => self.daemon_env.push(daemon_env_arg(args.next())?),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// Whether `--only` (if given) selects `part`.
+    pub fn runs(&self, part: &str) -> bool {
+        self.only.as_deref().is_none_or(|o| o == part)
+    }
+}
+
+/// Parses the command line: each argument goes to `shared`, else to `own`
+/// (which takes the bench's own options, with their values from the
+/// iterator, and returns `Ok(false)` for any other: an unknown argument).
+pub fn parse_args(
+    shared: &mut SharedOptions,
+    mut own: impl FnMut(&str, &mut dyn Iterator<Item = String>) -> Res<bool>,
+) -> Res<()> {
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        if !shared.take(&arg, &mut args)? && !own(&arg, &mut args)? {
+            return Err(unknown_arg(&arg));
+        }
+    }
+    Ok(())
+}
+
+/// The value of `--daemon-env K=V`.
+pub fn daemon_env_arg(value: Option<String>) -> Res<(String, String)> {
+    let kv = value.ok_or("--daemon-env takes K=V")?;
+    let (k, v) = kv.split_once('=').ok_or("--daemon-env takes K=V")?;
+    Ok((k.to_string(), v.to_string()))
+}
+
+/// A number of seconds from 0 to `max`.
+pub fn secs_arg(value: Option<String>, max: f64) -> Res<Duration> {
+    value
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|s| *s >= 0.0 && *s <= max)
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| format!("expected seconds between 0 and {max}"))
+}
+
+/// The error for an argument no option parser knows.
+pub fn unknown_arg(other: &str) -> String {
+    format!("unknown argument {other:?}; see the //! header")
+}
+
+/// Prints the `--daemon-env` pairs, if any.
+pub fn print_daemon_env(daemon_env: &[(String, String)]) {
+    if !daemon_env.is_empty() {
+        println!("daemon env: {daemon_env:?}");
+    }
+}
+
+/// The size of `bin` in bytes.
+pub fn binary_size(bin: &Path) -> Res<u64> {
+    Ok(std::fs::metadata(bin).map_err(e("stat the binary"))?.len())
+}
+
 /// The binary `cargo bench` built (`CARGO_BIN_EXE_peerplate`) unless
 /// `--bin PATH` names another; prints its size and linkage.
 pub fn describe_binary(bin: &Path) -> Res<()> {
-    let size = std::fs::metadata(bin).map_err(e("stat the binary"))?.len();
+    let size = binary_size(bin)?;
     let ldd = Command::new("ldd")
         .arg(bin)
         .output()
@@ -125,6 +243,59 @@ pub fn spawn_daemon(
     })
 }
 
+/// The config of a daemon with a `file:` peer source (this pod `web-1`),
+/// `wait: 0s/0s`, no `http:` and one template; `template_extra` goes in the
+/// template's entry (e.g. `    reload: true\n`), `extra` at the end.
+pub fn file_source_config(
+    peers: &Path,
+    source: &Path,
+    destination: &Path,
+    template_extra: &str,
+    extra: &str,
+) -> String {
+    format!(
+        "identity: {{hostname: web-1, namespace: default}}\n\
+         peers:\n  file: {}\n\
+         wait: {{min: 0s, max: 0s}}\n\
+         templates:\n  - source: {}\n    destination: {}\n{template_extra}{extra}",
+        peers.display(),
+        source.display(),
+        destination.display()
+    )
+}
+
+/// Writes `<dir>/resolv.conf` (`nameserver <nameserver>`) and
+/// `<dir>/peerplate.yaml` (`yaml`), then starts the daemon on them with
+/// `PEERPLATE_RESOLV_CONF` pointing at the former, `--daemon-env` on top
+/// and stderr to `<dir>/peerplate.log`; returns it with the log's path.
+pub fn start_daemon(
+    opts: &SharedOptions,
+    dir: &Path,
+    nameserver: &str,
+    yaml: &str,
+) -> Res<(Guarded, PathBuf)> {
+    let resolv = dir.join("resolv.conf");
+    std::fs::write(&resolv, format!("nameserver {nameserver}\n"))
+        .map_err(e("write resolv.conf"))?;
+    let config = dir.join("peerplate.yaml");
+    std::fs::write(&config, yaml).map_err(e("write the config"))?;
+    let log = dir.join("peerplate.log");
+    let mut env = vec![(
+        "PEERPLATE_RESOLV_CONF".to_string(),
+        resolv.display().to_string(),
+    )];
+    env.extend(opts.daemon_env.iter().cloned());
+    let guard = spawn_daemon(&opts.bin, &config, &log, &env)?;
+    Ok((guard, log))
+}
+
+/// `<dir>/out`, created: the daemon's output dir.
+pub fn output_dir(dir: &Path) -> Res<PathBuf> {
+    let out = dir.join("out");
+    std::fs::create_dir_all(&out).map_err(e("create the output dir"))?;
+    Ok(out)
+}
+
 /// Polls `done` every `step` until it holds or `limit` passes.
 pub fn wait_for(limit: Duration, step: Duration, mut done: impl FnMut() -> bool) -> bool {
     let started = Instant::now();
@@ -145,6 +316,57 @@ pub fn replace_file(path: &Path, bytes: &[u8]) -> Res<()> {
     let tmp = path.with_extension("bench-tmp");
     std::fs::write(&tmp, bytes).map_err(e("write the temp file"))?;
     std::fs::rename(&tmp, path).map_err(e("rename the temp file"))
+}
+
+// ---- waiting for the output -----------------------------------------------------
+
+/// A `notify` watcher that sends `()` on every event, watching the dir of
+/// `destination` (non-recursively) if `watch`.
+pub fn watch_output(
+    destination: &Path,
+    watch: bool,
+) -> Res<(notify::RecommendedWatcher, mpsc::Receiver<()>)> {
+    let out_dir = destination
+        .parent()
+        .ok_or("the destination has a dir")?
+        .to_path_buf();
+    let (tx, rx) = mpsc::channel();
+    let mut watcher = notify::recommended_watcher(move |_event| {
+        let _ = tx.send(());
+    })
+    .map_err(|err| format!("start the watcher: {err}"))?;
+    if watch {
+        watcher
+            .watch(&out_dir, RecursiveMode::NonRecursive)
+            .map_err(|err| format!("watch the output dir: {err}"))?;
+    }
+    Ok((watcher, rx))
+}
+
+/// Checks `done` until it holds (the time since `start`) or `deadline`
+/// passes (`None`), waking on each of the watcher's `events` or, with
+/// `poll`, every 100 µs.
+pub fn wait_output(
+    start: Instant,
+    deadline: Instant,
+    events: &mpsc::Receiver<()>,
+    poll: bool,
+    mut done: impl FnMut() -> bool,
+) -> Option<Duration> {
+    loop {
+        if done() {
+            break Some(start.elapsed());
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            break None;
+        }
+        if poll {
+            std::thread::sleep(Duration::from_micros(100));
+        } else {
+            let _ = events.recv_timeout(deadline - now);
+        }
+    }
 }
 
 // ---- the daemon's log -----------------------------------------------------------
@@ -221,10 +443,12 @@ pub fn log_second_of_day(line: &str) -> Option<f64> {
 pub struct ConfigMap {
     pub mount: PathBuf,
     pub generation: u64,
+    key: &'static str,
     body: String,
 }
 
 impl ConfigMap {
+    /// The key [`ConfigMap::create`] uses.
     pub const KEY: &'static str = "template.j2";
 
     fn ts_dir(generation: u64) -> String {
@@ -236,23 +460,29 @@ impl ConfigMap {
     }
 
     pub fn create(mount: &Path, body: &str) -> Res<ConfigMap> {
+        Self::create_with_key(mount, Self::KEY, body)
+    }
+
+    /// [`ConfigMap::create`] with the template under `key`.
+    pub fn create_with_key(mount: &Path, key: &'static str, body: &str) -> Res<ConfigMap> {
         let cm = ConfigMap {
             mount: mount.to_path_buf(),
             generation: 0,
+            key,
             body: body.to_string(),
         };
         let ts = Self::ts_dir(0);
         std::fs::create_dir_all(mount.join(&ts)).map_err(e("create the ConfigMap dir"))?;
-        std::fs::write(mount.join(&ts).join(Self::KEY), cm.template(0))
+        std::fs::write(mount.join(&ts).join(key), cm.template(0))
             .map_err(e("write the template"))?;
         std::os::unix::fs::symlink(&ts, mount.join("..data")).map_err(e("symlink ..data"))?;
-        std::os::unix::fs::symlink(Path::new("..data").join(Self::KEY), mount.join(Self::KEY))
+        std::os::unix::fs::symlink(Path::new("..data").join(key), mount.join(key))
             .map_err(e("symlink the key"))?;
         Ok(cm)
     }
 
     pub fn path(&self) -> PathBuf {
-        self.mount.join(Self::KEY)
+        self.mount.join(self.key)
     }
 
     /// Writes the next generation and links `..data_tmp` to it; the swap is
@@ -261,7 +491,7 @@ impl ConfigMap {
         let next = self.generation + 1;
         let ts = Self::ts_dir(next);
         std::fs::create_dir(self.mount.join(&ts)).map_err(e("create the new dir"))?;
-        std::fs::write(self.mount.join(&ts).join(Self::KEY), self.template(next))
+        std::fs::write(self.mount.join(&ts).join(self.key), self.template(next))
             .map_err(e("write the new template"))?;
         std::os::unix::fs::symlink(&ts, self.mount.join("..data_tmp"))
             .map_err(e("symlink ..data_tmp"))?;
@@ -436,6 +666,17 @@ pub fn children(pid: u32) -> Vec<(u32, String)> {
 /// Prints `/proc/<pid>/smaps_rollup` highlights and resident kB per mapping
 /// group (the binary's segments, [heap], [stack], anonymous mappings).
 pub fn print_mappings(pid: u32) -> Res<()> {
+    print_mappings_indented(pid, "  ")
+}
+
+/// Whether a line of `/proc/<pid>/smaps` starts a mapping (`start-end ...`).
+pub fn is_mapping_header(line: &str) -> bool {
+    let first = line.split_whitespace().next().unwrap_or("");
+    first.contains('-') && first.chars().all(|c| c.is_ascii_hexdigit() || c == '-')
+}
+
+/// [`print_mappings`] with each line indented by `indent`.
+pub fn print_mappings_indented(pid: u32, indent: &str) -> Res<()> {
     if let Ok(rollup) = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")) {
         let keep = [
             "Rss:",
@@ -452,7 +693,7 @@ pub fn print_mappings(pid: u32) -> Res<()> {
             .filter(|l| keep.iter().any(|k| l.starts_with(k)))
             .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
             .collect();
-        println!("  smaps_rollup: {}", lines.join(", "));
+        println!("{indent}smaps_rollup: {}", lines.join(", "));
     }
     let text = std::fs::read_to_string(format!("/proc/{pid}/smaps"))
         .map_err(e("read /proc/<pid>/smaps"))?;
@@ -460,8 +701,7 @@ pub fn print_mappings(pid: u32) -> Res<()> {
     let mut groups: BTreeMap<String, (u64, u64, usize)> = BTreeMap::new();
     let mut current: Option<String> = None;
     for line in text.lines() {
-        let first = line.split_whitespace().next().unwrap_or("");
-        if first.contains('-') && first.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+        if is_mapping_header(line) {
             let f: Vec<&str> = line.split_whitespace().collect();
             let perms = f.get(1).copied().unwrap_or("");
             let name = f.get(5..).map(|p| p.join(" ")).unwrap_or_default();
@@ -497,10 +737,10 @@ pub fn print_mappings(pid: u32) -> Res<()> {
     }
     let mut out: Vec<(String, (u64, u64, usize))> = groups.into_iter().collect();
     out.sort_by(|a, b| b.1 .0.cmp(&a.1 .0).then(a.0.cmp(&b.0)));
-    println!("  resident by mapping (kB rss / kB size / mappings):");
+    println!("{indent}resident by mapping (kB rss / kB size / mappings):");
     for (group, (rss, size, n)) in out {
         if rss > 0 {
-            println!("    {rss:>6} / {size:>7} / {n:>2}  {group}");
+            println!("{indent}  {rss:>6} / {size:>7} / {n:>2}  {group}");
         }
     }
     Ok(())
