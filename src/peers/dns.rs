@@ -63,8 +63,8 @@ pub struct Poller {
     dropped: BTreeSet<String>,
     /// The last set returned.
     last_set: Option<PeerSet>,
-    /// The last answer's sorted (target, port) pairs.
-    last_targets: Option<Vec<(Name, u16)>>,
+    /// The last answer's SRV records as sorted (port, lower-case wire name).
+    last_targets: Option<Vec<(u16, Vec<u8>)>>,
 }
 
 impl Poller {
@@ -109,6 +109,18 @@ impl Poller {
         if !self.addresses && bytes.get(2..) == self.last_answer.get(2..) {
             return Ok(None);
         }
+        // The same records in another order (BIND rotates them on every
+        // answer) are the same peers: compare the sorted (port, target)
+        // pairs, read straight off the wire, before decoding anything.
+        let targets = if self.addresses {
+            None
+        } else {
+            srv_targets(&bytes)
+        };
+        if targets.is_some() && targets == self.last_targets {
+            self.last_answer = bytes;
+            return Ok(None);
+        }
         let message = decode(&bytes)?;
         if self.addresses
             && additionals_cover_answers(&message)
@@ -117,24 +129,7 @@ impl Poller {
             return Ok(None);
         }
         self.last_answer = bytes;
-        // The same records in another order (BIND rotates them on every
-        // answer) are the same peers: compare the sorted (target, port)
-        // pairs before building any peer.
-        if !self.addresses {
-            let mut targets: Vec<(Name, u16)> = message
-                .answers
-                .iter()
-                .filter_map(|r| match &r.data {
-                    RData::SRV(srv) => Some((srv.target.clone(), srv.port)),
-                    _ => None,
-                })
-                .collect();
-            targets.sort();
-            if self.last_targets.as_ref() == Some(&targets) {
-                return Ok(None);
-            }
-            self.last_targets = Some(targets);
-        }
+        self.last_targets = targets;
 
         let mut peers = Vec::new();
         let mut dropped = BTreeSet::new();
@@ -424,6 +419,64 @@ impl Client {
     }
 }
 
+/// The SRV records of a DNS answer as sorted (port, target) pairs, the
+/// target in lower-case wire form, read without decoding the message; `None`
+/// if the message does not parse (the full decoder then says why).
+fn srv_targets(msg: &[u8]) -> Option<Vec<(u16, Vec<u8>)>> {
+    let count = |at: usize| {
+        Some(usize::from(u16::from_be_bytes([
+            *msg.get(at)?,
+            *msg.get(at + 1)?,
+        ])))
+    };
+    let (questions, answers) = (count(4)?, count(6)?);
+    let mut pos = 12;
+    for _ in 0..questions {
+        pos = read_name(msg, pos, None)? + 4;
+    }
+    let mut targets = Vec::with_capacity(answers);
+    for _ in 0..answers {
+        pos = read_name(msg, pos, None)?;
+        let rtype = count(pos)?;
+        let rdlen = count(pos + 8)?;
+        let rdata = pos + 10;
+        if rtype == 33 {
+            let port = u16::try_from(count(rdata + 4)?).ok()?;
+            let mut target = Vec::new();
+            read_name(msg, rdata + 6, Some(&mut target))?;
+            targets.push((port, target));
+        }
+        pos = rdata + rdlen;
+    }
+    targets.sort_unstable();
+    Some(targets)
+}
+
+/// Reads the name at `pos` (following compression pointers, at most 64),
+/// appending its labels in lower case to `out`; returns the position after
+/// the name where it started.
+fn read_name(msg: &[u8], mut pos: usize, mut out: Option<&mut Vec<u8>>) -> Option<usize> {
+    let mut end = None;
+    for _ in 0..64 {
+        let len = *msg.get(pos)?;
+        match len {
+            0 => return Some(end.unwrap_or(pos + 1)),
+            l if l & 0xc0 == 0xc0 => {
+                end.get_or_insert(pos + 2);
+                pos = usize::from(u16::from_be_bytes([l & 0x3f, *msg.get(pos + 1)?]));
+            }
+            l => {
+                let label = msg.get(pos..pos + 1 + usize::from(l))?;
+                if let Some(out) = out.as_deref_mut() {
+                    out.extend(label.iter().map(u8::to_ascii_lowercase));
+                }
+                pos += 1 + usize::from(l);
+            }
+        }
+    }
+    None
+}
+
 fn decode(bytes: &[u8]) -> Result<Message, LookupFailure> {
     Message::from_vec(bytes).map_err(|e| LookupFailure(format!("undecodable answer: {e}")))
 }
@@ -536,5 +589,50 @@ impl XorShift {
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
         self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_resolver::proto::rr::rdata::SRV;
+    use hickory_resolver::proto::rr::Record;
+
+    fn answer(targets: &[(&str, u16)]) -> Vec<u8> {
+        let mut m = Message::new(7, MessageType::Response, OpCode::Query);
+        let owner = Name::from_ascii("nginx.default.svc.cluster.local.").unwrap();
+        m.add_query(Query::query(owner.clone(), RecordType::SRV));
+        for (target, port) in targets {
+            let srv = SRV::new(0, 50, *port, Name::from_ascii(target).unwrap());
+            m.answers
+                .push(Record::from_rdata(owner.clone(), 30, RData::SRV(srv)));
+        }
+        m.to_vec().unwrap()
+    }
+
+    #[test]
+    fn srv_targets_ignore_order_and_case_but_not_content() {
+        let a = srv_targets(&answer(&[
+            ("web-0.nginx.default.svc.cluster.local.", 80),
+            ("web-1.nginx.default.svc.cluster.local.", 80),
+        ]));
+        let b = srv_targets(&answer(&[
+            ("WEB-1.nginx.default.svc.cluster.local.", 80),
+            ("web-0.nginx.default.svc.cluster.local.", 80),
+        ]));
+        let c = srv_targets(&answer(&[
+            ("web-0.nginx.default.svc.cluster.local.", 80),
+            ("web-2.nginx.default.svc.cluster.local.", 80),
+        ]));
+        let d = srv_targets(&answer(&[
+            ("web-0.nginx.default.svc.cluster.local.", 80),
+            ("web-1.nginx.default.svc.cluster.local.", 81),
+        ]));
+        assert!(a.is_some());
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        assert_ne!(a, d);
+        assert_eq!(a.unwrap().len(), 2);
+        assert_eq!(srv_targets(&[0u8; 5]), None);
     }
 }
