@@ -164,32 +164,14 @@ impl Loop {
         };
 
         loop {
-            let mut due = self.due();
-            if due.is_some_and(|d| d <= Instant::now()) {
-                // Already due (wait.min is 0): take what has arrived, so a
-                // burst is one render, then render now rather than through
-                // a timer that rounds up to the next millisecond.
+            if self.due().is_some_and(|d| d <= Instant::now()) {
+                // Due (at once when wait.min is 0): take what has already
+                // arrived, so a burst is one render, and render now rather
+                // than through a timer that rounds up to the next millisecond.
                 while let Ok(event) = events.try_recv() {
                     self.on_event(event);
                 }
-                due = self.due();
-                if due.is_some_and(|d| d <= Instant::now()) {
-                    let result = tokio::select! {
-                        _ = shutdown.cancelled() => return self.interrupted(),
-                        result = self.cycle() => result,
-                    };
-                    if self.mode == Mode::Once {
-                        return result;
-                    }
-                    continue;
-                }
-            }
-            tokio::select! {
-                biased;
-                _ = shutdown.cancelled() => return self.interrupted(),
-                Some(event) = events.recv() => self.on_event(event),
-                Some(error) = errors.recv() => tracing::warn!("{error}"),
-                _ = sleep_until(due), if due.is_some() => {
+                if self.due().is_some_and(|d| d <= Instant::now()) {
                     let result = tokio::select! {
                         // A cycle in the middle of a check is abandoned; the
                         // staged file is removed and the old output stays.
@@ -199,7 +181,17 @@ impl Loop {
                     if self.mode == Mode::Once {
                         return result;
                     }
+                    continue;
                 }
+            }
+            let due = self.due();
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return self.interrupted(),
+                Some(event) = events.recv() => self.on_event(event),
+                Some(error) = errors.recv() => tracing::warn!("{error}"),
+                // Due now: the top of the loop renders.
+                _ = sleep_until(due), if due.is_some() => {}
                 _ = sleep_until(give_up), if give_up.is_some() => {
                     return Err(Error::PeerTimeout(self.timeout_message()));
                 }
@@ -391,18 +383,17 @@ impl Loop {
             None => Ok(()),
         }
     }
-}
 
-impl Loop {
     /// `on_start` once the set first includes this pod (`on_change` stands
     /// in when there is no `on_start`, as in peer-finder), then `on_change`
     /// whenever the set differs from the one the hooks last saw.
     async fn run_hooks(&mut self, hooks: &Hooks, peers: &PeerSet) {
         let (which, command) = match &self.hooked {
             None if !peers.iter().any(|p| self.config.is_self(p)) => return,
-            None => match hooks.on_start.as_ref().or(hooks.on_change.as_ref()) {
-                Some(c) => ("on_start", c),
-                None => return,
+            None => match (&hooks.on_start, &hooks.on_change) {
+                (Some(c), _) => ("on_start", c),
+                (None, Some(c)) => ("on_change", c),
+                (None, None) => return,
             },
             Some(seen) if seen == peers => return,
             Some(_) => match &hooks.on_change {
