@@ -56,7 +56,8 @@ fn config(template: &Path, dir: &Path) -> Config {
          templates:\n  - source: {}\n    destination: /tmp/unused\n",
         template.display()
     );
-    Config::parse(&yaml, &dir.join("peerplate.yaml")).expect("the bench config parses")
+    let env = peerplate::config::Env::from_process();
+    Config::parse(&yaml, &dir.join("peerplate.yaml"), &env).expect("the bench config parses")
 }
 
 fn bench_template(c: &mut Criterion, group: &str, template: &Path, dir: &Path) {

@@ -1,14 +1,16 @@
-//! The two kinds of failure, as two types.
+//! Failures that end a command, and their exit codes.
 //!
 //! [`Error`] stops the process: bad flags, a bad config, a template that does
-//! not compile, a resource that cannot be set up. `main` maps it to an exit
-//! code. [`RuntimeError`] happens inside the loop (a failed lookup, render,
-//! check, signal or hook): it is logged and counted, the last good output
+//! not compile, a resource that cannot be set up, `once` without its outputs.
+//! `main` maps it to an exit code. What goes wrong *inside* the loop is a
+//! different type on purpose: a worker's [`SourceError`] and a cycle's
+//! `CycleError` (see `cycle`) are logged and counted, the last good output
 //! stays, and the loop goes on.
 
 use std::path::PathBuf;
 
 use crate::config::ConfigError;
+pub use crate::event::SourceError;
 use crate::render::RenderError;
 
 /// A failure that ends the command.
@@ -22,8 +24,9 @@ pub enum Error {
     Templates(Vec<RenderError>),
     #[error("{0}")]
     Usage(String),
-    #[error("{0}")]
-    Watch(String),
+    /// A worker could not be set up (file watcher, DNS thread, sockets).
+    #[error(transparent)]
+    Source(#[from] SourceError),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -40,7 +43,7 @@ pub enum Error {
     /// (the peer-finder drop-in).
     #[error("exit status {0}")]
     Exit(i32),
-    /// `once` could not install every output.
+    /// `once` could not install every output, or a hook it ran failed.
     #[error("{0}")]
     Incomplete(String),
 }
@@ -52,18 +55,7 @@ impl Error {
             Error::Config(_) | Error::Template(_) | Error::Templates(_) | Error::Usage(_) => 2,
             Error::PeerTimeout(_) => 3,
             Error::Exit(code) => *code,
-            Error::Watch(_) | Error::Io { .. } | Error::Incomplete(_) | Error::Lookup(_) => 1,
+            Error::Source(_) | Error::Io { .. } | Error::Incomplete(_) | Error::Lookup(_) => 1,
         }
     }
-}
-
-/// A failure inside the loop: logged, counted, survived.
-#[derive(Debug, thiserror::Error)]
-pub enum RuntimeError {
-    #[error("file watcher: {0}")]
-    Watch(String),
-    #[error("{0}")]
-    PeerFile(String),
-    #[error("DNS lookup of {query} failed: {reason}; keeping the last known peers")]
-    Lookup { query: String, reason: String },
 }

@@ -5,17 +5,21 @@
 //! never appear in a command line, so a hostile DNS name cannot become shell
 //! code. A hook runs in a process group of its own, so at its timeout the
 //! whole group (the shell and whatever it started) is killed, and the hook
-//! is always waited for: no zombies. When peerplate is PID 1, it also reaps
-//! orphans that hooks leave behind ([`reap_orphans`]).
+//! is always waited for: no zombies (see [`crate::process`], which also
+//! reaps the orphans hooks leave behind when peerplate is PID 1).
 
-use std::process::{ExitStatus, Stdio};
+use std::process::ExitStatus;
+use std::sync::Arc;
 use std::time::Duration;
 
-use nix::sys::signal::{killpg, Signal};
-use nix::unistd::Pid;
-use tokio::io::AsyncWriteExt;
+use backon::{BackoffBuilder, ExponentialBuilder};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
+use crate::config::Hooks;
+use crate::metrics::{Hook, Metrics};
 use crate::peers::PeerSet;
+use crate::process;
 
 /// Why a hook did not succeed.
 #[derive(Debug, thiserror::Error)]
@@ -43,7 +47,8 @@ pub fn stdin_text(peers: &PeerSet) -> String {
 }
 
 /// Runs `command` with `sh -c`, the peers on stdin, stdout and stderr
-/// inherited, killed (with its process group) after `timeout`.
+/// inherited, in a process group of its own that is killed after `timeout`
+/// (which covers writing stdin too) or when the returned future is dropped.
 pub async fn run(
     which: &str,
     command: &str,
@@ -51,42 +56,30 @@ pub async fn run(
     timeout: Duration,
 ) -> Result<(), HookError> {
     let started = std::time::Instant::now();
-    let mut child = tokio::process::Command::new("sh")
-        .arg("-c")
-        .arg(command)
-        .stdin(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|source| HookError::Start {
-            command: command.to_string(),
-            source,
-        })?;
-    let group = child.id().map(|id| Pid::from_raw(id as i32));
-    if let Some(mut stdin) = child.stdin.take() {
-        // A hook that does not read its stdin is fine: ignore EPIPE.
-        let _ = stdin.write_all(stdin_text(peers).as_bytes()).await;
-    }
-    let waited = tokio::time::timeout(timeout, child.wait()).await;
-    let status = match waited {
-        Ok(Ok(status)) => status,
-        Ok(Err(source)) => {
-            return Err(HookError::Start {
-                command: command.to_string(),
-                source,
-            })
-        }
-        Err(_) => {
-            if let Some(group) = group {
-                let _ = killpg(group, Signal::SIGKILL);
-            }
-            // Reap it now, so no zombie outlives the timeout.
-            let _ = child.wait().await;
+    let argv = ["sh".to_string(), "-c".to_string(), command.to_string()];
+    let stdin = stdin_text(peers);
+    let finished = process::run(process::Spec {
+        argv: &argv,
+        stdin: Some(stdin.as_bytes()),
+        capture_stderr: false,
+        quiet: false,
+        timeout,
+    })
+    .await;
+    let status = match finished {
+        Ok(finished) => finished.status,
+        Err(process::RunError::Timeout(_)) => {
             tracing::warn!(hook = which, command, timeout = ?timeout, "hook killed at its timeout");
             return Err(HookError::Timeout {
                 command: command.to_string(),
                 timeout,
             });
+        }
+        Err(process::RunError::Start(source) | process::RunError::Wait(source)) => {
+            return Err(HookError::Start {
+                command: command.to_string(),
+                source,
+            })
         }
     };
     tracing::info!(hook = which, command, status = %status, elapsed = ?started.elapsed(), peers = peers.len(), "hook ran");
@@ -100,47 +93,90 @@ pub async fn run(
     }
 }
 
-/// As PID 1 (an init container without a shared PID namespace) peerplate
-/// inherits every orphan; reap those that are not its own direct children,
-/// which tokio reaps itself. Runs until the process exits.
-pub fn reap_orphans() {
-    if std::process::id() != 1 {
-        return;
-    }
-    let Ok(mut sigchld) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child())
-    else {
-        return;
-    };
-    tokio::spawn(async move {
-        while sigchld.recv().await.is_some() {
-            for pid in orphan_zombies() {
-                let _ = nix::sys::wait::waitpid(Pid::from_raw(pid), None);
-            }
+impl HookError {
+    /// The `result` label of `peerplate_hook_runs_total`.
+    pub fn metric(&self) -> Hook {
+        match self {
+            HookError::Timeout { .. } => Hook::Timeout,
+            HookError::Start { .. } | HookError::Failed { .. } => Hook::Failed,
         }
-    });
+    }
 }
 
-/// Zombie children of this process that it did not spawn itself, found in
-/// /proc. Everything peerplate spawns (hooks, checks) leads a process group
-/// of its own; an orphan re-parented to us sits in the group of the hook or
-/// check that started it, so it does not lead its group. tokio reaps our own
-/// children; this takes only the others.
-fn orphan_zombies() -> Vec<i32> {
-    let me = std::process::id() as i32;
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
+/// The hook queue of `run`: hooks run beside the render path, never in
+/// front of it. The loop publishes every peer set that holds this pod on the
+/// returned sender and goes on at once; this worker runs `on_start` for the
+/// first (retried with backoff, from 1 s up to a minute, until it succeeds;
+/// `on_change` stands in when there is no `on_start`, as in peer-finder),
+/// then `on_change` for each later set that differs from the one the hooks
+/// last saw. A set published while a hook runs replaces any set still
+/// waiting: the hook always gets the latest set, once. A failed `on_change`
+/// is not retried until the next change (a hook that always fails must not
+/// run every interval).
+pub fn queue(
+    hooks: Hooks,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) -> (
+    watch::Sender<Option<PeerSet>>,
+    impl std::future::Future<Output = ()>,
+) {
+    let (tx, mut rx) = watch::channel::<Option<PeerSet>>(None);
+    let body = async move {
+        let mut seen: Option<PeerSet> = None;
+        let mut retry = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_secs(1))
+            .with_max_delay(Duration::from_secs(60))
+            .without_max_times()
+            .build();
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                changed = rx.changed() => if changed.is_err() { return },
+            }
+            let Some(set) = rx.borrow_and_update().clone() else {
+                continue;
+            };
+            let (which, command) = match (&seen, &hooks.on_start, &hooks.on_change) {
+                (None, Some(c), _) => ("on_start", c),
+                (None, None, Some(c)) => ("on_change", c),
+                (Some(last), _, _) if *last == set => continue,
+                (Some(_), _, Some(c)) => ("on_change", c),
+                _ => {
+                    seen = Some(set);
+                    continue;
+                }
+            };
+            let result = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                result = run(which, command, &set, hooks.timeout) => result,
+            };
+            metrics.hook(
+                which,
+                result
+                    .as_ref()
+                    .map_or_else(HookError::metric, |()| Hook::Ok),
+            );
+            match result {
+                Ok(()) => seen = Some(set),
+                Err(e) if seen.is_none() => {
+                    let wait = retry.next().unwrap_or(Duration::from_secs(60));
+                    tracing::warn!(hook = which, retry_in = ?wait, "{e}; no on_change runs before it succeeds");
+                    // Run again after the pause, with whatever set is latest then.
+                    rx.mark_changed();
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                }
+                Err(e) => {
+                    if !matches!(e, HookError::Timeout { .. }) {
+                        tracing::warn!(hook = which, "{e}");
+                    }
+                    seen = Some(set);
+                }
+            }
+        }
     };
-    entries
-        .flatten()
-        .filter_map(|e| {
-            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
-            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
-            let rest = stat.get(stat.rfind(')')? + 1..)?;
-            let mut fields = rest.split_whitespace();
-            let state = fields.next()?;
-            let ppid: i32 = fields.next()?.parse().ok()?;
-            let pgrp: i32 = fields.next()?.parse().ok()?;
-            (state == "Z" && ppid == me && pgrp != pid).then_some(pid)
-        })
-        .collect()
+    (tx, body)
 }

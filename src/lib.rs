@@ -8,46 +8,51 @@
 //!
 //! # Layout
 //!
-//! The modules follow the data, left to right:
+//! The modules follow the data, and each imports only from the layers
+//! below it (a test, `tests/integration/structure.rs`, fails on any import
+//! cycle):
 //!
 //! ```text
-//! peers (static | file | dns) ──┐
-//!                               ├─► cycle: debounce ─► render ─► write (stage, check, rename) ─► reload (signal)
-//! watch (templates, ..data) ────┘                                                            └─► hooks (stdin)
-//!                 admin (/healthz /readyz /metrics) reads the loop's Status
+//!   peers (static | file | dns) ──┐
+//!   watch (templates, ..data) ────┼─► cycle: debounce ─► render ─► write (stage, check; all or nothing) ─► reload
+//!   SIGHUP ───────────────────────┘          │                                                        └─► hooks (own queue)
+//!                                            └─ admin (/healthz /readyz /metrics) reads the loop's State
 //! ```
 //!
-//! - [`config`]: the YAML schema, defaults from the pod's environment, and
-//!   errors that name the file, the line and the fix.
-//! - [`peers`]: the peer model (FQDN, hostname, ordinal, port), its ordering
-//!   and validation, and one worker per source.
-//! - [`watch`]: noticing file changes the way kubelet makes them (the
-//!   ConfigMap `..data` symlink swap) as well as plain edits.
-//! - [`cycle`]: the loop, the only place that decides when to render.
-//! - [`render`]: the minijinja environment and the template context.
-//! - [`write`]: stage beside the destination, fsync, check, rename.
-//! - [`reload`]: find the app's process in /proc, send the signal.
-//! - [`hooks`]: `on_start`/`on_change` with the peers on stdin.
-//! - [`seed`]: `once`'s no-clobber copy of trees into volumes.
-//! - [`admin`]: `/healthz`, `/readyz`, `/metrics`, and the counters behind them.
-//! - [`cli`]: the command line and the `render`/`check` commands.
-//! - [`peer_finder`]: the drop-in for Kubernetes' peer-finder, on top of
-//!   the DNS poller and hooks.
-//! - [`error`]: startup errors (exit) and runtime errors (log, go on).
+//! Layers, bottom up:
 //!
-//! Every source is a worker of the same shape: it owns its resource, sends
-//! [`cycle::Event`]s on one channel and [`error::RuntimeError`]s on another,
-//! and stops when the shutdown token given to [`cycle::run`] is cancelled, so
-//! tests drive the whole loop with a token of their own.
+//! 1. [`config`]: the YAML schema ([`config`]`::raw`), its resolution into a
+//!    [`Config`] as a pure function of the file and the pod's environment,
+//!    and errors that name the file, the line and the fix.
+//! 2. [`peers::model`]: `Peer`, `PeerSet` and this pod's `Identity` ("is this
+//!    peer me?"), worked out in one place.
+//! 3. [`event`] (what workers send, the worker [`event::Context`]) and
+//!    [`metrics`] (the registry and its label types).
+//! 4. The workers and stages: [`peers`] sources (`static`, `file`, `dns`
+//!    with its wire client apart), [`watch`], [`render`], [`write`],
+//!    [`reload`], [`hooks`], over [`process`] (child processes and `/proc`);
+//!    [`seed`] for `once`; [`admin`], the HTTP side.
+//! 5. [`cycle`]: the loop, which supervises every worker and is the only
+//!    module that knows all the others.
+//! 6. [`cli`] and [`peer_finder`], then `main`; [`error`] is the startup
+//!    error they turn into exit codes.
+//!
+//! Every source is a worker of the same shape ([`event`]): one context
+//! (`events`, `errors`, `metrics`, `shutdown`), one constructor signature,
+//! supervised by the loop in a `JoinSet`. [`run`] takes its shutdown token
+//! as a parameter, so tests drive the whole loop with a token of their own.
 
 pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod cycle;
 pub mod error;
+pub mod event;
 pub mod hooks;
+pub mod metrics;
 pub mod peer_finder;
 pub mod peers;
+pub mod process;
 pub mod reload;
 pub mod render;
 pub mod seed;
@@ -56,4 +61,4 @@ pub mod write;
 
 pub use config::Config;
 pub use cycle::{once, run};
-pub use error::{Error, RuntimeError};
+pub use error::Error;

@@ -49,7 +49,8 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         let shutdown = CancellationToken::new();
         listen_for_shutdown(shutdown.clone())?;
-        peerplate::hooks::reap_orphans();
+        ignore_reload_signals(matches!(cli.command, Command::Run))?;
+        peerplate::process::reap_orphans();
         peerplate::cli::execute(&cli, shutdown).await
     });
     match result {
@@ -89,10 +90,10 @@ fn run_peer_finder(args: &[String]) -> ExitCode {
     };
     runtime.block_on(async {
         let shutdown = CancellationToken::new();
-        if listen_for_shutdown(shutdown.clone()).is_err() {
+        if listen_for_shutdown(shutdown.clone()).is_err() || ignore_reload_signals(false).is_err() {
             return ExitCode::from(1);
         }
-        peerplate::hooks::reap_orphans();
+        peerplate::process::reap_orphans();
         exit_code(peerplate::peer_finder::main(args, shutdown).await)
     })
 }
@@ -114,6 +115,39 @@ fn listen_for_shutdown(shutdown: CancellationToken) -> Result<(), peerplate::Err
         // written, may stand between the signal and the shutdown.
         shutdown.cancel();
         tracing::info!("{name}: shutting down");
+    });
+    Ok(())
+}
+
+/// SIGHUP, SIGUSR1 and SIGUSR2 never end peerplate (their default action
+/// would): USR1/USR2 are logged and ignored; SIGHUP re-renders in `run`
+/// (the loop listens for it too) and is logged and ignored elsewhere.
+fn ignore_reload_signals(run: bool) -> Result<(), peerplate::Error> {
+    let io = |source| peerplate::Error::Io {
+        path: "<signal handler>".into(),
+        source,
+    };
+    let mut hup = signal(SignalKind::hangup()).map_err(io)?;
+    let mut usr1 = signal(SignalKind::user_defined1()).map_err(io)?;
+    let mut usr2 = signal(SignalKind::user_defined2()).map_err(io)?;
+    tokio::spawn(async move {
+        loop {
+            let name = tokio::select! {
+                Some(()) = hup.recv() => {
+                    if run {
+                        continue;
+                    }
+                    "SIGHUP"
+                }
+                Some(()) = usr1.recv() => "SIGUSR1",
+                Some(()) = usr2.recv() => "SIGUSR2",
+                else => return,
+            };
+            tracing::info!(
+                signal = name,
+                "ignored: only SIGTERM and SIGINT stop peerplate; SIGHUP re-renders in `run`"
+            );
+        }
     });
     Ok(())
 }

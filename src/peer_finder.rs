@@ -167,7 +167,23 @@ pub async fn main(args: &[String], shutdown: CancellationToken) -> i32 {
     let mut latest = PeerSet::default();
     let mut told_waiting = false;
     while !script.is_empty() {
-        match poller.poll() {
+        // The poll blocks in socket calls: never on the async runtime.
+        let polled = match tokio::task::spawn_blocking(move || {
+            let polled = poller.poll();
+            (poller, polled)
+        })
+        .await
+        {
+            Ok((back, polled)) => {
+                poller = back;
+                polled
+            }
+            Err(e) => {
+                log(&format!("lookup {query}: {e}"));
+                return 1;
+            }
+        };
+        match polled {
             Err(LookupFailure(reason)) => log(&format!("lookup {query}: {reason}")),
             Ok(answer) => {
                 if let Some(set) = answer {

@@ -14,7 +14,9 @@ use nix::errno::Errno;
 use nix::sys::signal::kill;
 use nix::unistd::Pid;
 
-use crate::config::{Reload, ReloadTarget};
+use crate::config::{Reload as ReloadConfig, ReloadTarget};
+use crate::metrics::Reload;
+use crate::process;
 
 /// What a reload did.
 #[derive(Debug, PartialEq, Eq)]
@@ -27,8 +29,19 @@ pub enum Outcome {
     Failed(String),
 }
 
+impl Outcome {
+    /// The `result` label of `peerplate_reloads_total`.
+    pub fn metric(&self) -> Reload {
+        match self {
+            Outcome::Signalled(_) => Reload::Signalled,
+            Outcome::NoProcess(_) => Reload::NoProcess,
+            Outcome::Failed(_) => Reload::Failed,
+        }
+    }
+}
+
 /// Sends the reload signal to the configured target and logs what happened.
-pub fn send(reload: &Reload) -> Outcome {
+pub fn send(reload: &ReloadConfig) -> Outcome {
     let outcome = signal_target(reload);
     match &outcome {
         Outcome::Signalled(pids) => {
@@ -44,7 +57,7 @@ pub fn send(reload: &Reload) -> Outcome {
     outcome
 }
 
-fn signal_target(reload: &Reload) -> Outcome {
+fn signal_target(reload: &ReloadConfig) -> Outcome {
     let pids = match &reload.target {
         ReloadTarget::Process(name) => {
             let pids = find_top_most(Path::new("/proc"), name);
@@ -90,24 +103,11 @@ fn signal_target(reload: &Reload) -> Outcome {
 /// The pids of processes named `name` whose parent is not also named `name`,
 /// excluding PID 1 and this process. `proc` is the procfs root.
 pub fn find_top_most(proc: &Path, name: &str) -> Vec<i32> {
-    let Ok(entries) = std::fs::read_dir(proc) else {
-        return Vec::new();
-    };
     // pid -> (is it named `name`, parent pid)
-    let mut table: HashMap<i32, (bool, i32)> = HashMap::new();
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let Some((comm, ppid)) = read_stat(&entry.path()) else {
-            continue;
-        };
-        table.insert(pid, (is_named(&entry.path(), &comm, name), ppid));
-    }
+    let table: HashMap<i32, (bool, i32)> = process::processes(proc)
+        .into_iter()
+        .map(|(dir, stat)| (stat.pid, (is_named(&dir, &stat.comm, name), stat.ppid)))
+        .collect();
     let me = std::process::id() as i32;
     let candidate =
         |pid: i32| pid != 1 && pid != me && table.get(&pid).is_some_and(|(named, _)| *named);
@@ -120,37 +120,13 @@ pub fn find_top_most(proc: &Path, name: &str) -> Vec<i32> {
     pids
 }
 
-/// The command name and parent pid from `/proc/PID/stat`. The name is in
-/// parentheses and may itself contain spaces and parentheses, so it is cut
-/// at the *last* `)`.
-fn read_stat(dir: &Path) -> Option<(String, i32)> {
-    let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
-    let open = stat.find('(')?;
-    let close = stat.rfind(')')?;
-    let comm = stat.get(open + 1..close)?.to_string();
-    let mut rest = stat.get(close + 1..)?.split_whitespace();
-    let _state = rest.next()?;
-    let ppid = rest.next()?.parse().ok()?;
-    Some((comm, ppid))
-}
-
 /// The kernel keeps only 15 bytes of a command name; a longer `name` is
 /// compared with the file name of argv[0] instead.
 fn is_named(dir: &Path, comm: &str, name: &str) -> bool {
     if name.len() <= 15 {
         return comm == name;
     }
-    if !name.starts_with(comm) {
-        return false;
-    }
-    std::fs::read(dir.join("cmdline"))
-        .ok()
-        .and_then(|cmdline| {
-            let argv0 = cmdline.split(|b| *b == 0).next()?.to_vec();
-            let argv0 = String::from_utf8(argv0).ok()?;
-            Some(Path::new(&argv0).file_name()?.to_string_lossy() == name)
-        })
-        .unwrap_or(false)
+    name.starts_with(comm) && process::argv0_name(dir).is_some_and(|argv0| argv0 == name)
 }
 
 #[cfg(test)]

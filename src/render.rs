@@ -17,7 +17,7 @@ use minijinja::value::{Enumerator, Object, ObjectRepr, Serde, Value};
 use minijinja::{AutoEscape, Environment, ErrorKind, UndefinedBehavior};
 
 use crate::config::{Config, Template};
-use crate::peers::{Peer, PeerSet};
+use crate::peers::{Identity, Peer, PeerSet};
 
 /// A template that could not be read, compiled or rendered.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -151,27 +151,25 @@ fn env_function(name: String, default: Option<String>) -> Result<String, minijin
 
 /// Builds the template context for `peers` as seen by the pod in `config`.
 pub fn context(config: &Config, peers: &PeerSet) -> Value {
-    let is_self = |p: &Peer| config.is_self(p);
+    let me = Identity::of(config);
     let values: Vec<Value> = peers
         .iter()
         .map(|p| {
             Value::from_object(PeerValue {
                 peer: p.clone(),
-                is_self: is_self(p),
+                is_self: me.is_self(p),
             })
         })
         .collect();
     let leader = values.first().cloned().unwrap_or(Value::from(()));
-    let is_leader = peers.iter().next().is_some_and(is_self);
-    let own = peers.iter().find(|p| is_self(p));
-    let fqdn = config
-        .pod_fqdn
+    let is_leader = peers.iter().next().is_some_and(|p| me.is_self(p));
+    let own = peers.iter().find(|p| me.is_self(p));
+    let fqdn = me
+        .fqdn
         .clone()
         .or_else(|| own.map(|p| p.fqdn.clone()))
-        .unwrap_or_else(|| config.identity.hostname.clone());
-    let ordinal = Peer::parse(&config.identity.hostname, None)
-        .ok()
-        .and_then(|p| p.ordinal);
+        .unwrap_or_else(|| me.hostname.clone());
+    let ordinal = me.ordinal;
     let pod = minijinja::context! {
         hostname => config.identity.hostname.as_str(),
         fqdn => fqdn,

@@ -16,11 +16,8 @@ use std::path::{Path, PathBuf};
 use notify::event::{AccessKind, AccessMode, ModifyKind};
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
-use crate::cycle::Event;
-use crate::error::{Error, RuntimeError};
+use crate::event::{Context, Event, SourceError, Worker};
 
 /// Watches a set of files through their directories and reports which of them
 /// now hold different bytes than last time.
@@ -33,18 +30,18 @@ pub struct ContentWatcher {
 
 impl ContentWatcher {
     /// Starts watching. Each file's directory must exist; the file need not.
-    pub fn new(paths: &[PathBuf]) -> Result<ContentWatcher, Error> {
+    pub fn new(paths: &[PathBuf]) -> Result<ContentWatcher, SourceError> {
         let (tx, raw) = mpsc::unbounded_channel();
         let mut watcher = notify::recommended_watcher(move |event| {
             // The receiver is gone only when the worker stopped; nothing to do then.
             let _ = tx.send(event);
         })
-        .map_err(|e| Error::Watch(format!("cannot start the file watcher: {e}")))?;
+        .map_err(|e| SourceError::Setup(format!("cannot start the file watcher: {e}")))?;
         let dirs: BTreeSet<PathBuf> = paths.iter().map(|p| parent_dir(p)).collect();
         for dir in &dirs {
             watcher
                 .watch(dir, RecursiveMode::NonRecursive)
-                .map_err(|e| Error::Watch(format!("cannot watch {}: {e}", dir.display())))?;
+                .map_err(|e| SourceError::Setup(format!("cannot watch {}: {e}", dir.display())))?;
         }
         let files = paths
             .iter()
@@ -64,7 +61,7 @@ impl ContentWatcher {
 
     /// Waits until at least one file reads differently than before, and
     /// returns the indices of those that do. `None` once the watcher has died.
-    pub async fn changed(&mut self) -> Option<Result<Vec<usize>, RuntimeError>> {
+    pub async fn changed(&mut self) -> Option<Result<Vec<usize>, SourceError>> {
         loop {
             let first = self.raw.recv().await?;
             let mut relevant = is_relevant(&first);
@@ -76,7 +73,7 @@ impl ContentWatcher {
                 failure = failure.or(event.err());
             }
             if let Some(e) = failure {
-                return Some(Err(RuntimeError::Watch(e.to_string())));
+                return Some(Err(SourceError::Watch(e.to_string())));
             }
             if !relevant {
                 continue;
@@ -120,26 +117,21 @@ fn parent_dir(path: &Path) -> PathBuf {
 
 /// The template watcher: sends [`Event::Templates`] whenever a template
 /// source's bytes change.
-pub fn spawn_templates(
-    sources: Vec<PathBuf>,
-    events: mpsc::Sender<Event>,
-    errors: mpsc::Sender<RuntimeError>,
-    shutdown: CancellationToken,
-) -> Result<JoinHandle<()>, Error> {
+pub fn worker(sources: Vec<PathBuf>, ctx: Context) -> Result<Worker, SourceError> {
     let mut watcher = ContentWatcher::new(&sources)?;
-    Ok(tokio::spawn(async move {
+    Ok(Box::pin(async move {
         loop {
             let next = tokio::select! {
-                _ = shutdown.cancelled() => return,
+                _ = ctx.shutdown.cancelled() => return Ok(()),
                 next = watcher.changed() => next,
             };
             let sent = match next {
-                None => return,
-                Some(Ok(_)) => events.send(Event::Templates).await.is_ok(),
-                Some(Err(e)) => errors.send(e).await.is_ok(),
+                None => return Err(SourceError::Watch("the template watch closed".into())),
+                Some(Ok(_)) => ctx.events.send(Event::Templates).await.is_ok(),
+                Some(Err(e)) => ctx.errors.send(e).await.is_ok(),
             };
             if !sent {
-                return;
+                return Ok(());
             }
         }
     }))

@@ -14,12 +14,12 @@ use std::fs::{File, Permissions};
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use tempfile::NamedTempFile;
 
 use crate::config::Template;
+use crate::process;
 
 /// How long a `check` command may run before it is killed and counted as failed.
 pub const CHECK_TIMEOUT: Duration = Duration::from_secs(60);
@@ -137,27 +137,24 @@ impl Staged {
             status,
             stderr,
         };
-        let Some((program, args)) = words.split_first() else {
-            return Ok(());
-        };
-        let child = tokio::process::Command::new(program)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            // Its own group, like hooks: see hooks::reap_orphans.
-            .process_group(0)
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| failed("did not start".into(), e.to_string()))?;
-        let output = match tokio::time::timeout(CHECK_TIMEOUT, child.wait_with_output()).await {
-            Ok(Ok(output)) => output,
-            Ok(Err(e)) => return Err(failed("wait failed".into(), e.to_string())),
-            Err(_) => {
-                return Err(failed(
-                    format!("killed after {}", humantime::format_duration(CHECK_TIMEOUT)),
-                    String::new(),
-                ))
+        let output = match process::run(process::Spec {
+            argv: &words,
+            stdin: None,
+            capture_stderr: true,
+            quiet: true,
+            timeout: CHECK_TIMEOUT,
+        })
+        .await
+        {
+            Ok(output) => output,
+            Err(process::RunError::Start(e)) => {
+                return Err(failed("did not start".into(), e.to_string()))
+            }
+            Err(process::RunError::Wait(e)) => {
+                return Err(failed("wait failed".into(), e.to_string()))
+            }
+            Err(e @ process::RunError::Timeout(_)) => {
+                return Err(failed(e.to_string(), String::new()))
             }
         };
         if output.status.success() {

@@ -7,13 +7,8 @@
 
 use std::path::PathBuf;
 
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
-
 use super::PeerSet;
-use crate::cycle::Event;
-use crate::error::{Error, RuntimeError};
+use crate::event::{Context, Event, SourceError, Worker};
 use crate::watch::ContentWatcher;
 
 /// Parses the file's text into a peer set.
@@ -25,15 +20,17 @@ pub fn parse(text: &str, origin: &str) -> PeerSet {
     PeerSet::from_names(names, origin)
 }
 
-pub fn spawn(
-    path: PathBuf,
-    events: mpsc::Sender<Event>,
-    errors: mpsc::Sender<RuntimeError>,
-    shutdown: CancellationToken,
-) -> Result<JoinHandle<()>, Error> {
+/// The worker: sends the file's peer set at start and after every change.
+pub fn worker(path: PathBuf, ctx: Context) -> Result<Worker, SourceError> {
     let mut watcher = ContentWatcher::new(std::slice::from_ref(&path))?;
     let origin = path.display().to_string();
-    Ok(tokio::spawn(async move {
+    Ok(Box::pin(async move {
+        let Context {
+            events,
+            errors,
+            shutdown,
+            ..
+        } = ctx;
         let mut reported_missing = false;
         loop {
             let sent = match watcher.contents(0) {
@@ -45,7 +42,7 @@ pub fn spawn(
                 // One report per outage, not one per event.
                 None if !reported_missing => {
                     reported_missing = true;
-                    let e = RuntimeError::PeerFile(format!(
+                    let e = SourceError::PeerFile(format!(
                         "cannot read the peers file {origin}; keeping the last known peers"
                     ));
                     errors.send(e).await.is_ok()
@@ -53,18 +50,21 @@ pub fn spawn(
                 None => true,
             };
             if !sent {
-                return;
+                return Ok(());
+            }
+            if crate::event::fault_injected("file") {
+                return Err(SourceError::Setup("fault injected for a test".into()));
             }
             let next = tokio::select! {
-                _ = shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => return Ok(()),
                 next = watcher.changed() => next,
             };
             match next {
-                None => return,
+                None => return Err(SourceError::Watch(format!("the watch on {origin} closed"))),
                 Some(Ok(_)) => {}
                 Some(Err(e)) => {
                     if errors.send(e).await.is_err() {
-                        return;
+                        return Ok(());
                     }
                 }
             }

@@ -1,229 +1,41 @@
-//! The peer model and the sources that produce peer sets.
+//! The peer sources, over the model in [`model`].
 //!
-//! A [`Peer`] is one pod's DNS name broken into the parts templates need; a
-//! [`PeerSet`] is the sorted, deduplicated list that every consumer (templates,
-//! hooks, peer-finder) sees in the same order. Names that are not valid RFC 1123
-//! host names are dropped here, once, so they can never reach a template or a
-//! hook's stdin.
-//!
-//! Each source (`static`, `file`, `dns`) is a worker with the same shape: it
-//! owns its resource, sends whole [`PeerSet`] snapshots on the event channel,
-//! reports trouble on the error channel, and stops when the shutdown token is
-//! cancelled. Only the cycle decides what a snapshot means.
+//! Each source (`static`, `file`, `dns`) is a worker of the shape set out in
+//! [`crate::event`]: it owns its resource, sends whole [`PeerSet`] snapshots as
+//! [`Event::Peers`], reports trouble on the error channel, and stops when the
+//! shutdown token is cancelled. Only the loop decides what a snapshot means.
 
 pub mod dns;
 pub mod file;
+pub mod model;
 
-use std::net::IpAddr;
-use std::sync::Arc;
+pub use model::{Identity, Peer, PeerSet};
 
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
-
-use crate::admin::Status;
 use crate::config::{Config, PeerSource};
-use crate::cycle::Event;
-use crate::error::{Error, RuntimeError};
+use crate::event::{Context, Event, SourceError, Worker};
 
-/// One member of the peer set.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Peer {
-    /// The full name, lower case, without the trailing dot.
-    pub fqdn: String,
-    /// The first label of `fqdn`.
-    pub hostname: String,
-    /// The trailing number of `hostname` (a StatefulSet ordinal), if any.
-    pub ordinal: Option<u64>,
-    /// The SRV port, when the peer came from DNS.
-    pub port: Option<u16>,
-    /// The peer's addresses, when `peers.dns.addresses` is on.
-    pub addresses: Vec<IpAddr>,
-}
-
-impl Peer {
-    /// Parses a DNS name into a peer, or says why it is not a valid host name.
-    pub fn parse(name: &str, port: Option<u16>) -> Result<Peer, String> {
-        let fqdn = name.trim().trim_end_matches('.').to_ascii_lowercase();
-        validate_hostname(&fqdn)?;
-        let hostname = fqdn.split('.').next().unwrap_or_default().to_string();
-        let digits = hostname.len()
-            - hostname
-                .trim_end_matches(|c: char| c.is_ascii_digit())
-                .len();
-        let ordinal = match digits {
-            0 => None,
-            n => hostname[hostname.len() - n..].parse().ok(),
-        };
-        Ok(Peer {
-            fqdn,
-            hostname,
-            ordinal,
-            port,
-            addresses: Vec::new(),
-        })
-    }
-}
-
-/// RFC 1123: at most 253 characters, labels of 1 to 63 letters, digits and
-/// hyphens that neither start nor end with a hyphen.
-fn validate_hostname(name: &str) -> Result<(), String> {
-    if name.is_empty() {
-        return Err("empty name".into());
-    }
-    if name.len() > 253 {
-        return Err(format!("{} characters, more than 253", name.len()));
-    }
-    for label in name.split('.') {
-        if label.is_empty() || label.len() > 63 {
-            return Err(format!("label {label:?} must have 1 to 63 characters"));
-        }
-        if !label
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        {
-            return Err(format!(
-                "label {label:?} has characters other than letters, digits and '-'"
-            ));
-        }
-        if label.starts_with('-') || label.ends_with('-') {
-            return Err(format!("label {label:?} starts or ends with '-'"));
-        }
-    }
-    Ok(())
-}
-
-/// The peers in the order every consumer sees them: by StatefulSet ordinal
-/// (web-2 before web-10), then by name; one entry per name.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PeerSet {
-    peers: Vec<Peer>,
-}
-
-impl PeerSet {
-    /// Builds a set from parsed peers: sorts, and keeps the first entry of each
-    /// name (a Service with two ports lists every pod twice).
-    pub fn new(mut peers: Vec<Peer>) -> PeerSet {
-        // A stable sort keeps the first of two equal names first, and puts
-        // them side by side for dedup_by to drop the later one.
-        peers.sort_by(|a, b| {
-            (a.ordinal.is_none(), a.ordinal, &a.fqdn).cmp(&(
-                b.ordinal.is_none(),
-                b.ordinal,
-                &b.fqdn,
-            ))
-        });
-        peers.dedup_by(|later, first| later.fqdn == first.fqdn);
-        PeerSet { peers }
-    }
-
-    /// Builds a set from raw names, dropping (with a warning) every name that
-    /// is not a valid host name. `origin` says where the names came from.
-    pub fn from_names<'a>(names: impl IntoIterator<Item = &'a str>, origin: &str) -> PeerSet {
-        let peers = names
-            .into_iter()
-            .filter_map(|name| match Peer::parse(name, None) {
-                Ok(peer) => Some(peer),
-                Err(why) => {
-                    tracing::warn!(name, origin, reason = %why, "dropping a peer name that is not a valid host name");
-                    None
-                }
-            })
-            .collect();
-        PeerSet::new(peers)
-    }
-
-    pub fn iter(&self) -> std::slice::Iter<'_, Peer> {
-        self.peers.iter()
-    }
-
-    pub fn len(&self) -> usize {
-        self.peers.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.peers.is_empty()
-    }
-
-    /// The peers' names, in order: what hooks read on stdin and logs print.
-    pub fn names(&self) -> Vec<&str> {
-        self.peers.iter().map(|p| p.fqdn.as_str()).collect()
-    }
-}
-
-/// Starts the configured peer source. Its snapshots arrive as
-/// [`Event::Peers`]; its runtime trouble as [`RuntimeError`]s.
-pub fn spawn(
-    config: &Config,
-    status: Arc<Status>,
-    events: mpsc::Sender<Event>,
-    errors: mpsc::Sender<RuntimeError>,
-    shutdown: CancellationToken,
-) -> Result<JoinHandle<()>, Error> {
+/// The worker of the configured peer source, and its name.
+pub fn worker(config: &Config, ctx: Context) -> Result<(&'static str, Worker), SourceError> {
     match &config.peers.source {
         PeerSource::Static(names) => {
             let set = PeerSet::from_names(names.iter().map(String::as_str), "peers.static");
-            Ok(tokio::spawn(async move {
-                // A static set is one snapshot; the worker then just holds on
-                // until shutdown so every source has the same lifetime.
-                if events.send(Event::Peers(set)).await.is_ok() {
-                    shutdown.cancelled().await;
-                }
-            }))
+            Ok((
+                "static",
+                Box::pin(async move {
+                    // A static set is one snapshot; the worker then just
+                    // holds on until shutdown so every source has the same
+                    // lifetime.
+                    if ctx.events.send(Event::Peers(set)).await.is_ok() {
+                        ctx.shutdown.cancelled().await;
+                    }
+                    Ok(())
+                }),
+            ))
         }
-        PeerSource::File(path) => file::spawn(path.clone(), events, errors, shutdown),
-        PeerSource::Dns(dns) => dns::spawn(
-            dns.clone(),
-            config.nameservers.clone(),
-            status,
-            events,
-            errors,
-            shutdown,
-        ),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_parts() {
-        let p = Peer::parse("Web-10.nginx.default.svc.cluster.local.", Some(80)).unwrap();
-        assert_eq!(p.fqdn, "web-10.nginx.default.svc.cluster.local");
-        assert_eq!(p.hostname, "web-10");
-        assert_eq!(p.ordinal, Some(10));
-        assert_eq!(p.port, Some(80));
-        assert_eq!(Peer::parse("db", None).unwrap().ordinal, None);
-    }
-
-    #[test]
-    fn rejects_invalid_names() {
-        for bad in [
-            "",
-            "-web.x",
-            "web-.x",
-            "we_b.x",
-            "a..b",
-            "web 0",
-            "$(reboot)",
-            &"a".repeat(64),
-        ] {
-            assert!(
-                Peer::parse(bad, None).is_err(),
-                "{bad:?} should be rejected"
-            );
-        }
-    }
-
-    #[test]
-    fn sorts_by_ordinal_then_name_and_dedups() {
-        let set = PeerSet::from_names(
-            [
-                "web-10.s", "web-2.s", "db.s", "web-2.s", "bad_name", "app-2.s",
-            ],
-            "test",
-        );
-        assert_eq!(set.names(), ["app-2.s", "web-2.s", "web-10.s", "db.s"]);
+        PeerSource::File(path) => Ok(("file", file::worker(path.clone(), ctx)?)),
+        PeerSource::Dns(dns) => Ok((
+            "dns",
+            dns::worker(dns.clone(), config.nameservers.clone(), ctx)?,
+        )),
     }
 }

@@ -488,8 +488,17 @@ fn readyz_stays_503_while_one_of_two_templates_fails_every_render() {
     let pod = Pod::with_file(
         &[0, 1],
         &[
-            ("good.j2", "count={{ peers|length }}\n", ""),
-            ("bad.j2", &format!("{{{{ env(\"{UNSET}\") }}}}\n"), ""),
+            // Each its own reload group: one failing does not hold the other.
+            (
+                "good.j2",
+                "count={{ peers|length }}\n",
+                "    reload: false\n",
+            ),
+            (
+                "bad.j2",
+                &format!("{{{{ env(\"{UNSET}\") }}}}\n"),
+                "    reload: false\n",
+            ),
         ],
         "",
     );
@@ -521,7 +530,7 @@ fn readyz_stays_503_while_one_of_two_templates_fails_every_render() {
 // --- metrics ---------------------------------------------------------------
 
 /// Every family the contract names, with its OpenMetrics type.
-const FAMILIES: [(&str, &str); 8] = [
+const FAMILIES: [(&str, &str); 9] = [
     ("peerplate_peers", "gauge"),
     ("peerplate_dns_lookups", "counter"),
     ("peerplate_renders", "counter"),
@@ -530,6 +539,7 @@ const FAMILIES: [(&str, &str); 8] = [
     ("peerplate_hook_runs", "counter"),
     ("peerplate_last_success_timestamp_seconds", "gauge"),
     ("peerplate_build_info", "gauge"),
+    ("peerplate_workers_ended", "counter"),
 ];
 
 #[test]
@@ -553,7 +563,8 @@ fn metrics_is_openmetrics_text_a_real_parser_accepts() {
             (
                 "b.j2",
                 "b {{ peers|length }}\n",
-                "    check: \"test -e ROOT/pass\"\n",
+                // Its own reload group, so a's installs do not wait for it.
+                "    check: \"test -e ROOT/pass\"\n    reload: false\n",
             ),
         ],
         "reload: {signal: HUP, pid_file: ROOT/app.pid}\nhooks: {on_start: \"cat > /dev/null\"}\n",
@@ -752,7 +763,8 @@ fn a_failing_check_counts_in_checks_failed() {
             (
                 "c.j2",
                 "c {{ peers|length }}\n",
-                "    check: \"test -s {staged}\"\n",
+                // Not in a and b's reload group, so installed on its own.
+                "    check: \"test -s {staged}\"\n    reload: false\n",
             ),
         ],
         "",

@@ -133,7 +133,9 @@ fn a_hanging_hook_is_killed_with_its_group_at_its_timeout_and_reaped() {
     let sb_peers = "web-0.nginx.default.svc.cluster.local\nweb-1.nginx.default.svc.cluster.local\n";
     let pod = Pod::new(
         "  file: PEERS\n",
-        &format!("  on_start: \"sleep {marker}.1 & sleep {marker}.2; echo done > after.txt\"\n  on_change: \"cat > changed.txt; exit 3\"\n  timeout: 500ms\n"),
+        // Hangs the first time only: a failed on_start is retried (with
+        // backoff) before any on_change runs.
+        &format!("  on_start: \"test -e tried && exit 0; touch tried; sleep {marker}.1 & sleep {marker}.2; echo done > after.txt\"\n  on_change: \"cat > changed.txt; exit 3\"\n  timeout: 500ms\n"),
     );
     let peers = pod.sb.write("peers", sb_peers);
     let config = fs::read_to_string(&pod.config).expect("config");
@@ -166,7 +168,13 @@ fn a_hanging_hook_is_killed_with_its_group_at_its_timeout_and_reaped() {
     let pid = i32::try_from(d.pid()).expect("pid");
     assert_eq!(procfs::zombie_children(pid), vec![], "zombies of peerplate");
 
-    // The loop goes on; a failing hook's status is logged.
+    // on_start is retried and succeeds; the loop goes on, and a failing
+    // hook's status is logged.
+    d.wait_for_line(
+        0,
+        &["hook ran", "hook=\"on_start\"", "status=exit status: 0"],
+        WAIT,
+    );
     let mark = d.mark();
     replace(
         &pod.sb,

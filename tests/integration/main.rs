@@ -24,4 +24,6 @@ mod reload;
 mod render;
 mod run;
 mod seed;
+mod structure;
+mod supervision;
 mod templates;

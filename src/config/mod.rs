@@ -1,0 +1,148 @@
+//! The config file: its schema, defaults from the pod's environment, and
+//! validation whose every error names the file, the line and the fix.
+//!
+//! Three steps, one file each. `raw`: serde reads the YAML into `Raw*`
+//! structs that mirror the file exactly (unknown keys are errors, and each
+//! value is checked as it is read, so serde_yaml can point at its line).
+//! `resolve`: a pure function of the raw file and the pod's environment
+//! ([`Env`], read once at the edge) gives the [`Config`]: defaults filled in,
+//! and the rules that span several keys checked, DNS settings included, so
+//! `check` rejects whatever `run` would. `diagnostics`: turning parser
+//! errors into messages that name the line and suggest the fix.
+
+use std::path::Path;
+
+mod diagnostics;
+mod model;
+mod raw;
+mod resolve;
+
+pub use diagnostics::line_of;
+pub use model::*;
+pub use raw::parse_signal;
+pub use resolve::{default_hostname, Env, ResolvConf};
+
+/// Where the config is read from when neither `--config` nor
+/// `$PEERPLATE_CONFIG` says otherwise.
+pub const DEFAULT_PATH: &str = "/etc/peerplate/peerplate.yaml";
+
+impl Config {
+    /// Reads and resolves a config file in this process's environment. With
+    /// `required` false, a missing file gives the built-in default (so
+    /// `render` works with no config).
+    pub fn load(path: &Path, required: bool) -> Result<Config, ConfigError> {
+        let env = Env::from_process();
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => {
+                return resolve::resolve(raw::RawConfig::default(), "", Path::new(""), &env)
+            }
+            Err(e) => {
+                return Err(ConfigError {
+                    path: path.to_path_buf(),
+                    line: None,
+                    column: None,
+                    message: format!(
+                        "cannot read the config file: {e}; give its path with --config or $PEERPLATE_CONFIG"
+                    ),
+                })
+            }
+        };
+        Config::parse(&text, path, &env)
+    }
+
+    /// Parses config text as if read from `path` (used in messages and for
+    /// relative paths), in the environment `env`. Pure.
+    pub fn parse(text: &str, path: &Path, env: &Env) -> Result<Config, ConfigError> {
+        // An empty file is an empty config, not an error.
+        let raw: raw::RawConfig = if text.trim().is_empty() {
+            raw::RawConfig::default()
+        } else {
+            serde_yaml::from_str(text).map_err(|e| diagnostics::yaml_error(e, path))?
+        };
+        resolve::resolve(raw, text, path, env)
+    }
+
+    /// Renders as another pod (`render --hostname`).
+    pub fn set_hostname(&mut self, hostname: &str) {
+        self.identity.hostname = hostname.to_string();
+        self.pod_fqdn = resolve::pod_fqdn(&self.identity, &self.peers.source);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::SocketAddr;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        let env = Env {
+            hostname: Some("web-1".into()),
+            namespace: "default".into(),
+            resolv: ResolvConf::parse("nameserver 10.96.0.10\nsearch default.svc.cluster.local svc.cluster.local cluster.local\n"),
+        };
+        Config::parse(text, Path::new("peerplate.yaml"), &env)
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_suggests() {
+        let e =
+            parse("identity:\n  hostname: web-1\ntemplates:\n  - source: a\n    destinaton: b\n")
+                .unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.starts_with("peerplate.yaml:5:5: templates[0]: unknown field `destinaton`"),
+            "{text}"
+        );
+        assert!(
+            text.contains("destinaton") && text.contains("did you mean `destination`"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn bad_duration_names_line() {
+        let e = parse("identity: {hostname: web-1}\nwait:\n  min: 5 parsecs\n").unwrap_err();
+        assert_eq!(e.line, Some(3), "{e}");
+        assert!(e.to_string().contains("like 250ms"), "{e}");
+    }
+
+    #[test]
+    fn cross_key_errors_find_their_line() {
+        let e =
+            parse("identity: {hostname: web-1}\npeers:\n  static: [a]\n  file: /x\n").unwrap_err();
+        assert_eq!(e.line, Some(2), "{e}");
+        let e = parse("identity: {hostname: web-1}\nreload:\n  signal: HUP\n").unwrap_err();
+        assert_eq!(e.line, Some(2), "{e}");
+    }
+
+    #[test]
+    fn values() {
+        let c = parse(
+            "identity: {hostname: web-1, namespace: prod}\npeers:\n  dns: {service: nginx, cluster_domain: k.local, nameservers: ['127.0.0.1:5353']}\ntemplates:\n  - {source: a, destination: /b, mode: \"0640\", check: \"nginx -t -c {staged}\"}\nreload: {signal: USR2, process: nginx}\n",
+        )
+        .unwrap();
+        assert_eq!(c.templates[0].mode, Some(0o640));
+        assert_eq!(
+            c.templates[0].check.as_deref().unwrap(),
+            ["nginx", "-t", "-c", "{staged}"]
+        );
+        assert_eq!(c.pod_fqdn.as_deref(), Some("web-1.nginx.prod.svc.k.local"));
+        assert_eq!(
+            c.nameservers,
+            ["127.0.0.1:5353".parse::<SocketAddr>().unwrap()]
+        );
+        assert!(matches!(
+            c.reload.unwrap().signal,
+            nix::sys::signal::Signal::SIGUSR2
+        ));
+        assert!(parse("templates:\n  - {source: a, destination: /b, mode: 644}\n").is_err());
+    }
+
+    #[test]
+    fn resolv_conf() {
+        let r = ResolvConf::parse("search default.svc.cluster.local svc.cluster.local cluster.local\nnameserver 10.96.0.10\noptions ndots:5\n");
+        assert_eq!(r.cluster_domain().as_deref(), Some("cluster.local"));
+        assert_eq!(r.nameservers[0].to_string(), "10.96.0.10:53");
+    }
+}

@@ -1,0 +1,84 @@
+//! What workers tell the loop, and the one shape every worker has.
+//!
+//! A worker (a peer source, the template watcher, and any source to come)
+//! gets one [`Context`]: it sends [`Event`]s on `events` and the trouble it
+//! survives as [`SourceError`]s on `errors`, counts into `metrics`, and stops
+//! when `shutdown` is cancelled. It is built by a function of one shape,
+//! `fn worker(settings, Context) -> Result<Worker, SourceError>`: setup
+//! failures (no inotify, no DNS server) come back at once and stop the start;
+//! the returned [`Worker`] is the body, which the loop supervises in a
+//! `JoinSet`. A worker that returns before shutdown has ended early: the loop
+//! logs it, counts it and fails `/healthz`. (This is watchexec's shape.)
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+use crate::peers::model::PeerSet;
+
+/// What a source tells the loop.
+#[derive(Debug)]
+pub enum Event {
+    /// The source's whole current peer set.
+    Peers(PeerSet),
+    /// A template source's bytes changed.
+    Templates,
+    /// SIGHUP: re-read the templates and render now, whatever `wait` says.
+    Rerender,
+}
+
+/// Trouble a worker reports: at setup (it stops the start) or while it runs
+/// (logged and counted; the worker goes on, the last known state stays).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SourceError {
+    #[error("file watcher: {0}")]
+    Watch(String),
+    #[error("{0}")]
+    PeerFile(String),
+    #[error("DNS lookup of {query} failed: {reason}; keeping the last known peers")]
+    Lookup { query: String, reason: String },
+    /// The worker could not be set up (a thread, a socket, a watch).
+    #[error("{0}")]
+    Setup(String),
+    /// A worker's body returned before shutdown.
+    #[error("{worker} stopped: {reason}")]
+    Ended { worker: String, reason: String },
+}
+
+impl SourceError {
+    /// The `kind` label of `peerplate_source_errors_total`.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            SourceError::Watch(_) => "watch",
+            SourceError::PeerFile(_) => "peer_file",
+            SourceError::Lookup { .. } => "lookup",
+            SourceError::Setup(_) => "setup",
+            SourceError::Ended { .. } => "ended",
+        }
+    }
+}
+
+/// Everything a worker gets; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Context {
+    pub events: mpsc::Sender<Event>,
+    pub errors: mpsc::Sender<SourceError>,
+    pub metrics: Arc<Metrics>,
+    pub shutdown: CancellationToken,
+}
+
+/// A worker's body. `Ok(())` after shutdown is the normal end; returning
+/// while the loop still runs (either way) means the worker ended early.
+pub type Worker = Pin<Box<dyn Future<Output = Result<(), SourceError>> + Send>>;
+
+/// Set up in tests only: the worker named here ends with an error right
+/// after its first event, so the loop's supervision can be seen from the
+/// binary. Compiled into debug builds only.
+pub fn fault_injected(worker: &str) -> bool {
+    cfg!(debug_assertions)
+        && std::env::var("PEERPLATE_TEST_END_WORKER").is_ok_and(|name| name == worker)
+}

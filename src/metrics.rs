@@ -1,0 +1,285 @@
+//! The metrics peerplate exports, in one registry (prometheus-client).
+//!
+//! Label values come from enums written the way Prometheus queries expect
+//! them (lower_snake_case), so a typo cannot invent a new series, and every
+//! series a config can produce exists at zero from the start
+//! ([`Metrics::expect`]) so `increase()` sees the first failure after a
+//! restart. The HTTP side lives in `admin`; the outcomes that become labels
+//! say which label they are where they are defined.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// Label values, written the way Prometheus queries expect them
+/// (lower_snake_case), from enums so a typo cannot invent a new series.
+macro_rules! label_values {
+    ($(#[$doc:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+        pub enum $name { $($variant),+ }
+
+        impl $name {
+            const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+    };
+}
+
+label_values!(
+    /// How a DNS poll went.
+    Lookup { Answer => "answer", Failure => "failure" }
+);
+label_values!(
+    /// How a template's render and install went.
+    Render { Changed => "changed", Unchanged => "unchanged", Failed => "failed" }
+);
+label_values!(
+    /// How a reload went.
+    Reload { Signalled => "signalled", NoProcess => "no_process", Failed => "failed" }
+);
+label_values!(
+    /// How a hook run went.
+    Hook { Ok => "ok", Failed => "failed", Timeout => "timeout" }
+);
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LookupLabels {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RenderLabels {
+    template: String,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TemplateLabels {
+    template: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadLabels {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HookLabels {
+    hook: String,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WorkerLabels {
+    worker: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: String,
+}
+
+/// Every series peerplate exports. Cheap to update from any thread.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    peers: Gauge,
+    lookups: Family<LookupLabels, Counter>,
+    renders: Family<RenderLabels, Counter>,
+    checks_failed: Family<TemplateLabels, Counter>,
+    reloads: Family<ReloadLabels, Counter>,
+    hooks: Family<HookLabels, Counter>,
+    last_success: Gauge<f64, AtomicU64>,
+    workers_ended: Family<WorkerLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("peerplate");
+        let peers = Gauge::default();
+        let lookups = Family::<LookupLabels, Counter>::default();
+        let renders = Family::<RenderLabels, Counter>::default();
+        let checks_failed = Family::<TemplateLabels, Counter>::default();
+        let reloads = Family::<ReloadLabels, Counter>::default();
+        let hooks = Family::<HookLabels, Counter>::default();
+        let last_success = Gauge::<f64, AtomicU64>::default();
+        let build = Family::<BuildLabels, Gauge>::default();
+        let workers_ended = Family::<WorkerLabels, Counter>::default();
+        registry.register("peers", "Peers in the current peer set", peers.clone());
+        registry.register("dns_lookups", "DNS SRV lookups, by result", lookups.clone());
+        registry.register(
+            "renders",
+            "Template renders, by template and result",
+            renders.clone(),
+        );
+        registry.register(
+            "checks_failed",
+            "Outputs that failed their check, by template",
+            checks_failed.clone(),
+        );
+        registry.register("reloads", "Reload signals, by result", reloads.clone());
+        registry.register("hook_runs", "Hook runs, by hook and result", hooks.clone());
+        registry.register(
+            "last_success_timestamp_seconds",
+            "Unix time of the last cycle in which every template rendered and installed",
+            last_success.clone(),
+        );
+        registry.register(
+            "workers_ended",
+            "Workers (peer sources, watchers) that stopped while the loop ran, by worker",
+            workers_ended.clone(),
+        );
+        registry.register("build_info", "peerplate's version", build.clone());
+        build
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION").into(),
+            })
+            .set(1);
+        Metrics {
+            registry,
+            peers,
+            lookups,
+            renders,
+            checks_failed,
+            reloads,
+            hooks,
+            last_success,
+            workers_ended,
+        }
+    }
+
+    pub fn peers(&self, count: usize) {
+        self.peers.set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
+    /// Creates every series the config can produce, at zero, so that
+    /// `increase()` sees the first failure after a restart and dashboards
+    /// show 0 rather than "no data".
+    pub fn expect(&self, templates: &[String], dns: bool, reload: bool, hooks: &[&str]) {
+        for template in templates {
+            for result in Render::ALL {
+                let _ = self
+                    .renders
+                    .get_or_create(&render_labels(template, *result));
+            }
+            let _ = self.checks_failed.get_or_create(&TemplateLabels {
+                template: template.clone(),
+            });
+        }
+        if dns {
+            for result in Lookup::ALL {
+                let _ = self.lookups.get_or_create(&LookupLabels {
+                    result: result.as_str(),
+                });
+            }
+        }
+        if reload {
+            for result in Reload::ALL {
+                let _ = self.reloads.get_or_create(&ReloadLabels {
+                    result: result.as_str(),
+                });
+            }
+        }
+        for hook in hooks {
+            for result in Hook::ALL {
+                let _ = self.hooks.get_or_create(&hook_labels(hook, *result));
+            }
+        }
+    }
+
+    pub fn lookup(&self, result: Lookup) {
+        self.lookups
+            .get_or_create(&LookupLabels {
+                result: result.as_str(),
+            })
+            .inc();
+    }
+
+    pub fn render(&self, template: &str, result: Render) {
+        self.renders
+            .get_or_create(&render_labels(template, result))
+            .inc();
+    }
+
+    pub fn check_failed(&self, template: &str) {
+        self.checks_failed
+            .get_or_create(&TemplateLabels {
+                template: template.into(),
+            })
+            .inc();
+    }
+
+    pub fn reload(&self, result: Reload) {
+        self.reloads
+            .get_or_create(&ReloadLabels {
+                result: result.as_str(),
+            })
+            .inc();
+    }
+
+    pub fn hook(&self, hook: &str, result: Hook) {
+        self.hooks.get_or_create(&hook_labels(hook, result)).inc();
+    }
+
+    /// Creates the `workers_ended` series of each worker at zero.
+    pub fn expect_workers(&self, workers: &[&str]) {
+        for worker in workers {
+            let _ = self.workers_ended.get_or_create(&WorkerLabels {
+                worker: (*worker).into(),
+            });
+        }
+    }
+
+    /// A worker stopped while the loop ran.
+    pub fn worker_ended(&self, worker: &str) {
+        self.workers_ended
+            .get_or_create(&WorkerLabels {
+                worker: worker.into(),
+            })
+            .inc();
+    }
+
+    pub fn cycle_succeeded(&self) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        self.last_success.set(now);
+    }
+
+    /// The metrics in OpenMetrics text format.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}
+
+fn render_labels(template: &str, result: Render) -> RenderLabels {
+    RenderLabels {
+        template: template.into(),
+        result: result.as_str(),
+    }
+}
+
+fn hook_labels(hook: &str, result: Hook) -> HookLabels {
+    HookLabels {
+        hook: hook.into(),
+        result: result.as_str(),
+    }
+}

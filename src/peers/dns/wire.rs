@@ -1,0 +1,349 @@
+//! A minimal DNS client for the SRV poll: hickory's wire format over one
+//! connected UDP socket (a fresh one, so a fresh source port, every
+//! [`UDP_SOCKET_USES`] queries) and one kept-open TCP connection once an
+//! answer came truncated (RFC 7766). One question, one answer, no cache, no
+//! search list; answers are checked against the query ID. Also the readers
+//! that look at an answer's bytes without decoding it (the TC bit, the
+//! sorted SRV targets).
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::time::{Duration, Instant};
+
+use hickory_resolver::proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_resolver::proto::rr::{Name, RecordType};
+
+/// The EDNS payload size we offer: the DNS flag day 2020 value, which fits
+/// any path MTU, so big answers come truncated rather than fragmented.
+const EDNS_PAYLOAD: u16 = 1232;
+
+/// A fresh UDP socket (so a fresh source port) after this many queries.
+const UDP_SOCKET_USES: u32 = 64;
+
+/// Why a poll gave no answer (the last known set stays).
+#[derive(Debug)]
+pub struct LookupFailure(pub String);
+
+/// A minimal DNS client over kept-open sockets: one question, one answer,
+/// no cache, no search list.
+pub(super) struct Client {
+    servers: Vec<SocketAddr>,
+    /// The server that answered last; asked first next time.
+    current: usize,
+    udp: Option<(UdpSocket, u32)>,
+    tcp: Option<TcpStream>,
+    /// Set once an answer came truncated: the set is big, ask TCP directly.
+    prefer_tcp: bool,
+    timeout: Duration,
+    ids: XorShift,
+    /// Receive buffer, kept between polls: no 64 KiB allocation per query.
+    buf: Vec<u8>,
+}
+
+impl Client {
+    pub(super) fn new(servers: Vec<SocketAddr>, timeout: Duration) -> Client {
+        Client {
+            servers,
+            current: 0,
+            udp: None,
+            tcp: None,
+            prefer_tcp: false,
+            timeout,
+            ids: XorShift::new(),
+            buf: vec![0u8; 65535],
+        }
+    }
+
+    /// Asks each server in turn until one answers. NXDOMAIN and NOERROR are
+    /// answers; every other response code is a failure.
+    pub(super) fn query(
+        &mut self,
+        name: &Name,
+        rtype: RecordType,
+    ) -> Result<Vec<u8>, LookupFailure> {
+        let mut last = String::new();
+        for _ in 0..self.servers.len() {
+            match self.ask(name, rtype) {
+                Ok(answer) => return Ok(answer),
+                Err(e) => {
+                    last = format!("{}: {e}", self.servers[self.current]);
+                    self.udp = None;
+                    self.tcp = None;
+                    self.current = (self.current + 1) % self.servers.len();
+                }
+            }
+        }
+        Err(LookupFailure(last))
+    }
+
+    fn ask(&mut self, name: &Name, rtype: RecordType) -> Result<Vec<u8>, String> {
+        let id = self.ids.next() as u16;
+        let mut request = Message::new(id, MessageType::Query, OpCode::Query);
+        request.metadata.recursion_desired = true;
+        request.add_query(Query::query(name.clone(), rtype));
+        let mut edns = Edns::new();
+        edns.set_max_payload(EDNS_PAYLOAD);
+        request.set_edns(edns);
+        let wire = request.to_vec().map_err(|e| e.to_string())?;
+
+        let bytes = if self.prefer_tcp {
+            self.ask_tcp(&wire)?
+        } else {
+            let bytes = self.ask_udp(&wire, id)?;
+            if truncated(&bytes) {
+                self.prefer_tcp = true;
+                self.ask_tcp(&wire)?
+            } else {
+                bytes
+            }
+        };
+        // The header says all a poll needs to know before the answer is
+        // compared with the last one; decoding waits until it differs.
+        if bytes.len() < 12
+            || u16::from_be_bytes([bytes[0], bytes[1]]) != id
+            || bytes[2] & 0x80 == 0
+        {
+            return Err("answer does not match the question".into());
+        }
+        match ResponseCode::from(0, bytes[3] & 0x0f) {
+            ResponseCode::NoError | ResponseCode::NXDomain => Ok(bytes),
+            code => Err(format!("server answered {code}")),
+        }
+    }
+
+    fn ask_udp(&mut self, wire: &[u8], id: u16) -> Result<Vec<u8>, String> {
+        let server = self.servers[self.current];
+        if self
+            .udp
+            .as_ref()
+            .is_none_or(|(_, uses)| *uses >= UDP_SOCKET_USES)
+        {
+            let local: SocketAddr = if server.is_ipv4() {
+                (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+            } else {
+                (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+            };
+            let socket = UdpSocket::bind(local).map_err(|e| e.to_string())?;
+            // Connected: the kernel drops datagrams from anyone else.
+            socket.connect(server).map_err(|e| e.to_string())?;
+            self.udp = Some((socket, 0));
+        }
+        let Some((socket, uses)) = self.udp.as_mut() else {
+            return Err("no UDP socket".into());
+        };
+        *uses += 1;
+        socket.send(wire).map_err(|e| e.to_string())?;
+        let deadline = Instant::now() + self.timeout;
+        let buf = &mut self.buf;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err("request timed out".into());
+            }
+            socket
+                .set_read_timeout(Some(left))
+                .map_err(|e| e.to_string())?;
+            match socket.recv(buf) {
+                // A late answer to an earlier, timed-out question: skip it.
+                Ok(n) if n >= 2 && u16::from_be_bytes([buf[0], buf[1]]) != id => continue,
+                Ok(n) => return Ok(buf[..n].to_vec()),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return Err("request timed out".into())
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    }
+
+    /// One exchange over the kept-open TCP connection; a connection the
+    /// server closed while idle is reopened once.
+    fn ask_tcp(&mut self, wire: &[u8]) -> Result<Vec<u8>, String> {
+        let reused = self.tcp.is_some();
+        match self.exchange_tcp(wire) {
+            Ok(bytes) => Ok(bytes),
+            Err(_) if reused => {
+                self.tcp = None;
+                self.exchange_tcp(wire)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn exchange_tcp(&mut self, wire: &[u8]) -> Result<Vec<u8>, String> {
+        if self.tcp.is_none() {
+            let stream = TcpStream::connect_timeout(&self.servers[self.current], self.timeout)
+                .map_err(|e| format!("TCP: {e}"))?;
+            stream.set_nodelay(true).map_err(|e| e.to_string())?;
+            stream
+                .set_read_timeout(Some(self.timeout))
+                .map_err(|e| e.to_string())?;
+            stream
+                .set_write_timeout(Some(self.timeout))
+                .map_err(|e| e.to_string())?;
+            self.tcp = Some(stream);
+        }
+        let Some(stream) = self.tcp.as_mut() else {
+            return Err("no TCP connection".into());
+        };
+        let result = (|| {
+            let len = u16::try_from(wire.len()).map_err(|_| "question too long".to_string())?;
+            let mut framed = Vec::with_capacity(wire.len() + 2);
+            framed.extend_from_slice(&len.to_be_bytes());
+            framed.extend_from_slice(wire);
+            stream.write_all(&framed).map_err(|e| format!("TCP: {e}"))?;
+            let mut len = [0u8; 2];
+            stream
+                .read_exact(&mut len)
+                .map_err(|e| format!("TCP: {e}"))?;
+            let mut bytes = vec![0u8; usize::from(u16::from_be_bytes(len))];
+            stream
+                .read_exact(&mut bytes)
+                .map_err(|e| format!("TCP: {e}"))?;
+            Ok(bytes)
+        })();
+        if result.is_err() {
+            self.tcp = None;
+        }
+        result
+    }
+}
+
+/// The SRV records of a DNS answer as sorted (port, target) pairs, the
+/// target in lower-case wire form, read without decoding the message; `None`
+/// if the message does not parse (the full decoder then says why).
+pub(super) fn srv_targets(msg: &[u8]) -> Option<Vec<(u16, Vec<u8>)>> {
+    let count = |at: usize| {
+        Some(usize::from(u16::from_be_bytes([
+            *msg.get(at)?,
+            *msg.get(at + 1)?,
+        ])))
+    };
+    let (questions, answers) = (count(4)?, count(6)?);
+    let mut pos = 12;
+    for _ in 0..questions {
+        pos = read_name(msg, pos, None)? + 4;
+    }
+    let mut targets = Vec::with_capacity(answers);
+    for _ in 0..answers {
+        pos = read_name(msg, pos, None)?;
+        let rtype = count(pos)?;
+        let rdlen = count(pos + 8)?;
+        let rdata = pos + 10;
+        if rtype == 33 {
+            let port = u16::try_from(count(rdata + 4)?).ok()?;
+            let mut target = Vec::new();
+            read_name(msg, rdata + 6, Some(&mut target))?;
+            targets.push((port, target));
+        }
+        pos = rdata + rdlen;
+    }
+    targets.sort_unstable();
+    Some(targets)
+}
+
+/// Reads the name at `pos` (following compression pointers, at most 64),
+/// appending its labels in lower case to `out`; returns the position after
+/// the name where it started.
+fn read_name(msg: &[u8], mut pos: usize, mut out: Option<&mut Vec<u8>>) -> Option<usize> {
+    let mut end = None;
+    for _ in 0..64 {
+        let len = *msg.get(pos)?;
+        match len {
+            0 => return Some(end.unwrap_or(pos + 1)),
+            l if l & 0xc0 == 0xc0 => {
+                end.get_or_insert(pos + 2);
+                pos = usize::from(u16::from_be_bytes([l & 0x3f, *msg.get(pos + 1)?]));
+            }
+            l => {
+                let label = msg.get(pos..pos + 1 + usize::from(l))?;
+                if let Some(out) = out.as_deref_mut() {
+                    out.extend(label.iter().map(u8::to_ascii_lowercase));
+                }
+                pos += 1 + usize::from(l);
+            }
+        }
+    }
+    None
+}
+
+pub(super) fn decode(bytes: &[u8]) -> Result<Message, LookupFailure> {
+    Message::from_vec(bytes).map_err(|e| LookupFailure(format!("undecodable answer: {e}")))
+}
+
+/// The TC bit, read straight from the header.
+pub(super) fn truncated(bytes: &[u8]) -> bool {
+    bytes.get(2).is_some_and(|flags| flags & 0x02 != 0)
+}
+
+/// A tiny xorshift generator for query IDs and jitter: spread, not secrecy
+/// (the connected socket and the ID check guard against stray answers).
+pub(super) struct XorShift(u64);
+
+impl XorShift {
+    pub(super) fn new() -> XorShift {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let seed = (u64::from(nanos) << 32) ^ u64::from(std::process::id()) ^ 0x9e37_79b9_7f4a_7c15;
+        XorShift(seed | 1)
+    }
+
+    pub(super) fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_resolver::proto::rr::rdata::SRV;
+    use hickory_resolver::proto::rr::RData;
+    use hickory_resolver::proto::rr::Record;
+
+    fn answer(targets: &[(&str, u16)]) -> Vec<u8> {
+        let mut m = Message::new(7, MessageType::Response, OpCode::Query);
+        let owner = Name::from_ascii("nginx.default.svc.cluster.local.").unwrap();
+        m.add_query(Query::query(owner.clone(), RecordType::SRV));
+        for (target, port) in targets {
+            let srv = SRV::new(0, 50, *port, Name::from_ascii(target).unwrap());
+            m.answers
+                .push(Record::from_rdata(owner.clone(), 30, RData::SRV(srv)));
+        }
+        m.to_vec().unwrap()
+    }
+
+    #[test]
+    fn srv_targets_ignore_order_and_case_but_not_content() {
+        let a = srv_targets(&answer(&[
+            ("web-0.nginx.default.svc.cluster.local.", 80),
+            ("web-1.nginx.default.svc.cluster.local.", 80),
+        ]));
+        let b = srv_targets(&answer(&[
+            ("WEB-1.nginx.default.svc.cluster.local.", 80),
+            ("web-0.nginx.default.svc.cluster.local.", 80),
+        ]));
+        let c = srv_targets(&answer(&[
+            ("web-0.nginx.default.svc.cluster.local.", 80),
+            ("web-2.nginx.default.svc.cluster.local.", 80),
+        ]));
+        let d = srv_targets(&answer(&[
+            ("web-0.nginx.default.svc.cluster.local.", 80),
+            ("web-1.nginx.default.svc.cluster.local.", 81),
+        ]));
+        assert!(a.is_some());
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        assert_ne!(a, d);
+        assert_eq!(a.unwrap().len(), 2);
+        assert_eq!(srv_targets(&[0u8; 5]), None);
+    }
+}

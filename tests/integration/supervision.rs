@@ -1,0 +1,190 @@
+//! The loop supervises its workers: a worker that ends early is logged,
+//! counted and turns `/healthz` to 503 (readiness stays apart); shutdown
+//! waits for the workers and still exits within a second, even with the DNS
+//! worker blocked in a socket call; `check` rejects what `run` would,
+//! DNS settings included, naming the file and the line.
+
+use std::net::UdpSocket;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+
+use crate::helpers::{poll_until, run, Daemon, Sandbox};
+
+fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).ok()?;
+    let code = reply.split_whitespace().nth(1)?.parse().ok()?;
+    let body = reply
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    Some((code, body))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+#[test]
+fn a_worker_that_ends_early_fails_healthz_is_logged_and_counted() {
+    let sb = Sandbox::new();
+    sb.write(
+        "peers",
+        "web-0.nginx.default.svc.cluster.local\nweb-1.nginx.default.svc.cluster.local\n",
+    );
+    sb.write("t.j2", "{{ peers|length }}\n");
+    let port = free_port();
+    let config = sb.write(
+        "peerplate.yaml",
+        &format!(
+            "identity: {{hostname: web-1}}\npeers: {{file: peers}}\ntemplates:\n  - {{source: t.j2, destination: out.txt}}\nhttp: {{listen: \"127.0.0.1:{port}\"}}\n"
+        ),
+    );
+    let mut cmd = sb.peerplate(["--config", &config.display().to_string(), "run"]);
+    // Debug builds only: the `file` worker returns after its first event.
+    cmd.env("PEERPLATE_TEST_END_WORKER", "file");
+    let mut d = Daemon::spawn(cmd);
+    d.wait_for_line(
+        0,
+        &["a worker stopped", "worker=\"file\""],
+        Duration::from_secs(5),
+    );
+    let (code, body) = http_get(port, "/healthz").expect("GET /healthz");
+    assert_eq!(code, 503, "{body}\n{}", d.logs());
+    assert_eq!(
+        body,
+        "not healthy: the file worker stopped: fault injected for a test\n"
+    );
+    // Readiness is apart: the template rendered before the worker ended.
+    assert!(
+        poll_until(Duration::from_secs(5), || http_get(port, "/readyz")
+            .is_some_and(|(c, _)| c == 200)),
+        "{}",
+        d.logs()
+    );
+    let (_, metrics) = http_get(port, "/metrics").expect("GET /metrics");
+    assert!(
+        metrics.contains("peerplate_workers_ended_total{worker=\"file\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("peerplate_workers_ended_total{worker=\"dns\"} 0"),
+        "{metrics}"
+    );
+    assert!(
+        d.is_running(),
+        "the process stays up for kubelet to restart"
+    );
+    d.terminate();
+}
+
+#[test]
+fn without_the_fault_healthz_stays_200() {
+    let sb = Sandbox::new();
+    sb.write("peers", "web-1.nginx.default.svc.cluster.local\n");
+    sb.write("t.j2", "{{ peers|length }}\n");
+    let port = free_port();
+    let config = sb.write(
+        "peerplate.yaml",
+        &format!(
+            "identity: {{hostname: web-1}}\npeers: {{file: peers}}\ntemplates:\n  - {{source: t.j2, destination: out.txt}}\nhttp: {{listen: \"127.0.0.1:{port}\"}}\n"
+        ),
+    );
+    let mut d = Daemon::spawn(sb.peerplate(["--config", &config.display().to_string(), "run"]));
+    assert!(poll_until(Duration::from_secs(5), || sb
+        .join("out.txt")
+        .exists()));
+    sb.write(
+        "peers",
+        "web-0.nginx.default.svc.cluster.local\nweb-1.nginx.default.svc.cluster.local\n",
+    );
+    assert!(poll_until(Duration::from_secs(5), || {
+        std::fs::read_to_string(sb.join("out.txt")).is_ok_and(|t| t == "2\n")
+    }));
+    assert_eq!(
+        http_get(port, "/healthz").map(|r| r.0),
+        Some(200),
+        "{}",
+        d.logs()
+    );
+    d.terminate();
+}
+
+#[test]
+fn sigterm_exits_within_a_second_while_the_dns_worker_waits_on_a_silent_server() {
+    // A DNS server that never answers: the poller sits in a 5 s socket wait.
+    let silent = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let ns = silent.local_addr().expect("addr");
+    let sb = Sandbox::new();
+    sb.write("t.j2", "{{ peers|length }}\n");
+    let config = sb.write(
+        "peerplate.yaml",
+        &format!(
+            "identity: {{hostname: web-0}}\npeers:\n  dns: {{service: nginx, nameservers: [\"{ns}\"], interval: 5s}}\ntemplates:\n  - {{source: t.j2, destination: out.txt}}\n"
+        ),
+    );
+    let mut d = Daemon::spawn(sb.peerplate(["--config", &config.display().to_string(), "run"]));
+    // Let the first query go out, so the poller is inside its wait.
+    let mut buf = [0u8; 512];
+    silent
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    silent
+        .recv_from(&mut buf)
+        .expect("the poller's first query");
+    let (status, took) = d.stop_with(Signal::SIGTERM, Duration::from_secs(2));
+    assert_eq!(status.code(), Some(0), "{}", d.logs());
+    assert!(
+        took < Duration::from_secs(1),
+        "exit took {took:?}\n{}",
+        d.logs()
+    );
+}
+
+#[test]
+fn check_rejects_an_invalid_dns_name_with_file_and_line() {
+    let sb = Sandbox::new();
+    sb.write("t.j2", "x\n");
+    let config = sb.write(
+        "peerplate.yaml",
+        "identity: {hostname: web-0}\npeers:\n  dns:\n    name: \"bad..name\"\n    nameservers: [\"127.0.0.1:53\"]\ntemplates:\n  - {source: t.j2, destination: out.txt}\n",
+    );
+    let out = run(&mut sb.peerplate(["--config", "peerplate.yaml", "check"]));
+    assert_eq!(out.code, Some(2), "{}", out.dump());
+    insta::assert_snapshot!(sb.redact(&out.stderr));
+    // `run` says the same, before doing anything.
+    let out = run(&mut sb.peerplate(["--config", &config.display().to_string(), "run"]));
+    assert_eq!(out.code, Some(2), "{}", out.dump());
+    assert!(
+        out.stderr
+            .contains("peerplate.yaml:4: peers.dns: \"bad..name\" is not a DNS name"),
+        "{}",
+        out.dump()
+    );
+    assert!(!sb.join("out.txt").exists());
+}
+
+#[test]
+fn check_rejects_dns_with_no_server_to_ask() {
+    let sb = Sandbox::new();
+    sb.write("t.j2", "x\n");
+    sb.write("peerplate.yaml", "identity: {hostname: web-0}\npeers:\n  dns:\n    service: nginx\ntemplates:\n  - {source: t.j2, destination: out.txt}\n");
+    // A resolv.conf without a nameserver line.
+    let mut cmd = sb.peerplate(["--config", "peerplate.yaml", "check"]);
+    cmd.env(
+        "PEERPLATE_RESOLV_CONF",
+        sb.write("empty-resolv.conf", "search svc.cluster.local\n"),
+    );
+    let out = run(&mut cmd);
+    assert_eq!(out.code, Some(2), "{}", out.dump());
+    insta::assert_snapshot!(sb.redact(&out.stderr));
+}
