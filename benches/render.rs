@@ -73,13 +73,13 @@ fn bench_template(c: &mut Criterion, group: &str, template: &Path, dir: &Path) {
         let names = names(n);
         let peers = PeerSet::from_names(names.iter().map(String::as_str), "bench");
         assert_eq!(peers.len(), n, "every bench name is a valid peer");
-        let ctx = context(&config, &peers);
+        let ctx = context(&config, &peers, peers.iter().next());
         let out = renderer.render(0, &ctx).expect("the template renders");
         eprintln!("{group}/{n}: output {} bytes", out.len());
         g.throughput(Throughput::Elements(n as u64));
         g.bench_with_input(BenchmarkId::new("cycle", n), &peers, |b, peers| {
             b.iter(|| {
-                let ctx = context(&config, black_box(peers));
+                let ctx = context(&config, black_box(peers), peers.iter().next());
                 renderer.render(0, &ctx).expect("renders")
             })
         });

@@ -1,4 +1,4 @@
-//! The HTTP side: `/healthz`, `/readyz` and `/metrics`.
+//! The HTTP side: `/healthz`, `/readyz`, `/metrics` and `/leader`.
 //!
 //! [`State`] is what the loop publishes and this server reads: liveness
 //! (`/healthz`: 200 while the loop and every worker run, 503 once one has
@@ -8,7 +8,8 @@
 //! config exists), and the metrics (OpenMetrics text, encoded by
 //! prometheus-client). Readiness and liveness are apart on purpose: a pod
 //! whose templates failed is alive but not ready; a pod whose DNS worker
-//! ended is not alive.
+//! ended is not alive. `/leader` tells peers (and people) who this pod
+//! thinks leads, as JSON; `sticky` pods ask each other there.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -30,6 +31,8 @@ pub struct State {
     ready: AtomicBool,
     /// Why the loop is no longer whole (a worker ended), if it is not.
     broken: Mutex<Option<String>>,
+    /// The body of `GET /leader` (JSON).
+    leader: Mutex<String>,
 }
 
 impl State {
@@ -38,6 +41,7 @@ impl State {
             metrics,
             ready: AtomicBool::new(false),
             broken: Mutex::new(None),
+            leader: Mutex::new("{\"leader\":null}\n".into()),
         }
     }
 
@@ -55,6 +59,23 @@ impl State {
         if let Ok(mut broken) = self.broken.lock() {
             broken.get_or_insert(why);
         }
+    }
+
+    /// What `GET /leader` answers: `{"leader": FQDN or null, "policy": ...,
+    /// "since": RFC 3339 time}`.
+    pub fn set_leader(&self, leader: Option<&str>, policy: &str, since: std::time::SystemTime) {
+        let body = serde_json::json!({
+            "leader": leader,
+            "policy": policy,
+            "since": humantime::format_rfc3339_seconds(since).to_string(),
+        });
+        if let Ok(mut slot) = self.leader.lock() {
+            *slot = format!("{body}\n");
+        }
+    }
+
+    fn leader_json(&self) -> String {
+        self.leader.lock().map(|l| l.clone()).unwrap_or_default()
     }
 
     /// `None` while healthy, else why not.
@@ -117,6 +138,9 @@ async fn answer(
             "text/plain",
             "not ready: not every template has rendered yet\n".to_string(),
         ),
+        (&hyper::Method::GET, "/leader") => {
+            (StatusCode::OK, "application/json", state.leader_json())
+        }
         (&hyper::Method::GET, "/metrics") => (
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
@@ -125,7 +149,7 @@ async fn answer(
         (&hyper::Method::GET, _) => (
             StatusCode::NOT_FOUND,
             "text/plain",
-            "try /healthz, /readyz or /metrics\n".to_string(),
+            "try /healthz, /readyz, /metrics or /leader\n".to_string(),
         ),
         _ => (
             StatusCode::METHOD_NOT_ALLOWED,

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, Config, PeerSource, Template};
 use crate::error::Error;
+use crate::leader::Leadership;
 use crate::peers::PeerSet;
 use crate::render::{self, Renderer};
 
@@ -71,6 +72,13 @@ pub struct RenderArgs {
     /// or the path of any template file
     #[arg(long, value_name = "NAME")]
     pub template: Option<String>,
+    /// Render with this peer as the leader (its FQDN or host name), whatever
+    /// the policy would choose
+    #[arg(long, value_name = "NAME")]
+    pub leader: Option<String>,
+    /// Render with this peer not ready (FQDN or host name; repeatable)
+    #[arg(long = "not-ready", value_name = "NAME")]
+    pub not_ready: Vec<String>,
 }
 
 impl Cli {
@@ -156,8 +164,29 @@ async fn render_command(cli: &Cli, args: &RenderArgs) -> Result<(), Error> {
     } else {
         PeerSet::from_names(args.peers.iter().map(String::as_str), "--peer")
     };
+    let peers = mark_not_ready(peers, &args.not_ready)?;
+    let leader = match &args.leader {
+        Some(name) => Some(
+            peers
+                .iter()
+                .find(|p| p.fqdn == *name || p.hostname == *name)
+                .cloned()
+                .ok_or_else(|| {
+                    Error::Usage(format!(
+                        "--leader {name}: no such peer; the peers are: {}",
+                        listed(&peers)
+                    ))
+                })?,
+        ),
+        // What the policy decides from the set alone (no peers to ask here).
+        None => {
+            let mut leadership = Leadership::new(config.leader.clone());
+            leadership.decide(&peers, tokio::time::Instant::now());
+            leadership.current().cloned()
+        }
+    };
     let renderer = Renderer::load(&config.templates);
-    let context = render::context(&config, &peers);
+    let context = render::context(&config, &peers, leader.as_ref());
     let mut out = Vec::new();
     let headers = config.templates.len() > 1;
     for (i, template) in config.templates.iter().enumerate() {
@@ -176,6 +205,35 @@ async fn render_command(cli: &Cli, args: &RenderArgs) -> Result<(), Error> {
             path: PathBuf::from("<stdout>"),
             source,
         })
+}
+
+fn listed(peers: &PeerSet) -> String {
+    if peers.is_empty() {
+        "none".into()
+    } else {
+        peers.names().join(", ")
+    }
+}
+
+/// `render --not-ready NAME`: those peers are not ready.
+fn mark_not_ready(peers: PeerSet, names: &[String]) -> Result<PeerSet, Error> {
+    if names.is_empty() {
+        return Ok(peers);
+    }
+    for name in names {
+        if !peers.iter().any(|p| p.fqdn == *name || p.hostname == *name) {
+            return Err(Error::Usage(format!(
+                "--not-ready {name}: no such peer; the peers are: {}",
+                listed(&peers)
+            )));
+        }
+    }
+    let ready = peers
+        .iter()
+        .filter(|p| !names.iter().any(|n| *n == p.fqdn || *n == p.hostname))
+        .map(|p| p.hostname.clone())
+        .collect();
+    Ok(peers.with_ready(&ready))
 }
 
 /// A template of the config by file name, source or destination; else any

@@ -29,6 +29,19 @@ pub enum Event {
     Templates,
     /// SIGHUP: re-read the templates and render now, whatever `wait` says.
     Rerender,
+    /// DNS lookups work again after an outage: time to ask peers who leads.
+    Recovered,
+    /// What the leader worker learnt from the peers or the app.
+    LeaderHint(LeaderHint),
+}
+
+/// A leader named by the peers (plurality of their `GET /leader`) or by the
+/// app (`probe`); `None`: the app named nobody. The loop decides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaderHint {
+    pub leader: Option<String>,
+    /// For the log line: who said so.
+    pub why: String,
 }
 
 /// Trouble a worker reports: at setup (it stops the start) or while it runs

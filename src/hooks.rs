@@ -55,9 +55,18 @@ pub async fn run(
     peers: &PeerSet,
     timeout: Duration,
 ) -> Result<(), HookError> {
+    run_with_stdin(which, command, stdin_text(peers), timeout).await
+}
+
+/// Runs `command` with `sh -c` and `stdin`, as [`run`] does.
+pub async fn run_with_stdin(
+    which: &str,
+    command: &str,
+    stdin: String,
+    timeout: Duration,
+) -> Result<(), HookError> {
     let started = std::time::Instant::now();
     let argv = ["sh".to_string(), "-c".to_string(), command.to_string()];
-    let stdin = stdin_text(peers);
     let finished = process::run(process::Spec {
         argv: &argv,
         stdin: Some(stdin.as_bytes()),
@@ -82,7 +91,7 @@ pub async fn run(
             })
         }
     };
-    tracing::info!(hook = which, command, status = %status, elapsed = ?started.elapsed(), peers = peers.len(), "hook ran");
+    tracing::info!(hook = which, command, status = %status, elapsed = ?started.elapsed(), "hook ran");
     if status.success() {
         Ok(())
     } else {
@@ -174,6 +183,49 @@ pub fn queue(
                         tracing::warn!(hook = which, "{e}");
                     }
                     seen = Some(set);
+                }
+            }
+        }
+    };
+    (tx, body)
+}
+
+/// The queue of `on_leader_change`: each new leader (its FQDN; empty when
+/// there is none) is run once, with that one line on stdin; a leader
+/// published while the hook runs replaces any still waiting, so the hook
+/// always ends on the latest. Never merged with `on_change`.
+pub fn leader_queue(
+    command: String,
+    timeout: Duration,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) -> (
+    watch::Sender<Option<String>>,
+    impl std::future::Future<Output = ()>,
+) {
+    let (tx, mut rx) = watch::channel::<Option<String>>(None);
+    let body = async move {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                changed = rx.changed() => if changed.is_err() { return },
+            }
+            let Some(leader) = rx.borrow_and_update().clone() else {
+                continue;
+            };
+            let result = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                result = run_with_stdin("on_leader_change", &command, format!("{leader}\n"), timeout) => result,
+            };
+            metrics.hook(
+                "on_leader_change",
+                result
+                    .as_ref()
+                    .map_or_else(HookError::metric, |()| Hook::Ok),
+            );
+            if let Err(e) = result {
+                if !matches!(e, HookError::Timeout { .. }) {
+                    tracing::warn!(hook = "on_leader_change", "{e}");
                 }
             }
         }

@@ -49,6 +49,7 @@ pub mod cycle;
 pub mod error;
 pub mod event;
 pub mod hooks;
+pub mod leader;
 pub mod metrics;
 pub mod peer_finder;
 pub mod peers;

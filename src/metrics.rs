@@ -26,7 +26,7 @@ macro_rules! label_values {
         impl $name {
             const ALL: &'static [$name] = &[$($name::$variant),+];
 
-            fn as_str(self) -> &'static str {
+            pub fn as_str(self) -> &'static str {
                 match self { $($name::$variant => $text),+ }
             }
         }
@@ -44,6 +44,10 @@ label_values!(
 label_values!(
     /// How a reload went.
     Reload { Signalled => "signalled", NoProcess => "no_process", Failed => "failed" }
+);
+label_values!(
+    /// Why a peer set was held back instead of rendered.
+    Held { SelfMissing => "self_missing", TooFew => "too_few" }
 );
 label_values!(
     /// How a hook run went.
@@ -83,6 +87,11 @@ struct WorkerLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HeldLabels {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: String,
 }
@@ -99,6 +108,9 @@ pub struct Metrics {
     hooks: Family<HookLabels, Counter>,
     last_success: Gauge<f64, AtomicU64>,
     workers_ended: Family<WorkerLabels, Counter>,
+    is_leader: Gauge,
+    leader_changes: Counter,
+    held: Family<HeldLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -119,6 +131,29 @@ impl Metrics {
         let last_success = Gauge::<f64, AtomicU64>::default();
         let build = Family::<BuildLabels, Gauge>::default();
         let workers_ended = Family::<WorkerLabels, Counter>::default();
+        let is_leader = Gauge::default();
+        let leader_changes = Counter::default();
+        let held = Family::<HeldLabels, Counter>::default();
+        registry.register(
+            "is_leader",
+            "1 while this pod is the leader it has chosen, else 0",
+            is_leader.clone(),
+        );
+        registry.register(
+            "leader_changes",
+            "Changes of the chosen leader (the first choice counts)",
+            leader_changes.clone(),
+        );
+        registry.register(
+            "peer_sets_held",
+            "Peer sets not rendered because they were partial, by reason",
+            held.clone(),
+        );
+        for reason in Held::ALL {
+            let _ = held.get_or_create(&HeldLabels {
+                reason: reason.as_str(),
+            });
+        }
         registry.register("peers", "Peers in the current peer set", peers.clone());
         registry.register("dns_lookups", "DNS SRV lookups, by result", lookups.clone());
         registry.register(
@@ -159,6 +194,9 @@ impl Metrics {
             hooks,
             last_success,
             workers_ended,
+            is_leader,
+            leader_changes,
+            held,
         }
     }
 
@@ -249,6 +287,21 @@ impl Metrics {
         self.workers_ended
             .get_or_create(&WorkerLabels {
                 worker: worker.into(),
+            })
+            .inc();
+    }
+
+    /// The chosen leader changed; `me` says whether it is this pod.
+    pub fn leader_changed(&self, me: bool) {
+        self.leader_changes.inc();
+        self.is_leader.set(i64::from(me));
+    }
+
+    /// A partial peer set was held back (counted once per episode).
+    pub fn held(&self, reason: Held) {
+        self.held
+            .get_or_create(&HeldLabels {
+                reason: reason.as_str(),
             })
             .inc();
     }

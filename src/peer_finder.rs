@@ -147,6 +147,7 @@ pub async fn main(args: &[String], shutdown: CancellationToken) -> i32 {
         nameservers: resolv.nameservers.clone(),
         interval: POLL_PERIOD,
         addresses: false,
+        ready_query: None,
     };
     let mut poller = match Poller::new(&dns, &resolv.nameservers) {
         Ok(p) => p,

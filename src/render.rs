@@ -150,19 +150,33 @@ fn env_function(name: String, default: Option<String>) -> Result<String, minijin
 }
 
 /// Builds the template context for `peers` as seen by the pod in `config`.
-pub fn context(config: &Config, peers: &PeerSet) -> Value {
+///
+/// `leader` is the chosen leader (see `leader`): its last known record,
+/// which may be missing from `peers` for a while; none while there are no
+/// peers.
+pub fn context(config: &Config, peers: &PeerSet, leader: Option<&Peer>) -> Value {
     let me = Identity::of(config);
+    let leader = leader.filter(|_| !peers.is_empty());
+    let leads = |p: &Peer| leader.is_some_and(|l| l.fqdn == p.fqdn);
     let values: Vec<Value> = peers
         .iter()
         .map(|p| {
             Value::from_object(PeerValue {
                 peer: p.clone(),
                 is_self: me.is_self(p),
+                is_leader: leads(p),
             })
         })
         .collect();
-    let leader = values.first().cloned().unwrap_or(Value::from(()));
-    let is_leader = peers.iter().next().is_some_and(|p| me.is_self(p));
+    let is_leader = leader.is_some_and(|l| me.is_self(l));
+    let leader = match leader {
+        Some(l) => Value::from_object(PeerValue {
+            peer: l.clone(),
+            is_self: me.is_self(l),
+            is_leader: true,
+        }),
+        None => Value::from(()),
+    };
     let own = peers.iter().find(|p| me.is_self(p));
     let fqdn = me
         .fqdn
@@ -203,6 +217,7 @@ fn nameserver_text(addr: &SocketAddr) -> String {
 struct PeerValue {
     peer: Peer,
     is_self: bool,
+    is_leader: bool,
 }
 
 const PEER_KEYS: &[&str] = &[
@@ -211,6 +226,8 @@ const PEER_KEYS: &[&str] = &[
     "ordinal",
     "port",
     "is_self",
+    "is_leader",
+    "ready",
     "addresses",
 ];
 
@@ -227,6 +244,8 @@ impl Object for PeerValue {
             "ordinal" => Value::from(p.ordinal),
             "port" => Value::from(p.port),
             "is_self" => Value::from(self.is_self),
+            "is_leader" => Value::from(self.is_leader),
+            "ready" => Value::from(p.ready),
             "addresses" => Value::from(
                 p.addresses
                     .iter()

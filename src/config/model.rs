@@ -42,6 +42,55 @@ pub struct Config {
     /// This pod's full name as peers list it, when the source says how
     /// (`dns` with a `service`); `None` when the first label decides.
     pub pod_fqdn: Option<String>,
+    /// How the leader is chosen (`leader:`; none means `policy: ordinal`).
+    pub leader: Leader,
+}
+
+/// `leader:`: how this pod chooses the leader among its peers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leader {
+    pub policy: Policy,
+    /// How long the current leader may be missing from the ready set (or
+    /// the peer set) before another takes over (`sticky`, `probe`).
+    pub grace: Duration,
+}
+
+/// The leader policies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Policy {
+    /// Peer 0 of the peer set, whatever its readiness (the seed's rule).
+    Ordinal,
+    /// The current leader stays while it is ready (or missing for less than
+    /// `grace`); peers are asked who leads at start and every `grace`.
+    Sticky {
+        /// The admin port of every pod (this pod's `http.listen` port), where
+        /// peers answer `GET /leader`.
+        port: u16,
+        /// How long one peer's answer may take.
+        timeout: Duration,
+    },
+    /// The app says who leads: a 2xx from the peer's `url` means "this peer
+    /// leads"; the `sticky` rule decides when none does.
+    Probe {
+        /// With `{peer}` standing for the peer's FQDN, e.g.
+        /// `http://{peer}:8008/primary`.
+        url: String,
+        timeout: Duration,
+        interval: Duration,
+        /// As for `Sticky`, when there is an admin listener (else 0: no asking).
+        port: u16,
+    },
+}
+
+impl Policy {
+    /// `ordinal`, `sticky` or `probe`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Policy::Ordinal => "ordinal",
+            Policy::Sticky { .. } => "sticky",
+            Policy::Probe { .. } => "probe",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -55,6 +104,9 @@ pub struct Peers {
     pub source: PeerSource,
     pub wait_for_self: bool,
     pub timeout: Duration,
+    /// `peers.min`: after this pod's first render, a smaller set is held
+    /// (not rendered) in `run`. Default 1 for `dns` and `file`, else 0.
+    pub min: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -73,6 +125,10 @@ pub struct Dns {
     pub nameservers: Vec<SocketAddr>,
     pub interval: Duration,
     pub addresses: bool,
+    /// `peers.dns.ready_service` as an SRV name: a second headless Service
+    /// over the same pods *without* publishNotReadyAddresses, so it lists
+    /// only ready pods (`peer.ready`).
+    pub ready_query: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -109,6 +165,8 @@ pub enum ReloadTarget {
 pub struct Hooks {
     pub on_start: Option<String>,
     pub on_change: Option<String>,
+    /// Run with the new leader's FQDN on stdin (one line) when it changes.
+    pub on_leader_change: Option<String>,
     pub timeout: Duration,
 }
 

@@ -25,6 +25,7 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) vars: serde_yaml::Mapping,
     pub(super) http: Option<RawHttp>,
+    pub(super) leader: Option<RawLeader>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -45,6 +46,7 @@ pub(super) struct RawPeers {
     pub(super) wait_for_self: bool,
     #[serde(default, deserialize_with = "duration")]
     pub(super) timeout: Duration,
+    pub(super) min: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -59,6 +61,7 @@ pub(super) struct RawDns {
     pub(super) interval: Duration,
     #[serde(default)]
     pub(super) addresses: bool,
+    pub(super) ready_service: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -99,6 +102,7 @@ pub(super) struct RawReload {
 pub(super) struct RawHooks {
     pub(super) on_start: Option<String>,
     pub(super) on_change: Option<String>,
+    pub(super) on_leader_change: Option<String>,
     #[serde(default = "sixty_seconds", deserialize_with = "duration")]
     pub(super) timeout: Duration,
 }
@@ -115,6 +119,42 @@ pub(super) struct RawSeed {
 pub(super) struct RawHttp {
     #[serde(deserialize_with = "socket_addr")]
     pub(super) listen: SocketAddr,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLeader {
+    #[serde(default)]
+    pub(super) policy: RawPolicy,
+    #[serde(default = "thirty_seconds", deserialize_with = "duration")]
+    pub(super) grace: Duration,
+    pub(super) probe: Option<RawProbe>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum RawPolicy {
+    #[default]
+    Ordinal,
+    Sticky,
+    Probe,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawProbe {
+    pub(super) url: String,
+    #[serde(default = "one_second", deserialize_with = "duration")]
+    pub(super) timeout: Duration,
+    #[serde(default = "two_seconds", deserialize_with = "duration")]
+    pub(super) interval: Duration,
+}
+
+fn thirty_seconds() -> Duration {
+    Duration::from_secs(30)
+}
+fn two_seconds() -> Duration {
+    Duration::from_secs(2)
 }
 
 fn yes() -> bool {

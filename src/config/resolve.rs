@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use super::diagnostics::line_of;
 use super::model::{
-    Config, ConfigError, Dns, Hooks, Http, Identity, PeerSource, Peers, Reload, ReloadTarget, Seed,
-    Template, Wait,
+    Config, ConfigError, Dns, Hooks, Http, Identity, Leader, PeerSource, Peers, Policy, Reload,
+    ReloadTarget, Seed, Template, Wait,
 };
-use super::raw::{parse_nameserver, RawConfig};
+use super::raw::{parse_nameserver, RawConfig, RawLeader, RawPolicy};
 
 /// The file kubelet mounts into every pod with its namespace.
 const SERVICE_ACCOUNT_NAMESPACE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
@@ -81,6 +81,8 @@ pub(super) fn resolve(
         ));
     }
 
+    let policy = raw.leader.as_ref().map(|l| l.policy).unwrap_or_default();
+    let asks_peers = policy != RawPolicy::Ordinal;
     let peers = match raw.peers {
         // No peers section: a config that only seeds, or whose templates
         // need no peers. Nothing to wait for.
@@ -88,6 +90,7 @@ pub(super) fn resolve(
             source: PeerSource::Static(Vec::new()),
             wait_for_self: false,
             timeout: Duration::ZERO,
+            min: 0,
         },
         Some(p) => {
             let given = [p.dns.is_some(), p.static_.is_some(), p.file.is_some()];
@@ -147,21 +150,32 @@ pub(super) fn resolve(
                         "peers.dns.interval must be more than 0s, like 1s".into(),
                     ));
                 }
+                let ready_query = dns
+                    .ready_service
+                    .as_ref()
+                    .map(|ready| format!("{ready}.{}.svc.{cluster_domain}", identity.namespace));
                 PeerSource::Dns(Dns {
                     service: dns.service,
                     cluster_domain,
                     query,
                     nameservers: dns.nameservers,
                     interval: dns.interval,
-                    addresses: dns.addresses,
+                    // Peers are asked who leads at the addresses DNS gives.
+                    addresses: dns.addresses || asks_peers,
+                    ready_query,
                 })
             } else {
                 unreachable!("exactly one source was checked above")
             };
+            let min = p.min.unwrap_or(match source {
+                PeerSource::Dns(_) | PeerSource::File(_) => 1,
+                PeerSource::Static(_) => 0,
+            });
             Peers {
                 source,
                 wait_for_self: p.wait_for_self,
                 timeout: p.timeout,
+                min,
             }
         }
     };
@@ -233,8 +247,11 @@ pub(super) fn resolve(
     let hooks = raw.hooks.map(|h| Hooks {
         on_start: h.on_start,
         on_change: h.on_change,
+        on_leader_change: h.on_leader_change,
         timeout: h.timeout,
     });
+    let http = raw.http.map(|h| Http { listen: h.listen });
+    let leader = leader(raw.leader, &peers, http.as_ref(), &fail)?;
     let seed = raw
         .seed
         .into_iter()
@@ -260,10 +277,106 @@ pub(super) fn resolve(
         hooks,
         seed,
         vars: raw.vars,
-        http: raw.http.map(|h| Http { listen: h.listen }),
+        http,
         nameservers,
         pod_fqdn,
+        leader,
     })
+}
+
+/// Resolves `leader:`. `sticky` (and `probe`, whose fallback is the sticky
+/// rule) asks peers at their DNS addresses on this pod's admin port, so it
+/// needs a `dns` source and an `http.listen` that peers can reach.
+fn leader(
+    raw: Option<RawLeader>,
+    peers: &Peers,
+    http: Option<&Http>,
+    fail: &dyn Fn(&[&str], String) -> ConfigError,
+) -> Result<Leader, ConfigError> {
+    let Some(raw) = raw else {
+        return Ok(Leader {
+            policy: Policy::Ordinal,
+            grace: Duration::from_secs(30),
+        });
+    };
+    if raw.grace.is_zero() {
+        return Err(fail(
+            &["leader", "grace"],
+            "leader.grace must be more than 0s, like 30s".into(),
+        ));
+    }
+    if raw.policy != RawPolicy::Ordinal && !matches!(peers.source, PeerSource::Dns(_)) {
+        return Err(fail(
+            &["leader", "policy"],
+            format!(
+                "leader.policy {} asks the peers at the addresses DNS gives them; it needs peers.dns (or use policy: ordinal)",
+                if raw.policy == RawPolicy::Sticky { "sticky" } else { "probe" }
+            ),
+        ));
+    }
+    let port = match (raw.policy, http) {
+        (RawPolicy::Ordinal, _) => 0,
+        (_, Some(http)) if http.listen.ip().is_loopback() && is_pod_loopback(http.listen.ip()) => {
+            return Err(fail(
+                &["http", "listen"],
+                format!(
+                    "http.listen {} is loopback, where peers cannot ask who leads; listen on the pod's address, like 0.0.0.0:{}",
+                    http.listen,
+                    http.listen.port()
+                ),
+            ))
+        }
+        (_, Some(http)) => http.listen.port(),
+        // `run` refuses sticky without it; `once` then cannot ask.
+        (_, None) => 0,
+    };
+    let probe = raw.probe;
+    let policy = match raw.policy {
+        RawPolicy::Ordinal => Policy::Ordinal,
+        RawPolicy::Sticky => Policy::Sticky {
+            port,
+            timeout: probe.as_ref().map_or(Duration::from_secs(1), |p| p.timeout),
+        },
+        RawPolicy::Probe => {
+            let Some(probe) = probe else {
+                return Err(fail(
+                    &["leader", "policy"],
+                    "leader.policy probe needs leader.probe.url, like \"http://{peer}:8008/primary\"".into(),
+                ));
+            };
+            if !probe.url.contains("{peer}") || !probe.url.starts_with("http://") {
+                return Err(fail(
+                    &["leader", "probe", "url"],
+                    format!(
+                        "leader.probe.url {:?} must be an http:// URL with {{peer}} where the peer's name goes, like \"http://{{peer}}:8008/primary\"",
+                        probe.url
+                    ),
+                ));
+            }
+            if probe.interval.is_zero() || probe.timeout.is_zero() {
+                return Err(fail(
+                    &["leader", "probe"],
+                    "leader.probe.interval and timeout must be more than 0s, like 2s and 1s".into(),
+                ));
+            }
+            Policy::Probe {
+                url: probe.url,
+                timeout: probe.timeout,
+                interval: probe.interval,
+                port,
+            }
+        }
+    };
+    Ok(Leader {
+        policy,
+        grace: raw.grace,
+    })
+}
+
+/// The loopback a pod's own containers share: 127.0.0.1 and ::1. (Other
+/// 127/8 addresses stand for pod IPs in tests on one machine.)
+fn is_pod_loopback(ip: std::net::IpAddr) -> bool {
+    ip == std::net::Ipv4Addr::LOCALHOST || ip == std::net::Ipv6Addr::LOCALHOST
 }
 
 /// `<hostname>.<service>.<namespace>.svc.<cluster_domain>` when the peers come

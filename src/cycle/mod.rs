@@ -30,10 +30,12 @@ use tokio_util::sync::CancellationToken;
 pub use outcome::{CycleError, Installed, Outcome};
 
 use crate::admin::{self, State};
+use crate::config::Policy;
 use crate::config::{Config, PeerSource, Wait};
 use crate::error::Error;
 use crate::event::{Context, Event, SourceError, Worker};
 use crate::hooks;
+use crate::leader::{self, Leadership};
 use crate::metrics::{self, Metrics};
 use crate::peers::{self, Identity, PeerSet};
 use crate::reload;
@@ -110,6 +112,19 @@ struct Loop {
     waiting_since: Option<Instant>,
     /// Where `run` publishes peer sets for the hook queue.
     hook_sets: Option<watch::Sender<Option<PeerSet>>>,
+    /// A partial set is being held back (after the first render): why and since.
+    hold: Option<(metrics::Held, Instant)>,
+    /// The chosen leader.
+    leadership: Leadership,
+    /// `sticky`/`probe` in `run`: the first render waits for the first
+    /// answer of the leader worker (bounded by its timeout), so a restarted
+    /// pod never renders itself as leader for a moment.
+    awaiting_leader: bool,
+    /// Where the loop publishes what the leader worker needs.
+    leader_views: Option<watch::Sender<leader::View>>,
+    /// `on_leader_change`'s queue, and the leader to give it after the next pass.
+    leader_hook: Option<watch::Sender<Option<String>>>,
+    leader_hook_due: Option<Option<String>>,
 }
 
 impl Loop {
@@ -120,11 +135,15 @@ impl Loop {
             .map(|i| renderer.name(i).to_string())
             .collect();
         let hooks: Vec<&str> = match &config.hooks {
-            Some(h) => [("on_start", &h.on_start), ("on_change", &h.on_change)]
-                .into_iter()
-                .filter(|(_, command)| command.is_some())
-                .map(|(which, _)| which)
-                .collect(),
+            Some(h) => [
+                ("on_start", &h.on_start),
+                ("on_change", &h.on_change),
+                ("on_leader_change", &h.on_leader_change),
+            ]
+            .into_iter()
+            .filter(|(_, command)| command.is_some())
+            .map(|(which, _)| which)
+            .collect(),
             None => Vec::new(),
         };
         metrics.expect(
@@ -133,9 +152,13 @@ impl Loop {
             config.reload.is_some(),
             &hooks,
         );
+        let awaiting_leader = mode == Mode::Run && config.leader.policy != Policy::Ordinal;
+        let leadership = Leadership::new(config.leader.clone());
+        let state = Arc::new(State::new(Arc::clone(&metrics)));
+        state.set_leader(None, leadership.policy(), leadership.since());
         Loop {
             me: Identity::of(&config),
-            state: Arc::new(State::new(Arc::clone(&metrics))),
+            state,
             metrics,
             succeeded: vec![false; config.templates.len()],
             renderer,
@@ -152,6 +175,12 @@ impl Loop {
             rendered: false,
             waiting_since: None,
             hook_sets: None,
+            hold: None,
+            awaiting_leader,
+            leadership,
+            leader_views: None,
+            leader_hook: None,
+            leader_hook_due: None,
         }
     }
 
@@ -174,6 +203,40 @@ impl Loop {
         add(name, worker);
         if self.mode == Mode::Run {
             add("signals", signals_worker(ctx.clone())?);
+            if self.config.leader.policy != Policy::Ordinal {
+                let (tx, rx) = watch::channel(leader::View::default());
+                self.leader_views = Some(tx);
+                add(
+                    "leader",
+                    leader::worker(self.config.leader.clone(), self.me.clone(), rx, ctx.clone())?,
+                );
+            }
+            if let Some(command) = self
+                .config
+                .hooks
+                .as_ref()
+                .and_then(|h| h.on_leader_change.clone())
+            {
+                let timeout = self
+                    .config
+                    .hooks
+                    .as_ref()
+                    .map_or(Duration::from_secs(60), |h| h.timeout);
+                let (tx, body) = hooks::leader_queue(
+                    command,
+                    timeout,
+                    Arc::clone(&self.metrics),
+                    ctx.shutdown.clone(),
+                );
+                self.leader_hook = Some(tx);
+                add(
+                    "leader_hook",
+                    Box::pin(async move {
+                        body.await;
+                        Ok(())
+                    }),
+                );
+            }
             if let Some(hooks) = self.config.hooks.clone() {
                 let (tx, body) =
                     hooks::queue(hooks, Arc::clone(&self.metrics), ctx.shutdown.clone());
@@ -224,9 +287,18 @@ impl Loop {
             "dns",
             "signals",
             "hooks",
+            "leader",
+            "leader_hook",
             "admin",
         ];
         self.metrics.expect_workers(&names);
+        if let (Mode::Run, Policy::Sticky { port: 0, .. }) = (self.mode, &self.config.leader.policy)
+        {
+            return Err(Error::Usage(format!(
+                "{}: leader.policy sticky asks the peers who leads on their admin port (GET /leader); set http.listen, like 0.0.0.0:9090",
+                self.config.path.display()
+            )));
+        }
         self.start_workers(&mut workers, &ctx).await?;
         let worker_shutdown = ctx.shutdown.clone();
         drop(ctx);
@@ -245,6 +317,12 @@ impl Loop {
                     self.on_event(event);
                 }
                 if self.due().is_some_and(|d| d <= Instant::now()) {
+                    if self.mode == Mode::Once && self.config.leader.policy != Policy::Ordinal {
+                        tokio::select! {
+                            _ = shutdown.cancelled() => break self.interrupted(),
+                            () = self.ask_leader_once() => {}
+                        }
+                    }
                     let outcomes = tokio::select! {
                         // A pass in the middle of a check is abandoned; the
                         // staged files are removed and the old outputs stay.
@@ -258,6 +336,7 @@ impl Loop {
                 }
             }
             let due = self.due();
+            let grace = self.leadership.deadline();
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break self.interrupted(),
@@ -266,6 +345,8 @@ impl Loop {
                 Some(ended) = workers.join_next() => self.worker_ended(ended),
                 // Due now: the top of the loop renders.
                 _ = sleep_until(due), if due.is_some() => {}
+                // A missing leader's grace ran out.
+                _ = sleep_until(grace), if grace.is_some() => self.decide_leader(),
                 _ = sleep_until(give_up), if give_up.is_some() => {
                     break Err(Error::PeerTimeout(self.timeout_message()));
                 }
@@ -311,6 +392,9 @@ impl Loop {
         let mut now = false;
         match event {
             Event::Peers(set) => {
+                if !self.accept(&set) {
+                    return;
+                }
                 if self.peers.as_ref() == Some(&set) {
                     return;
                 }
@@ -318,6 +402,21 @@ impl Loop {
                 self.metrics.peers(set.len());
                 self.peers = Some(set);
                 self.note_self_wait();
+                self.decide_leader();
+                self.publish_view(false);
+            }
+            Event::Recovered => {
+                // Peers may have chosen a leader while this pod could not see.
+                self.publish_view(true);
+                return;
+            }
+            Event::LeaderHint(hint) => {
+                let first = std::mem::take(&mut self.awaiting_leader);
+                let peers = self.peers.clone().unwrap_or_default();
+                let change = self.leadership.hint(&hint, &peers, Instant::now());
+                if !self.apply_leader(change) && !first {
+                    return;
+                }
             }
             Event::Templates => {
                 tracing::info!("template sources changed");
@@ -329,6 +428,11 @@ impl Loop {
                 now = true;
             }
         }
+        self.mark_pending(now);
+    }
+
+    /// A change to render: now (SIGHUP), or after the quiet time.
+    fn mark_pending(&mut self, now: bool) {
         let at = Instant::now();
         self.pending = Some(match self.pending {
             Some(p) => Pending {
@@ -341,6 +445,103 @@ impl Loop {
                 last: at,
                 now,
             },
+        });
+    }
+
+    /// Whether a new set from the source may be rendered. After this pod's
+    /// first render in `run`, a set that lacks this pod (with
+    /// `wait_for_self`) or has fewer than `peers.min` peers is a partial
+    /// view: it is held back, the last set stays, and one warning marks the
+    /// start of a hold and one line its end.
+    fn accept(&mut self, set: &PeerSet) -> bool {
+        let partial = if self.mode != Mode::Run || !self.rendered {
+            None
+        } else if self.config.peers.wait_for_self && !self.me.is_in(set) {
+            Some(metrics::Held::SelfMissing)
+        } else if set.len() < self.config.peers.min {
+            Some(metrics::Held::TooFew)
+        } else {
+            None
+        };
+        match (partial, self.hold) {
+            (Some(reason), None) => {
+                let why = match reason {
+                    metrics::Held::SelfMissing => format!("{} is not in it", self.me.name()),
+                    metrics::Held::TooFew => format!(
+                        "it has {} peer(s), fewer than peers.min {}",
+                        set.len(),
+                        self.config.peers.min
+                    ),
+                };
+                tracing::warn!(reason = reason.as_str(), seen = ?set.names(), "holding back a partial peer set: {why}; the last rendered set stays until a whole one arrives");
+                self.metrics.held(reason);
+                self.hold = Some((reason, Instant::now()));
+                false
+            }
+            (Some(_), Some(_)) => false,
+            (None, Some((reason, since))) => {
+                tracing::info!(reason = reason.as_str(), held = ?since.elapsed(), count = set.len(), "a whole peer set again; no longer holding");
+                self.hold = None;
+                true
+            }
+            (None, None) => true,
+        }
+    }
+
+    /// Decides the leader from the accepted set (and the time), and applies
+    /// a change.
+    fn decide_leader(&mut self) {
+        if self.awaiting_leader {
+            return;
+        }
+        let peers = self.peers.clone().unwrap_or_default();
+        let change = self.leadership.decide(&peers, Instant::now());
+        if self.apply_leader(change) {
+            self.mark_pending(false);
+        }
+    }
+
+    /// Logs, counts and publishes a change of leader; true if there was one.
+    fn apply_leader(&mut self, change: Option<leader::Change>) -> bool {
+        let Some(change) = change else {
+            return false;
+        };
+        let me = self
+            .leadership
+            .current()
+            .is_some_and(|l| self.me.is_self(l));
+        tracing::info!(
+            old = change.old.as_deref().unwrap_or("none"),
+            new = change.new.as_deref().unwrap_or("none"),
+            why = %change.why,
+            policy = self.leadership.policy(),
+            "leader changed"
+        );
+        self.metrics.leader_changed(me);
+        self.state.set_leader(
+            change.new.as_deref(),
+            self.leadership.policy(),
+            self.leadership.since(),
+        );
+        self.leader_hook_due = Some(change.new);
+        self.publish_view(false);
+        true
+    }
+
+    /// Tells the leader worker the accepted set and the current leader; with
+    /// `ask_now`, asks it to ask the peers at once.
+    fn publish_view(&mut self, ask_now: bool) {
+        let Some(views) = &self.leader_views else {
+            return;
+        };
+        let peers = self.peers.clone().unwrap_or_default();
+        let leader = self.leadership.current().map(|l| l.fqdn.clone());
+        views.send_modify(|view| {
+            view.peers = peers;
+            view.leader = leader;
+            if ask_now {
+                view.ask_now += 1;
+            }
         });
     }
 
@@ -372,7 +573,7 @@ impl Loop {
     }
 
     fn due(&self) -> Option<Instant> {
-        if self.held_for_self() {
+        if self.held_for_self() || self.awaiting_leader {
             return None;
         }
         self.pending.map(|p| p.due(&self.config.wait))
@@ -406,7 +607,7 @@ impl Loop {
         }
         let config = Arc::clone(&self.config);
         let peers = self.peers.clone().unwrap_or_default();
-        let context = render::context(&config, &peers);
+        let context = render::context(&config, &peers, self.leadership.current());
 
         // 1. Render, stage and check everything; install nothing yet.
         let mut staged = Vec::with_capacity(config.templates.len());
@@ -474,6 +675,12 @@ impl Loop {
         self.publish(&outcomes, reloaded.as_ref());
 
         // 4. Hooks, beside the render path (`run`); `once` runs them itself.
+        // on_leader_change runs after the installs and reloads that name
+        // the new leader, in a queue of its own.
+        if let (Some(queue), Some(leader)) = (&self.leader_hook, &self.leader_hook_due) {
+            queue.send_replace(Some(leader.clone().unwrap_or_default()));
+            self.leader_hook_due = None;
+        }
         if let Some(queue) = &self.hook_sets {
             if self.me.is_in(&peers) {
                 queue.send_replace(Some(peers));
@@ -526,8 +733,23 @@ impl Loop {
         }
     }
 
+    /// `once` with `sticky` or `probe`: one round of asking (bounded by the
+    /// policy's timeout) before the render, so an init container follows
+    /// the leader its peers chose.
+    async fn ask_leader_once(&mut self) {
+        let view = leader::View {
+            peers: self.peers.clone().unwrap_or_default(),
+            leader: None,
+            ask_now: 0,
+        };
+        if let Some(hint) = leader::ask_once(&self.config.leader, &self.me, &view).await {
+            let change = self.leadership.hint(&hint, &view.peers, Instant::now());
+            self.apply_leader(change);
+        }
+    }
+
     /// `once`: the exit status from the pass's outcomes, then the bootstrap
-    /// hook, which must succeed too.
+    /// hook and `on_leader_change`, which must succeed too.
     async fn finish_once(
         &mut self,
         outcomes: Vec<Outcome>,
@@ -544,25 +766,36 @@ impl Loop {
         let Some(hooks) = self.config.hooks.clone() else {
             return Ok(());
         };
-        if !self.me.is_in(&peers) {
-            return Ok(());
+        let mut runs: Vec<(&str, &String, String)> = Vec::new();
+        if self.me.is_in(&peers) {
+            match (&hooks.on_start, &hooks.on_change) {
+                (Some(c), _) => runs.push(("on_start", c, hooks::stdin_text(&peers))),
+                (None, Some(c)) => runs.push(("on_change", c, hooks::stdin_text(&peers))),
+                (None, None) => {}
+            }
         }
-        let (which, command) = match (&hooks.on_start, &hooks.on_change) {
-            (Some(c), _) => ("on_start", c),
-            (None, Some(c)) => ("on_change", c),
-            (None, None) => return Ok(()),
-        };
-        let result = tokio::select! {
-            _ = shutdown.cancelled() => return self.interrupted(),
-            result = hooks::run(which, command, &peers, hooks.timeout) => result,
-        };
-        self.metrics.hook(
-            which,
-            result
-                .as_ref()
-                .map_or_else(hooks::HookError::metric, |()| metrics::Hook::Ok),
-        );
-        result.map_err(|e| Error::Incomplete(format!("hooks.{which}: {e}")))
+        if let Some(c) = &hooks.on_leader_change {
+            let leader = self.leadership.current().map(|l| l.fqdn.clone());
+            runs.push((
+                "on_leader_change",
+                c,
+                format!("{}\n", leader.unwrap_or_default()),
+            ));
+        }
+        for (which, command, stdin) in runs {
+            let result = tokio::select! {
+                _ = shutdown.cancelled() => return self.interrupted(),
+                result = hooks::run_with_stdin(which, command, stdin, hooks.timeout) => result,
+            };
+            self.metrics.hook(
+                which,
+                result
+                    .as_ref()
+                    .map_or_else(hooks::HookError::metric, |()| metrics::Hook::Ok),
+            );
+            result.map_err(|e| Error::Incomplete(format!("hooks.{which}: {e}")))?;
+        }
+        Ok(())
     }
 }
 

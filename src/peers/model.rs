@@ -7,6 +7,7 @@
 //! a template or a hook's stdin. [`Identity`] is this pod as the peer set
 //! names it, worked out in this one place.
 
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use crate::config::Config;
@@ -24,6 +25,9 @@ pub struct Peer {
     pub port: Option<u16>,
     /// The peer's addresses, when `peers.dns.addresses` is on.
     pub addresses: Vec<IpAddr>,
+    /// Whether the pod is ready: listed by the ready-only Service
+    /// (`peers.dns.ready_service`); true when there is none.
+    pub ready: bool,
 }
 
 impl Peer {
@@ -46,6 +50,7 @@ impl Peer {
             ordinal,
             port,
             addresses: Vec::new(),
+            ready: true,
         })
     }
 }
@@ -128,6 +133,24 @@ impl PeerSet {
 
     pub fn is_empty(&self) -> bool {
         self.peers.is_empty()
+    }
+
+    /// The peers that are ready, in order.
+    pub fn ready(&self) -> impl Iterator<Item = &Peer> {
+        self.peers.iter().filter(|p| p.ready)
+    }
+
+    /// The peer with this FQDN.
+    pub fn get(&self, fqdn: &str) -> Option<&Peer> {
+        self.peers.iter().find(|p| p.fqdn == fqdn)
+    }
+
+    /// Marks as not ready the peers whose first label is not in `ready`.
+    pub fn with_ready(mut self, ready: &BTreeSet<String>) -> PeerSet {
+        for peer in &mut self.peers {
+            peer.ready = ready.contains(&peer.hostname);
+        }
+        self
     }
 
     /// The peers' names, in order: what hooks read on stdin and logs print.

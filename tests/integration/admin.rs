@@ -530,7 +530,7 @@ fn readyz_stays_503_while_one_of_two_templates_fails_every_render() {
 // --- metrics ---------------------------------------------------------------
 
 /// Every family the contract names, with its OpenMetrics type.
-const FAMILIES: [(&str, &str); 9] = [
+const FAMILIES: [(&str, &str); 12] = [
     ("peerplate_peers", "gauge"),
     ("peerplate_dns_lookups", "counter"),
     ("peerplate_renders", "counter"),
@@ -540,6 +540,9 @@ const FAMILIES: [(&str, &str); 9] = [
     ("peerplate_last_success_timestamp_seconds", "gauge"),
     ("peerplate_build_info", "gauge"),
     ("peerplate_workers_ended", "counter"),
+    ("peerplate_is_leader", "gauge"),
+    ("peerplate_leader_changes", "counter"),
+    ("peerplate_peer_sets_held", "counter"),
 ];
 
 #[test]

@@ -36,12 +36,15 @@ pub struct Opts {
     pub cluster_domain: Option<&'static str>,
     pub addresses: bool,
     pub timeout: &'static str,
+    /// More keys of `peers:`, each line indented by two spaces.
+    pub peers_extra: &'static str,
 }
 
 pub const DEFAULT: Opts = Opts {
     cluster_domain: Some("cluster.local"),
     addresses: false,
     timeout: "0s",
+    peers_extra: "",
 };
 
 /// Pod web-1 of StatefulSet `web` behind Service `nginx`, asking `dns`.
@@ -69,7 +72,7 @@ impl Pod {
         let config = sb.write(
             "peerplate.yaml",
             &format!(
-                "identity:\n  hostname: web-1\n  namespace: default\npeers:\n  dns:\n    service: nginx\n    nameservers: [{ns}]\n    interval: 200ms\n    addresses: {addresses}\n{domain}  wait_for_self: true\n  timeout: {timeout}\ntemplates:\n  - source: {root}/peers.j2\n    destination: {root}/out/peers.txt\nwait: {{ min: 0s, max: 0s }}\n",
+                "identity:\n  hostname: web-1\n  namespace: default\npeers:\n  dns:\n    service: nginx\n    nameservers: [{ns}]\n    interval: 200ms\n    addresses: {addresses}\n{domain}  wait_for_self: true\n  timeout: {timeout}\n{extra}templates:\n  - source: {root}/peers.j2\n    destination: {root}/out/peers.txt\nwait: {{ min: 0s, max: 0s }}\n",
                 ns = nameservers
                     .iter()
                     .map(|n| format!("\"{n}\""))
@@ -77,6 +80,7 @@ impl Pod {
                     .join(", "),
                 addresses = opts.addresses,
                 timeout = opts.timeout,
+                extra = opts.peers_extra,
             ),
         );
         Pod {
@@ -161,8 +165,10 @@ fn scaling_rerenders_in_ordinal_order() {
     let hosts: Vec<&str> = names.iter().map(String::as_str).collect();
     pod.wait_for(&mut d, &expected(&hosts, false));
 
-    dns.scale(1);
-    pod.wait_for(&mut d, &expected(&["web-0"], false));
+    // Down to two (this pod, web-1, stays in the set: a set without it is
+    // held, see nxdomain_after_the_last_pod_is_held_not_rendered).
+    dns.scale(2);
+    pod.wait_for(&mut d, &expected(&["web-0", "web-1"], false));
     wait_for_installs(&mut d, 4);
     let renders = count_lines(&d, 0, "changed=true");
     assert_eq!(renders, 4, "one install per peer set\n{}", d.logs());
@@ -357,30 +363,71 @@ fn a_second_nameserver_answers_when_the_first_is_down() {
 }
 
 #[test]
-fn nxdomain_after_the_last_pod_renders_no_peers() {
+fn nxdomain_after_the_last_pod_is_held_not_rendered() {
+    // With publishNotReadyAddresses a running pod is always in its own
+    // Service: an empty answer (or one without this pod) is a partial view.
     let dns = DnsServer::start("cluster.local");
     dns.scale(2);
     let pod = Pod::new(&dns.nameserver(), &DEFAULT);
     let mut d = pod.start();
-    pod.wait_for(&mut d, &expected(&["web-0", "web-1"], false));
+    let before = expected(&["web-0", "web-1"], false);
+    pod.wait_for(&mut d, &before);
     let mark = d.mark();
+    let polls = dns.queries_of(RecordType::SRV);
     dns.scale(0);
-    pod.wait_for(&mut d, "count=0\n");
-    d.wait_for_line(mark, &["rendered", "changed=true"], WAIT);
+    let line = d.wait_for_line(mark, &["WARN", "holding back a partial peer set"], WAIT);
+    assert!(line.contains("reason=\"self_missing\""), "{line}");
+    assert!(
+        line.contains("web-1.nginx.default.svc.cluster.local is not in it"),
+        "{line}"
+    );
+    // Several polls go by: the output stays, the warning is not repeated.
+    d.wait_until(WAIT, "five more polls", |_| {
+        dns.queries_of(RecordType::SRV) >= polls + 6
+    });
+    assert_eq!(pod.output().as_deref(), Some(before.as_str()));
+    assert_eq!(count_lines(&d, mark, "holding back"), 1, "{}", d.logs());
+    assert_eq!(count_lines(&d, mark, "changed=true"), 0, "{}", d.logs());
     assert_eq!(
         count_lines(&d, mark, "DNS lookup of"),
         0,
         "NXDOMAIN is an answer, not a failure\n{}",
         d.logs()
     );
-
-    // The same with NOERROR and no records.
-    dns.scale(2);
-    pod.wait_for(&mut d, &expected(&["web-0", "web-1"], false));
+    // The same with NOERROR and no records; then the set back: nothing
+    // changes either, and one line says the hold ended.
     dns.set_nodata(true);
+    dns.scale(2);
+    d.wait_for_line(mark, &["a whole peer set again; no longer holding"], WAIT);
+    assert_eq!(pod.output().as_deref(), Some(before.as_str()));
+    assert_eq!(count_lines(&d, mark, "changed=true"), 0, "{}", d.logs());
+}
+
+#[test]
+fn with_min_0_and_no_wait_for_self_an_empty_answer_is_a_real_state() {
+    let dns = DnsServer::start("cluster.local");
+    dns.scale(2);
+    let pod = Pod::new(
+        &dns.nameserver(),
+        &Opts {
+            peers_extra: "  min: 0\n",
+            ..DEFAULT
+        },
+    );
+    // wait_for_self: false as well.
+    let config = fs::read_to_string(pod.sb.join("peerplate.yaml")).expect("config");
+    fs::write(
+        pod.sb.join("peerplate.yaml"),
+        config.replace("wait_for_self: true", "wait_for_self: false"),
+    )
+    .expect("config");
+    let mut d = pod.start();
+    pod.wait_for(&mut d, &expected(&["web-0", "web-1"], false));
+    let mark = d.mark();
     dns.scale(0);
     pod.wait_for(&mut d, "count=0\n");
-    assert_eq!(count_lines(&d, 0, "DNS lookup of"), 0, "{}", d.logs());
+    d.wait_for_line(mark, &["rendered", "changed=true"], WAIT);
+    assert_eq!(count_lines(&d, mark, "holding back"), 0, "{}", d.logs());
 }
 
 #[test]

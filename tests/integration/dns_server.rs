@@ -68,6 +68,9 @@ struct Zone {
     nodata: bool,
     /// The port in every SRV record (80 unless told otherwise).
     srv_port: u16,
+    /// The ready-only Service `nginx-ready.default.svc.<domain>` (no
+    /// publishNotReadyAddresses) and the pods it lists, when set.
+    ready: Option<(Name, Vec<String>)>,
 }
 
 struct Shared {
@@ -123,6 +126,7 @@ impl DnsServer {
                 additionals: true,
                 nodata: false,
                 srv_port: 80,
+                ready: None,
             }),
             counts: Mutex::new(BTreeMap::new()),
         });
@@ -168,6 +172,17 @@ impl DnsServer {
         let names = pod_names(n);
         let hosts: Vec<&str> = names.iter().map(String::as_str).collect();
         self.set_pods(&hosts);
+    }
+
+    /// Also serve `nginx-ready.default.svc.<domain>`, the ready-only
+    /// Service, listing these of the pods (at their pod IPs).
+    pub fn set_ready(&self, hosts: &[&str]) {
+        let mut zone = self.zone();
+        let name = Name::from_ascii("nginx-ready.default.svc")
+            .expect("valid name")
+            .append_domain(&zone.domain)
+            .expect("ready service name");
+        zone.ready = Some((name, hosts.iter().map(|h| h.to_string()).collect()));
     }
 
     /// Extra SRV targets, served byte for byte whatever they contain (e.g.
@@ -427,6 +442,47 @@ impl Zone {
             return;
         }
         response.metadata.authoritative = true;
+        if let Some((service, hosts)) = &self.ready {
+            let ready: Vec<(Name, Ipv4Addr)> = hosts
+                .iter()
+                .filter_map(|h| {
+                    let ip = self.pods.get(h)?;
+                    Some((Name::from_ascii(h).ok()?.append_domain(service).ok()?, *ip))
+                })
+                .collect();
+            if name == *service && !ready.is_empty() {
+                if query.query_type == RecordType::SRV {
+                    for (target, ip) in &ready {
+                        let srv = SRV::new(0, 50, self.srv_port, target.clone());
+                        response.add_answer(Record::from_rdata(
+                            service.clone(),
+                            TTL,
+                            RData::SRV(srv),
+                        ));
+                        response.add_additional(Record::from_rdata(
+                            target.clone(),
+                            TTL,
+                            RData::A(A::from(*ip)),
+                        ));
+                    }
+                } else {
+                    response.add_authority(self.soa());
+                }
+                return;
+            }
+            if let Some((target, ip)) = ready.iter().find(|(n, _)| *n == name) {
+                if query.query_type == RecordType::A {
+                    response.add_answer(Record::from_rdata(
+                        target.clone(),
+                        TTL,
+                        RData::A(A::from(*ip)),
+                    ));
+                } else {
+                    response.add_authority(self.soa());
+                }
+                return;
+            }
+        }
         let pods: Vec<(Name, Ipv4Addr)> = self
             .pods
             .iter()

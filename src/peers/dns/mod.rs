@@ -57,6 +57,14 @@ pub struct Poller {
     last_set: Option<PeerSet>,
     /// The last answer's SRV records as sorted (port, lower-case wire name).
     last_targets: Option<Vec<(u16, Vec<u8>)>>,
+    /// The ready-only Service's SRV name (`peers.dns.ready_service`).
+    ready_query: Option<Name>,
+    /// The first labels it listed last time; `None` before its first answer.
+    ready_hosts: Option<BTreeSet<String>>,
+    /// Its last answer's sorted targets: unchanged means no decoding.
+    ready_targets: Option<Vec<(u16, Vec<u8>)>>,
+    /// The last set with readiness applied, as sent.
+    last_sent: Option<PeerSet>,
 }
 
 impl Poller {
@@ -71,7 +79,21 @@ impl Poller {
             Name::from_ascii(format!("{}.", dns.query.trim_end_matches('.'))).map_err(|e| {
                 SourceError::Setup(format!("peers.dns: {:?} is not a DNS name: {e}", dns.query))
             })?;
+        let ready_query = match &dns.ready_query {
+            None => None,
+            Some(name) => Some(
+                Name::from_ascii(format!("{}.", name.trim_end_matches('.'))).map_err(|e| {
+                    SourceError::Setup(format!(
+                        "peers.dns.ready_service: {name:?} is not a DNS name: {e}"
+                    ))
+                })?,
+            ),
+        };
         Ok(Poller {
+            ready_query,
+            ready_hosts: None,
+            ready_targets: None,
+            last_sent: None,
             client: Client::new(
                 nameservers.to_vec(),
                 dns.interval
@@ -91,9 +113,64 @@ impl Poller {
         self.query.to_ascii().trim_end_matches('.').to_string()
     }
 
-    /// Asks once. `Ok(Some(set))` is a new answer (possibly empty), `Ok(None)`
-    /// the same peers as last time, `Err` no answer at all.
+    /// Asks the peers' SRV name and, with a ready service, its SRV name too,
+    /// over the same sockets. `Ok(Some(set))`: a new set (possibly empty),
+    /// with `peer.ready` from the ready service; `Ok(None)`: the same as
+    /// last time; `Err`: either lookup failed, so the last known state stays
+    /// (no set is sent before both have answered once).
     pub fn poll(&mut self) -> Result<Option<PeerSet>, LookupFailure> {
+        let peers_changed = self.poll_peers()?.is_some();
+        let ready_changed = self.poll_ready()?;
+        if !peers_changed && !ready_changed && self.last_sent.is_some() {
+            return Ok(None);
+        }
+        let mut set = self.last_set.clone().unwrap_or_default();
+        if let Some(ready) = &self.ready_hosts {
+            set = set.with_ready(ready);
+        }
+        if self.last_sent.as_ref() == Some(&set) {
+            return Ok(None);
+        }
+        self.last_sent = Some(set.clone());
+        Ok(Some(set))
+    }
+
+    /// The ready service's answer; true when the ready hosts changed.
+    fn poll_ready(&mut self) -> Result<bool, LookupFailure> {
+        let Some(query) = self.ready_query.clone() else {
+            return Ok(false);
+        };
+        let bytes = self.client.query(&query, RecordType::SRV).map_err(|e| {
+            LookupFailure(format!(
+                "ready service {}: {}",
+                query.to_ascii().trim_end_matches('.'),
+                e.0
+            ))
+        })?;
+        let targets = srv_targets(&bytes);
+        if targets.is_some() && targets == self.ready_targets && self.ready_hosts.is_some() {
+            return Ok(false);
+        }
+        let message = decode(&bytes)?;
+        let hosts: BTreeSet<String> = message
+            .answers
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::SRV(srv) => Peer::parse(&srv.target.to_ascii(), None).ok(),
+                _ => None,
+            })
+            .map(|p| p.hostname)
+            .collect();
+        self.ready_targets = targets;
+        let changed = self.ready_hosts.as_ref() != Some(&hosts);
+        self.ready_hosts = Some(hosts);
+        Ok(changed)
+    }
+
+    /// Asks the peers' SRV name once. `Ok(Some(set))` is a new answer
+    /// (possibly empty), `Ok(None)` the same peers as last time, `Err` no
+    /// answer at all.
+    fn poll_peers(&mut self) -> Result<Option<PeerSet>, LookupFailure> {
         let bytes = self.client.query(&self.query, RecordType::SRV)?;
         // An identical answer (CoreDNS answers in a stable order) is an
         // identical peer set: skip even decoding it. Not with addresses,
@@ -287,6 +364,8 @@ fn poll_loop(
             Ok(answer) => {
                 if let Some((since, failures)) = outage.take() {
                     tracing::info!(query = %query, failures, after = ?since.elapsed(), "DNS lookups work again");
+                    // Others may have chosen a leader meanwhile: ask them.
+                    let _ = events.blocking_send(Event::Recovered);
                 }
                 match answer {
                     Some(set) => events.blocking_send(Event::Peers(set)).is_ok(),
