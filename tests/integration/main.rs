@@ -17,6 +17,7 @@ mod dns;
 mod dns_bind;
 mod e2e;
 mod hooks;
+mod leader;
 mod nginx;
 mod once;
 mod peer_finder;

@@ -1,0 +1,732 @@
+//! Leadership you can trust (issue 10), with real parts: an in-process DNS
+//! server serving the headless Service and its ready-only twin
+//! (`nginx-ready`), three or more `peerplate run` processes, each on its own
+//! loopback address (127.0.0.10, .11, ... standing for pod IPs; the DNS
+//! server's A records map `web-N` to them) with the same admin port, asking
+//! each other `GET /leader`; real `redis-server` instances for `probe`, with
+//! a small HTTP role endpoint in front of each (200 for a master).
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::dns_server::{DnsServer, Mode};
+use crate::helpers::{find_program, poll_until, require_component, run, Daemon, Sandbox};
+use crate::procfs::free_port_on;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// `web-K` lives at 127.0.0.(10+K).
+fn ip(k: usize) -> Ipv4Addr {
+    Ipv4Addr::new(127, 0, 0, 10 + u8::try_from(k).expect("small k"))
+}
+
+fn host(k: usize) -> String {
+    format!("web-{k}")
+}
+
+fn fqdn(k: usize) -> String {
+    format!("web-{k}.nginx.default.svc.cluster.local")
+}
+
+/// What every member renders: who it thinks leads, and whether it is it.
+const TEMPLATE: &str = "leader={{ leader.hostname if leader else 'none' }} me={{ pod.is_leader }}\n{% for p in peers %}{{ p.hostname }} ready={{ p.ready }} is_leader={{ p.is_leader }}\n{% endfor %}";
+
+/// One pod: its own sandbox, config and `peerplate run` process.
+struct Member {
+    k: usize,
+    sb: Sandbox,
+    config: PathBuf,
+    port: u16,
+    daemon: Option<Daemon>,
+}
+
+impl Member {
+    /// `leader` is the YAML of the `leader:` section's body.
+    fn new(k: usize, nameserver: &str, port: u16, leader: &str) -> Member {
+        let sb = Sandbox::new();
+        sb.write("t.j2", TEMPLATE);
+        let config = sb.write(
+            "peerplate.yaml",
+            &format!(
+                "identity: {{hostname: {h}, namespace: default}}\npeers:\n  dns:\n    service: nginx\n    ready_service: nginx-ready\n    cluster_domain: cluster.local\n    nameservers: [\"{nameserver}\"]\n    interval: 100ms\ntemplates:\n  - {{source: t.j2, destination: out.txt}}\nhooks:\n  on_leader_change: \"cat >> leader-hook.txt\"\n  on_change: \"cat > /dev/null; echo run >> change-hook.txt\"\n  timeout: 5s\nhttp: {{listen: \"{ip}:{port}\"}}\nleader:\n{leader}",
+                h = host(k),
+                ip = ip(k),
+            ),
+        );
+        Member {
+            k,
+            sb,
+            config,
+            port,
+            daemon: None,
+        }
+    }
+
+    fn start(&mut self) {
+        let cmd = self
+            .sb
+            .peerplate(["--config", &self.config.display().to_string(), "run"]);
+        self.daemon = Some(Daemon::spawn(cmd));
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut d) = self.daemon.take() {
+            d.terminate();
+        }
+    }
+
+    fn output(&self) -> String {
+        fs::read_to_string(self.sb.join("out.txt")).unwrap_or_default()
+    }
+
+    /// The first line of the output: `leader=web-N me=true|false`.
+    fn verdict(&self) -> String {
+        self.output().lines().next().unwrap_or_default().to_string()
+    }
+
+    fn leader_hook(&self) -> String {
+        fs::read_to_string(self.sb.join("leader-hook.txt")).unwrap_or_default()
+    }
+
+    fn change_hook_runs(&self) -> usize {
+        fs::read_to_string(self.sb.join("change-hook.txt"))
+            .unwrap_or_default()
+            .lines()
+            .count()
+    }
+
+    fn get(&self, path: &str) -> String {
+        http_get(&format!("{}:{}", ip(self.k), self.port), path).unwrap_or_default()
+    }
+
+    fn logs(&self) -> String {
+        self.daemon.as_ref().map(Daemon::logs).unwrap_or_default()
+    }
+
+    fn count_log(&self, text: &str) -> usize {
+        self.logs().lines().filter(|l| l.contains(text)).count()
+    }
+}
+
+/// How minijinja prints a boolean (Jinja2's way).
+fn py_bool(b: bool) -> &'static str {
+    if b {
+        "True"
+    } else {
+        "False"
+    }
+}
+
+fn http_get(addr: &str, path: &str) -> Option<String> {
+    let mut stream = TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).ok()?;
+    Some(
+        reply
+            .split("\r\n\r\n")
+            .nth(1)
+            .unwrap_or_default()
+            .to_string(),
+    )
+}
+
+/// The value of a sample in a metrics scrape (`name{labels} value`).
+fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// A set of `n` members sharing one DNS server.
+struct Set {
+    dns: DnsServer,
+    members: Vec<Member>,
+}
+
+impl Set {
+    fn new(n: usize, leader: &str) -> Set {
+        let dns = DnsServer::start("cluster.local");
+        let names: Vec<String> = (0..n).map(host).collect();
+        let pods: Vec<(&str, Ipv4Addr)> = names
+            .iter()
+            .enumerate()
+            .map(|(k, h)| (h.as_str(), ip(k)))
+            .collect();
+        dns.set_pod_ips(&pods);
+        let hosts: Vec<&str> = names.iter().map(String::as_str).collect();
+        dns.set_ready(&hosts);
+        let ips: Vec<String> = (0..n).map(|k| ip(k).to_string()).collect();
+        let ip_refs: Vec<&str> = ips.iter().map(String::as_str).collect();
+        let port = free_port_on(&ip_refs);
+        let members = (0..n)
+            .map(|k| Member::new(k, &dns.nameserver(), port, leader))
+            .collect();
+        Set { dns, members }
+    }
+
+    fn start_all(&mut self) {
+        for m in &mut self.members {
+            m.start();
+        }
+    }
+
+    fn set_ready(&self, ready: &[usize]) {
+        let names: Vec<String> = ready.iter().map(|k| host(*k)).collect();
+        let hosts: Vec<&str> = names.iter().map(String::as_str).collect();
+        self.dns.set_ready(&hosts);
+    }
+
+    /// Waits until every running member renders `leader=web-L`; returns how
+    /// long that took.
+    fn wait_all_follow(&self, l: usize, within: Duration) -> Duration {
+        let started = Instant::now();
+        let ok = poll_until(within, || {
+            self.members
+                .iter()
+                .filter(|m| m.daemon.is_some())
+                .all(|m| m.verdict() == format!("leader=web-{l} me={}", py_bool(m.k == l)))
+        });
+        assert!(ok, "not every member follows web-{l}:\n{}", self.dump());
+        started.elapsed()
+    }
+
+    fn dump(&self) -> String {
+        self.members
+            .iter()
+            .map(|m| {
+                format!(
+                    "--- web-{} output:\n{}--- logs:\n{}",
+                    m.k,
+                    m.output(),
+                    m.logs()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+/// The YAML body of `leader:` for sticky with a short grace.
+const STICKY: &str = "  policy: sticky\n  grace: 1s\n";
+
+#[test]
+fn sticky_cold_start_web_0_leads() {
+    let mut set = Set::new(3, STICKY);
+    set.start_all();
+    set.wait_all_follow(0, WAIT);
+    let m = &set.members[1];
+    assert_eq!(
+        m.output(),
+        "leader=web-0 me=False\nweb-0 ready=True is_leader=True\nweb-1 ready=True is_leader=False\nweb-2 ready=True is_leader=False\n"
+    );
+    // Every pod tells the same, as JSON.
+    for m in &set.members {
+        let json: serde_json::Value =
+            serde_json::from_str(&m.get("/leader")).expect("GET /leader is JSON");
+        assert_eq!(json["leader"], fqdn(0), "{json}");
+        assert_eq!(json["policy"], "sticky", "{json}");
+        assert!(
+            json["since"].as_str().is_some_and(|s| s.ends_with('Z')),
+            "{json}"
+        );
+    }
+    // The hook got the first choice; the metrics say who leads.
+    assert!(
+        poll_until(WAIT, || set.members[2].leader_hook()
+            == format!("{}\n", fqdn(0))),
+        "{}",
+        set.dump()
+    );
+    let scrape = set.members[0].get("/metrics");
+    assert_eq!(
+        metric(&scrape, "peerplate_is_leader"),
+        Some(1.0),
+        "{scrape}"
+    );
+    assert_eq!(
+        metric(&scrape, "peerplate_leader_changes_total"),
+        Some(1.0),
+        "{scrape}"
+    );
+    let scrape = set.members[1].get("/metrics");
+    assert_eq!(
+        metric(&scrape, "peerplate_is_leader"),
+        Some(0.0),
+        "{scrape}"
+    );
+}
+
+#[test]
+fn sticky_leader_gone_past_grace_hands_over_and_nobody_flips_back() {
+    let mut set = Set::new(3, STICKY);
+    set.start_all();
+    set.wait_all_follow(0, WAIT);
+
+    // A leader missing for less than grace: no change anywhere.
+    set.set_ready(&[1, 2]);
+    std::thread::sleep(Duration::from_millis(500));
+    set.set_ready(&[0, 1, 2]);
+    std::thread::sleep(Duration::from_millis(1200));
+    for m in &set.members {
+        assert_eq!(
+            m.verdict(),
+            format!("leader=web-0 me={}", py_bool(m.k == 0)),
+            "{}",
+            set.dump()
+        );
+        assert_eq!(m.count_log("leader changed"), 1, "{}", m.logs());
+    }
+
+    // web-0 out of the ready set for longer than grace: web-1 takes over.
+    set.set_ready(&[1, 2]);
+    set.wait_all_follow(1, WAIT);
+    let line = set.members[2]
+        .logs()
+        .lines()
+        .find(|l| l.contains("leader changed") && l.contains("new=\"web-1"))
+        .map(String::from)
+        .unwrap_or_default();
+    assert!(line.contains(&format!("old=\"{}\"", fqdn(0))), "{line}");
+    assert!(line.contains("has been not ready for"), "{line}");
+    assert!(line.contains("(leader.grace 1s)"), "{line}");
+
+    // web-0 ready again: nobody flips back, web-0 follows web-1.
+    set.set_ready(&[0, 1, 2]);
+    std::thread::sleep(Duration::from_millis(2500));
+    set.wait_all_follow(1, Duration::from_millis(100));
+    assert_eq!(
+        set.members[0].output(),
+        "leader=web-1 me=False\nweb-0 ready=True is_leader=False\nweb-1 ready=True is_leader=True\nweb-2 ready=True is_leader=False\n"
+    );
+
+    // A restarted web-0 (fresh state) also follows web-1: its peers say so.
+    set.members[0].stop();
+    fs::remove_file(set.members[0].sb.join("out.txt")).expect("remove output");
+    set.members[0].start();
+    set.wait_all_follow(1, WAIT);
+    let restarted = set.members[0].logs();
+    assert!(
+        restarted.lines().any(|l| l.contains("leader changed")
+            && l.contains("new=\"web-1")
+            && l.contains("named")),
+        "{restarted}"
+    );
+    assert!(
+        !restarted
+            .lines()
+            .any(|l| l.contains("leader changed") && l.contains("new=\"web-0")),
+        "a restarted web-0 never names itself: {restarted}"
+    );
+    // The hooks and metrics of web-2 tell the story: web-0, then web-1.
+    assert_eq!(
+        set.members[2].leader_hook(),
+        format!("{}\n{}\n", fqdn(0), fqdn(1))
+    );
+    let scrape = set.members[1].get("/metrics");
+    assert_eq!(
+        metric(&scrape, "peerplate_is_leader"),
+        Some(1.0),
+        "{scrape}"
+    );
+    assert_eq!(
+        metric(&scrape, "peerplate_leader_changes_total"),
+        Some(2.0),
+        "{scrape}"
+    );
+    for m in &mut set.members {
+        m.stop();
+    }
+}
+
+#[test]
+fn partial_sets_are_held_no_output_change_no_hook() {
+    let mut set = Set::new(3, STICKY);
+    set.start_all();
+    set.wait_all_follow(0, WAIT);
+    let m = &set.members[1];
+    assert!(
+        poll_until(WAIT, || m.change_hook_runs() == 1),
+        "{}",
+        m.logs()
+    );
+    let before = m.output();
+    let polls = set.dns.queries_of(hickory_proto::rr::RecordType::SRV);
+
+    // The SRV set emptied for a few intervals, then back.
+    set.dns.set_pod_ips(&[]);
+    assert!(poll_until(WAIT, || set
+        .dns
+        .queries_of(hickory_proto::rr::RecordType::SRV)
+        > polls + 30));
+    for m in &set.members {
+        assert_eq!(
+            m.count_log("holding back a partial peer set"),
+            1,
+            "{}",
+            m.logs()
+        );
+    }
+    let pods: Vec<(String, Ipv4Addr)> = (0..3).map(|k| (host(k), ip(k))).collect();
+    let pods: Vec<(&str, Ipv4Addr)> = pods.iter().map(|(h, i)| (h.as_str(), *i)).collect();
+    set.dns.set_pod_ips(&pods);
+    assert!(
+        poll_until(WAIT, || set.members[1].count_log("no longer holding") == 1),
+        "{}",
+        set.members[1].logs()
+    );
+    let m = &set.members[1];
+    assert_eq!(m.output(), before);
+    assert_eq!(
+        m.change_hook_runs(),
+        1,
+        "no hook ran for a partial set\n{}",
+        m.logs()
+    );
+    assert_eq!(m.count_log("leader changed"), 1, "{}", m.logs());
+
+    // This pod alone missing from the set: held the same way.
+    let others: Vec<(&str, Ipv4Addr)> = pods
+        .iter()
+        .filter(|(h, _)| *h != "web-1")
+        .copied()
+        .collect();
+    set.dns.set_pod_ips(&others);
+    assert!(poll_until(WAIT, || set.members[1]
+        .count_log("holding back a partial peer set")
+        == 2));
+    set.dns.set_pod_ips(&pods);
+    assert!(poll_until(WAIT, || set.members[1]
+        .count_log("no longer holding")
+        == 2));
+    let m = &set.members[1];
+    assert_eq!(m.output(), before);
+    assert_eq!(m.change_hook_runs(), 1, "{}", m.logs());
+    let scrape = m.get("/metrics");
+    assert_eq!(
+        metric(
+            &scrape,
+            "peerplate_peer_sets_held_total{reason=\"self_missing\"}"
+        ),
+        Some(2.0),
+        "{scrape}"
+    );
+}
+
+#[test]
+fn a_pod_cut_off_from_dns_converges_and_an_old_leader_does_not_take_back() {
+    // web-0 (the first leader) asks its own DNS server, which we silence
+    // while the others see it leave the ready set: web-0 keeps thinking it
+    // leads; when its lookups work again it asks, and follows web-1.
+    let mut set = Set::new(3, STICKY);
+    let own = DnsServer::start("cluster.local");
+    let pods: Vec<(&str, Ipv4Addr)> = vec![("web-0", ip(0)), ("web-1", ip(1)), ("web-2", ip(2))];
+    own.set_pod_ips(&pods);
+    own.set_ready(&["web-0", "web-1", "web-2"]);
+    let port = set.members[0].port;
+    set.members[0] = Member::new(0, &own.nameserver(), port, STICKY);
+    set.start_all();
+    set.wait_all_follow(0, WAIT);
+
+    own.set_mode(Mode::Drop);
+    set.set_ready(&[1, 2]);
+    let ok = poll_until(WAIT, || {
+        set.members[1].verdict() == "leader=web-1 me=True"
+            && set.members[2].verdict() == "leader=web-1 me=False"
+    });
+    assert!(ok, "{}", set.dump());
+    assert_eq!(
+        set.members[0].verdict(),
+        "leader=web-0 me=True",
+        "cut off, it still thinks it leads"
+    );
+    // The others ask every grace; web-0's own claim is outvoted.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(
+        set.members[2].verdict(),
+        "leader=web-1 me=False",
+        "{}",
+        set.dump()
+    );
+
+    // web-0 back in the ready set and its lookups work again.
+    set.set_ready(&[0, 1, 2]);
+    own.set_mode(Mode::Normal);
+    set.wait_all_follow(1, Duration::from_secs(5));
+    let line = set.members[0]
+        .logs()
+        .lines()
+        .find(|l| l.contains("leader changed") && l.contains("new=\"web-1"))
+        .map(String::from)
+        .unwrap_or_default();
+    assert!(line.contains("named"), "{line}");
+    for m in &mut set.members {
+        m.stop();
+    }
+}
+
+#[test]
+fn ordinal_is_peer_0_whatever_its_readiness() {
+    let mut set = Set::new(3, "  policy: ordinal\n");
+    // ordinal asks nobody; http.listen stays as configured.
+    set.start_all();
+    set.wait_all_follow(0, WAIT);
+    set.set_ready(&[1, 2]);
+    assert!(poll_until(WAIT, || set.members[1]
+        .output()
+        .contains("web-0 ready=False")));
+    assert_eq!(set.members[1].verdict(), "leader=web-0 me=False");
+}
+
+// --- probe: real redis-server, a role endpoint in front of each -------------
+
+/// A redis-server on `ip:port`, optionally a replica of `of`.
+struct Redis(Child);
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn redis(ip: Ipv4Addr, port: u16, of: Option<(Ipv4Addr, u16)>, dir: &std::path::Path) -> Redis {
+    let bin = find_program("redis-server").expect("redis-server");
+    let mut cmd = Command::new(bin);
+    cmd.args([
+        "--bind",
+        &ip.to_string(),
+        "--port",
+        &port.to_string(),
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--protected-mode",
+        "no",
+        "--dir",
+        &dir.display().to_string(),
+    ]);
+    if let Some((mip, mport)) = of {
+        cmd.args(["--replicaof", &mip.to_string(), &mport.to_string()]);
+    }
+    let child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start redis");
+    let up = poll_until(WAIT, || {
+        redis_cmd(ip, port, "PING").is_some_and(|r| r.contains("PONG"))
+    });
+    assert!(up, "redis on {ip}:{port} did not start");
+    Redis(child)
+}
+
+/// Sends one inline command, returns the raw reply.
+fn redis_cmd(ip: Ipv4Addr, port: u16, command: &str) -> Option<String> {
+    let mut s = TcpStream::connect((ip, port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_millis(500))).ok()?;
+    write!(s, "{command}\r\n").ok()?;
+    let mut buf = [0u8; 512];
+    let n = s.read(&mut buf).ok()?;
+    Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+}
+
+/// An HTTP endpoint on `ip:port` that answers 200 while the redis at
+/// `redis` says its role is master, else 503 (Patroni's `/primary` idea).
+struct RoleEndpoint {
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for RoleEndpoint {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn role_endpoint(ip: Ipv4Addr, port: u16, redis_port: u16) -> RoleEndpoint {
+    let listener = TcpListener::bind((ip, port)).expect("bind role endpoint");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    std::thread::spawn(move || {
+        while !flag.load(Ordering::Relaxed) {
+            match listener.accept() {
+                Ok((mut conn, _)) => {
+                    let _ = conn.set_nonblocking(false);
+                    let _ = conn.set_read_timeout(Some(Duration::from_secs(1)));
+                    let mut buf = [0u8; 1024];
+                    let _ = conn.read(&mut buf);
+                    let master =
+                        redis_cmd(ip, redis_port, "ROLE").is_some_and(|r| r.contains("master"));
+                    let status = if master {
+                        "200 OK"
+                    } else {
+                        "503 Service Unavailable"
+                    };
+                    let _ = write!(
+                        conn,
+                        "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    );
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+    });
+    RoleEndpoint { stop }
+}
+
+#[test]
+fn probe_follows_the_app_whatever_the_ordinal() {
+    if !require_component("redis-server") {
+        return;
+    }
+    let ips: Vec<String> = (0..3).map(|k| ip(k).to_string()).collect();
+    let ip_refs: Vec<&str> = ips.iter().map(String::as_str).collect();
+    let redis_port = free_port_on(&ip_refs);
+    let role_port = free_port_on(&ip_refs);
+    let data = Sandbox::new();
+    // web-1 is the primary; web-0 and web-2 replicate it.
+    let primary = (ip(1), redis_port);
+    let _r0 = redis(ip(0), redis_port, Some(primary), &data.mkdir("r0"));
+    let _r1 = redis(ip(1), redis_port, None, &data.mkdir("r1"));
+    let _r2 = redis(ip(2), redis_port, Some(primary), &data.mkdir("r2"));
+    let _roles: Vec<RoleEndpoint> = (0..3)
+        .map(|k| role_endpoint(ip(k), role_port, redis_port))
+        .collect();
+
+    let probe = format!(
+        "  policy: probe\n  grace: 1s\n  probe:\n    url: \"http://{{peer}}:{role_port}/primary\"\n    timeout: 500ms\n    interval: 300ms\n"
+    );
+    let mut set = Set::new(3, &probe);
+    set.start_all();
+    set.wait_all_follow(1, WAIT);
+
+    // Promote web-2 by hand: web-1 steps down first, then web-2 takes over.
+    redis_cmd(
+        ip(1),
+        redis_port,
+        &format!("REPLICAOF {} {redis_port}", ip(2)),
+    )
+    .expect("step down");
+    redis_cmd(ip(2), redis_port, "REPLICAOF NO ONE").expect("promote");
+    redis_cmd(
+        ip(0),
+        redis_port,
+        &format!("REPLICAOF {} {redis_port}", ip(2)),
+    )
+    .expect("follow");
+    // Within the probe interval plus one DNS interval (with slack for a
+    // loaded machine; the benchmark measures it).
+    let took = set.wait_all_follow(2, Duration::from_secs(5));
+    eprintln!("promotion seen by every pod after {took:?}");
+    let line = set.members[0]
+        .logs()
+        .lines()
+        .find(|l| l.contains("leader changed") && l.contains("new=\"web-2"))
+        .map(String::from)
+        .unwrap_or_default();
+    assert!(line.contains("answers 2xx"), "{line}");
+    let json: serde_json::Value =
+        serde_json::from_str(&set.members[0].get("/leader")).expect("json");
+    assert_eq!(json["leader"], fqdn(2));
+    assert_eq!(json["policy"], "probe");
+}
+
+// --- configuration and the template author's tools ------------------------
+
+#[test]
+fn sticky_config_errors_name_the_fix() {
+    let sb = Sandbox::new();
+    sb.write("t.j2", "x\n");
+    let cases = [
+        (
+            "loopback",
+            "identity: {hostname: web-0}\npeers:\n  dns: {service: nginx, nameservers: [\"127.0.0.1:53\"]}\ntemplates:\n  - {source: t.j2, destination: out.txt}\nhttp:\n  listen: \"127.0.0.1:9090\"\nleader: {policy: sticky}\n",
+        ),
+        (
+            "static_source",
+            "identity: {hostname: web-0}\npeers:\n  static: [web-0.x, web-1.x]\nleader:\n  policy: sticky\n",
+        ),
+        (
+            "probe_without_peer",
+            "identity: {hostname: web-0}\npeers:\n  dns: {service: nginx, nameservers: [\"127.0.0.1:53\"]}\nleader:\n  policy: probe\n  probe:\n    url: \"http://db:8008/primary\"\n",
+        ),
+        (
+            "unknown_policy",
+            "identity: {hostname: web-0}\nleader:\n  policy: first\n",
+        ),
+    ];
+    for (name, yaml) in cases {
+        sb.write("peerplate.yaml", yaml);
+        let out = run(&mut sb.peerplate(["--config", "peerplate.yaml", "check"]));
+        assert_eq!(out.code, Some(2), "{name}: {}", out.dump());
+        insta::assert_snapshot!(format!("sticky_config_{name}"), sb.redact(&out.stderr));
+    }
+    // sticky without http.listen: `check` and `once` accept it, `run` says why not.
+    sb.write(
+        "peerplate.yaml",
+        "identity: {hostname: web-0}\npeers:\n  dns: {service: nginx, nameservers: [\"127.0.0.1:9\"]}\ntemplates:\n  - {source: t.j2, destination: out.txt}\nleader: {policy: sticky}\n",
+    );
+    let out = run(&mut sb.peerplate(["--config", "peerplate.yaml", "check"]));
+    assert_eq!(out.code, Some(0), "{}", out.dump());
+    let out = run(&mut sb.peerplate(["--config", "peerplate.yaml", "run"]));
+    assert_eq!(out.code, Some(2), "{}", out.dump());
+    insta::assert_snapshot!("sticky_run_without_http", sb.redact(&out.stderr));
+}
+
+#[test]
+fn render_tries_every_leader_case_without_a_cluster() {
+    let sb = Sandbox::new();
+    sb.write("t.j2", TEMPLATE);
+    sb.write(
+        "peerplate.yaml",
+        "identity: {hostname: web-1}\ntemplates:\n  - {source: t.j2, destination: out.txt}\nleader: {policy: ordinal}\n",
+    );
+    let peers = [
+        "--peer",
+        "web-0.nginx",
+        "--peer",
+        "web-1.nginx",
+        "--peer",
+        "web-2.nginx",
+    ];
+    let render = |extra: &[&str]| {
+        let mut args = vec!["--config", "peerplate.yaml", "render"];
+        args.extend(peers);
+        args.extend(extra);
+        let out = run(&mut sb.peerplate(args));
+        assert_eq!(out.code, Some(0), "{}", out.dump());
+        out.stdout
+    };
+    assert_eq!(
+        render(&[]),
+        "leader=web-0 me=False\nweb-0 ready=True is_leader=True\nweb-1 ready=True is_leader=False\nweb-2 ready=True is_leader=False\n"
+    );
+    assert_eq!(
+        render(&["--leader", "web-1", "--not-ready", "web-0"]),
+        "leader=web-1 me=True\nweb-0 ready=False is_leader=False\nweb-1 ready=True is_leader=True\nweb-2 ready=True is_leader=False\n"
+    );
+    let out = run(&mut sb.peerplate([
+        "--config",
+        "peerplate.yaml",
+        "render",
+        "--peer",
+        "web-0.nginx",
+        "--leader",
+        "web-7",
+    ]));
+    assert_eq!(out.code, Some(2), "{}", out.dump());
+    assert_eq!(
+        out.stderr,
+        "error: --leader web-7: no such peer; the peers are: web-0.nginx\n"
+    );
+}
