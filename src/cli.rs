@@ -292,14 +292,11 @@ async fn configured_peers(config: &Config) -> Result<PeerSet, Error> {
             ))
         }
         PeerSource::Dns(dns) => {
-            let mut poller = crate::peers::dns::Poller::new(dns, &config.nameservers)?;
-            // The poll blocks in socket calls: never on the async runtime.
-            let (poller, polled) = tokio::task::spawn_blocking(move || {
-                let polled = poller.poll();
-                (poller, polled)
-            })
-            .await
-            .map_err(|e| Error::Lookup(format!("DNS lookup: {e}")))?;
+            let poller = crate::peers::dns::Poller::new(dns, &config.nameservers)?;
+            let (poller, polled) = poller
+                .poll_on_thread()
+                .await
+                .map_err(|e| Error::Lookup(format!("DNS lookup: cannot start its thread: {e}")))?;
             polled.map(Option::unwrap_or_default).map_err(|e| {
                 Error::Lookup(format!(
                     "DNS lookup of {} failed: {}; give the peers with --peer NAME to render without DNS",

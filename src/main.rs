@@ -34,17 +34,8 @@ fn main() -> ExitCode {
         },
     );
 
-    // One thread is plenty for a sidecar that mostly sleeps, and it keeps
-    // the resident set small.
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("peerplate: cannot start the async runtime: {e}");
-            return ExitCode::from(1);
-        }
+    let Some(runtime) = start_runtime("peerplate") else {
+        return ExitCode::from(1);
     };
     let result = runtime.block_on(async {
         let shutdown = CancellationToken::new();
@@ -78,15 +69,8 @@ fn exit_code(code: i32) -> ExitCode {
 fn run_peer_finder(args: &[String]) -> ExitCode {
     // peer-finder prints its own Go-style lines; only trouble comes through tracing.
     init_logging(LogFormat::Text, LevelFilter::WARN);
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("peer-finder: cannot start the async runtime: {e}");
-            return ExitCode::from(1);
-        }
+    let Some(runtime) = start_runtime("peer-finder") else {
+        return ExitCode::from(1);
     };
     runtime.block_on(async {
         let shutdown = CancellationToken::new();
@@ -96,6 +80,68 @@ fn run_peer_finder(args: &[String]) -> ExitCode {
         peerplate::process::reap_orphans();
         exit_code(peerplate::peer_finder::main(args, shutdown).await)
     })
+}
+
+/// File descriptors that must be free before the runtime is built: its own
+/// (epoll, a waker, the signal pipe pair; tokio panics instead of returning
+/// an error when it cannot make that pair) and a margin for the first
+/// sockets, the file watcher and a hook's pipes.
+const MIN_FREE_FDS: usize = 16;
+
+/// Builds the runtime, or says why it cannot (on stderr, as `name`) and
+/// returns `None`: a resource missing at start is an error and exit 1,
+/// never a panic.
+fn start_runtime(name: &str) -> Option<tokio::runtime::Runtime> {
+    if let Err(why) = free_fds() {
+        eprintln!("{name}: cannot start: {why}");
+        return None;
+    }
+    // One thread is plenty for a sidecar that mostly sleeps, and it keeps
+    // the resident set small.
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => Some(rt),
+        Err(e) => {
+            eprintln!("{name}: cannot start the async runtime: {e}");
+            None
+        }
+    }
+}
+
+/// Checks that [`MIN_FREE_FDS`] descriptors can be opened, by opening (and
+/// closing) them; nothing else runs yet, so what was free stays free.
+fn free_fds() -> Result<(), String> {
+    let mut held = Vec::with_capacity(MIN_FREE_FDS / 2);
+    while held.len() * 2 < MIN_FREE_FDS {
+        match std::os::unix::net::UnixStream::pair() {
+            Ok(pair) => held.push(pair),
+            Err(e) => {
+                let free = held.len() * 2;
+                drop(held); // reading the limit needs one of them
+                let limit = open_files_limit()
+                    .map(|n| format!(" (ulimit -n is {n})"))
+                    .unwrap_or_default();
+                return Err(format!(
+                    "too few free file descriptors{limit}: peerplate needs {MIN_FREE_FDS} at start, only {free} could be opened ({e}); raise the open-files limit (ulimit -n, or the container runtime's nofile limit)"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The soft open-files limit (`Max open files` in `/proc/self/limits`).
+fn open_files_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    limits
+        .lines()
+        .find_map(|line| line.strip_prefix("Max open files"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// SIGTERM (kubelet stopping the pod) and SIGINT (Ctrl-C) cancel `shutdown`.

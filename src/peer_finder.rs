@@ -168,13 +168,7 @@ pub async fn main(args: &[String], shutdown: CancellationToken) -> i32 {
     let mut latest = PeerSet::default();
     let mut told_waiting = false;
     while !script.is_empty() {
-        // The poll blocks in socket calls: never on the async runtime.
-        let polled = match tokio::task::spawn_blocking(move || {
-            let polled = poller.poll();
-            (poller, polled)
-        })
-        .await
-        {
+        let polled = match poller.poll_on_thread().await {
             Ok((back, polled)) => {
                 poller = back;
                 polled

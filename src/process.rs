@@ -74,14 +74,55 @@ pub fn processes(proc: &Path) -> Vec<(PathBuf, Stat)> {
 
 /// The real uid of a process (`Uid:` in `/proc/PID/status`), `None` when gone.
 pub fn uid(dir: &Path) -> Option<u32> {
+    ids(dir).map(|ids| ids.real)
+}
+
+/// Who a process is, as `kill(2)` sees it (`/proc/PID/status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ids {
+    pub real: u32,
+    pub effective: u32,
+    pub saved: u32,
+    /// `CAP_KILL` is in its effective capability set (root has it).
+    pub cap_kill: bool,
+}
+
+impl Ids {
+    /// Whether a process with these ids may signal `target` (kill(2): the
+    /// sender's real or effective uid is the target's real or saved uid, or
+    /// the sender has `CAP_KILL`).
+    pub fn may_signal(&self, target: &Ids) -> bool {
+        self.cap_kill
+            || [self.real, self.effective]
+                .iter()
+                .any(|uid| *uid == target.real || *uid == target.saved)
+    }
+}
+
+/// The ids of the process whose `/proc` directory is `dir`, `None` when gone.
+pub fn ids(dir: &Path) -> Option<Ids> {
     let status = std::fs::read_to_string(dir.join("status")).ok()?;
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("Uid:"))?
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .map(str::trim)
+    };
+    let uids: Vec<u32> = field("Uid:")?
         .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .ok()?;
+    const CAP_KILL: u32 = 5;
+    let cap_kill = field("CapEff:")
+        .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+        .is_some_and(|caps| caps & (1 << CAP_KILL) != 0);
+    Some(Ids {
+        real: *uids.first()?,
+        effective: *uids.get(1)?,
+        saved: *uids.get(2)?,
+        cap_kill,
+    })
 }
 
 /// The file name of argv[0] (`/proc/PID/cmdline`), for names longer than

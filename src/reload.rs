@@ -3,20 +3,36 @@
 //! In a pod with `shareProcessNamespace: true`, PID 1 is the pause
 //! container and the app is a sibling, not a child, so the process is found
 //! in `/proc`. `process: nginx` means the *top-most* process with that name
-//! (one whose parent has another name): the nginx master, never its workers,
-//! never PID 1, never peerplate itself. No such process is not an error: the
-//! app reads the file when it starts.
+//! (one whose parent has another name): the nginx master, never its workers.
+//! No such process is not an error: the app reads the file when it starts.
+//!
+//! Who is never signalled, whatever the config says:
+//! - peerplate itself;
+//! - PID 1, unless `process:` names it exactly and that name is not `pause`
+//!   or `catatonit` (an app is PID 1 when a runtime shares the PID
+//!   namespace without an infra container);
+//! - with `pid_file:`, a pid that is not running, or (with `process:` set
+//!   too) one whose name is not `process:`: a stale pid file names whatever
+//!   now has that pid. Each skip is logged with its reason.
+//!
+//! Among same-named candidates, those peerplate may signal (same uid, or any
+//! with `CAP_KILL`, as root has) are preferred: a root-owned process of the
+//! same name must not hide the app. Every signal sent is logged with its pid.
 
 use std::collections::HashMap;
 use std::path::Path;
 
 use nix::errno::Errno;
-use nix::sys::signal::kill;
+use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use crate::config::{Reload as ReloadConfig, ReloadTarget};
 use crate::metrics::Reload;
-use crate::process;
+use crate::process::{self, Ids};
+
+/// Names that are an infra container's, never an app's: PID 1 with one of
+/// these names is never signalled.
+const INFRA: [&str; 2] = ["pause", "catatonit"];
 
 /// What a reload did.
 #[derive(Debug, PartialEq, Eq)]
@@ -25,83 +41,217 @@ pub enum Outcome {
     Signalled(Vec<i32>),
     /// No process to signal (not started yet, or gone).
     NoProcess(String),
+    /// A process was found but must not be signalled; the message says why.
+    Skipped(String),
     /// The signal could not be sent; the message says how to fix it.
     Failed(String),
 }
 
 impl Outcome {
-    /// The `result` label of `peerplate_reloads_total`.
+    /// The `result` label of `peerplate_reloads_total` (a skipped pid counts
+    /// as `no_process`: the app's own process was not there).
     pub fn metric(&self) -> Reload {
         match self {
             Outcome::Signalled(_) => Reload::Signalled,
-            Outcome::NoProcess(_) => Reload::NoProcess,
+            Outcome::NoProcess(_) | Outcome::Skipped(_) => Reload::NoProcess,
             Outcome::Failed(_) => Reload::Failed,
         }
     }
 }
 
+/// A process that is to get the signal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Target {
+    pid: i32,
+    name: String,
+    uid: Option<u32>,
+}
+
 /// Sends the reload signal to the configured target and logs what happened.
 pub fn send(reload: &ReloadConfig) -> Outcome {
-    let outcome = signal_target(reload);
+    let outcome = signal_target(Path::new("/proc"), reload);
     match &outcome {
-        Outcome::Signalled(pids) => {
-            for pid in pids {
-                tracing::info!(pid, signal = %reload.signal, "reload signal sent");
-            }
-        }
+        Outcome::Signalled(_) => {}
         Outcome::NoProcess(why) => {
             tracing::info!("no process to reload ({why}); it reads the new file when it starts")
         }
+        Outcome::Skipped(why) => tracing::warn!("reload skipped: {why}"),
         Outcome::Failed(why) => tracing::warn!("reload failed: {why}"),
     }
     outcome
 }
 
-fn signal_target(reload: &ReloadConfig) -> Outcome {
-    let pids = match &reload.target {
+fn signal_target(proc: &Path, reload: &ReloadConfig) -> Outcome {
+    let me = process::ids(&proc.join("self"));
+    let targets = match &reload.target {
         ReloadTarget::Process(name) => {
-            let pids = find_top_most(Path::new("/proc"), name);
+            let pids = find_top_most(proc, name);
             if pids.is_empty() {
                 return Outcome::NoProcess(format!("no process named {name}"));
             }
-            pids
+            prefer_signallable(proc, name, pids, me.as_ref())
         }
-        ReloadTarget::PidFile(path) => match std::fs::read_to_string(path) {
-            Ok(text) => match text.trim().parse::<i32>() {
-                Ok(pid) if pid > 1 => vec![pid],
+        ReloadTarget::PidFile { path, process } => {
+            let text = match std::fs::read_to_string(path) {
+                Ok(text) => text,
+                Err(e) => {
+                    return Outcome::NoProcess(format!("cannot read {}: {e}", path.display()))
+                }
+            };
+            let pid = match text.trim().parse::<i32>() {
+                Ok(pid) if pid > 0 => pid,
                 _ => {
                     return Outcome::Failed(format!(
-                        "{} does not hold a process id above 1: {:?}",
+                        "{} does not hold a process id: {:?}",
                         path.display(),
                         text.trim()
                     ))
                 }
-            },
-            Err(e) => return Outcome::NoProcess(format!("cannot read {}: {e}", path.display())),
-        },
+            };
+            match check_pid_file(proc, path, pid, process.as_deref()) {
+                Ok(target) => vec![target],
+                Err(outcome) => return outcome,
+            }
+        }
     };
     let mut sent = Vec::new();
-    for pid in pids {
-        match kill(Pid::from_raw(pid), reload.signal) {
-            Ok(()) => sent.push(pid),
+    let mut refused = None;
+    for target in targets {
+        match kill(Pid::from_raw(target.pid), reload.signal) {
+            Ok(()) => {
+                tracing::info!(pid = target.pid, signal = %reload.signal, process = %target.name, uid = target.uid, "reload signal sent");
+                sent.push(target.pid);
+            }
             Err(Errno::ESRCH) => {}
             Err(Errno::EPERM) => {
-                return Outcome::Failed(format!(
-                    "not allowed to send {} to pid {pid}: run peerplate and the app as the same user, or give peerplate the CAP_KILL capability",
-                    reload.signal
-                ))
+                let why = not_allowed(reload.signal, &target, me.as_ref());
+                if refused.is_none() {
+                    refused = Some(why);
+                } else {
+                    tracing::warn!("reload failed: {why}");
+                }
             }
-            Err(e) => return Outcome::Failed(format!("sending {} to pid {pid}: {e}", reload.signal)),
+            Err(e) => {
+                refused.get_or_insert(format!(
+                    "sending {} to pid {}: {e}",
+                    reload.signal, target.pid
+                ));
+            }
         }
     }
-    if sent.is_empty() {
-        return Outcome::NoProcess("the process exited before the signal".into());
+    match (sent.is_empty(), refused) {
+        (false, refused) => {
+            if let Some(why) = refused {
+                tracing::warn!("reload failed: {why}");
+            }
+            Outcome::Signalled(sent)
+        }
+        (true, Some(why)) => Outcome::Failed(why),
+        (true, None) => Outcome::NoProcess("the process exited before the signal".into()),
     }
-    Outcome::Signalled(sent)
 }
 
-/// The pids of processes named `name` whose parent is not also named `name`,
-/// excluding PID 1 and this process. `proc` is the procfs root.
+fn not_allowed(signal: Signal, target: &Target, me: Option<&Ids>) -> String {
+    let theirs = target
+        .uid
+        .map_or_else(|| "the app's user".to_string(), |uid| format!("uid {uid}"));
+    let mine = me.map_or_else(String::new, |me| {
+        format!(" (peerplate runs as uid {})", me.real)
+    });
+    format!(
+        "not allowed to send {signal} to pid {} ({}, {theirs}){mine}: run peerplate as the same user as the app ({theirs})",
+        target.pid, target.name
+    )
+}
+
+/// The pid of a `pid_file`, unless it must not be signalled: peerplate
+/// itself, PID 1 (unless `process` names it), a pid that is not running, or
+/// one whose name is not `process`.
+fn check_pid_file(
+    proc: &Path,
+    path: &Path,
+    pid: i32,
+    process: Option<&str>,
+) -> Result<Target, Outcome> {
+    let file = path.display();
+    if pid == std::process::id() as i32 {
+        return Err(Outcome::Skipped(format!(
+            "{file} holds pid {pid}, which is peerplate itself (a stale pid file); peerplate never signals itself"
+        )));
+    }
+    let dir = proc.join(pid.to_string());
+    let stat = match process::Stat::read(proc, pid) {
+        Some(stat) if stat.state != 'Z' => stat,
+        _ => {
+            return Err(Outcome::NoProcess(format!(
+                "{file} holds pid {pid}, which is not running"
+            )))
+        }
+    };
+    let named = process.is_some_and(|name| is_named(&dir, &stat.comm, name));
+    if pid == 1 && !(named && process.is_some_and(|name| !INFRA.contains(&name))) {
+        return Err(Outcome::Skipped(format!(
+            "{file} holds pid 1 ({}), the pod's first process; PID 1 is signalled only when reload.process names it",
+            stat.comm
+        )));
+    }
+    if let Some(name) = process {
+        if !named {
+            return Err(Outcome::Skipped(format!(
+                "{file} holds pid {pid}, which is {}, not {name} (a stale pid file); not signalled",
+                stat.comm
+            )));
+        }
+    }
+    Ok(Target {
+        pid,
+        name: process.map_or(stat.comm, str::to_string),
+        uid: process::uid(&dir),
+    })
+}
+
+/// Of the same-named `pids`, those peerplate may signal; if it may signal
+/// none, all of them (the refusal then names the fix). The others are
+/// logged with the reason they were passed over.
+fn prefer_signallable(proc: &Path, name: &str, pids: Vec<i32>, me: Option<&Ids>) -> Vec<Target> {
+    let targets: Vec<(Target, bool)> = pids
+        .into_iter()
+        .map(|pid| {
+            let ids = process::ids(&proc.join(pid.to_string()));
+            let allowed = match (me, &ids) {
+                (Some(me), Some(theirs)) => me.may_signal(theirs),
+                _ => true,
+            };
+            let target = Target {
+                pid,
+                name: name.to_string(),
+                uid: ids.map(|ids| ids.real),
+            };
+            (target, allowed)
+        })
+        .collect();
+    if !targets.iter().any(|(_, allowed)| *allowed) {
+        return targets.into_iter().map(|(t, _)| t).collect();
+    }
+    let mut chosen = Vec::new();
+    for (target, allowed) in targets {
+        if allowed {
+            chosen.push(target);
+        } else {
+            tracing::info!(
+                pid = target.pid,
+                process = %target.name,
+                uid = target.uid,
+                "passed over: a process of another user, which peerplate may not signal; the same-named process of peerplate's own user gets the signal"
+            );
+        }
+    }
+    chosen
+}
+
+/// The pids of processes named `name` whose parent is not also a candidate,
+/// never this process, and PID 1 only when `name` is not an infra
+/// container's (`pause`, `catatonit`). `proc` is the procfs root.
 pub fn find_top_most(proc: &Path, name: &str) -> Vec<i32> {
     // pid -> (is it named `name`, parent pid)
     let table: HashMap<i32, (bool, i32)> = process::processes(proc)
@@ -109,8 +259,10 @@ pub fn find_top_most(proc: &Path, name: &str) -> Vec<i32> {
         .map(|(dir, stat)| (stat.pid, (is_named(&dir, &stat.comm, name), stat.ppid)))
         .collect();
     let me = std::process::id() as i32;
-    let candidate =
-        |pid: i32| pid != 1 && pid != me && table.get(&pid).is_some_and(|(named, _)| *named);
+    let pid_1_allowed = !INFRA.contains(&name);
+    let candidate = |pid: i32| {
+        pid != me && (pid != 1 || pid_1_allowed) && table.get(&pid).is_some_and(|(named, _)| *named)
+    };
     let mut pids: Vec<i32> = table
         .iter()
         .filter(|(pid, (_, ppid))| candidate(**pid) && !candidate(*ppid))
@@ -144,9 +296,9 @@ mod tests {
     }
 
     #[test]
-    fn finds_the_master_not_the_workers_nor_pid_1() {
+    fn finds_the_master_not_the_workers() {
         let proc = fake_proc(&[
-            (1, "nginx", 0), // a pause stand-in that happens to share the name
+            (1, "pause", 0),
             (7, "nginx", 1),
             (8, "nginx", 7),
             (9, "nginx", 7),
@@ -156,5 +308,38 @@ mod tests {
         assert_eq!(find_top_most(proc.path(), "nginx"), [7]);
         assert_eq!(find_top_most(proc.path(), "weird) name"), [21]);
         assert!(find_top_most(proc.path(), "redis").is_empty());
+        assert!(
+            find_top_most(proc.path(), "pause").is_empty(),
+            "never the infra container"
+        );
+    }
+
+    #[test]
+    fn pid_1_only_when_named_exactly_and_not_an_infra_container() {
+        let proc = fake_proc(&[(1, "nginx", 0), (7, "nginx", 1), (8, "catatonit", 1)]);
+        assert_eq!(
+            find_top_most(proc.path(), "nginx"),
+            [1],
+            "the master is PID 1"
+        );
+        let proc = fake_proc(&[(1, "catatonit", 0), (8, "catatonit", 1)]);
+        assert_eq!(find_top_most(proc.path(), "catatonit"), [8]);
+    }
+
+    #[test]
+    fn may_signal_same_uid_or_with_cap_kill() {
+        let ids = |real, cap_kill| Ids {
+            real,
+            effective: real,
+            saved: real,
+            cap_kill,
+        };
+        assert!(ids(65534, false).may_signal(&ids(65534, false)));
+        assert!(!ids(65534, false).may_signal(&ids(0, false)));
+        assert!(ids(0, true).may_signal(&ids(65534, false)));
+        assert!(
+            !ids(0, false).may_signal(&ids(65534, false)),
+            "root without CAP_KILL"
+        );
     }
 }

@@ -37,6 +37,16 @@ impl ContentWatcher {
             let _ = tx.send(event);
         })
         .map_err(|e| SourceError::Setup(format!("cannot start the file watcher: {e}")))?;
+        // notify starts its thread without checking that it started, and its
+        // `watch` and `drop` then panic; ask the thread something first. A
+        // watcher without its thread is leaked, never dropped.
+        if watcher.configure(notify::Config::default()).is_err() {
+            std::mem::forget(watcher);
+            return Err(SourceError::Setup(
+                "cannot start the file watcher: its thread did not start (is the process or thread limit reached?)"
+                    .into(),
+            ));
+        }
         let dirs: BTreeSet<PathBuf> = paths.iter().map(|p| parent_dir(p)).collect();
         for dir in &dirs {
             watcher

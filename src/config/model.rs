@@ -157,8 +157,14 @@ pub struct Reload {
 
 #[derive(Debug, Clone)]
 pub enum ReloadTarget {
+    /// `process:` alone: the top-most processes with this name.
     Process(String),
-    PidFile(PathBuf),
+    /// `pid_file:`: the pid in this file; with `process:` too, only when
+    /// that pid has this name (a stale file names some other process).
+    PidFile {
+        path: PathBuf,
+        process: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone)]

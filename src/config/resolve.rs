@@ -230,10 +230,13 @@ pub(super) fn resolve(
         Some(r) => {
             let target = match (r.process, r.pid_file) {
                 (Some(name), None) => ReloadTarget::Process(name),
-                (None, Some(file)) => ReloadTarget::PidFile(at(file)),
-                _ => return Err(fail(
+                (process, Some(file)) => ReloadTarget::PidFile {
+                    path: at(file),
+                    process,
+                },
+                (None, None) => return Err(fail(
                     &["reload"],
-                    "reload: give exactly one of process (a process name, like nginx) or pid_file"
+                    "reload: give process (a process name, like nginx), pid_file, or both (then the pid in the file is signalled only when its name matches)"
                         .into(),
                 )),
             };

@@ -575,9 +575,11 @@ fn metrics_is_openmetrics_text_a_real_parser_accepts() {
     let root = pod.sb.path().display().to_string();
     let yaml = std::fs::read_to_string(&pod.config).expect("read config");
     std::fs::write(&pod.config, yaml.replace("ROOT", &root)).expect("write config");
+    // The app survives its SIGHUPs (ignored, and kept across exec): a
+    // killed one would be a zombie, which is not running, so `no_process`.
     let app = Child(
-        Command::new("sleep")
-            .arg("30")
+        Command::new("sh")
+            .args(["-c", "trap '' HUP; exec sleep 30"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

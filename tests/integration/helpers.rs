@@ -497,6 +497,17 @@ impl Daemon {
         self.exited
     }
 
+    /// Waits at most `timeout` for the process to exit on its own; its exit
+    /// status, `None` if it still runs.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let mut status = None;
+        poll_until(timeout, || {
+            status = self.try_status();
+            status.is_some()
+        });
+        status
+    }
+
     pub fn is_running(&mut self) -> bool {
         self.try_status().is_none()
     }

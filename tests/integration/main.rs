@@ -24,6 +24,7 @@ mod peer_finder;
 mod reload;
 mod render;
 mod run;
+mod safety;
 mod seed;
 mod structure;
 mod supervision;

@@ -113,6 +113,24 @@ impl Poller {
         self.query.to_ascii().trim_end_matches('.').to_string()
     }
 
+    /// One [`Poller::poll`] on a thread of its own: the poll blocks in
+    /// socket calls, never on the async runtime. A thread that cannot be
+    /// started (a process limit) is an error, not a panic, unlike tokio's
+    /// `spawn_blocking`.
+    pub async fn poll_on_thread(
+        mut self,
+    ) -> std::io::Result<(Poller, Result<Option<PeerSet>, LookupFailure>)> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("peerplate-dns".into())
+            .spawn(move || {
+                let polled = self.poll();
+                let _ = tx.send((self, polled));
+            })?;
+        rx.await
+            .map_err(|_| std::io::Error::other("the DNS thread ended without an answer"))
+    }
+
     /// Asks the peers' SRV name and, with a ready service, its SRV name too,
     /// over the same sockets. `Ok(Some(set))`: a new set (possibly empty),
     /// with `peer.ready` from the ready service; `Ok(None)`: the same as
