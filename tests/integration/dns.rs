@@ -13,18 +13,14 @@
 //! dead first one; and a closed stderr neither stops polling nor swallows
 //! SIGTERM.
 
-use std::fs;
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use hickory_proto::rr::RecordType;
 
 use crate::dns_server::{pod_ip, pod_names, DnsServer, Mode, Proto};
-use crate::helpers::{inode_and_mtime, run, Daemon, Sandbox};
-
-const WAIT: Duration = Duration::from_secs(10);
-const SVC: &str = "nginx.default.svc.cluster.local";
+use crate::helpers::{inode_and_mtime, run, Daemon, SVC, WAIT};
+pub use crate::pod::Pod;
 
 /// One line per peer: name, port and (when known) addresses; a count first
 /// so an empty peer set still writes something.
@@ -44,72 +40,22 @@ pub const DEFAULT: Opts = Opts {
     timeout: "0s",
 };
 
-/// Pod web-1 of StatefulSet `web` behind Service `nginx`, asking `dns`.
-pub struct Pod {
-    pub sb: Sandbox,
-    config: PathBuf,
-    out: PathBuf,
+/// Pod web-1 of StatefulSet `web` behind Service `nginx`, asking
+/// `nameserver` (`127.0.0.1:PORT`) every 200 ms and waiting for itself; its
+/// output (`out/peers.txt`) lists the peers.
+pub fn dns_pod(nameserver: &str, opts: &Opts) -> Pod {
+    dns_pod_asking(&[nameserver], opts)
 }
 
-impl Pod {
-    /// `nameserver` is `127.0.0.1:PORT`.
-    pub fn new(nameserver: &str, opts: &Opts) -> Pod {
-        Pod::with_nameservers(&[nameserver], opts)
-    }
-
-    pub fn with_nameservers(nameservers: &[&str], opts: &Opts) -> Pod {
-        let sb = Sandbox::new();
-        let root = sb.path().display().to_string();
-        sb.write("peers.j2", TEMPLATE);
-        sb.mkdir("out");
-        let domain = opts
-            .cluster_domain
-            .map(|d| format!("    cluster_domain: {d}\n"))
-            .unwrap_or_default();
-        let config = sb.write(
-            "peerplate.yaml",
-            &format!(
-                "identity:\n  hostname: web-1\n  namespace: default\npeers:\n  dns:\n    service: nginx\n    nameservers: [{ns}]\n    interval: 200ms\n    addresses: {addresses}\n{domain}  wait_for_self: true\n  timeout: {timeout}\ntemplates:\n  - source: {root}/peers.j2\n    destination: {root}/out/peers.txt\nwait: {{ min: 0s, max: 0s }}\n",
-                ns = nameservers
-                    .iter()
-                    .map(|n| format!("\"{n}\""))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                addresses = opts.addresses,
-                timeout = opts.timeout,
-            ),
-        );
-        Pod {
-            out: sb.join("out/peers.txt"),
-            sb,
-            config,
-        }
-    }
-
-    pub fn args(&self, command: &str) -> Vec<String> {
-        vec![
-            "--config".into(),
-            self.config.display().to_string(),
-            command.into(),
-        ]
-    }
-
-    pub fn start(&self) -> Daemon {
-        Daemon::spawn(self.sb.peerplate(self.args("run")))
-    }
-
-    pub fn output(&self) -> Option<String> {
-        fs::read_to_string(&self.out).ok()
-    }
-
-    /// Waits until the output is exactly `want`; returns how long it took.
-    pub fn wait_for(&self, daemon: &mut Daemon, want: &str) -> Duration {
-        let started = Instant::now();
-        daemon.wait_until(WAIT, &format!("output to be\n{want}"), |_| {
-            self.output().as_deref() == Some(want)
-        });
-        started.elapsed()
-    }
+pub fn dns_pod_asking(nameservers: &[&str], opts: &Opts) -> Pod {
+    Pod::builder()
+        .dns(nameservers, "200ms")
+        .cluster_domain(opts.cluster_domain)
+        .dns_option(&format!("addresses: {}", opts.addresses))
+        .wait_for_self()
+        .peers_option(&format!("timeout: {}", opts.timeout))
+        .template("peers.j2", TEMPLATE, "out/peers.txt")
+        .build()
 }
 
 /// The expected output for `hosts` (in the expected order), without or with
@@ -147,7 +93,7 @@ pub fn count_lines(daemon: &Daemon, mark: usize, text: &str) -> usize {
 fn scaling_rerenders_in_ordinal_order() {
     let dns = DnsServer::start("cluster.local");
     dns.scale(2);
-    let pod = Pod::new(&dns.nameserver(), &DEFAULT);
+    let pod = dns_pod(&dns.nameserver(), &DEFAULT);
     let mut d = pod.start();
     pod.wait_for(&mut d, &expected(&["web-0", "web-1"], false));
 
@@ -173,7 +119,7 @@ fn scaling_rerenders_in_ordinal_order() {
 fn waits_for_its_own_record_then_renders() {
     let dns = DnsServer::start("cluster.local");
     dns.set_pods(&["web-0"]);
-    let pod = Pod::new(&dns.nameserver(), &DEFAULT);
+    let pod = dns_pod(&dns.nameserver(), &DEFAULT);
     let mut d = pod.start();
     d.wait_for_log("waiting for this pod to appear in the peer set", WAIT);
     let polls = dns.queries_of(RecordType::SRV);
@@ -214,7 +160,7 @@ fn waits_for_its_own_record_then_renders() {
 fn three_hundred_pods_arrive_over_tcp() {
     let dns = DnsServer::start("cluster.local");
     dns.scale(300);
-    let pod = Pod::new(&dns.nameserver(), &DEFAULT);
+    let pod = dns_pod(&dns.nameserver(), &DEFAULT);
     let mut d = pod.start();
     let names = pod_names(300);
     let hosts: Vec<&str> = names.iter().map(String::as_str).collect();
@@ -247,7 +193,7 @@ enum Outage {
 fn outage(kind: Outage, pods: usize) {
     let mut dns = DnsServer::start("cluster.local");
     dns.scale(pods);
-    let pod = Pod::new(&dns.nameserver(), &DEFAULT);
+    let pod = dns_pod(&dns.nameserver(), &DEFAULT);
     let mut d = pod.start();
     let names = pod_names(pods + 1);
     let hosts: Vec<&str> = names.iter().map(String::as_str).collect();
@@ -349,7 +295,7 @@ fn a_second_nameserver_answers_when_the_first_is_down() {
     down.stop();
     let dns = DnsServer::start("cluster.local");
     dns.scale(2);
-    let pod = Pod::with_nameservers(&[&down.nameserver(), &dns.nameserver()], &DEFAULT);
+    let pod = dns_pod_asking(&[&down.nameserver(), &dns.nameserver()], &DEFAULT);
     let mut d = pod.start();
     pod.wait_for(&mut d, &expected(&["web-0", "web-1"], false));
     dns.scale(3);
@@ -360,7 +306,7 @@ fn a_second_nameserver_answers_when_the_first_is_down() {
 fn nxdomain_after_the_last_pod_renders_no_peers() {
     let dns = DnsServer::start("cluster.local");
     dns.scale(2);
-    let pod = Pod::new(&dns.nameserver(), &DEFAULT);
+    let pod = dns_pod(&dns.nameserver(), &DEFAULT);
     let mut d = pod.start();
     pod.wait_for(&mut d, &expected(&["web-0", "web-1"], false));
     let mark = d.mark();
@@ -392,7 +338,7 @@ fn invalid_target_names_never_reach_the_output() {
         &format!("-dash.{SVC}"),
         &format!("$(reboot).{SVC}"),
     ]);
-    let pod = Pod::new(&dns.nameserver(), &DEFAULT);
+    let pod = dns_pod(&dns.nameserver(), &DEFAULT);
     let mut d = pod.start();
     pod.wait_for(&mut d, &expected(&["web-0", "web-1"], false));
     let line = d.wait_for_line(0, &["WARN", "bad_name"], WAIT);
@@ -413,7 +359,7 @@ fn invalid_target_names_never_reach_the_output() {
 fn a_change_shows_within_an_interval_despite_ttl_30() {
     let dns = DnsServer::start("cluster.local");
     dns.scale(2);
-    let pod = Pod::new(&dns.nameserver(), &DEFAULT);
+    let pod = dns_pod(&dns.nameserver(), &DEFAULT);
     let mut d = pod.start();
     pod.wait_for(&mut d, &expected(&["web-0", "web-1"], false));
     let steps: [&[&str]; 3] = [
@@ -435,7 +381,7 @@ fn a_change_shows_within_an_interval_despite_ttl_30() {
 fn once_renders_and_exits_0_when_the_pod_is_in_dns() {
     let dns = DnsServer::start("cluster.local");
     dns.scale(3);
-    let pod = Pod::new(&dns.nameserver(), &DEFAULT);
+    let pod = dns_pod(&dns.nameserver(), &DEFAULT);
     let out = run(&mut pod.sb.peerplate(pod.args("once")));
     assert_eq!(out.code, Some(0), "{}", out.dump());
     assert_eq!(
@@ -448,7 +394,7 @@ fn once_renders_and_exits_0_when_the_pod_is_in_dns() {
 fn once_exits_3_naming_the_query_and_what_it_saw() {
     let dns = DnsServer::start("cluster.local");
     dns.set_pods(&["web-0", "web-2"]);
-    let pod = Pod::new(
+    let pod = dns_pod(
         &dns.nameserver(),
         &Opts {
             timeout: "1s",
@@ -474,7 +420,7 @@ fn once_exits_3_naming_the_query_and_what_it_saw() {
 fn once_exits_3_when_dns_never_answers() {
     let dns = DnsServer::start("cluster.local");
     dns.set_mode(Mode::ServFail);
-    let pod = Pod::new(
+    let pod = dns_pod(
         &dns.nameserver(),
         &Opts {
             timeout: "1s",
@@ -502,7 +448,7 @@ fn once_exits_3_when_dns_never_answers() {
 fn addresses_come_from_the_additional_section() {
     let dns = DnsServer::start("cluster.local");
     dns.scale(2);
-    let pod = Pod::new(
+    let pod = dns_pod(
         &dns.nameserver(),
         &Opts {
             addresses: true,
@@ -535,7 +481,7 @@ fn addresses_are_looked_up_without_additionals() {
     let dns = DnsServer::start("cluster.local");
     dns.scale(2);
     dns.set_additionals(false);
-    let pod = Pod::new(
+    let pod = dns_pod(
         &dns.nameserver(),
         &Opts {
             addresses: true,
@@ -562,7 +508,7 @@ fn addresses_are_looked_up_without_additionals() {
 fn cluster_domain_comes_from_the_resolv_conf_search_list() {
     let dns = DnsServer::start("k8s.example");
     dns.scale(2);
-    let pod = Pod::new(
+    let pod = dns_pod(
         &dns.nameserver(),
         &Opts {
             cluster_domain: None,
@@ -583,7 +529,7 @@ fn cluster_domain_comes_from_the_resolv_conf_search_list() {
 fn render_asks_dns_once_and_prints_the_peers() {
     let dns = DnsServer::start("cluster.local");
     dns.scale(3);
-    let pod = Pod::new(&dns.nameserver(), &DEFAULT);
+    let pod = dns_pod(&dns.nameserver(), &DEFAULT);
     pod.sb.write(
         "peers.j2",
         "{{ pod.fqdn }} via {{ nameservers|join(\",\") }}\n{% for p in peers %}\n{{ p }} {{ p.port }}{{ \" self\" if p.is_self else \"\" }}\n{% endfor %}",
@@ -656,7 +602,7 @@ fn exit_within(child: &mut std::process::Child, timeout: Duration) -> Option<i32
 fn keeps_polling_after_stderr_closes() {
     let dns = DnsServer::start("cluster.local");
     dns.scale(2);
-    let pod = Pod::new(&dns.nameserver(), &DEFAULT);
+    let pod = dns_pod(&dns.nameserver(), &DEFAULT);
     let mut child = start_then_close_stderr(&pod);
     // An outage makes the DNS worker log a warning into the closed pipe.
     dns.set_mode(Mode::ServFail);
@@ -681,7 +627,7 @@ fn keeps_polling_after_stderr_closes() {
 fn sigterm_stops_it_after_stderr_closes() {
     let dns = DnsServer::start("cluster.local");
     dns.scale(2);
-    let pod = Pod::new(&dns.nameserver(), &DEFAULT);
+    let pod = dns_pod(&dns.nameserver(), &DEFAULT);
     let mut child = start_then_close_stderr(&pod);
     let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid fits"));
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("send SIGTERM");

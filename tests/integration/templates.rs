@@ -21,14 +21,16 @@
 //! system components: skipped when missing, except under `CI=true`.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use insta::assert_snapshot;
 
-use crate::helpers::{find_program, repo_file, require_component, run, Daemon, Sandbox};
+use crate::helpers::{
+    find_program, free_ports, http_get, repo_file, require_component, run, Daemon, Sandbox,
+};
 
 const PEERS: [&str; 3] = [
     "web-0.db.default.svc.cluster.local",
@@ -97,15 +99,6 @@ fn render_with(
 /// `render_with` for the three PEERS, no extra environment.
 fn render(sb: &Sandbox, name: &str, hostname: &str, vars: &[&str]) -> String {
     render_with(sb, name, hostname, &PEERS, vars, &[])
-}
-
-/// `N` distinct TCP ports on 127.0.0.1 that were free a moment ago (all
-/// bound at once, so they differ).
-fn free_ports<const N: usize>() -> [u16; N] {
-    let listeners: Vec<TcpListener> = (0..N)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port"))
-        .collect();
-    std::array::from_fn(|i| listeners[i].local_addr().expect("local addr").port())
 }
 
 fn lines_starting_with<'a>(text: &'a str, prefix: &str) -> Vec<&'a str> {
@@ -516,20 +509,6 @@ fn etcd_replicas_names_the_whole_intended_cluster_before_dns_does() {
     assert_snapshot!("etcd_replicas_tls", out);
 }
 
-/// HTTP GET `path` on 127.0.0.1:`port`; the whole response, or None.
-fn http_get(port: u16, path: &str) -> Option<String> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut body = String::new();
-    stream.read_to_string(&mut body).ok()?;
-    Some(body)
-}
-
 #[test]
 fn etcd_starts_a_one_member_cluster_from_the_rendered_file() {
     if !require_component("etcd") {
@@ -569,7 +548,9 @@ fn etcd_starts_a_one_member_cluster_from_the_rendered_file() {
         Duration::from_secs(8),
         "etcd to report healthy on /health",
         |_| {
-            health = http_get(client, "/health").unwrap_or_default();
+            health = http_get(client, "/health")
+                .map(|r| r.body)
+                .unwrap_or_default();
             health.contains(r#""health":"true""#)
         },
     );
