@@ -17,8 +17,12 @@
 //!   has no config-test mode, and a Java ensemble start is not a quick
 //!   offline check).
 //!
-//! nginx.conf.j2 is covered by `render.rs` and `nginx.rs`. The checkers are
-//! system components: skipped when missing, except under `CI=true`.
+//! Every `templates/*.j2`, a new one too, also has the snapshots
+//! `leader@<file>` and `follower@<file>` (insta's `glob!`: web-0..web-2 of
+//! the Service `nginx`, every var at its default), so adding a template adds
+//! them. nginx.conf.j2 is covered by `render.rs` and `nginx.rs`. The
+//! checkers are system components: skipped when missing, except under
+//! `CI=true`.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -29,7 +33,7 @@ use std::time::Duration;
 use insta::assert_snapshot;
 
 use crate::helpers::{
-    find_program, free_ports, http_get, repo_file, require_component, run, Daemon, Sandbox,
+    find_program, free_ports, http_get, peers, repo_file, require_component, run, Daemon, Sandbox,
 };
 
 const PEERS: [&str; 3] = [
@@ -153,6 +157,40 @@ fn every_template_has_a_header_and_a_readme_row() {
             "templates/README.md has a table row for `{name}`"
         );
     }
+}
+
+/// Every template in `templates/` (a new one too, with no test of its own
+/// yet), rendered by the real binary for web-0..web-2 of the Service
+/// `nginx` with every var at its default and no REDIS_PASSWORD, as the
+/// leader web-0 and as the follower web-1: snapshots
+/// `leader@<file>` and `follower@<file>`.
+#[test]
+fn every_template_renders_as_leader_and_follower() {
+    let sb = Sandbox::new();
+    insta::glob!("../../templates", "*.j2", |path| {
+        for (snapshot, hostname) in [("leader", "web-0"), ("follower", "web-1")] {
+            let mut args = vec![
+                "render".to_string(),
+                "--template".into(),
+                path.display().to_string(),
+                "--hostname".into(),
+                hostname.into(),
+            ];
+            for peer in peers(0..3).lines() {
+                args.push("--peer".into());
+                args.push(peer.into());
+            }
+            let out = run(sb.peerplate(&args).env_remove("REDIS_PASSWORD"));
+            assert_eq!(
+                out.code,
+                Some(0),
+                "rendering {} as {hostname} failed\n{}",
+                path.display(),
+                out.dump()
+            );
+            assert_snapshot!(snapshot, out.stdout);
+        }
+    });
 }
 
 // --- HAProxy ------------------------------------------------------------------
