@@ -41,7 +41,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
-use common::{e, ConfigMap, Guarded, Res};
+use common::{e, ConfigMap, Res};
 
 const TEMPLATE: &str = include_str!("../templates/nginx.conf.j2");
 const PEERS: &str =
@@ -87,8 +87,7 @@ fn options() -> Res<Options> {
 
 /// The running daemon; stopped however the bench ends.
 struct Daemon {
-    guard: Guarded,
-    log: PathBuf,
+    guard: common::Daemon,
     destination: PathBuf,
 }
 
@@ -102,20 +101,16 @@ impl Daemon {
         std::fs::write(&peers, PEERS).map_err(e("write the peers file"))?;
         let destination = out.join("nginx.conf");
         let yaml = common::file_source_config(&peers, &configmap.path(), &destination, "", "");
-        let (guard, log) = common::start_daemon(&opts.shared, dir, "10.96.0.10", &yaml)?;
-        let daemon = Daemon {
-            guard,
-            log,
-            destination,
-        };
+        let (guard, _log) = common::start_daemon(&opts.shared, dir, "10.96.0.10", &yaml)?;
+        let daemon = Daemon { guard, destination };
         let marker = marker(0);
         let started = Instant::now();
-        if !common::wait_for(STEP_TIMEOUT, Duration::from_millis(1), || {
+        if !common::helpers::poll_every(Duration::from_millis(1), STEP_TIMEOUT, || {
             daemon.holds(&marker)
         }) {
             return Err(format!(
                 "no first render within {STEP_TIMEOUT:?}; log:\n{}",
-                common::log_text(&daemon.log)
+                daemon.guard.raw_stderr()
             ));
         }
         eprintln!(
@@ -184,7 +179,10 @@ fn idle(root: &Path, opts: &Options) -> Res<()> {
         get("VmSize"),
         get("Threads")
     );
-    println!("threads: {:?}", common::thread_names(pid));
+    println!(
+        "threads: {:?}",
+        common::procfs::thread_names(common::pid_i32(pid))
+    );
     common::print_mappings_indented(pid, "")?;
     let anon: Vec<String> = anon_mappings(pid)
         .into_iter()
@@ -196,13 +194,9 @@ fn idle(root: &Path, opts: &Options) -> Res<()> {
         anon.join(" ")
     );
 
-    let (t0, n0, w0) = (
-        common::cpu_ticks(pid)?,
-        common::cpu_ns(pid)?,
-        Instant::now(),
-    );
+    let ((t0, n0), w0) = (common::cpu(pid)?, Instant::now());
     std::thread::sleep(opts.cpu_window);
-    let (t1, n1, wall) = (common::cpu_ticks(pid)?, common::cpu_ns(pid)?, w0.elapsed());
+    let ((t1, n1), wall) = (common::cpu(pid)?, w0.elapsed());
     let per_min = |v: f64| v * 60.0 / wall.as_secs_f64();
     let tick_ms = (t1 - t0) as f64 * 10.0;
     let sched_ms = (n1 - n0) as f64 / 1e6;
@@ -271,7 +265,7 @@ fn latency(root: &Path, opts: &Options) -> Res<()> {
                 if timeouts >= 3 {
                     return Err(format!(
                         "3 swaps timed out; log tail:\n{}",
-                        common::log_text(&daemon.log)
+                        daemon.guard.raw_stderr()
                     ));
                 }
             }
@@ -294,7 +288,7 @@ fn latency(root: &Path, opts: &Options) -> Res<()> {
         status.get("Threads").map_or("?", String::as_str)
     );
     let stopped = daemon.guard.stop();
-    breakdown(&common::log_text(&daemon.log), &renamed_at);
+    breakdown(&daemon.guard.raw_stderr(), &renamed_at);
     if let Some((took, status)) = stopped {
         println!("SIGTERM: exited {status} after {took:?}");
     }

@@ -48,15 +48,15 @@ mod dns_server;
 mod common;
 
 use std::fmt::Write as _;
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 
-use common::{e, Guarded, Res};
+use common::{e, Res};
 use dns_server::{ask, pod_ip, DnsServer, Proto};
 
 const SERVICE: &str = "nginx.default.svc.cluster.local.";
@@ -131,7 +131,7 @@ fn options() -> Res<Options> {
 struct Bind {
     dir: PathBuf,
     addr: SocketAddr,
-    named: Guarded,
+    named: common::Daemon,
     pods: usize,
 }
 
@@ -150,26 +150,18 @@ impl Bind {
             .map_err(e("write the zone"))?;
         let mut last_log = String::new();
         for _ in 0..3 {
-            let addr = free_port()?;
+            let addr = SocketAddr::from(([127, 0, 0, 1], common::helpers::free_port()));
             std::fs::write(dir.join("named.conf"), named_conf(dir, addr.port()))
                 .map_err(e("write named.conf"))?;
-            let log =
-                std::fs::File::create(dir.join("named.log")).map_err(e("create named.log"))?;
-            let child = Command::new("named")
-                .args(["-g", "-4", "-n", "1", "-c"])
-                .arg(dir.join("named.conf"))
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().map_err(e("clone the log"))?)
-                .stderr(log)
-                .spawn()
-                .map_err(e("start named"))?;
-            let mut named = Guarded {
-                child,
-                name: "named",
-            };
-            let answering =
-                common::wait_for(Duration::from_secs(10), Duration::from_millis(50), || {
-                    !named.alive()
+            let mut cmd = Command::new("named");
+            cmd.args(["-g", "-4", "-n", "1", "-c"])
+                .arg(dir.join("named.conf"));
+            let mut named = common::Daemon::spawn_in(cmd, dir).graceful();
+            let answering = common::helpers::poll_every(
+                Duration::from_millis(50),
+                Duration::from_secs(10),
+                || {
+                    !named.is_running()
                         || ask(
                             addr,
                             "cluster.local.",
@@ -180,8 +172,9 @@ impl Bind {
                             m.metadata.response_code == ResponseCode::NoError
                                 && m.metadata.authoritative
                         })
-                });
-            if answering && named.alive() {
+                },
+            );
+            if answering && named.is_running() {
                 return Ok(Bind {
                     dir: dir.to_path_buf(),
                     addr,
@@ -190,7 +183,7 @@ impl Bind {
                 });
             }
             named.stop();
-            last_log = common::log_text(&dir.join("named.log"));
+            last_log = named.logs();
         }
         Err(format!(
             "named did not start answering; its log:\n{last_log}"
@@ -222,23 +215,13 @@ impl Bind {
         script.push_str("send\n");
         let path = self.dir.join("update.txt");
         std::fs::write(&path, script).map_err(e("write the nsupdate script"))?;
+        let mut cmd = Command::new("nsupdate");
+        cmd.arg("-k").arg(self.dir.join("update.key")).arg(&path);
         let started = Instant::now();
-        let child = Command::new("nsupdate")
-            .arg("-k")
-            .arg(self.dir.join("update.key"))
-            .arg(&path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(e("start nsupdate"))?;
-        let mut nsupdate = Guarded {
-            child,
-            name: "nsupdate",
-        };
+        let mut nsupdate = common::Daemon::spawn_in(cmd, &self.dir);
         let mut status = None;
-        common::wait_for(Duration::from_secs(10), Duration::from_micros(200), || {
-            status = nsupdate.child.try_wait().ok().flatten();
+        common::helpers::poll_every(Duration::from_micros(200), Duration::from_secs(10), || {
+            status = nsupdate.try_status();
             status.is_some()
         });
         let took = started.elapsed();
@@ -247,27 +230,10 @@ impl Bind {
                 self.pods = n;
                 Ok(took)
             }
-            Some(s) => {
-                let mut err = String::new();
-                if let Some(mut pipe) = nsupdate.child.stderr.take() {
-                    let _ = std::io::Read::read_to_string(&mut pipe, &mut err);
-                }
-                Err(format!("nsupdate failed ({s}): {err}"))
-            }
+            Some(s) => Err(format!("nsupdate failed ({s}): {}", nsupdate.stderr())),
             None => Err("nsupdate did not finish within 10 s".into()),
         }
     }
-}
-
-fn free_port() -> Res<SocketAddr> {
-    for _ in 0..100 {
-        let udp = UdpSocket::bind("127.0.0.1:0").map_err(e("bind UDP"))?;
-        let addr = udp.local_addr().map_err(e("UDP address"))?;
-        if TcpListener::bind(addr).is_ok() {
-            return Ok(addr);
-        }
-    }
-    Err("no free port on 127.0.0.1".into())
 }
 
 fn named_conf(dir: &Path, port: u16) -> String {
@@ -371,7 +337,7 @@ impl Server {
 // ---- the daemon -------------------------------------------------------------------
 
 struct Daemon {
-    guard: Guarded,
+    guard: common::Daemon,
     log: PathBuf,
     destination: PathBuf,
 }
@@ -401,7 +367,7 @@ impl Daemon {
         };
         let started = Instant::now();
         let limit = Duration::from_secs(10);
-        if !common::wait_for(limit, Duration::from_millis(1), || daemon.holds(pods)) {
+        if !common::helpers::poll_every(Duration::from_millis(1), limit, || daemon.holds(pods)) {
             return Err(format!(
                 "no output with {pods} peers within {limit:?}; log tail:\n{}",
                 common::log_tail(&daemon.log, 20)
@@ -430,7 +396,7 @@ impl Daemon {
 #[derive(Default, Clone)]
 struct Row {
     label: String,
-    rss: Option<common::Memory>,
+    rss: Option<common::procfs::Memory>,
     cpu_per_min: Option<f64>,
     latency: Option<(f64, f64, f64)>,
 }
@@ -444,7 +410,7 @@ fn idle(daemon: &Daemon, server: &Server, pods: usize, opts: &Options, row: &mut
     println!(
         "after {:?} idle: {mem}  Threads {:?}",
         opts.idle_wait,
-        common::thread_names(pid)
+        common::procfs::thread_names(common::pid_i32(pid))
     );
     common::print_mappings(pid)?;
     let q0 = server.srv_queries();
@@ -577,7 +543,9 @@ fn one(kind: &str, pods: usize, root: &Path, opts: &Options) -> Res<Row> {
     if opts.shared.runs("latency") {
         latency(&daemon, &mut server, pods, opts, &mut row)?;
     }
-    let warnings = common::log_text(&daemon.log)
+    let warnings = daemon
+        .guard
+        .raw_stderr()
         .lines()
         .filter(|l| l.contains("WARN") || l.contains("ERROR"))
         .count();

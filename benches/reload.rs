@@ -46,14 +46,14 @@ mod common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nix::sys::signal::{SigSet, Signal};
 use notify::{RecursiveMode, Watcher};
 
-use common::{e, ConfigMap, Guarded, Res};
+use common::{e, ConfigMap, Res};
 
 const TEMPLATE: &str = include_str!("../templates/nginx.conf.j2");
 const WAITER_ENV: &str = "PEERPLATE_BENCH_SIGHUP_WAITER";
@@ -137,28 +137,18 @@ fn waiter(pid_file: &Path) -> Res<()> {
 
 /// The waiter as a child: each SIGHUP's arrival time comes out of `arrivals`.
 struct Waiter {
-    _guard: Guarded,
+    _guard: common::Daemon,
     arrivals: mpsc::Receiver<u128>,
 }
 
 impl Waiter {
     fn start(pid_file: &Path) -> Res<Waiter> {
         let exe = std::env::current_exe().map_err(e("find this bench binary"))?;
-        let child = Command::new(exe)
-            .env(WAITER_ENV, pid_file)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .spawn()
-            .map_err(e("start the SIGHUP waiter"))?;
-        let mut guard = Guarded {
-            child,
-            name: "sighup-waiter",
-        };
-        let stdout = guard
-            .child
-            .stdout
-            .take()
-            .ok_or("no stdout from the waiter")?;
+        let mut cmd = Command::new(exe);
+        cmd.env(WAITER_ENV, pid_file);
+        let dir = pid_file.parent().ok_or("the pid file has a dir")?;
+        let (guard, stdout) = common::Daemon::spawn_piped(cmd, dir);
+        let guard = guard.graceful();
         let (tx, rx) = mpsc::channel();
         let (ready_tx, ready_rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -205,7 +195,7 @@ fn template_body() -> String {
 }
 
 struct Daemon {
-    guard: Guarded,
+    guard: common::Daemon,
     log: PathBuf,
     destination: PathBuf,
     peers: PathBuf,
@@ -238,7 +228,7 @@ impl Daemon {
             peers,
             configmap,
         };
-        if !common::wait_for(STEP_TIMEOUT, Duration::from_millis(1), || {
+        if !common::helpers::poll_every(Duration::from_millis(1), STEP_TIMEOUT, || {
             daemon.holds(0, 2)
         }) {
             return Err(format!(
@@ -412,7 +402,7 @@ fn signal(root: &Path, trigger: &str, opts: &Options) -> Res<Option<f64>> {
 
     // The same, from the daemon's log.
     daemon.guard.stop();
-    let log = common::log_text(&daemon.log);
+    let log = daemon.guard.raw_stderr();
     let rendered: Vec<f64> = log
         .lines()
         .filter(|l| l.contains(" rendered ") && l.contains("changed=true"))
@@ -483,7 +473,7 @@ fn hooks(root: &Path, opts: &Options) -> Res<()> {
     let mut ran = 0usize;
     let wait_hook = |tail: &mut common::LogTail, ran: &mut usize| -> Res<()> {
         let target = *ran + 1;
-        let ok = common::wait_for(STEP_TIMEOUT, Duration::from_micros(500), || {
+        let ok = common::helpers::poll_every(Duration::from_micros(500), STEP_TIMEOUT, || {
             *ran += tail
                 .new_lines()
                 .iter()
@@ -512,7 +502,7 @@ fn hooks(root: &Path, opts: &Options) -> Res<()> {
     let mut after_warmup = None;
     for i in 0..opts.hook_runs {
         peers = 5 - peers;
-        common::replace_file(&daemon.peers, peers_text(peers).as_bytes())?;
+        common::helpers::replace_file(&daemon.peers, peers_text(peers));
         wait_hook(&mut tail, &mut ran)?;
         if i + 1 == 10 {
             after_warmup = Some(common::memory(pid)?);
@@ -522,10 +512,7 @@ fn hooks(root: &Path, opts: &Options) -> Res<()> {
     let just_after = common::memory(pid)?;
     std::thread::sleep(Duration::from_secs(2));
     let after = common::memory(pid)?;
-    let zombies = common::children(pid)
-        .into_iter()
-        .filter(|(_, state)| state == "Z")
-        .count();
+    let zombies = common::procfs::zombie_children(common::pid_i32(pid)).len();
     println!(
         "{} hook runs in {:.1} s ({:.2} ms each, render + install + sh + cat)",
         opts.hook_runs,
@@ -538,7 +525,9 @@ fn hooks(root: &Path, opts: &Options) -> Res<()> {
     println!("right after the last:    {just_after}");
     println!("after the last + 2 s:    {after}");
     common::print_mappings(pid)?;
-    let failed = common::log_text(&daemon.log)
+    let failed = daemon
+        .guard
+        .raw_stderr()
         .lines()
         .filter(|l| l.contains("WARN"))
         .count();

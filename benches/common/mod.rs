@@ -1,22 +1,30 @@
 //! Helpers shared by the `daemon`, `dns` and `reload` benches (`mod
-//! common;`): the bench's `main` and option pieces, the daemon as a child
-//! process that is always stopped, waiting for its output, /proc readings
-//! (memory, CPU, children, mappings), the daemon's log, kubelet-style
-//! ConfigMap swaps, atomic file replacement and the statistics printout.
-//! Every wait is bounded, errors are strings.
+//! common;`). The pieces the integration tests have too come from their
+//! kit, included by path: `helpers` (the daemon as a guarded child process,
+//! kubelet-style ConfigMap swaps, atomic file replacement, bounded polling,
+//! free ports) and `procfs` (memory, CPU, threads, children). Here: the
+//! bench's `main` and option pieces, the daemon's config and start, waiting
+//! for its output, its log, where the resident pages are, and the
+//! statistics printout. Every wait is bounded; setup errors are strings,
+//! except inside the test kit, which panics.
 
 #![allow(dead_code)] // each bench uses a different part
+
+#[path = "../../tests/integration/helpers.rs"]
+pub mod helpers;
+#[path = "../../tests/integration/procfs.rs"]
+pub mod procfs;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::{Command, ExitCode};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 use notify::{RecursiveMode, Watcher};
+
+pub use helpers::{ConfigMapDir, Daemon};
 
 pub type Res<T> = Result<T, String>;
 
@@ -66,7 +74,7 @@ pub struct SharedOptions {
 impl SharedOptions {
     pub fn new() -> SharedOptions {
         SharedOptions {
-            bin: PathBuf::from(env!("CARGO_BIN_EXE_peerplate")),
+            bin: PathBuf::from(helpers::bin()),
             only: None,
             daemon_env: Vec::new(),
         }
@@ -174,73 +182,17 @@ pub fn machine_line(root: &Path) {
     );
 }
 
-// ---- a child that is always stopped -------------------------------------------
+// ---- the daemon -------------------------------------------------------------------
 
-/// A child process: SIGTERM, then SIGKILL after 2 s, however the bench ends.
-pub struct Guarded {
-    pub child: Child,
-    pub name: &'static str,
-}
-
-impl Guarded {
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Whether it is still running.
-    pub fn alive(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-
-    /// SIGTERM, then SIGKILL if it has not exited within 2 s. Returns how long
-    /// it took to exit after SIGTERM, with its status.
-    pub fn stop(&mut self) -> Option<(Duration, std::process::ExitStatus)> {
-        if let Ok(Some(_)) = self.child.try_wait() {
-            return None;
-        }
-        let pid = Pid::from_raw(i32::try_from(self.child.id()).ok()?);
-        let asked = Instant::now();
-        let _ = kill(pid, Signal::SIGTERM);
-        while asked.elapsed() < Duration::from_secs(2) {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some((asked.elapsed(), status));
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        None
-    }
-}
-
-impl Drop for Guarded {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// `peerplate --config <config> run`, stderr to `log`, stdout to null.
-pub fn spawn_daemon(
-    bin: &Path,
-    config: &Path,
-    log: &Path,
-    env: &[(String, String)],
-) -> Res<Guarded> {
-    let stderr = std::fs::File::create(log).map_err(e("create the log"))?;
-    let child = Command::new(bin)
-        .arg("--config")
+/// `peerplate --config <config> run` with `env` on top of this process's
+/// environment, logs in `dir`; on drop, SIGTERM, then SIGKILL after 2 s.
+pub fn spawn_daemon(bin: &Path, config: &Path, dir: &Path, env: &[(String, String)]) -> Daemon {
+    let mut cmd = Command::new(bin);
+    cmd.arg("--config")
         .arg(config)
         .arg("run")
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(stderr)
-        .spawn()
-        .map_err(e("start peerplate"))?;
-    Ok(Guarded {
-        child,
-        name: "peerplate",
-    })
+        .envs(env.iter().map(|(k, v)| (k, v)));
+    Daemon::spawn_in(cmd, dir).graceful()
 }
 
 /// The config of a daemon with a `file:` peer source (this pod `web-1`),
@@ -267,26 +219,26 @@ pub fn file_source_config(
 /// Writes `<dir>/resolv.conf` (`nameserver <nameserver>`) and
 /// `<dir>/peerplate.yaml` (`yaml`), then starts the daemon on them with
 /// `PEERPLATE_RESOLV_CONF` pointing at the former, `--daemon-env` on top
-/// and stderr to `<dir>/peerplate.log`; returns it with the log's path.
+/// and its logs under `<dir>`; returns it with the path of its stderr.
 pub fn start_daemon(
     opts: &SharedOptions,
     dir: &Path,
     nameserver: &str,
     yaml: &str,
-) -> Res<(Guarded, PathBuf)> {
+) -> Res<(Daemon, PathBuf)> {
     let resolv = dir.join("resolv.conf");
     std::fs::write(&resolv, format!("nameserver {nameserver}\n"))
         .map_err(e("write resolv.conf"))?;
     let config = dir.join("peerplate.yaml");
     std::fs::write(&config, yaml).map_err(e("write the config"))?;
-    let log = dir.join("peerplate.log");
     let mut env = vec![(
         "PEERPLATE_RESOLV_CONF".to_string(),
         resolv.display().to_string(),
     )];
     env.extend(opts.daemon_env.iter().cloned());
-    let guard = spawn_daemon(&opts.bin, &config, &log, &env)?;
-    Ok((guard, log))
+    let daemon = spawn_daemon(&opts.bin, &config, dir, &env);
+    let log = daemon.stderr_path();
+    Ok((daemon, log))
 }
 
 /// `<dir>/out`, created: the daemon's output dir.
@@ -294,28 +246,6 @@ pub fn output_dir(dir: &Path) -> Res<PathBuf> {
     let out = dir.join("out");
     std::fs::create_dir_all(&out).map_err(e("create the output dir"))?;
     Ok(out)
-}
-
-/// Polls `done` every `step` until it holds or `limit` passes.
-pub fn wait_for(limit: Duration, step: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let started = Instant::now();
-    loop {
-        if done() {
-            return true;
-        }
-        if started.elapsed() >= limit {
-            return false;
-        }
-        std::thread::sleep(step);
-    }
-}
-
-/// Writes `bytes` to a temp file next to `path` and renames it over `path`,
-/// so a watcher never reads a half-written file.
-pub fn replace_file(path: &Path, bytes: &[u8]) -> Res<()> {
-    let tmp = path.with_extension("bench-tmp");
-    std::fs::write(&tmp, bytes).map_err(e("write the temp file"))?;
-    std::fs::rename(&tmp, path).map_err(e("rename the temp file"))
 }
 
 // ---- waiting for the output -----------------------------------------------------
@@ -437,11 +367,11 @@ pub fn log_second_of_day(line: &str) -> Option<f64> {
 
 // ---- a ConfigMap volume, swapped like kubelet does ------------------------------
 
-/// One template key in a ConfigMap-style volume: `<mount>/..<ts>/<key>`,
-/// `..data -> ..<ts>`, `<key> -> ..data/<key>`. The template of generation N
-/// is `body` followed by `# swap N`.
+/// One template key in a kubelet-style ConfigMap volume (the tests'
+/// [`ConfigMapDir`]): the template of generation N is `body` followed by
+/// `# swap N`.
 pub struct ConfigMap {
-    pub mount: PathBuf,
+    pub volume: ConfigMapDir,
     pub generation: u64,
     key: &'static str,
     body: String,
@@ -450,10 +380,6 @@ pub struct ConfigMap {
 impl ConfigMap {
     /// The key [`ConfigMap::create`] uses.
     pub const KEY: &'static str = "template.j2";
-
-    fn ts_dir(generation: u64) -> String {
-        format!("..2026_11_24_10_00_00.{:09}", generation + 1)
-    }
 
     pub fn template(&self, generation: u64) -> String {
         format!("{}# swap {generation}\n", self.body)
@@ -465,154 +391,78 @@ impl ConfigMap {
 
     /// [`ConfigMap::create`] with the template under `key`.
     pub fn create_with_key(mount: &Path, key: &'static str, body: &str) -> Res<ConfigMap> {
-        let cm = ConfigMap {
-            mount: mount.to_path_buf(),
+        let text = format!("{body}# swap 0\n");
+        Ok(ConfigMap {
+            volume: ConfigMapDir::create(mount, &[(key, &text)]),
             generation: 0,
             key,
             body: body.to_string(),
-        };
-        let ts = Self::ts_dir(0);
-        std::fs::create_dir_all(mount.join(&ts)).map_err(e("create the ConfigMap dir"))?;
-        std::fs::write(mount.join(&ts).join(key), cm.template(0))
-            .map_err(e("write the template"))?;
-        std::os::unix::fs::symlink(&ts, mount.join("..data")).map_err(e("symlink ..data"))?;
-        std::os::unix::fs::symlink(Path::new("..data").join(key), mount.join(key))
-            .map_err(e("symlink the key"))?;
-        Ok(cm)
+        })
     }
 
     pub fn path(&self) -> PathBuf {
-        self.mount.join(self.key)
+        self.volume.path(self.key)
     }
 
     /// Writes the next generation and links `..data_tmp` to it; the swap is
     /// then one rename ([`ConfigMap::commit`]).
     pub fn prepare(&mut self) -> Res<u64> {
         let next = self.generation + 1;
-        let ts = Self::ts_dir(next);
-        std::fs::create_dir(self.mount.join(&ts)).map_err(e("create the new dir"))?;
-        std::fs::write(self.mount.join(&ts).join(self.key), self.template(next))
-            .map_err(e("write the new template"))?;
-        std::os::unix::fs::symlink(&ts, self.mount.join("..data_tmp"))
-            .map_err(e("symlink ..data_tmp"))?;
+        let text = self.template(next);
+        self.volume.prepare(&[(self.key, &text)]);
         Ok(next)
     }
 
     /// Renames `..data_tmp` over `..data` (the swap itself).
     pub fn commit(&mut self) -> Res<()> {
-        std::fs::rename(self.mount.join("..data_tmp"), self.mount.join("..data"))
-            .map_err(e("rename ..data_tmp"))?;
+        self.volume.commit();
         self.generation += 1;
         Ok(())
     }
 
     /// Removes the previous generation's dir, as kubelet does after a swap.
-    pub fn clean(&self) -> Res<()> {
-        if self.generation == 0 {
-            return Ok(());
-        }
-        std::fs::remove_dir_all(self.mount.join(Self::ts_dir(self.generation - 1)))
-            .map_err(e("remove the old dir"))
+    pub fn clean(&mut self) -> Res<()> {
+        self.volume.clean();
+        Ok(())
     }
 }
 
 // ---- /proc ------------------------------------------------------------------------
 
-/// `/proc/<pid>/status` as key -> value (values keep their unit).
+/// `pid` as `procfs` takes it.
+pub fn pid_i32(pid: u32) -> i32 {
+    i32::try_from(pid).unwrap_or(i32::MAX)
+}
+
+/// [`procfs::status`], or an error naming the process.
 pub fn status(pid: u32) -> Res<BTreeMap<String, String>> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .map_err(e("read /proc/<pid>/status"))?;
-    Ok(text
-        .lines()
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.to_string(), v.trim().to_string()))
-        .collect())
+    procfs::status(pid_i32(pid)).ok_or_else(|| format!("no /proc/{pid}/status"))
 }
 
-/// A `kB` field of `/proc/<pid>/status` as a number.
-pub fn status_kb(pid: u32, key: &str) -> Res<u64> {
-    status(pid)?
-        .get(key)
-        .and_then(|v| v.trim_end_matches("kB").trim().parse().ok())
-        .ok_or_else(|| format!("no {key} in /proc/{pid}/status"))
+/// [`procfs::memory`], or an error naming the process.
+pub fn memory(pid: u32) -> Res<procfs::Memory> {
+    procfs::memory(pid_i32(pid)).ok_or_else(|| format!("no memory figures in /proc/{pid}/status"))
 }
 
-/// VmRSS, RssAnon, RssFile, VmHWM in kB.
-#[derive(Debug, Clone, Copy)]
-pub struct Memory {
-    pub rss: u64,
-    pub anon: u64,
-    pub file: u64,
-    pub hwm: u64,
-}
-
-pub fn memory(pid: u32) -> Res<Memory> {
-    Ok(Memory {
-        rss: status_kb(pid, "VmRSS")?,
-        anon: status_kb(pid, "RssAnon")?,
-        file: status_kb(pid, "RssFile")?,
-        hwm: status_kb(pid, "VmHWM")?,
-    })
-}
-
-impl std::fmt::Display for Memory {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "VmRSS {} kB  RssAnon {} kB  RssFile {} kB  VmHWM {} kB",
-            self.rss, self.anon, self.file, self.hwm
-        )
-    }
-}
-
-/// utime + stime in clock ticks (USER_HZ, 100 a second on Linux).
-pub fn cpu_ticks(pid: u32) -> Res<u64> {
-    let stat =
-        std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(e("read /proc/<pid>/stat"))?;
-    let rest = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r)
-        .ok_or("odd /proc/<pid>/stat")?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // After ')': state is field 3, so utime (14) and stime (15) are at 11, 12.
-    let num = |i: usize| -> Res<u64> {
-        fields
-            .get(i)
-            .and_then(|f| f.parse().ok())
-            .ok_or_else(|| format!("no field {i} in /proc/<pid>/stat"))
-    };
-    Ok(num(11)? + num(12)?)
-}
-
-/// Nanoseconds on CPU, summed over every thread, from the scheduler
-/// (first field of `/proc/<pid>/task/*/schedstat`).
-pub fn cpu_ns(pid: u32) -> Res<u64> {
-    let mut total = 0;
-    let tasks =
-        std::fs::read_dir(format!("/proc/{pid}/task")).map_err(e("read /proc/<pid>/task"))?;
-    for task in tasks.flatten() {
-        if let Ok(text) = std::fs::read_to_string(task.path().join("schedstat")) {
-            total += text
-                .split_whitespace()
-                .next()
-                .and_then(|f| f.parse::<u64>().ok())
-                .unwrap_or(0);
-        }
-    }
-    Ok(total)
+/// [`procfs::cpu_ticks`] and [`procfs::cpu_ns`], or an error naming the process.
+pub fn cpu(pid: u32) -> Res<(u64, u64)> {
+    let pid = pid_i32(pid);
+    let ticks = procfs::cpu_ticks(pid).ok_or_else(|| format!("no /proc/{pid}/stat"))?;
+    let ns = procfs::cpu_ns(pid).ok_or_else(|| format!("no /proc/{pid}/task"))?;
+    Ok((ticks, ns))
 }
 
 /// CPU used by `pid` (and, for information, by `others`) over `window`:
 /// returns the scheduler's ms per minute for `pid` and prints the details.
 pub fn idle_cpu(pid: u32, window: Duration, others: &[(&str, u32)]) -> Res<f64> {
-    let (t0, n0) = (cpu_ticks(pid)?, cpu_ns(pid)?);
+    let (t0, n0) = cpu(pid)?;
     let o0: Vec<u64> = others
         .iter()
-        .map(|(_, p)| cpu_ns(*p).unwrap_or(0))
+        .map(|(_, p)| procfs::cpu_ns(pid_i32(*p)).unwrap_or(0))
         .collect();
     let w0 = Instant::now();
     std::thread::sleep(window);
-    let (t1, n1, wall) = (cpu_ticks(pid)?, cpu_ns(pid)?, w0.elapsed());
+    let ((t1, n1), wall) = (cpu(pid)?, w0.elapsed());
     let per_min = |v: f64| v * 60.0 / wall.as_secs_f64();
     let sched_ms = (n1 - n0) as f64 / 1e6;
     println!(
@@ -624,43 +474,13 @@ pub fn idle_cpu(pid: u32, window: Duration, others: &[(&str, u32)]) -> Res<f64> 
         per_min((t1 - t0) as f64 * 10.0)
     );
     for ((name, p), before) in others.iter().zip(o0) {
-        let after = cpu_ns(*p).unwrap_or(before);
+        let after = procfs::cpu_ns(pid_i32(*p)).unwrap_or(before);
         println!(
             "  (for scale: {name} pid {p} used {:.2} ms/min over the same window)",
             per_min(after.saturating_sub(before) as f64 / 1e6)
         );
     }
     Ok(per_min(sched_ms))
-}
-
-pub fn thread_names(pid: u32) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
-        .map(|c| c.trim().to_string())
-        .collect();
-    names.sort();
-    names
-}
-
-/// Children of `pid` as (pid, state) from /proc, e.g. to spot zombies ("Z").
-pub fn children(pid: u32) -> Vec<(u32, String)> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|entry| {
-            let child: u32 = entry.file_name().to_str()?.parse().ok()?;
-            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
-            let mut rest = stat.get(stat.rfind(')')? + 1..)?.split_whitespace();
-            let state = rest.next()?.to_string();
-            let ppid: u32 = rest.next()?.parse().ok()?;
-            (ppid == pid).then_some((child, state))
-        })
-        .collect()
 }
 
 /// Prints `/proc/<pid>/smaps_rollup` highlights and resident kB per mapping

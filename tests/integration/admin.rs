@@ -16,114 +16,20 @@
 //! tests read the samples with a minimal line reader.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::io::Write;
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::dns_server::{DnsServer, Mode};
-use crate::helpers::{poll_until, Daemon, Sandbox};
+use nix::sys::signal::Signal;
 
-const WAIT: Duration = Duration::from_secs(10);
-const SVC: &str = "nginx.default.svc.cluster.local";
+use crate::dns_server::{DnsServer, Mode};
+use crate::helpers::{http_get, http_status, peers, poll_until, Daemon, SVC, WAIT};
+use crate::pod::Pod;
+
 /// Never set in the tests' environment (each command removes it): a template
 /// reading it compiles, then fails at every render.
 const UNSET: &str = "PEERPLATE_TEST_SURELY_UNSET";
-
-fn peers(ks: &[usize]) -> String {
-    ks.iter().map(|k| format!("web-{k}.{SVC}\n")).collect()
-}
-
-/// A loopback port nobody listens on right now.
-fn free_port() -> u16 {
-    let listener = TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0)).expect("bind");
-    listener.local_addr().expect("local addr").port()
-}
-
-// --- HTTP ------------------------------------------------------------------
-
-/// One HTTP response.
-#[derive(Debug)]
-struct Reply {
-    status: u16,
-    content_type: String,
-    body: String,
-}
-
-/// `GET path` over HTTP/1.1 to 127.0.0.1:port, one connection per request,
-/// every step bounded by 2 s.
-fn get(port: u16, path: &str) -> std::io::Result<Reply> {
-    let addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port).into();
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-    stream.set_write_timeout(Some(Duration::from_secs(2)))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: peerplate-tests\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw)?;
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let bad = |what: &str| std::io::Error::other(format!("{what} in {text:?}"));
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| bad("no header end"))?;
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| bad("no status"))?;
-    let mut content_type = String::new();
-    let mut chunked = false;
-    let mut length = None;
-    for line in lines {
-        let Some((name, value)) = line.split_once(':') else {
-            continue;
-        };
-        let value = value.trim();
-        match name.trim().to_ascii_lowercase().as_str() {
-            "content-type" => content_type = value.to_string(),
-            "transfer-encoding" => chunked = value.eq_ignore_ascii_case("chunked"),
-            "content-length" => length = value.parse::<usize>().ok(),
-            _ => {}
-        }
-    }
-    let body = if chunked {
-        dechunk(body).ok_or_else(|| bad("bad chunked body"))?
-    } else {
-        match length {
-            Some(n) if body.len() >= n => body[..n].to_string(),
-            Some(_) => return Err(bad("short body")),
-            None => body.to_string(),
-        }
-    };
-    Ok(Reply {
-        status,
-        content_type,
-        body,
-    })
-}
-
-fn dechunk(mut s: &str) -> Option<String> {
-    let mut out = String::new();
-    loop {
-        let (size, rest) = s.split_once("\r\n")?;
-        let size = usize::from_str_radix(size.split(';').next()?.trim(), 16).ok()?;
-        if size == 0 {
-            return Some(out);
-        }
-        out.push_str(rest.get(..size)?);
-        s = rest.get(size + 2..)?;
-    }
-}
-
-/// The status of `GET path`, or 0 when nothing answers.
-fn status_of(port: u16, path: &str) -> u16 {
-    get(port, path).map(|r| r.status).unwrap_or(0)
-}
 
 // --- metrics ---------------------------------------------------------------
 
@@ -271,7 +177,7 @@ impl Metrics {
 
 /// GET /metrics and parse it (strictly when the parser is here).
 fn scrape(port: u16) -> Metrics {
-    let reply = get(port, "/metrics").expect("GET /metrics");
+    let reply = http_get(port, "/metrics").expect("GET /metrics");
     assert_eq!(reply.status, 200, "{reply:?}");
     if parser_available() {
         Metrics::parse_strict(&reply.body)
@@ -289,101 +195,62 @@ fn renders(m: &Metrics, template: &str, result: &str) -> f64 {
 
 // --- the pod ---------------------------------------------------------------
 
-/// Pod web-1 with `peers_yaml` (indented by 2, under `peers:`), templates
-/// given as (file name, source, extra keys indented by 4), `wait.min` 0 and
-/// `http.listen` on a free loopback port; `extra_yaml` is appended.
-struct Pod {
-    sb: Sandbox,
-    config: PathBuf,
-    port: u16,
+/// Pod web-1 with peers from `dns` (every 100 ms, waiting for itself), templates given as (file name, source, extra keys indented by
+/// 4) rendered to `out/<stem>`, and `http.listen` on a free loopback port;
+/// `extra_yaml` is appended.
+fn dns_pod(dns: &DnsServer, templates: &[(&str, &str, &str)], extra_yaml: &str) -> Pod {
+    with_templates(
+        Pod::builder().dns(&[&dns.nameserver()], "100ms"),
+        templates,
+        extra_yaml,
+    )
 }
 
-impl Pod {
-    fn new(peers_yaml: &str, templates: &[(&str, &str, &str)], extra_yaml: &str) -> Pod {
-        let sb = Sandbox::new();
-        let root = sb.path().display().to_string();
-        sb.mkdir("out");
-        let mut tpl = String::new();
-        for (name, source, keys) in templates {
-            sb.write(name, source);
-            let stem = name.trim_end_matches(".j2");
-            tpl.push_str(&format!(
-                "  - source: {root}/{name}\n    destination: {root}/out/{stem}\n{keys}"
-            ));
-        }
-        let port = free_port();
-        let config = sb.write(
-            "peerplate.yaml",
-            &format!(
-                "identity: {{hostname: web-1, namespace: default}}\npeers:\n{peers_yaml}templates:\n{tpl}wait: {{min: 0s, max: 0s}}\nhttp: {{listen: \"127.0.0.1:{port}\"}}\n{extra_yaml}"
-            ),
-        );
-        Pod { sb, config, port }
-    }
+/// The same with peers from the file `peers` (holding `ks`).
+fn file_pod(ks: &[usize], templates: &[(&str, &str, &str)], extra_yaml: &str) -> Pod {
+    with_templates(Pod::builder().peers_file(&peers(ks)), templates, extra_yaml)
+}
 
-    /// A pod whose peers come from the file `peers` (holding `ks`).
-    fn with_file(ks: &[usize], templates: &[(&str, &str, &str)], extra_yaml: &str) -> Pod {
-        let pod = Pod::new(
-            "  file: PEERS\n  wait_for_self: true\n",
-            templates,
-            extra_yaml,
-        );
-        // Point the config at the sandbox's own peers file.
-        let yaml = std::fs::read_to_string(&pod.config).expect("read config");
-        let peers_path = pod.sb.join("peers").display().to_string();
-        std::fs::write(&pod.config, yaml.replace("PEERS", &peers_path)).expect("write config");
-        pod.replace("peers", &peers(ks));
-        pod
+fn with_templates(
+    mut pod: crate::pod::PodBuilder,
+    templates: &[(&str, &str, &str)],
+    extra_yaml: &str,
+) -> Pod {
+    for (name, source, keys) in templates {
+        let stem = name.trim_end_matches(".j2");
+        pod = pod.template_with(name, source, &format!("out/{stem}"), keys);
     }
+    pod.wait_for_self()
+        .http()
+        .yaml(extra_yaml)
+        .env_remove(UNSET)
+        .build()
+}
 
-    fn start(&self) -> Daemon {
-        let mut cmd = self
-            .sb
-            .peerplate(["--config", &self.config.display().to_string(), "run"]);
-        cmd.env_remove(UNSET);
-        let mut d = Daemon::spawn(cmd);
-        let port = self.port;
-        d.wait_until(WAIT, "/healthz to answer 200", |_| {
-            status_of(port, "/healthz") == 200
-        });
-        d
-    }
+/// Waits until GET `path` answers `status`.
+fn wait_status(pod: &Pod, d: &mut Daemon, path: &str, status: u16) {
+    let port = pod.port;
+    d.wait_until(WAIT, &format!("GET {path} to answer {status}"), |_| {
+        http_status(port, path) == status
+    });
+}
 
-    /// Replaces `rel` in one step.
-    fn replace(&self, rel: &str, contents: &str) {
-        let tmp = self.sb.write(&format!("{rel}.tmp"), contents);
-        std::fs::rename(tmp, self.sb.join(rel)).expect("rename over");
-    }
-
-    fn read(&self, rel: &str) -> Option<String> {
-        std::fs::read_to_string(self.sb.join(rel)).ok()
-    }
-
-    /// Waits until GET `path` answers `status`.
-    fn wait_status(&self, d: &mut Daemon, path: &str, status: u16) {
-        let port = self.port;
-        d.wait_until(WAIT, &format!("GET {path} to answer {status}"), |_| {
-            status_of(port, path) == status
-        });
-    }
-
-    /// Waits until a scrape satisfies `cond`; returns that scrape.
-    fn wait_metrics(&self, d: &mut Daemon, what: &str, cond: impl Fn(&Metrics) -> bool) -> Metrics {
-        let port = self.port;
-        let mut last = None;
-        d.wait_until(WAIT, what, |_| {
-            let m = scrape(port);
-            let ok = cond(&m);
-            last = Some(m);
-            ok
-        });
-        last.expect("scraped")
-    }
+/// Waits until a scrape satisfies `cond`; returns that scrape.
+fn wait_metrics(pod: &Pod, d: &mut Daemon, what: &str, cond: impl Fn(&Metrics) -> bool) -> Metrics {
+    let port = pod.port;
+    let mut last = None;
+    d.wait_until(WAIT, what, |_| {
+        let m = scrape(port);
+        let ok = cond(&m);
+        last = Some(m);
+        ok
+    });
+    last.expect("scraped")
 }
 
 /// `/readyz` keeps answering `want` for `for_` (it does not flip on its own).
 fn assert_stays(port: u16, path: &str, want: u16, for_: Duration) {
-    let flipped = poll_until(for_, || status_of(port, path) != want);
+    let flipped = poll_until(for_, || http_status(port, path) != want);
     assert!(!flipped, "GET {path} stopped answering {want}");
 }
 
@@ -394,28 +261,14 @@ fn now() -> f64 {
         .as_secs_f64()
 }
 
-/// A helper process (the "app"), SIGKILLed and reaped on drop, so a failing
-/// test leaves nothing behind.
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 // --- health and readiness --------------------------------------------------
 
 #[test]
 fn readyz_is_503_until_this_pod_is_in_dns_then_200() {
     let dns = DnsServer::start("cluster.local");
     dns.set_pods(&["web-0"]);
-    let pod = Pod::new(
-        &format!(
-            "  dns:\n    service: nginx\n    cluster_domain: cluster.local\n    nameservers: [\"{}\"]\n    interval: 100ms\n  wait_for_self: true\n",
-            dns.nameserver()
-        ),
+    let pod = dns_pod(
+        &dns,
         &[("t.j2", "{% for p in peers %}{{ p }}\n{% endfor %}", "")],
         "",
     );
@@ -423,10 +276,10 @@ fn readyz_is_503_until_this_pod_is_in_dns_then_200() {
     let port = pod.port;
 
     // Polling, but web-1 is not in DNS: alive, not ready, nothing rendered.
-    let healthz = get(port, "/healthz").expect("GET /healthz");
+    let healthz = http_get(port, "/healthz").expect("GET /healthz");
     assert_eq!(healthz.status, 200, "{healthz:?}");
     d.wait_for_log("waiting for this pod to appear", WAIT);
-    let readyz = get(port, "/readyz").expect("GET /readyz");
+    let readyz = http_get(port, "/readyz").expect("GET /readyz");
     assert_eq!(readyz.status, 503, "{readyz:?}\n{}", d.logs());
     assert!(readyz.body.contains("not ready"), "{readyz:?}");
     assert_stays(port, "/readyz", 503, Duration::from_millis(400));
@@ -437,7 +290,9 @@ fn readyz_is_503_until_this_pod_is_in_dns_then_200() {
     d.wait_until(WAIT, "out/t to be rendered", |_| {
         pod.read("out/t").is_some()
     });
-    let ready = poll_until(Duration::from_secs(1), || status_of(port, "/readyz") == 200);
+    let ready = poll_until(Duration::from_secs(1), || {
+        http_status(port, "/readyz") == 200
+    });
     assert!(
         ready,
         "/readyz not 200 within 1s of the first render\n{}",
@@ -447,11 +302,11 @@ fn readyz_is_503_until_this_pod_is_in_dns_then_200() {
         pod.read("out/t").as_deref(),
         Some(format!("web-0.{SVC}\nweb-1.{SVC}\n").as_str())
     );
-    assert_eq!(status_of(port, "/healthz"), 200);
+    assert_eq!(http_status(port, "/healthz"), 200);
 
     // Paths that are not ours.
     for path in ["/", "/nope", "/metrics/extra", "/healthz/"] {
-        let r = get(port, path).expect("GET");
+        let r = http_get(port, path).expect("GET");
         assert_eq!(r.status, 404, "GET {path}: {r:?}");
     }
     d.terminate();
@@ -459,24 +314,24 @@ fn readyz_is_503_until_this_pod_is_in_dns_then_200() {
 
 #[test]
 fn readyz_stays_200_when_a_template_breaks_later() {
-    let pod = Pod::with_file(&[0, 1], &[("t.j2", "count={{ peers|length }}\n", "")], "");
+    let pod = file_pod(&[0, 1], &[("t.j2", "count={{ peers|length }}\n", "")], "");
     let mut d = pod.start();
-    pod.wait_status(&mut d, "/readyz", 200);
+    wait_status(&pod, &mut d, "/readyz", 200);
 
     // The template now fails at every render: counted, the old output stays,
     // and the pod stays ready (readiness means "rendered once").
     pod.replace("t.j2", &format!("count={{{{ env(\"{UNSET}\") }}}}\n"));
-    pod.wait_metrics(&mut d, "renders{t.j2,failed} >= 1", |m| {
+    wait_metrics(&pod, &mut d, "renders{t.j2,failed} >= 1", |m| {
         renders(m, "t.j2", "failed") >= 1.0
     });
     // A peer change renders again, and fails again.
     pod.replace("peers", &peers(&[0, 1, 2]));
-    pod.wait_metrics(&mut d, "renders{t.j2,failed} >= 2", |m| {
+    wait_metrics(&pod, &mut d, "renders{t.j2,failed} >= 2", |m| {
         renders(m, "t.j2", "failed") >= 2.0
     });
     assert_eq!(pod.read("out/t").as_deref(), Some("count=2\n"));
-    assert_eq!(status_of(pod.port, "/readyz"), 200, "{}", d.logs());
-    assert_eq!(status_of(pod.port, "/healthz"), 200);
+    assert_eq!(http_status(pod.port, "/readyz"), 200, "{}", d.logs());
+    assert_eq!(http_status(pod.port, "/healthz"), 200);
     d.terminate();
 }
 
@@ -485,7 +340,7 @@ fn readyz_stays_503_while_one_of_two_templates_fails_every_render() {
     // A template that does not compile stops `run` at startup (exit 2); one
     // that compiles but fails at render time lets the loop run, and keeps
     // the pod unready while the other one renders.
-    let pod = Pod::with_file(
+    let pod = file_pod(
         &[0, 1],
         &[
             // Each its own reload group: one failing does not hold the other.
@@ -506,12 +361,12 @@ fn readyz_stays_503_while_one_of_two_templates_fails_every_render() {
     d.wait_until(WAIT, "out/good to be rendered", |_| {
         pod.read("out/good").is_some()
     });
-    pod.wait_metrics(&mut d, "renders{bad.j2,failed} >= 1", |m| {
+    wait_metrics(&pod, &mut d, "renders{bad.j2,failed} >= 1", |m| {
         renders(m, "bad.j2", "failed") >= 1.0
     });
     assert_eq!(pod.read("out/bad"), None);
-    assert_eq!(status_of(pod.port, "/readyz"), 503, "{}", d.logs());
-    assert_eq!(status_of(pod.port, "/healthz"), 200);
+    assert_eq!(http_status(pod.port, "/readyz"), 503, "{}", d.logs());
+    assert_eq!(http_status(pod.port, "/healthz"), 200);
 
     // More cycles do not make it ready.
     pod.replace("peers", &peers(&[0, 1, 2]));
@@ -522,7 +377,7 @@ fn readyz_stays_503_while_one_of_two_templates_fails_every_render() {
 
     // Fixed: the next cycle renders it, and the pod is ready.
     pod.replace("bad.j2", "fixed\n");
-    pod.wait_status(&mut d, "/readyz", 200);
+    wait_status(&pod, &mut d, "/readyz", 200);
     assert_eq!(pod.read("out/bad").as_deref(), Some("fixed\n"));
     d.terminate();
 }
@@ -556,11 +411,8 @@ fn metrics_is_openmetrics_text_a_real_parser_accepts() {
     // file `pass` exists, and an on_start hook.
     let dns = DnsServer::start("cluster.local");
     dns.set_pods(&["web-0", "web-1"]);
-    let pod = Pod::new(
-        &format!(
-            "  dns:\n    service: nginx\n    cluster_domain: cluster.local\n    nameservers: [\"{}\"]\n    interval: 100ms\n  wait_for_self: true\n",
-            dns.nameserver()
-        ),
+    let pod = dns_pod(
+        &dns,
         &[
             ("a.j2", "count={{ peers|length }}\n", ""),
             (
@@ -572,35 +424,34 @@ fn metrics_is_openmetrics_text_a_real_parser_accepts() {
         ],
         "reload: {signal: HUP, pid_file: ROOT/app.pid}\nhooks: {on_start: \"cat > /dev/null\"}\n",
     );
-    let root = pod.sb.path().display().to_string();
-    let yaml = std::fs::read_to_string(&pod.config).expect("read config");
-    std::fs::write(&pod.config, yaml.replace("ROOT", &root)).expect("write config");
     // The app survives its SIGHUPs (ignored, and kept across exec): a
     // killed one would be a zombie, which is not running, so `no_process`.
-    let app = Child(
-        Command::new("sh")
-            .args(["-c", "trap '' HUP; exec sleep 30"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn app"),
-    );
-    pod.sb.write("app.pid", &format!("{}\n", app.0.id()));
+    let app = Daemon::spawn({
+        let mut c = Command::new("sh");
+        c.args(["-c", "trap '' HUP; exec sleep 30"]);
+        c
+    });
+    pod.sb.write("app.pid", &format!("{}\n", app.pid()));
 
     let mut d = pod.start();
-    pod.wait_metrics(&mut d, "checks_failed{b.j2} == 1 and hook_runs == 1", |m| {
-        m.value("peerplate_checks_failed_total", &[("template", "b.j2")]) == 1.0
-            && m.value(
-                "peerplate_hook_runs_total",
-                &[("hook", "on_start"), ("result", "ok")],
-            ) == 1.0
-    });
+    wait_metrics(
+        &pod,
+        &mut d,
+        "checks_failed{b.j2} == 1 and hook_runs == 1",
+        |m| {
+            m.value("peerplate_checks_failed_total", &[("template", "b.j2")]) == 1.0
+                && m.value(
+                    "peerplate_hook_runs_total",
+                    &[("hook", "on_start"), ("result", "ok")],
+                ) == 1.0
+        },
+    );
     // Now a cycle in which everything installs: the last success is set.
     pod.sb.write("pass", "");
     dns.set_pods(&["web-0", "web-1", "web-2"]);
-    pod.wait_status(&mut d, "/readyz", 200);
+    wait_status(&pod, &mut d, "/readyz", 200);
 
-    let reply = get(pod.port, "/metrics").expect("GET /metrics");
+    let reply = http_get(pod.port, "/metrics").expect("GET /metrics");
     assert_eq!(reply.status, 200, "{reply:?}");
     assert!(
         reply
@@ -673,13 +524,13 @@ fn metrics_is_openmetrics_text_a_real_parser_accepts() {
 /// reload, lookup or failure these families are absent.
 #[test]
 fn known_series_are_there_at_zero_from_the_start() {
-    let pod = Pod::with_file(
+    let pod = file_pod(
         &[0, 1],
         &[("t.j2", "count={{ peers|length }}\n", "")],
         "reload: {signal: HUP, process: surely-not-running-anywhere}\n",
     );
     let mut d = pod.start();
-    pod.wait_status(&mut d, "/readyz", 200);
+    wait_status(&pod, &mut d, "/readyz", 200);
     let m = scrape(pod.port);
     for series in [
         "peerplate_renders_total{template=\"t.j2\",result=\"failed\"} 0",
@@ -693,13 +544,13 @@ fn known_series_are_there_at_zero_from_the_start() {
 
 #[test]
 fn renders_and_peers_move_on_changes_no_ops_and_failures() {
-    let pod = Pod::with_file(
+    let pod = file_pod(
         &[0, 1],
         &[("t.j2", "{% for p in peers %}{{ p }}\n{% endfor %}", "")],
         "",
     );
     let mut d = pod.start();
-    pod.wait_status(&mut d, "/readyz", 200);
+    wait_status(&pod, &mut d, "/readyz", 200);
     let m = scrape(pod.port);
     assert_eq!(m.value("peerplate_peers", &[]), 2.0, "{}", m.text);
     assert_eq!(renders(&m, "t.j2", "changed"), 1.0, "{}", m.text);
@@ -711,7 +562,7 @@ fn renders_and_peers_move_on_changes_no_ops_and_failures() {
     // last-success time moves on.
     std::thread::sleep(Duration::from_millis(20));
     pod.replace("peers", &peers(&[0, 1, 2]));
-    let m = pod.wait_metrics(&mut d, "peers == 3 and renders{changed} == 2", |m| {
+    let m = wait_metrics(&pod, &mut d, "peers == 3 and renders{changed} == 2", |m| {
         m.value("peerplate_peers", &[]) == 3.0 && renders(m, "t.j2", "changed") == 2.0
     });
     assert!(
@@ -726,13 +577,13 @@ fn renders_and_peers_move_on_changes_no_ops_and_failures() {
         "t.j2",
         "{# same output #}{% for p in peers %}{{ p }}\n{% endfor %}",
     );
-    pod.wait_metrics(&mut d, "renders{unchanged} == 1", |m| {
+    wait_metrics(&pod, &mut d, "renders{unchanged} == 1", |m| {
         renders(m, "t.j2", "unchanged") == 1.0
     });
 
     // A template that fails to render: Failed, nothing else moves.
     pod.replace("t.j2", "{{ no_such_variable }}\n");
-    let m = pod.wait_metrics(&mut d, "renders{failed} == 1", |m| {
+    let m = wait_metrics(&pod, &mut d, "renders{failed} == 1", |m| {
         renders(m, "t.j2", "failed") == 1.0
     });
     assert_eq!(renders(&m, "t.j2", "changed"), 2.0, "{}", m.text);
@@ -746,7 +597,7 @@ fn renders_and_peers_move_on_changes_no_ops_and_failures() {
 
     // Scaling down while broken: the gauge still follows the peer set.
     pod.replace("peers", &peers(&[1]));
-    pod.wait_metrics(&mut d, "peers == 1 and renders{failed} == 2", |m| {
+    wait_metrics(&pod, &mut d, "peers == 1 and renders{failed} == 2", |m| {
         m.value("peerplate_peers", &[]) == 1.0 && renders(m, "t.j2", "failed") == 2.0
     });
     d.terminate();
@@ -756,7 +607,7 @@ fn renders_and_peers_move_on_changes_no_ops_and_failures() {
 fn a_failing_check_counts_in_checks_failed() {
     // `check` is split into words, no shell: `false`, and `sh -c '...'` with
     // its quoted script as one word.
-    let pod = Pod::with_file(
+    let pod = file_pod(
         &[0, 1],
         &[
             ("a.j2", "a {{ peers|length }}\n", "    check: \"false\"\n"),
@@ -776,7 +627,7 @@ fn a_failing_check_counts_in_checks_failed() {
     );
     let mut d = pod.start();
     // The cycle checks a, b, c in turn: wait for its end (c installed).
-    let m = pod.wait_metrics(&mut d, "checks_failed{a,b} == 1, c installed", |m| {
+    let m = wait_metrics(&pod, &mut d, "checks_failed{a,b} == 1, c installed", |m| {
         m.value("peerplate_checks_failed_total", &[("template", "a.j2")]) == 1.0
             && m.value("peerplate_checks_failed_total", &[("template", "b.j2")]) == 1.0
             && renders(m, "c.j2", "changed") == 1.0
@@ -794,10 +645,10 @@ fn a_failing_check_counts_in_checks_failed() {
     assert_eq!(pod.read("out/b"), None);
     assert_eq!(pod.read("out/c").as_deref(), Some("c 2\n"));
     d.wait_for_log("refused", WAIT);
-    assert_eq!(status_of(pod.port, "/readyz"), 503, "{}", d.logs());
+    assert_eq!(http_status(pod.port, "/readyz"), 503, "{}", d.logs());
 
     pod.replace("peers", &peers(&[0, 1, 2]));
-    pod.wait_metrics(&mut d, "checks_failed{a,b} == 2", |m| {
+    wait_metrics(&pod, &mut d, "checks_failed{a,b} == 2", |m| {
         m.value("peerplate_checks_failed_total", &[("template", "a.j2")]) == 2.0
             && m.value("peerplate_checks_failed_total", &[("template", "b.j2")]) == 2.0
     });
@@ -806,42 +657,33 @@ fn a_failing_check_counts_in_checks_failed() {
 
 #[test]
 fn reloads_count_signalled_and_no_process() {
-    let pod = Pod::with_file(
+    let pod = file_pod(
         &[0, 1],
         &[("t.j2", "count={{ peers|length }}\n", "")],
-        "reload: {signal: HUP, pid_file: PIDFILE}\n",
+        "reload: {signal: HUP, pid_file: ROOT/app.pid}\n",
     );
     let pid_file = pod.sb.join("app.pid");
-    let yaml = std::fs::read_to_string(&pod.config).expect("read config");
-    std::fs::write(
-        &pod.config,
-        yaml.replace("PIDFILE", &pid_file.display().to_string()),
-    )
-    .expect("write config");
 
     // The "app": counts its SIGHUPs.
     let hups = pod.sb.join("hups");
-    let mut app = Child(
-        Command::new("sh")
-            .args([
-                "-c",
-                &format!(
-                    "trap 'echo hup >> {}' HUP\nwhile :; do sleep 0.05; done\n",
-                    hups.display()
-                ),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn the app"),
-    );
-    std::fs::write(&pid_file, format!("{}\n", app.0.id())).expect("write pid file");
+    let mut app = Daemon::spawn({
+        let mut c = Command::new("sh");
+        c.args([
+            "-c",
+            &format!(
+                "trap 'echo hup >> {}' HUP\nwhile :; do sleep 0.05; done\n",
+                hups.display()
+            ),
+        ]);
+        c
+    });
+    std::fs::write(&pid_file, format!("{}\n", app.pid())).expect("write pid file");
     // Let sh install its trap before anything can signal it.
     std::thread::sleep(Duration::from_millis(200));
 
     let mut d = pod.start();
     // The first install is a change: one signal.
-    let m = pod.wait_metrics(&mut d, "reloads{signalled} == 1", |m| {
+    let m = wait_metrics(&pod, &mut d, "reloads{signalled} == 1", |m| {
         m.value("peerplate_reloads_total", &[("result", "signalled")]) == 1.0
     });
     assert_eq!(
@@ -856,15 +698,14 @@ fn reloads_count_signalled_and_no_process() {
 
     // Another change: another signal.
     pod.replace("peers", &peers(&[0, 1, 2]));
-    pod.wait_metrics(&mut d, "reloads{signalled} == 2", |m| {
+    wait_metrics(&pod, &mut d, "reloads{signalled} == 2", |m| {
         m.value("peerplate_reloads_total", &[("result", "signalled")]) == 2.0
     });
 
     // The app is gone (its pid file left behind): NoProcess, not Failed.
-    app.0.kill().expect("kill the app");
-    app.0.wait().expect("reap the app");
+    app.stop_with(Signal::SIGKILL, Duration::from_secs(2));
     pod.replace("peers", &peers(&[0, 1]));
-    let m = pod.wait_metrics(&mut d, "reloads{no_process} == 1", |m| {
+    let m = wait_metrics(&pod, &mut d, "reloads{no_process} == 1", |m| {
         m.value("peerplate_reloads_total", &[("result", "no_process")]) == 1.0
     });
     assert_eq!(
@@ -877,7 +718,7 @@ fn reloads_count_signalled_and_no_process() {
     // No pid file at all (the app not started yet): NoProcess too.
     std::fs::remove_file(&pid_file).expect("remove pid file");
     pod.replace("peers", &peers(&[1]));
-    let m = pod.wait_metrics(&mut d, "reloads{no_process} == 2", |m| {
+    let m = wait_metrics(&pod, &mut d, "reloads{no_process} == 2", |m| {
         m.value("peerplate_reloads_total", &[("result", "no_process")]) == 2.0
     });
     assert_eq!(
@@ -891,14 +732,12 @@ fn reloads_count_signalled_and_no_process() {
 
 #[test]
 fn hook_runs_count_ok_failed_and_timeout() {
-    let pod = Pod::with_file(
+    let pod = file_pod(
         &[0, 1],
         &[("t.j2", "count={{ peers|length }}\n", "")],
         "hooks:\n  on_start: \"cat > /dev/null\"\n  on_change: \"sh ROOT/on-change.sh\"\n  timeout: 300ms\n",
     );
     let root = pod.sb.path().display().to_string();
-    let yaml = std::fs::read_to_string(&pod.config).expect("read config");
-    std::fs::write(&pod.config, yaml.replace("ROOT", &root)).expect("write config");
     // ok: exit 0; hang: outlive the timeout; otherwise: exit 1.
     pod.sb.write(
         "on-change.sh",
@@ -908,7 +747,7 @@ fn hook_runs_count_ok_failed_and_timeout() {
     );
 
     let mut d = pod.start();
-    pod.wait_metrics(&mut d, "hook_runs{on_start,ok} == 1", |m| {
+    wait_metrics(&pod, &mut d, "hook_runs{on_start,ok} == 1", |m| {
         m.value(
             "peerplate_hook_runs_total",
             &[("hook", "on_start"), ("result", "ok")],
@@ -922,20 +761,20 @@ fn hook_runs_count_ok_failed_and_timeout() {
         )
     };
     pod.replace("peers", &peers(&[0, 1, 2]));
-    pod.wait_metrics(&mut d, "hook_runs{on_change,failed} == 1", |m| {
+    wait_metrics(&pod, &mut d, "hook_runs{on_change,failed} == 1", |m| {
         on_change(m, "failed") == 1.0
     });
 
     pod.sb.write("ok", "");
     pod.replace("peers", &peers(&[0, 1]));
-    pod.wait_metrics(&mut d, "hook_runs{on_change,ok} == 1", |m| {
+    wait_metrics(&pod, &mut d, "hook_runs{on_change,ok} == 1", |m| {
         on_change(m, "ok") == 1.0
     });
 
     std::fs::remove_file(pod.sb.join("ok")).expect("remove ok");
     pod.sb.write("hang", "");
     pod.replace("peers", &peers(&[1]));
-    let m = pod.wait_metrics(&mut d, "hook_runs{on_change,timeout} == 1", |m| {
+    let m = wait_metrics(&pod, &mut d, "hook_runs{on_change,timeout} == 1", |m| {
         on_change(m, "timeout") == 1.0
     });
     assert_eq!(on_change(&m, "failed"), 1.0, "{}", m.text);
@@ -956,33 +795,30 @@ fn hook_runs_count_ok_failed_and_timeout() {
 fn dns_lookups_count_answers_and_servfail_failures() {
     let dns = DnsServer::start("cluster.local");
     dns.set_pods(&["web-0", "web-1"]);
-    let pod = Pod::new(
-        &format!(
-            "  dns:\n    service: nginx\n    cluster_domain: cluster.local\n    nameservers: [\"{}\"]\n    interval: 100ms\n  wait_for_self: true\n",
-            dns.nameserver()
-        ),
-        &[("t.j2", "count={{ peers|length }}\n", "")],
-        "",
-    );
+    let pod = dns_pod(&dns, &[("t.j2", "count={{ peers|length }}\n", "")], "");
     let mut d = pod.start();
-    pod.wait_status(&mut d, "/readyz", 200);
+    wait_status(&pod, &mut d, "/readyz", 200);
     let answer = |m: &Metrics| m.value("peerplate_dns_lookups_total", &[("result", "answer")]);
     let failure = |m: &Metrics| m.value("peerplate_dns_lookups_total", &[("result", "failure")]);
-    let m = pod.wait_metrics(&mut d, "dns_lookups{answer} >= 2", |m| answer(m) >= 2.0);
+    let m = wait_metrics(&pod, &mut d, "dns_lookups{answer} >= 2", |m| {
+        answer(m) >= 2.0
+    });
     assert_eq!(failure(&m), 0.0, "{}", m.text);
     assert_eq!(m.value("peerplate_peers", &[]), 2.0, "{}", m.text);
 
     // SERVFAIL: failures count up, the peer set (and the output) stay.
     dns.set_mode(Mode::ServFail);
-    let m = pod.wait_metrics(&mut d, "dns_lookups{failure} >= 3", |m| failure(m) >= 3.0);
+    let m = wait_metrics(&pod, &mut d, "dns_lookups{failure} >= 3", |m| {
+        failure(m) >= 3.0
+    });
     assert_eq!(m.value("peerplate_peers", &[]), 2.0, "{}", m.text);
     assert_eq!(pod.read("out/t").as_deref(), Some("count=2\n"));
-    assert_eq!(status_of(pod.port, "/readyz"), 200);
+    assert_eq!(http_status(pod.port, "/readyz"), 200);
 
     // Back: answers count again, failures stop.
     dns.set_mode(Mode::Normal);
     let answered = answer(&m);
-    let m = pod.wait_metrics(&mut d, "dns_lookups{answer} to grow again", |m| {
+    let m = wait_metrics(&pod, &mut d, "dns_lookups{answer} to grow again", |m| {
         answer(m) >= answered + 2.0
     });
     let failed = failure(&m);

@@ -11,26 +11,29 @@
 #![allow(dead_code)] // not every test uses every control
 
 use std::fmt::Write as _;
-use std::fs::{self, File};
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::fs;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 
 use crate::dns_server::{ask, pod_ip, pod_names, TTL};
-use crate::helpers::{find_program, poll_until, require_component, run_with_timeout};
+use crate::helpers::{
+    find_program, free_port, poll_until, require_component, run_with_timeout, Daemon,
+};
 
 const SERVICE: &str = "nginx.default.svc.cluster.local.";
 const KEY_NAME: &str = "peerplate-test";
 
 /// A running `named`; see the module docs.
 pub struct Bind {
+    /// Declared first: dropped (killed) before its dir is removed.
+    named: Daemon,
     dir: tempfile::TempDir,
     addr: SocketAddr,
-    child: Child,
     /// The pods the zone holds now (host names).
     pods: Vec<String>,
 }
@@ -60,32 +63,25 @@ impl Bind {
         // named binds, so try a few.
         let mut last_log = String::new();
         for _ in 0..3 {
-            let addr = free_port();
+            let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
             fs::write(
                 dir.path().join("named.conf"),
                 named_conf(dir.path(), addr.port(), limit),
             )
             .expect("write named.conf");
-            let log = File::create(dir.path().join("named.log")).expect("create named.log");
-            let mut child = Command::new(find_program("named").expect("named installed"))
-                .args(["-g", "-4", "-n", "1", "-c"])
-                .arg(dir.path().join("named.conf"))
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().expect("clone log"))
-                .stderr(log)
-                .spawn()
-                .expect("spawn named");
-            if wait_until_answering(&mut child, addr) {
+            let mut cmd = Command::new(find_program("named").expect("named installed"));
+            cmd.args(["-g", "-4", "-n", "1", "-c"])
+                .arg(dir.path().join("named.conf"));
+            let mut named = Daemon::spawn_in(cmd, dir.path());
+            if wait_until_answering(&mut named, addr) {
                 return Bind {
                     dir,
                     addr,
-                    child,
+                    named,
                     pods: hosts.iter().map(|h| h.to_string()).collect(),
                 };
             }
-            let _ = child.kill();
-            let _ = child.wait();
-            last_log = fs::read_to_string(dir.path().join("named.log")).unwrap_or_default();
+            last_log = named.logs();
         }
         panic!("named did not start answering on 127.0.0.1\n--- named log ---\n{last_log}");
     }
@@ -101,7 +97,7 @@ impl Bind {
 
     /// named's log so far.
     pub fn log(&self) -> String {
-        fs::read_to_string(self.dir.path().join("named.log")).unwrap_or_default()
+        self.named.logs()
     }
 
     /// Replaces the Service's SRV records and the pods' A records with
@@ -142,19 +138,12 @@ impl Bind {
     }
 }
 
-impl Drop for Bind {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Polls the SOA until `named` answers it authoritatively (bounded); false
 /// if it exits or never answers.
-fn wait_until_answering(child: &mut Child, addr: SocketAddr) -> bool {
+fn wait_until_answering(named: &mut Daemon, addr: SocketAddr) -> bool {
     let mut exited = false;
     let answered = poll_until(Duration::from_secs(10), || {
-        exited = child.try_wait().ok().flatten().is_some();
+        exited = !named.is_running();
         exited
             || ask(
                 addr,
@@ -167,18 +156,6 @@ fn wait_until_answering(child: &mut Child, addr: SocketAddr) -> bool {
             })
     });
     answered && !exited
-}
-
-/// A port free for both UDP and TCP on 127.0.0.1 right now.
-fn free_port() -> SocketAddr {
-    for _ in 0..100 {
-        let udp = UdpSocket::bind("127.0.0.1:0").expect("bind UDP");
-        let addr = udp.local_addr().expect("address");
-        if TcpListener::bind(addr).is_ok() {
-            return addr;
-        }
-    }
-    panic!("no free port on 127.0.0.1");
 }
 
 fn program_output(name: &str, args: &[&str]) -> String {

@@ -13,18 +13,14 @@
 //! dead first one; and a closed stderr neither stops polling nor swallows
 //! SIGTERM.
 
-use std::fs;
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use hickory_proto::rr::RecordType;
 
 use crate::dns_server::{pod_ip, pod_names, DnsServer, Mode, Proto};
-use crate::helpers::{inode_and_mtime, run, Daemon, Sandbox};
-
-const WAIT: Duration = Duration::from_secs(10);
-const SVC: &str = "nginx.default.svc.cluster.local";
+use crate::helpers::{inode_and_mtime, run, Daemon, SVC, WAIT};
+pub use crate::pod::Pod;
 
 /// One line per peer: name, port and (when known) addresses; a count first
 /// so an empty peer set still writes something.
@@ -47,73 +43,23 @@ pub const DEFAULT: Opts = Opts {
     peers_extra: "",
 };
 
-/// Pod web-1 of StatefulSet `web` behind Service `nginx`, asking `dns`.
-pub struct Pod {
-    pub sb: Sandbox,
-    config: PathBuf,
-    out: PathBuf,
+/// Pod web-1 of StatefulSet `web` behind Service `nginx`, asking
+/// `nameserver` (`127.0.0.1:PORT`) every 200 ms and waiting for itself; its
+/// output (`out/peers.txt`) lists the peers.
+pub fn dns_pod(nameserver: &str, opts: &Opts) -> Pod {
+    dns_pod_asking(&[nameserver], opts)
 }
 
-impl Pod {
-    /// `nameserver` is `127.0.0.1:PORT`.
-    pub fn new(nameserver: &str, opts: &Opts) -> Pod {
-        Pod::with_nameservers(&[nameserver], opts)
-    }
-
-    pub fn with_nameservers(nameservers: &[&str], opts: &Opts) -> Pod {
-        let sb = Sandbox::new();
-        let root = sb.path().display().to_string();
-        sb.write("peers.j2", TEMPLATE);
-        sb.mkdir("out");
-        let domain = opts
-            .cluster_domain
-            .map(|d| format!("    cluster_domain: {d}\n"))
-            .unwrap_or_default();
-        let config = sb.write(
-            "peerplate.yaml",
-            &format!(
-                "identity:\n  hostname: web-1\n  namespace: default\npeers:\n  dns:\n    service: nginx\n    nameservers: [{ns}]\n    interval: 200ms\n    addresses: {addresses}\n{domain}  wait_for_self: true\n  timeout: {timeout}\n{extra}templates:\n  - source: {root}/peers.j2\n    destination: {root}/out/peers.txt\nwait: {{ min: 0s, max: 0s }}\n",
-                ns = nameservers
-                    .iter()
-                    .map(|n| format!("\"{n}\""))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                addresses = opts.addresses,
-                timeout = opts.timeout,
-                extra = opts.peers_extra,
-            ),
-        );
-        Pod {
-            out: sb.join("out/peers.txt"),
-            sb,
-            config,
-        }
-    }
-
-    pub fn args(&self, command: &str) -> Vec<String> {
-        vec![
-            "--config".into(),
-            self.config.display().to_string(),
-            command.into(),
-        ]
-    }
-
-    pub fn start(&self) -> Daemon {
-        Daemon::spawn(self.sb.peerplate(self.args("run")))
-    }
-
-    pub fn output(&self) -> Option<String> {
-        fs::read_to_string(&self.out).ok()
-    }
-
-    /// Waits until the output is exactly `want`; returns how long it took.
-    pub fn wait_for(&self, daemon: &mut Daemon, want: &str) -> Duration {
-        let started = Instant::now();
-        daemon.wait_until(WAIT, &format!("output to be\n{want}"), |_| {
-            self.output().as_deref() == Some(want)
-        });
-        started.elapsed()
-    }
+pub fn dns_pod_asking(nameservers: &[&str], opts: &Opts) -> Pod {
+    Pod::builder()
+        .dns(nameservers, "200ms")
+        .cluster_domain(opts.cluster_domain)
+        .dns_option(&format!("addresses: {}", opts.addresses))
+        .wait_for_self()
+        .peers_option(&format!("timeout: {}", opts.timeout))
+        .peers_option(opts.peers_extra)
+        .template("peers.j2", TEMPLATE, "out/peers.txt")
+        .build()
 }
 
 /// The expected output for `hosts` (in the expected order), without or with
@@ -151,7 +97,7 @@ pub fn count_lines(daemon: &Daemon, mark: usize, text: &str) -> usize {
 fn scaling_rerenders_in_ordinal_order() {
     let dns = DnsServer::start("cluster.local");
     dns.scale(2);
-    let pod = Pod::new(&dns.nameserver(), &DEFAULT);
+    let pod = dns_pod(&dns.nameserver(), &DEFAULT);
     let mut d = pod.start();
     pod.wait_for(&mut d, &expected(&["web-0", "web-1"], false));
 
@@ -179,7 +125,7 @@ fn scaling_rerenders_in_ordinal_order() {
 fn waits_for_its_own_record_then_renders() {
     let dns = DnsServer::start("cluster.local");
     dns.set_pods(&["web-0"]);
-    let pod = Pod::new(&dns.nameserver(), &DEFAULT);
+    let pod = dns_pod(&dns.nameserver(), &DEFAULT);
     let mut d = pod.start();
     d.wait_for_log("waiting for this pod to appear in the peer set", WAIT);
     let polls = dns.queries_of(RecordType::SRV);
@@ -220,7 +166,7 @@ fn waits_for_its_own_record_then_renders() {
 fn three_hundred_pods_arrive_over_tcp() {
     let dns = DnsServer::start("cluster.local");
     dns.scale(300);
-    let pod = Pod::new(&dns.nameserver(), &DEFAULT);
+    let pod = dns_pod(&dns.nameserver(), &DEFAULT);
     let mut d = pod.start();
     let names = pod_names(300);
     let hosts: Vec<&str> = names.iter().map(String::as_str).collect();
@@ -253,7 +199,7 @@ enum Outage {
 fn outage(kind: Outage, pods: usize) {
     let mut dns = DnsServer::start("cluster.local");
     dns.scale(pods);
-    let pod = Pod::new(&dns.nameserver(), &DEFAULT);
+    let pod = dns_pod(&dns.nameserver(), &DEFAULT);
     let mut d = pod.start();
     let names = pod_names(pods + 1);
     let hosts: Vec<&str> = names.iter().map(String::as_str).collect();
@@ -355,7 +301,7 @@ fn a_second_nameserver_answers_when_the_first_is_down() {
     down.stop();
     let dns = DnsServer::start("cluster.local");
     dns.scale(2);
-    let pod = Pod::with_nameservers(&[&down.nameserver(), &dns.nameserver()], &DEFAULT);
+    let pod = dns_pod_asking(&[&down.nameserver(), &dns.nameserver()], &DEFAULT);
     let mut d = pod.start();
     pod.wait_for(&mut d, &expected(&["web-0", "web-1"], false));
     dns.scale(3);
@@ -368,7 +314,7 @@ fn nxdomain_after_the_last_pod_is_held_not_rendered() {
     // Service: an empty answer (or one without this pod) is a partial view.
     let dns = DnsServer::start("cluster.local");
     dns.scale(2);
-    let pod = Pod::new(&dns.nameserver(), &DEFAULT);
+    let pod = dns_pod(&dns.nameserver(), &DEFAULT);
     let mut d = pod.start();
     let before = expected(&["web-0", "web-1"], false);
     pod.wait_for(&mut d, &before);
@@ -407,20 +353,13 @@ fn nxdomain_after_the_last_pod_is_held_not_rendered() {
 fn with_min_0_and_no_wait_for_self_an_empty_answer_is_a_real_state() {
     let dns = DnsServer::start("cluster.local");
     dns.scale(2);
-    let pod = Pod::new(
-        &dns.nameserver(),
-        &Opts {
-            peers_extra: "  min: 0\n",
-            ..DEFAULT
-        },
-    );
-    // wait_for_self: false as well.
-    let config = fs::read_to_string(pod.sb.join("peerplate.yaml")).expect("config");
-    fs::write(
-        pod.sb.join("peerplate.yaml"),
-        config.replace("wait_for_self: true", "wait_for_self: false"),
-    )
-    .expect("config");
+    let pod = Pod::builder()
+        .dns(&[&dns.nameserver()], "200ms")
+        .cluster_domain(Some("cluster.local"))
+        .peers_option("wait_for_self: false")
+        .peers_option("min: 0")
+        .template("peers.j2", TEMPLATE, "out/peers.txt")
+        .build();
     let mut d = pod.start();
     pod.wait_for(&mut d, &expected(&["web-0", "web-1"], false));
     let mark = d.mark();
@@ -439,7 +378,7 @@ fn invalid_target_names_never_reach_the_output() {
         &format!("-dash.{SVC}"),
         &format!("$(reboot).{SVC}"),
     ]);
-    let pod = Pod::new(&dns.nameserver(), &DEFAULT);
+    let pod = dns_pod(&dns.nameserver(), &DEFAULT);
     let mut d = pod.start();
     pod.wait_for(&mut d, &expected(&["web-0", "web-1"], false));
     let line = d.wait_for_line(0, &["WARN", "bad_name"], WAIT);
@@ -460,7 +399,7 @@ fn invalid_target_names_never_reach_the_output() {
 fn a_change_shows_within_an_interval_despite_ttl_30() {
     let dns = DnsServer::start("cluster.local");
     dns.scale(2);
-    let pod = Pod::new(&dns.nameserver(), &DEFAULT);
+    let pod = dns_pod(&dns.nameserver(), &DEFAULT);
     let mut d = pod.start();
     pod.wait_for(&mut d, &expected(&["web-0", "web-1"], false));
     let steps: [&[&str]; 3] = [
@@ -482,7 +421,7 @@ fn a_change_shows_within_an_interval_despite_ttl_30() {
 fn once_renders_and_exits_0_when_the_pod_is_in_dns() {
     let dns = DnsServer::start("cluster.local");
     dns.scale(3);
-    let pod = Pod::new(&dns.nameserver(), &DEFAULT);
+    let pod = dns_pod(&dns.nameserver(), &DEFAULT);
     let out = run(&mut pod.sb.peerplate(pod.args("once")));
     assert_eq!(out.code, Some(0), "{}", out.dump());
     assert_eq!(
@@ -495,7 +434,7 @@ fn once_renders_and_exits_0_when_the_pod_is_in_dns() {
 fn once_exits_3_naming_the_query_and_what_it_saw() {
     let dns = DnsServer::start("cluster.local");
     dns.set_pods(&["web-0", "web-2"]);
-    let pod = Pod::new(
+    let pod = dns_pod(
         &dns.nameserver(),
         &Opts {
             timeout: "1s",
@@ -521,7 +460,7 @@ fn once_exits_3_naming_the_query_and_what_it_saw() {
 fn once_exits_3_when_dns_never_answers() {
     let dns = DnsServer::start("cluster.local");
     dns.set_mode(Mode::ServFail);
-    let pod = Pod::new(
+    let pod = dns_pod(
         &dns.nameserver(),
         &Opts {
             timeout: "1s",
@@ -549,7 +488,7 @@ fn once_exits_3_when_dns_never_answers() {
 fn addresses_come_from_the_additional_section() {
     let dns = DnsServer::start("cluster.local");
     dns.scale(2);
-    let pod = Pod::new(
+    let pod = dns_pod(
         &dns.nameserver(),
         &Opts {
             addresses: true,
@@ -582,7 +521,7 @@ fn addresses_are_looked_up_without_additionals() {
     let dns = DnsServer::start("cluster.local");
     dns.scale(2);
     dns.set_additionals(false);
-    let pod = Pod::new(
+    let pod = dns_pod(
         &dns.nameserver(),
         &Opts {
             addresses: true,
@@ -609,7 +548,7 @@ fn addresses_are_looked_up_without_additionals() {
 fn cluster_domain_comes_from_the_resolv_conf_search_list() {
     let dns = DnsServer::start("k8s.example");
     dns.scale(2);
-    let pod = Pod::new(
+    let pod = dns_pod(
         &dns.nameserver(),
         &Opts {
             cluster_domain: None,
@@ -630,7 +569,7 @@ fn cluster_domain_comes_from_the_resolv_conf_search_list() {
 fn render_asks_dns_once_and_prints_the_peers() {
     let dns = DnsServer::start("cluster.local");
     dns.scale(3);
-    let pod = Pod::new(&dns.nameserver(), &DEFAULT);
+    let pod = dns_pod(&dns.nameserver(), &DEFAULT);
     pod.sb.write(
         "peers.j2",
         "{{ pod.fqdn }} via {{ nameservers|join(\",\") }}\n{% for p in peers %}\n{{ p }} {{ p.port }}{{ \" self\" if p.is_self else \"\" }}\n{% endfor %}",
@@ -703,7 +642,7 @@ fn exit_within(child: &mut std::process::Child, timeout: Duration) -> Option<i32
 fn keeps_polling_after_stderr_closes() {
     let dns = DnsServer::start("cluster.local");
     dns.scale(2);
-    let pod = Pod::new(&dns.nameserver(), &DEFAULT);
+    let pod = dns_pod(&dns.nameserver(), &DEFAULT);
     let mut child = start_then_close_stderr(&pod);
     // An outage makes the DNS worker log a warning into the closed pipe.
     dns.set_mode(Mode::ServFail);
@@ -728,7 +667,7 @@ fn keeps_polling_after_stderr_closes() {
 fn sigterm_stops_it_after_stderr_closes() {
     let dns = DnsServer::start("cluster.local");
     dns.scale(2);
-    let pod = Pod::new(&dns.nameserver(), &DEFAULT);
+    let pod = dns_pod(&dns.nameserver(), &DEFAULT);
     let mut child = start_then_close_stderr(&pod);
     let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid fits"));
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("send SIGTERM");

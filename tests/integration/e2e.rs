@@ -23,12 +23,10 @@ use std::time::Duration;
 
 use crate::dns_server::DnsServer;
 use crate::helpers::{
-    bin, find_program, poll_until, repo_file, require_component, ConfigMapDir, Daemon, Sandbox,
+    bin, find_program, free_port_on, poll_until, repo_file, require_component, Daemon, SVC, WAIT,
 };
+use crate::pod::Pod;
 use crate::procfs::{self, Stat};
-
-const WAIT: Duration = Duration::from_secs(10);
-const DOMAIN: &str = "nginx.default.svc.cluster.local";
 
 /// The shell that stands in for the pause container: PID 1 of the pod's PID
 /// namespace, parent of nginx's master (nginx daemonizes) and of peerplate.
@@ -45,74 +43,54 @@ wait
 
 /// One StatefulSet pod: nginx and its peerplate sidecar in their own PID
 /// namespace, the template in a kubelet-style ConfigMap volume.
-struct Pod {
+struct NginxPod {
     host: String,
     ip: String,
     port: u16,
-    /// Holds the pod's files until the pod is dropped.
-    _sb: Sandbox,
-    cm: ConfigMapDir,
+    /// The sandbox, config and ConfigMap; held until the pod is dropped.
+    pod: Pod,
     prefix: PathBuf,
     daemon: Daemon,
 }
 
-impl Pod {
-    fn start(k: usize, port: u16, dns: &DnsServer, template: &str) -> Pod {
+impl NginxPod {
+    fn start(k: usize, port: u16, dns: &DnsServer, template: &str) -> NginxPod {
         let nginx = find_program("nginx").expect("nginx found");
         let host = format!("web-{k}");
         let ip = format!("127.0.0.{}", 10 + k);
-        let sb = Sandbox::new();
-        let cm = ConfigMapDir::create(&sb.join("cm"), &[("nginx.conf.j2", template)]);
-        let prefix = sb.mkdir("nginx");
+        let pod = Pod::builder()
+            .hostname(&host)
+            .dns(&[&dns.nameserver()], "200ms")
+            .wait_for_self()
+            .configmap_template(
+                "nginx.conf.j2",
+                template,
+                "nginx/nginx.conf",
+                &format!(
+                    "    check: \"{nginx} -t -p ROOT/nginx/ -c {{staged}} -g 'pid ROOT/nginx/check.pid; error_log stderr;'\"\n",
+                    nginx = nginx.display()
+                ),
+            )
+            .yaml(&format!(
+                "reload: {{signal: HUP, process: nginx}}\nvars:\n  listen: \"{ip}:{port}\"\n  resolver_valid: 1s\n"
+            ))
+            .build();
+        let prefix = pod.sb.mkdir("nginx");
         fs::create_dir_all(prefix.join("logs")).expect("nginx logs dir");
-        let p = prefix.display();
-        let config = sb.write(
-            "peerplate.yaml",
-            &format!(
-                r#"identity: {{hostname: {host}, namespace: default}}
-peers:
-  dns:
-    service: nginx
-    cluster_domain: cluster.local
-    nameservers: ["{ns}"]
-    interval: 200ms
-  wait_for_self: true
-templates:
-  - source: {cm}/nginx.conf.j2
-    destination: {p}/nginx.conf
-    check: "{nginx} -t -p {p}/ -c {{staged}} -g 'pid {p}/check.pid; error_log stderr;'"
-reload: {{signal: HUP, process: nginx}}
-wait: {{min: 0s, max: 0s}}
-vars:
-  listen: "{ip}:{port}"
-  resolver_valid: 1s
-"#,
-                ns = dns.nameserver(),
-                cm = cm.mount().display(),
-                nginx = nginx.display(),
-            ),
-        );
         let mut cmd = procfs::unshare();
         cmd.args(["sh", "-c", POD_SCRIPT, "pod"])
             .arg(bin())
-            .arg(&config)
+            .arg(&pod.config)
             .arg(&nginx)
-            .arg(&prefix)
-            .current_dir(sb.path())
-            .env("PEERPLATE_RESOLV_CONF", sb.resolv_conf())
-            .env("HOSTNAME", &host)
-            .env_remove("PEERPLATE_CONFIG")
-            .env_remove("POD_NAMESPACE")
-            .env_remove("RUST_LOG")
-            .env_remove("PEERPLATE_LOG");
-        let mut pod = Pod {
+            .arg(&prefix);
+        pod.clean_env(&mut cmd);
+        let mut pod = NginxPod {
             host,
             ip,
             port,
-            _sb: sb,
-            cm,
-            prefix,
             daemon: Daemon::spawn(cmd),
+            pod,
+            prefix,
         };
         pod.daemon.wait_for_log("rendered", WAIT);
         let what = format!("{}'s nginx master and a worker", pod.host);
@@ -239,18 +217,18 @@ fn seed_scenario_with_real_nginx_dns_and_a_shared_pid_namespace() {
         return;
     }
     let template = fs::read_to_string(repo_file("templates/nginx.conf.j2")).expect("template");
-    let port = procfs::free_port_on(&["127.0.0.10", "127.0.0.11", "127.0.0.12"]);
+    let port = free_port_on(&["127.0.0.10", "127.0.0.11", "127.0.0.12"]);
     let dns = DnsServer::start("cluster.local");
     dns.set_srv_port(port);
     pods_at(&dns, &[0, 1]);
 
     // Two pods: web-0 answers with its name, web-1 proxies to it.
-    let web0 = Pod::start(0, port, &dns, &template);
-    let mut web1 = Pod::start(1, port, &dns, &template);
+    let web0 = NginxPod::start(0, port, &dns, &template);
+    let mut web1 = NginxPod::start(1, port, &dns, &template);
     web0.wait_for_body("web-0\n");
     web1.wait_for_body("web-0\n");
     assert!(
-        web1.conf().contains(&format!("web-0.{DOMAIN}")),
+        web1.conf().contains(&format!("web-0.{SVC}")),
         "{}",
         web1.conf()
     );
@@ -271,7 +249,7 @@ fn seed_scenario_with_real_nginx_dns_and_a_shared_pid_namespace() {
     let master = web1.master_pid();
     let mark = web1.daemon.mark();
     pods_at(&dns, &[0, 1, 2]);
-    let web2 = Pod::start(2, port, &dns, &template);
+    let web2 = NginxPod::start(2, port, &dns, &template);
     web2.wait_for_body("web-0\n");
     web1.daemon
         .wait_for_line(mark, &["peer set changed", "count=3"], WAIT);
@@ -327,7 +305,7 @@ fn seed_scenario_with_real_nginx_dns_and_a_shared_pid_namespace() {
     let mark = web1.daemon.mark();
     let broken = template.replacen("http {", "http {\n  bogus_directive on;", 1);
     assert_ne!(broken, template);
-    web1.cm.update(&[("nginx.conf.j2", &broken)]);
+    web1.pod.configmap().update(&[("nginx.conf.j2", &broken)]);
     web1.daemon
         .wait_for_log_since(mark, "not installed, keeping the last good output", WAIT);
     let said = web1.since(mark);
@@ -360,7 +338,7 @@ fn seed_scenario_with_real_nginx_dns_and_a_shared_pid_namespace() {
         "http {\n  add_header X-Peerplate-Rev 2 always;",
         1,
     );
-    web1.cm.update(&[("nginx.conf.j2", &fixed)]);
+    web1.pod.configmap().update(&[("nginx.conf.j2", &fixed)]);
     web1.daemon
         .wait_for_line(mark, &["reload signal sent", "signal=SIGHUP"], WAIT);
     let header_live = poll_until(WAIT, || {
@@ -377,7 +355,7 @@ fn seed_scenario_with_real_nginx_dns_and_a_shared_pid_namespace() {
 }
 
 /// The workers once a previous reload's old workers have exited.
-fn poll_workers_settled(pod: &Pod) -> Vec<i32> {
+fn poll_workers_settled(pod: &NginxPod) -> Vec<i32> {
     let mut last = pod.workers();
     let mut stable = 0;
     poll_until(WAIT, || {

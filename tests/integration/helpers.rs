@@ -1,16 +1,19 @@
-//! Shared helpers for the integration tests: temp sandboxes, running the
-//! `peerplate` binary to completion with a bounded wait, a kubelet-style
-//! ConfigMap volume writer, a guard for the long-running daemon (logs on disk,
-//! SIGTERM, SIGKILL on drop), bounded polling, and optional system
-//! components (a missing one is a skip on a laptop, a failure under `CI=true`).
+//! Shared helpers for the integration tests and the benches (which include
+//! this file by `#[path]`): temp sandboxes, running the `peerplate` binary
+//! to completion with a bounded wait, a kubelet-style ConfigMap volume
+//! writer, a guard for long-running processes (logs on disk, SIGKILL on
+//! drop, or SIGTERM first when graceful), bounded polling, peer lists, free
+//! ports, a tiny HTTP client, and optional system components (a missing one
+//! is a skip on a laptop, a failure under `CI=true`).
 
-#![allow(dead_code)] // not every test module uses every helper
+#![allow(dead_code)] // not every test module or bench uses every helper
 
 use std::fs::{self, File};
-use std::io::Read;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -19,6 +22,99 @@ use nix::unistd::Pid;
 
 /// No wait in this test binary is longer than this.
 pub const MAX_WAIT: Duration = Duration::from_secs(10);
+
+/// The usual bound of a test's waits (all of [`MAX_WAIT`]).
+pub const WAIT: Duration = MAX_WAIT;
+
+/// The headless Service of the StatefulSet `web` the tests pretend to be in.
+pub const SVC: &str = "nginx.default.svc.cluster.local";
+
+/// Pod ordinals: `&[0, 1]` or `0..3`.
+pub trait Ordinals {
+    fn ordinals(self) -> Vec<usize>;
+}
+
+impl Ordinals for &[usize] {
+    fn ordinals(self) -> Vec<usize> {
+        self.to_vec()
+    }
+}
+
+impl<const N: usize> Ordinals for &[usize; N] {
+    fn ordinals(self) -> Vec<usize> {
+        self.to_vec()
+    }
+}
+
+impl Ordinals for std::ops::Range<usize> {
+    fn ordinals(self) -> Vec<usize> {
+        self.collect()
+    }
+}
+
+/// One FQDN a line (`web-K.<svc>`), in the order given, trailing newline:
+/// a peers file, or what a hook gets on stdin.
+pub fn peers_in(svc: &str, ks: impl Ordinals) -> String {
+    ks.ordinals()
+        .into_iter()
+        .map(|k| format!("web-{k}.{svc}\n"))
+        .collect()
+}
+
+/// [`peers_in`] the Service [`SVC`]: `peers(&[0, 1])` or `peers(0..3)`.
+pub fn peers(ks: impl Ordinals) -> String {
+    peers_in(SVC, ks)
+}
+
+/// A port on 127.0.0.1 that nobody uses right now, for TCP and for UDP.
+pub fn free_port() -> u16 {
+    free_port_on(&["127.0.0.1"])
+}
+
+/// `N` distinct ports, each [`free_port`] a moment ago.
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let mut ports: Vec<u16> = Vec::with_capacity(N);
+    for _ in 0..100 * N {
+        let port = free_port();
+        if !ports.contains(&port) {
+            ports.push(port);
+        }
+        if ports.len() == N {
+            break;
+        }
+    }
+    ports.try_into().expect("N distinct free ports")
+}
+
+/// A port free for TCP and UDP on every one of `ips` right now.
+pub fn free_port_on(ips: &[&str]) -> u16 {
+    let addr = |ip: &str, port: u16| -> SocketAddr {
+        format!("{ip}:{port}").parse().expect("an IP address")
+    };
+    for _ in 0..100 {
+        let Ok(listener) = TcpListener::bind(addr(ips[0], 0)) else {
+            continue;
+        };
+        let port = listener.local_addr().expect("local address").port();
+        let udp_free = ips.iter().all(|ip| UdpSocket::bind(addr(ip, port)).is_ok());
+        let tcp_free = ips[1..]
+            .iter()
+            .all(|ip| TcpListener::bind(addr(ip, port)).is_ok());
+        if udp_free && tcp_free {
+            return port;
+        }
+    }
+    panic!("no port free on all of {ips:?}");
+}
+
+/// Writes `contents` beside `path` and renames it over `path`, so a watcher
+/// never reads a half-written file.
+pub fn replace_file(path: &Path, contents: impl AsRef<[u8]>) {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    fs::write(&tmp, contents).expect("write the replacement");
+    fs::rename(&tmp, path).expect("rename over");
+}
 
 /// The binary under test.
 pub fn bin() -> &'static str {
@@ -73,7 +169,12 @@ pub fn redact_timestamps(s: &str) -> String {
 }
 
 /// Poll `cond` every 10 ms until it holds or `timeout` passes; true if it held.
-pub fn poll_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+pub fn poll_until(timeout: Duration, cond: impl FnMut() -> bool) -> bool {
+    poll_every(Duration::from_millis(10), timeout, cond)
+}
+
+/// Poll `cond` every `step` until it holds or `timeout` passes; true if it held.
+pub fn poll_every(step: Duration, timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     assert!(timeout <= MAX_WAIT, "waits are bounded by {MAX_WAIT:?}");
     let deadline = Instant::now() + timeout;
     loop {
@@ -83,7 +184,7 @@ pub fn poll_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
         if Instant::now() >= deadline {
             return false;
         }
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(step);
     }
 }
 
@@ -122,6 +223,16 @@ impl Sandbox {
         }
         fs::write(&path, contents).expect("write file");
         path
+    }
+
+    /// Replace `rel` in one step (write beside, rename over).
+    pub fn replace(&self, rel: &str, contents: &str) {
+        replace_file(&self.join(rel), contents);
+    }
+
+    /// The text of `rel`, None if it does not exist.
+    pub fn read(&self, rel: &str) -> Option<String> {
+        fs::read_to_string(self.join(rel)).ok()
     }
 
     pub fn mkdir(&self, rel: &str) -> PathBuf {
@@ -167,24 +278,31 @@ impl Sandbox {
         s.replace(&raw, "[TMP]")
     }
 
-    /// A `peerplate` command with a clean, deterministic environment: working
-    /// directory = the sandbox, the sandbox's resolv.conf, no inherited config
-    /// path, namespace or log filter.
+    /// A `peerplate` command with a clean, deterministic environment (see
+    /// [`Sandbox::clean_env`]).
     pub fn peerplate<I, S>(&self, args: I) -> Command
     where
         I: IntoIterator<Item = S>,
         S: AsRef<std::ffi::OsStr>,
     {
         let mut cmd = Command::new(bin());
-        cmd.args(args)
-            .current_dir(self.path())
+        cmd.args(args);
+        self.clean_env(&mut cmd);
+        cmd
+    }
+
+    /// Gives `cmd` (peerplate, or a wrapper that starts it: `unshare`,
+    /// `setpriv`, a symlink) a clean, deterministic environment: working
+    /// directory = the sandbox, the sandbox's resolv.conf, no inherited
+    /// config path, namespace or log filter.
+    pub fn clean_env<'c>(&self, cmd: &'c mut Command) -> &'c mut Command {
+        cmd.current_dir(self.path())
             .env("PEERPLATE_RESOLV_CONF", self.resolv_conf())
             .env("HOSTNAME", "peerplate-test-host")
             .env_remove("PEERPLATE_CONFIG")
             .env_remove("POD_NAMESPACE")
             .env_remove("RUST_LOG")
-            .env_remove("PEERPLATE_LOG");
-        cmd
+            .env_remove("PEERPLATE_LOG")
     }
 }
 
@@ -271,11 +389,18 @@ pub fn run(cmd: &mut Command) -> Outcome {
 /// mount/<key> -> ..data/<key>
 /// ```
 ///
-/// and updated the way kubelet's atomic writer does it.
+/// and updated the way kubelet's atomic writer does it, in one call
+/// ([`ConfigMapDir::update`]) or step by step, so a bench can time the
+/// switch itself ([`ConfigMapDir::prepare`], [`ConfigMapDir::commit`],
+/// [`ConfigMapDir::clean`]).
 pub struct ConfigMapDir {
     mount: PathBuf,
     current: Option<String>,
     keys: Vec<String>,
+    /// Written by `prepare`, not yet switched to: (timestamped dir, keys).
+    pending: Option<(String, Vec<String>)>,
+    /// Switched away from by `commit`, not yet removed.
+    previous: Option<String>,
 }
 
 static TS_COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -300,6 +425,8 @@ impl ConfigMapDir {
             mount: mount.to_path_buf(),
             current: None,
             keys: Vec::new(),
+            pending: None,
+            previous: None,
         };
         cm.update(files);
         cm
@@ -319,6 +446,15 @@ impl ConfigMapDir {
     /// over `..data` (the atomic switch), add symlinks for new keys, remove
     /// symlinks of keys that are gone, then remove the old timestamped dir.
     pub fn update(&mut self, files: &[(&str, &str)]) {
+        self.prepare(files);
+        self.commit();
+        self.clean();
+    }
+
+    /// kubelet's steps before the switch: a new timestamped dir holding
+    /// `files`, and `..data_tmp` pointing at it.
+    pub fn prepare(&mut self, files: &[(&str, &str)]) {
+        assert!(self.pending.is_none(), "an update is already prepared");
         let ts = timestamp_dir_name();
         let ts_path = self.mount.join(&ts);
         assert!(!ts_path.exists(), "timestamped dir {ts} already exists");
@@ -327,12 +463,17 @@ impl ConfigMapDir {
             assert!(!key.contains('/'), "flat keys only");
             fs::write(ts_path.join(key), contents).expect("write ConfigMap file");
         }
+        symlink(&ts, self.mount.join("..data_tmp")).expect("symlink ..data_tmp");
+        let keys = files.iter().map(|(k, _)| k.to_string()).collect();
+        self.pending = Some((ts, keys));
+    }
 
-        let tmp_link = self.mount.join("..data_tmp");
-        symlink(&ts, &tmp_link).expect("symlink ..data_tmp");
-        fs::rename(&tmp_link, self.mount.join("..data")).expect("rename ..data_tmp to ..data");
-
-        let new_keys: Vec<String> = files.iter().map(|(k, _)| k.to_string()).collect();
+    /// The switch: rename `..data_tmp` over `..data`, then add symlinks for
+    /// new keys and remove those of keys that are gone.
+    pub fn commit(&mut self) {
+        let (ts, new_keys) = self.pending.take().expect("an update was prepared");
+        fs::rename(self.mount.join("..data_tmp"), self.mount.join("..data"))
+            .expect("rename ..data_tmp to ..data");
         for key in &new_keys {
             let link = self.mount.join(key);
             if fs::symlink_metadata(&link).is_err() {
@@ -344,42 +485,86 @@ impl ConfigMapDir {
                 fs::remove_file(self.mount.join(old)).expect("remove stale key symlink");
             }
         }
+        self.keys = new_keys;
         if let Some(old_ts) = self.current.replace(ts) {
+            assert!(self.previous.is_none(), "clean the previous update first");
+            self.previous = Some(old_ts);
+        }
+    }
+
+    /// Remove the timestamped dir the last commit switched away from.
+    pub fn clean(&mut self) {
+        if let Some(old_ts) = self.previous.take() {
             fs::remove_dir_all(self.mount.join(old_ts)).expect("remove old timestamped dir");
         }
-        self.keys = new_keys;
     }
 }
 
 /// The running `peerplate run` (or any long-running) process. Its stdout and
 /// stderr go to files, so the logs can be read at any time; dropping the
-/// guard SIGKILLs the process if it still runs and reaps it.
+/// guard SIGKILLs the process if it still runs (a [`Daemon::graceful`] one
+/// gets SIGTERM and up to its grace period first) and reaps it.
 pub struct Daemon {
     child: Child,
     logs: tempfile::TempDir,
     exited: Option<ExitStatus>,
+    grace: Duration,
 }
 
 impl Daemon {
-    /// Spawn `cmd` (args, env and cwd already set).
-    pub fn spawn(mut cmd: Command) -> Self {
-        let logs = tempfile::Builder::new()
-            .prefix("peerplate-logs-")
-            .tempdir()
-            .expect("create log dir");
+    /// Spawn `cmd` (args, env and cwd already set), logs in the temp dir.
+    pub fn spawn(cmd: Command) -> Self {
+        Self::spawn_in(cmd, &std::env::temp_dir())
+    }
+
+    /// [`Daemon::spawn`] with the log files in a new dir under `dir`.
+    pub fn spawn_in(mut cmd: Command, dir: &Path) -> Self {
+        let logs = Self::log_dir(dir);
         let stdout = File::create(logs.path().join("stdout")).expect("create stdout log");
+        cmd.stdout(stdout);
+        Self::start(cmd, logs)
+    }
+
+    /// [`Daemon::spawn_in`], but stdout is a pipe, returned for the caller to read.
+    pub fn spawn_piped(mut cmd: Command, dir: &Path) -> (Self, ChildStdout) {
+        let logs = Self::log_dir(dir);
+        cmd.stdout(Stdio::piped());
+        let mut daemon = Self::start(cmd, logs);
+        let stdout = daemon.child.stdout.take().expect("stdout pipe");
+        (daemon, stdout)
+    }
+
+    fn log_dir(dir: &Path) -> tempfile::TempDir {
+        tempfile::Builder::new()
+            .prefix("peerplate-logs-")
+            .tempdir_in(dir)
+            .expect("create log dir")
+    }
+
+    fn start(mut cmd: Command, logs: tempfile::TempDir) -> Self {
         let stderr = File::create(logs.path().join("stderr")).expect("create stderr log");
         let child = cmd
             .stdin(Stdio::null())
-            .stdout(stdout)
             .stderr(stderr)
             .spawn()
-            .expect("spawn daemon");
+            .unwrap_or_else(|err| panic!("spawn {cmd:?}: {err}"));
         Daemon {
             child,
             logs,
             exited: None,
+            grace: Duration::ZERO,
         }
+    }
+
+    /// On drop, SIGTERM and up to 2 s to exit before SIGKILL.
+    pub fn graceful(mut self) -> Self {
+        self.grace = Duration::from_secs(2);
+        self
+    }
+
+    /// The file stderr goes to.
+    pub fn stderr_path(&self) -> PathBuf {
+        self.logs.path().join("stderr")
     }
 
     pub fn pid(&self) -> u32 {
@@ -490,7 +675,8 @@ impl Daemon {
         );
     }
 
-    fn try_status(&mut self) -> Option<ExitStatus> {
+    /// The exit status, None while it runs.
+    pub fn try_status(&mut self) -> Option<ExitStatus> {
         if self.exited.is_none() {
             self.exited = self.child.try_wait().expect("try_wait");
         }
@@ -537,14 +723,43 @@ impl Daemon {
     pub fn terminate(&mut self) -> ExitStatus {
         self.stop_with(Signal::SIGTERM, Duration::from_secs(2)).0
     }
+
+    /// SIGTERM, then SIGKILL if it has not exited within 2 s; never panics.
+    /// Returns how long it took to exit after SIGTERM, with its status
+    /// (None if it had exited already or needed SIGKILL).
+    pub fn stop(&mut self) -> Option<(Duration, ExitStatus)> {
+        self.stop_within(Duration::from_secs(2))
+    }
+
+    fn stop_within(&mut self, grace: Duration) -> Option<(Duration, ExitStatus)> {
+        if self.exited.is_none() {
+            self.exited = self.child.try_wait().ok().flatten();
+        }
+        if self.exited.is_some() {
+            return None;
+        }
+        let pid = Pid::from_raw(i32::try_from(self.pid()).ok()?);
+        let asked = Instant::now();
+        if !grace.is_zero() && kill(pid, Signal::SIGTERM).is_ok() {
+            let mut status = None;
+            poll_every(Duration::from_millis(2), grace, || {
+                status = self.child.try_wait().ok().flatten();
+                status.is_some()
+            });
+            self.exited = status;
+            if let Some(status) = status {
+                return Some((asked.elapsed(), status));
+            }
+        }
+        let _ = self.child.kill(); // SIGKILL
+        self.exited = self.child.wait().ok();
+        None
+    }
 }
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill(); // SIGKILL
-            let _ = self.child.wait();
-        }
+        self.stop_within(self.grace);
     }
 }
 
@@ -590,4 +805,90 @@ pub fn inode_and_mtime(path: &Path) -> (u64, std::time::SystemTime) {
 pub fn mode_of(path: &Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;
     fs::metadata(path).expect("stat file").permissions().mode() & 0o7777
+}
+
+/// One HTTP response.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub content_type: String,
+    pub body: String,
+}
+
+/// `GET path` over HTTP/1.1 to 127.0.0.1:port, one connection per request,
+/// every step bounded by 2 s; a chunked body is decoded.
+pub fn http_get(port: u16, path: &str) -> std::io::Result<Reply> {
+    http_get_at(Ipv4Addr::LOCALHOST, port, path)
+}
+
+/// [`http_get`] to another loopback address (a test "pod" IP).
+pub fn http_get_at(ip: Ipv4Addr, port: u16, path: &str) -> std::io::Result<Reply> {
+    let addr = SocketAddrV4::new(ip, port).into();
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(2)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {ip}:{port}\r\nUser-Agent: peerplate-tests\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let bad = |what: &str| std::io::Error::other(format!("{what} in {text:?}"));
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| bad("no header end"))?;
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad("no status"))?;
+    let mut content_type = String::new();
+    let mut chunked = false;
+    let mut length = None;
+    for line in lines {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        let value = value.trim();
+        match name.trim().to_ascii_lowercase().as_str() {
+            "content-type" => content_type = value.to_string(),
+            "transfer-encoding" => chunked = value.eq_ignore_ascii_case("chunked"),
+            "content-length" => length = value.parse::<usize>().ok(),
+            _ => {}
+        }
+    }
+    let body = if chunked {
+        dechunk(body).ok_or_else(|| bad("bad chunked body"))?
+    } else {
+        match length {
+            Some(n) if body.len() >= n => body[..n].to_string(),
+            Some(_) => return Err(bad("short body")),
+            None => body.to_string(),
+        }
+    };
+    Ok(Reply {
+        status,
+        content_type,
+        body,
+    })
+}
+
+fn dechunk(mut s: &str) -> Option<String> {
+    let mut out = String::new();
+    loop {
+        let (size, rest) = s.split_once("\r\n")?;
+        let size = usize::from_str_radix(size.split(';').next()?.trim(), 16).ok()?;
+        if size == 0 {
+            return Some(out);
+        }
+        out.push_str(rest.get(..size)?);
+        s = rest.get(size + 2..)?;
+    }
+}
+
+/// The status of `GET path`, or 0 when nothing answers.
+pub fn http_status(port: u16, path: &str) -> u16 {
+    http_get(port, path).map(|r| r.status).unwrap_or(0)
 }

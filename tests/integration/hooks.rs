@@ -8,73 +8,19 @@
 //! peerplate as PID 1 of its own PID namespace, orphans a hook leaves behind
 //! are reaped.
 
-use std::fs;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::dns_server::DnsServer;
-use crate::helpers::{bin, poll_until, Daemon, Sandbox};
+use crate::helpers::{bin, peers, poll_until, Daemon, SVC, WAIT};
+use crate::pod::{Pod, PodBuilder};
 use crate::procfs;
 
-const WAIT: Duration = Duration::from_secs(10);
-const SVC: &str = "nginx.default.svc.cluster.local";
-
-fn fqdns(ks: impl IntoIterator<Item = usize>) -> String {
-    ks.into_iter().map(|k| format!("web-{k}.{SVC}\n")).collect()
-}
-
-/// Pod web-1 with a template (so a template edit makes a cycle), a peer
-/// source given as YAML, and `hooks` given as YAML (indented by 2).
-struct Pod {
-    sb: Sandbox,
-    config: PathBuf,
-}
-
-impl Pod {
-    fn new(peers_yaml: &str, hooks_yaml: &str) -> Pod {
-        let sb = Sandbox::new();
-        let root = sb.path().display().to_string();
-        sb.write("t.j2", "count={{ peers | length }}\n");
-        let config = sb.write(
-            "peerplate.yaml",
-            &format!(
-                "identity: {{hostname: web-1, namespace: default}}\npeers:\n{peers_yaml}templates:\n  - source: {root}/t.j2\n    destination: {root}/out.txt\nwait: {{min: 0s, max: 0s}}\nhooks:\n{hooks_yaml}"
-            ),
-        );
-        Pod { sb, config }
-    }
-
-    fn start(&self) -> Daemon {
-        Daemon::spawn(
-            self.sb
-                .peerplate(["--config", &self.config.display().to_string(), "run"]),
-        )
-    }
-
-    fn read(&self, rel: &str) -> Option<String> {
-        fs::read_to_string(self.sb.join(rel)).ok()
-    }
-
-    /// Waits until `rel` reads exactly `want`.
-    fn wait_for_file(&self, d: &mut Daemon, rel: &str, want: &str) {
-        d.wait_until(WAIT, &format!("{rel} to read {want:?}"), |_| {
-            self.read(rel).as_deref() == Some(want)
-        });
-    }
-}
-
-/// Replaces `rel` in one step (write beside, rename over), so peerplate
-/// never reads a half-written peers file.
-fn replace(sb: &Sandbox, rel: &str, contents: &str) {
-    let tmp = sb.write(&format!("{rel}.tmp"), contents);
-    fs::rename(tmp, sb.join(rel)).expect("rename over");
-}
-
-fn dns_peers(dns: &DnsServer) -> String {
-    format!(
-        "  dns: {{service: nginx, cluster_domain: cluster.local, nameservers: [\"{}\"], interval: 200ms}}\n",
-        dns.nameserver()
-    )
+/// Pod web-1 (of `pod`, which has the peer source) with a template (so a
+/// template edit makes a cycle) and `hooks` given as YAML (indented by 2).
+fn with_hooks(pod: PodBuilder, hooks_yaml: &str) -> Pod {
+    pod.template("t.j2", "count={{ peers | length }}\n", "out.txt")
+        .yaml(&format!("hooks:\n{hooks_yaml}"))
+        .build()
 }
 
 #[test]
@@ -82,12 +28,12 @@ fn hooks_get_the_exact_peer_list_on_stdin_and_on_change_runs_only_on_a_change() 
     let dns = DnsServer::start("cluster.local");
     dns.scale(11); // served web-0, web-1, web-10, web-2, ...: name order
     dns.set_extra_targets(&[&format!("$(touch pwned);touch pwned2.{SVC}")]);
-    let pod = Pod::new(
-        &dns_peers(&dns),
+    let pod = with_hooks(
+        Pod::builder().dns(&[&dns.nameserver()], "200ms"),
         "  on_start: |-\n    cat > start.txt; tr '\\000' '\\n' < /proc/$$/cmdline > argv.txt\n  on_change: |-\n    { cat; echo ---; } >> changes.txt\n  timeout: 5s\n",
     );
     let mut d = pod.start();
-    pod.wait_for_file(&mut d, "start.txt", &fqdns(0..11));
+    pod.wait_for_file(&mut d, "start.txt", &peers(0..11));
     d.wait_for_line(
         0,
         &["hook ran", "hook=\"on_start\"", "status=exit status: 0"],
@@ -107,7 +53,7 @@ fn hooks_get_the_exact_peer_list_on_stdin_and_on_change_runs_only_on_a_change() 
 
     // A change: on_change, with the new list.
     dns.scale(3);
-    pod.wait_for_file(&mut d, "changes.txt", &format!("{}---\n", fqdns(0..3)));
+    pod.wait_for_file(&mut d, "changes.txt", &format!("{}---\n", peers(0..3)));
 
     // A cycle that leaves the peer set as it was (a template edit): no hook.
     let mark = d.mark();
@@ -115,7 +61,7 @@ fn hooks_get_the_exact_peer_list_on_stdin_and_on_change_runs_only_on_a_change() 
     d.wait_for_line(mark, &["rendered", "changed=true"], WAIT);
     // Then a real change; had the edit run on_change, it would show first.
     dns.set_pods(&["web-1", "web-2"]);
-    let want = format!("{}---\n{}---\n", fqdns(0..3), fqdns(1..3));
+    let want = format!("{}---\n{}---\n", peers(0..3), peers(1..3));
     pod.wait_for_file(&mut d, "changes.txt", &want);
     std::thread::sleep(Duration::from_millis(400)); // a few more polls
     assert_eq!(pod.read("changes.txt").as_deref(), Some(want.as_str()));
@@ -130,20 +76,12 @@ fn hooks_get_the_exact_peer_list_on_stdin_and_on_change_runs_only_on_a_change() 
 #[test]
 fn a_hanging_hook_is_killed_with_its_group_at_its_timeout_and_reaped() {
     let marker = format!("{}", 600_000_000 + std::process::id());
-    let sb_peers = "web-0.nginx.default.svc.cluster.local\nweb-1.nginx.default.svc.cluster.local\n";
-    let pod = Pod::new(
-        "  file: PEERS\n",
+    let pod = with_hooks(
+        Pod::builder().peers_file(&peers(0..2)),
         // Hangs the first time only: a failed on_start is retried (with
         // backoff) before any on_change runs.
         &format!("  on_start: \"test -e tried && exit 0; touch tried; sleep {marker}.1 & sleep {marker}.2; echo done > after.txt\"\n  on_change: \"cat > changed.txt; exit 3\"\n  timeout: 500ms\n"),
     );
-    let peers = pod.sb.write("peers", sb_peers);
-    let config = fs::read_to_string(&pod.config).expect("config");
-    fs::write(
-        &pod.config,
-        config.replace("PEERS", &peers.display().to_string()),
-    )
-    .expect("config");
     let mut d = pod.start();
     // Both sleeps (the shell's child and its background job) run...
     let started = poll_until(WAIT, || procfs::with_marker(&marker).len() >= 2);
@@ -176,17 +114,13 @@ fn a_hanging_hook_is_killed_with_its_group_at_its_timeout_and_reaped() {
         WAIT,
     );
     let mark = d.mark();
-    replace(
-        &pod.sb,
-        "peers",
-        &format!("{sb_peers}web-2.nginx.default.svc.cluster.local\n"),
-    );
+    pod.replace("peers", &peers(0..3));
     d.wait_for_line(
         mark,
         &["hook ran", "hook=\"on_change\"", "status=exit status: 3"],
         WAIT,
     );
-    assert_eq!(pod.read("changed.txt"), Some(fqdns(0..3)));
+    assert_eq!(pod.read("changed.txt"), Some(peers(0..3)));
     assert_eq!(procfs::zombie_children(pid), vec![]);
     assert!(d.is_running());
 }
@@ -199,29 +133,15 @@ fn as_pid_1_peerplate_reaps_the_orphans_hooks_leave() {
     // Three orphans per run, alive for about a second (long enough to be
     // seen as peerplate's children), then exited: zombies, unless reaped.
     let marker = format!("1.{:09}", std::process::id());
-    let pod = Pod::new(
-        "  file: PEERS\n",
+    let pod = with_hooks(
+        Pod::builder().peers_file(&peers(0..2)),
         &format!(
             "  on_change: \"for i in 1 2 3; do sleep {marker} & done; exit 0\"\n  timeout: 5s\n"
         ),
     );
-    let peers = pod.sb.write(
-        "peers",
-        "web-0.nginx.default.svc.cluster.local\nweb-1.nginx.default.svc.cluster.local\n",
-    );
-    let config = fs::read_to_string(&pod.config).expect("config");
-    fs::write(
-        &pod.config,
-        config.replace("PEERS", &peers.display().to_string()),
-    )
-    .expect("config");
     let mut cmd = procfs::unshare();
-    cmd.arg(bin())
-        .args(["--config", &pod.config.display().to_string(), "run"])
-        .current_dir(pod.sb.path())
-        .env("PEERPLATE_RESOLV_CONF", pod.sb.resolv_conf())
-        .env_remove("PEERPLATE_CONFIG")
-        .env_remove("RUST_LOG");
+    cmd.arg(bin()).args(pod.args("run"));
+    pod.clean_env(&mut cmd);
     let mut d = Daemon::spawn(cmd);
     let mut pp = 0;
     d.wait_until(WAIT, "peerplate to run as PID 1 of its namespace", |d| {
@@ -232,7 +152,7 @@ fn as_pid_1_peerplate_reaps_the_orphans_hooks_leave() {
     for round in 0..2 {
         let mark = if round == 0 { 0 } else { d.mark() };
         if round == 1 {
-            replace(&pod.sb, "peers", "web-1.nginx.default.svc.cluster.local\n");
+            pod.replace("peers", &peers(&[1]));
         }
         d.wait_for_line(mark, &["hook ran", "status=exit status: 0"], WAIT);
         // The orphans are peerplate's now...

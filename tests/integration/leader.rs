@@ -16,8 +16,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::dns_server::{DnsServer, Mode};
-use crate::helpers::{find_program, poll_until, require_component, run, Daemon, Sandbox};
-use crate::procfs::free_port_on;
+use crate::helpers::{
+    find_program, free_port_on, http_get_at, poll_until, require_component, run, Daemon, Sandbox,
+};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -102,7 +103,9 @@ impl Member {
     }
 
     fn get(&self, path: &str) -> String {
-        http_get(&format!("{}:{}", ip(self.k), self.port), path).unwrap_or_default()
+        http_get_at(ip(self.k), self.port, path)
+            .map(|r| r.body)
+            .unwrap_or_default()
     }
 
     fn logs(&self) -> String {
@@ -121,21 +124,6 @@ fn py_bool(b: bool) -> &'static str {
     } else {
         "False"
     }
-}
-
-fn http_get(addr: &str, path: &str) -> Option<String> {
-    let mut stream = TcpStream::connect(addr).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
-    let mut reply = String::new();
-    stream.read_to_string(&mut reply).ok()?;
-    Some(
-        reply
-            .split("\r\n\r\n")
-            .nth(1)
-            .unwrap_or_default()
-            .to_string(),
-    )
 }
 
 /// The value of a sample in a metrics scrape (`name{labels} value`).

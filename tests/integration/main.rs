@@ -2,12 +2,17 @@
 //! an operator or a template author would, and asserts only on what they see:
 //! files on disk, exit codes, stdout and stderr.
 //!
-//! `helpers` holds the shared pieces (temp dirs, a kubelet-style ConfigMap
-//! writer, a daemon guard); every other module covers one area.
+//! The test kit: `helpers` holds the shared pieces (temp dirs, a
+//! kubelet-style ConfigMap writer, a daemon guard, peer lists, free ports,
+//! HTTP), `procfs` looks at processes through `/proc` (the benches include
+//! both by `#[path]`), `pod` builds one pod's sandbox and config, and
+//! `dns_server` / `bind_server` answer its DNS; every other module covers
+//! one area.
 
 mod bind_server;
 mod dns_server;
 mod helpers;
+mod pod;
 mod procfs;
 
 mod admin;

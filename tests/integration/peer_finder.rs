@@ -9,75 +9,40 @@
 
 use std::os::unix::fs::symlink;
 use std::process::Command;
-use std::time::Duration;
 
 use crate::dns_server::DnsServer;
-use crate::helpers::{bin, run, Daemon, Outcome, Sandbox};
+use crate::helpers::{bin, peers, peers_in, run, Daemon, Outcome, SVC, WAIT};
+use crate::pod::Pod;
 
-const WAIT: Duration = Duration::from_secs(10);
-const SVC: &str = "nginx.default.svc.cluster.local";
 const INCOMPLETE: &str = "Incomplete args, require -on-change and/or -on-start, -service and -ns or an env var for POD_NAMESPACE.";
 
-fn fqdns_in(domain: &str, ks: impl IntoIterator<Item = usize>) -> String {
-    ks.into_iter()
-        .map(|k| format!("web-{k}.nginx.default.svc.{domain}\n"))
-        .collect()
-}
-
-fn fqdns(ks: impl IntoIterator<Item = usize>) -> String {
-    fqdns_in("cluster.local", ks)
-}
-
 /// A pod's view: resolv.conf naming the test DNS server and the search list
-/// of namespace `default` in `domain`; HOSTNAME web-1.
-struct Pod {
-    sb: Sandbox,
+/// of namespace `default` in `domain`; HOSTNAME web-1; `bin/peer-finder` a
+/// symlink to peerplate.
+fn finder_pod(dns: &DnsServer, domain: &str) -> Pod {
+    let pod = Pod::builder()
+        .resolv_conf(&format!(
+            "search default.svc.{domain} svc.{domain} {domain}\nnameserver {}\noptions ndots:5\n",
+            dns.nameserver()
+        ))
+        .build();
+    pod.sb.mkdir("bin");
+    symlink(bin(), pod.sb.join("bin/peer-finder")).expect("symlink peer-finder");
+    pod
 }
 
-impl Pod {
-    fn new(dns: &DnsServer, domain: &str) -> Pod {
-        let sb = Sandbox::new();
-        sb.write(
-            "resolv.conf",
-            &format!(
-                "search default.svc.{domain} svc.{domain} {domain}\nnameserver {}\noptions ndots:5\n",
-                dns.nameserver()
-            ),
-        );
-        sb.mkdir("bin");
-        symlink(bin(), sb.join("bin/peer-finder")).expect("symlink peer-finder");
-        Pod { sb }
-    }
-
-    /// `peer-finder ARGS` through the symlink, or `peerplate peer-finder ARGS`.
-    fn cmd(&self, via_symlink: bool, args: &[&str]) -> Command {
-        let mut cmd = if via_symlink {
-            // Same environment, other program: the symlink.
-            retarget(self.sb.peerplate(args), &self.sb.join("bin/peer-finder"))
-        } else {
-            let mut all = vec!["peer-finder"];
-            all.extend_from_slice(args);
-            self.sb.peerplate(all)
-        };
-        cmd.env("HOSTNAME", "web-1");
+/// `peer-finder ARGS` through the symlink, or `peerplate peer-finder ARGS`.
+fn cmd(pod: &Pod, via_symlink: bool, args: &[&str]) -> Command {
+    if via_symlink {
+        let mut cmd = Command::new(pod.sb.join("bin/peer-finder"));
+        cmd.args(args);
+        pod.clean_env(&mut cmd);
         cmd
+    } else {
+        let mut all = vec!["peer-finder"];
+        all.extend_from_slice(args);
+        pod.peerplate(all)
     }
-}
-
-/// `cmd` with its program replaced, keeping args, env and cwd.
-fn retarget(cmd: Command, program: &std::path::Path) -> Command {
-    let mut new = Command::new(program);
-    new.args(cmd.get_args());
-    for (k, v) in cmd.get_envs() {
-        match v {
-            Some(v) => new.env(k, v),
-            None => new.env_remove(k),
-        };
-    }
-    if let Some(dir) = cmd.get_current_dir() {
-        new.current_dir(dir);
-    }
-    new
 }
 
 /// Whether `line` starts like Go's log: `2026/11/25 13:21:41 `.
@@ -117,13 +82,14 @@ fn messages(out: &Outcome) -> Vec<String> {
 fn on_start_tee_prints_the_peers_and_exits_0(via_symlink: bool) {
     let dns = DnsServer::start("cluster.local");
     dns.scale(11);
-    let pod = Pod::new(&dns, "cluster.local");
-    let out = run(&mut pod.cmd(
+    let pod = finder_pod(&dns, "cluster.local");
+    let out = run(&mut cmd(
+        &pod,
         via_symlink,
         &["-on-start=tee", "-service=nginx", "-ns=default"],
     ));
     assert_eq!(out.code, Some(0), "symlink: {via_symlink}\n{}", out.dump());
-    assert_eq!(out.stdout, fqdns(0..11), "ordinal order, trailing newline");
+    assert_eq!(out.stdout, peers(0..11), "ordinal order, trailing newline");
     let msgs = messages(&out);
     let now: Vec<String> = (0..11).map(|k| format!("web-{k}.{SVC}")).collect();
     assert_eq!(
@@ -152,11 +118,12 @@ fn on_start_tee_prints_the_peers_and_exits_0_as_a_subcommand() {
 fn on_change_reruns_on_each_change_until_sigterm() {
     let dns = DnsServer::start("cluster.local");
     dns.scale(2);
-    let pod = Pod::new(&dns, "cluster.local");
+    let pod = finder_pod(&dns, "cluster.local");
     let file = pod.sb.join("peers.out");
     // The `-flag value` and `--flag` forms, and a script that needs a shell.
     let script = format!("cat > {}", file.display());
-    let mut d = Daemon::spawn(pod.cmd(
+    let mut d = Daemon::spawn(cmd(
+        &pod,
         true,
         &[
             "-on-change",
@@ -169,7 +136,7 @@ fn on_change_reruns_on_each_change_until_sigterm() {
     ));
     let read = || std::fs::read_to_string(&file).ok();
     d.wait_until(WAIT, "the first run of on-change", |_| {
-        read() == Some(fqdns(0..2))
+        read() == Some(peers(0..2))
     });
     d.wait_for_log(
         &format!("No on-start supplied, on-change {script} will be applied on start."),
@@ -177,7 +144,7 @@ fn on_change_reruns_on_each_change_until_sigterm() {
     );
     dns.scale(3);
     d.wait_until(WAIT, "on-change after scaling to 3", |_| {
-        read() == Some(fqdns(0..3))
+        read() == Some(peers(0..3))
     });
     dns.set_pods(&["web-1", "web-2", "web-10"]);
     d.wait_until(WAIT, "on-change after web-0 left and web-10 came", |_| {
@@ -200,7 +167,7 @@ fn on_change_reruns_on_each_change_until_sigterm() {
 fn incomplete_arguments_exit_1_with_the_original_message() {
     let dns = DnsServer::start("cluster.local");
     dns.scale(2);
-    let pod = Pod::new(&dns, "cluster.local");
+    let pod = finder_pod(&dns, "cluster.local");
     for args in [
         &[][..],
         &["-service=nginx", "-ns=default"][..],   // no script
@@ -208,7 +175,7 @@ fn incomplete_arguments_exit_1_with_the_original_message() {
         &["-on-start=tee", "-service=nginx"][..], // no namespace, no POD_NAMESPACE
     ] {
         for via_symlink in [true, false] {
-            let out = run(&mut pod.cmd(via_symlink, args));
+            let out = run(&mut cmd(&pod, via_symlink, args));
             assert_eq!(out.code, Some(1), "{args:?}\n{}", out.dump());
             assert_eq!(out.stdout, "");
             assert_eq!(
@@ -225,12 +192,12 @@ fn incomplete_arguments_exit_1_with_the_original_message() {
 fn the_namespace_falls_back_to_pod_namespace() {
     let dns = DnsServer::start("cluster.local");
     dns.scale(2);
-    let pod = Pod::new(&dns, "cluster.local");
-    let mut cmd = pod.cmd(true, &["-on-start", "tee", "-service", "nginx"]);
-    cmd.env("POD_NAMESPACE", "default");
-    let out = run(&mut cmd);
+    let pod = finder_pod(&dns, "cluster.local");
+    let mut tee = cmd(&pod, true, &["-on-start", "tee", "-service", "nginx"]);
+    tee.env("POD_NAMESPACE", "default");
+    let out = run(&mut tee);
     assert_eq!(out.code, Some(0), "{}", out.dump());
-    assert_eq!(out.stdout, fqdns(0..2));
+    assert_eq!(out.stdout, peers(0..2));
 }
 
 #[test]
@@ -238,13 +205,18 @@ fn the_cluster_domain_comes_from_resolv_conf_or_domain() {
     let dns = DnsServer::start("k8s.test");
     dns.scale(2);
     // From the search list.
-    let pod = Pod::new(&dns, "k8s.test");
-    let out = run(&mut pod.cmd(true, &["-on-start=tee", "-service=nginx", "-ns=default"]));
+    let pod = finder_pod(&dns, "k8s.test");
+    let out = run(&mut cmd(
+        &pod,
+        true,
+        &["-on-start=tee", "-service=nginx", "-ns=default"],
+    ));
     assert_eq!(out.code, Some(0), "{}", out.dump());
-    assert_eq!(out.stdout, fqdns_in("k8s.test", 0..2));
+    assert_eq!(out.stdout, peers_in("nginx.default.svc.k8s.test", 0..2));
     // From -domain, over a search list that says otherwise.
-    let pod = Pod::new(&dns, "cluster.local");
-    let out = run(&mut pod.cmd(
+    let pod = finder_pod(&dns, "cluster.local");
+    let out = run(&mut cmd(
+        &pod,
         false,
         &[
             "-on-start=tee",
@@ -254,15 +226,15 @@ fn the_cluster_domain_comes_from_resolv_conf_or_domain() {
         ],
     ));
     assert_eq!(out.code, Some(0), "{}", out.dump());
-    assert_eq!(out.stdout, fqdns_in("k8s.test", 0..2));
+    assert_eq!(out.stdout, peers_in("nginx.default.svc.k8s.test", 0..2));
 }
 
 #[test]
 fn an_unknown_flag_exits_2() {
     let dns = DnsServer::start("cluster.local");
-    let pod = Pod::new(&dns, "cluster.local");
+    let pod = finder_pod(&dns, "cluster.local");
     for via_symlink in [true, false] {
-        let out = run(&mut pod.cmd(via_symlink, &["-on-start=tee", "-bogus=1"]));
+        let out = run(&mut cmd(&pod, via_symlink, &["-on-start=tee", "-bogus=1"]));
         assert_eq!(out.code, Some(2), "{}", out.dump());
         assert!(
             out.stderr
@@ -270,7 +242,7 @@ fn an_unknown_flag_exits_2() {
             "{}",
             out.dump()
         );
-        let out = run(&mut pod.cmd(via_symlink, &["-service"]));
+        let out = run(&mut cmd(&pod, via_symlink, &["-service"]));
         assert_eq!(out.code, Some(2), "{}", out.dump());
         assert!(out.stderr.starts_with("flag needs an argument: -service"));
     }

@@ -1,16 +1,17 @@
 //! Looking at processes from the outside, through the host's `/proc`: a
-//! process's name, state and parent, its children, its zombies, processes
-//! found by a unique marker in their command line; and PID namespaces made
-//! with `unshare --pid --fork --mount-proc --kill-child` (so that killing the
-//! `unshare` guard takes the whole namespace down with it).
+//! process's name, state, parent and CPU time, its children, its zombies,
+//! processes found by a unique marker in their command line, its memory and
+//! threads (for the benches, which include this file by `#[path]`); and PID
+//! namespaces made with `unshare --pid --fork --mount-proc --kill-child` (so
+//! that killing the `unshare` guard takes the whole namespace down with it).
 
 #![allow(dead_code)] // not every test uses every helper
 
+use std::collections::BTreeMap;
 use std::fs;
-use std::net::{SocketAddr, TcpListener};
 use std::process::{Command, Stdio};
 
-use crate::helpers::{find_program, require_component};
+use super::helpers::{find_program, require_component};
 
 /// What `/proc/PID/stat` says about a process.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,22 +20,32 @@ pub struct Stat {
     pub comm: String,
     pub state: char,
     pub ppid: i32,
+    /// CPU time in user and kernel mode, in clock ticks (USER_HZ, 100 a
+    /// second on Linux).
+    pub utime: u64,
+    pub stime: u64,
 }
 
-/// `/proc/PID/stat` of one process, None if it is gone.
+/// `/proc/PID/stat` of one process, None if it is gone. The only parser of
+/// that file in the tests and benches.
 pub fn stat(pid: i32) -> Option<Stat> {
     let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let open = text.find('(')?;
     let close = text.rfind(')')?;
     let comm = text.get(open + 1..close)?.to_string();
-    let mut rest = text.get(close + 1..)?.split_whitespace();
-    let state = rest.next()?.chars().next()?;
-    let ppid = rest.next()?.parse().ok()?;
+    // After the `)`: state is field 3, ppid 4, utime 14 and stime 15.
+    let rest: Vec<&str> = text.get(close + 1..)?.split_whitespace().collect();
+    let state = rest.first()?.chars().next()?;
+    let ppid = rest.get(1)?.parse().ok()?;
+    let utime = rest.get(11)?.parse().ok()?;
+    let stime = rest.get(12)?.parse().ok()?;
     Some(Stat {
         pid,
         comm,
         state,
         ppid,
+        utime,
+        stime,
     })
 }
 
@@ -84,19 +95,100 @@ pub fn with_marker(marker: &str) -> Vec<Stat> {
         .collect()
 }
 
+/// `/proc/PID/status` as key -> value (values keep their unit), None if the
+/// process is gone.
+pub fn status(pid: i32) -> Option<BTreeMap<String, String>> {
+    let text = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    Some(
+        text.lines()
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.to_string(), v.trim().to_string()))
+            .collect(),
+    )
+}
+
+/// A `kB` field of `/proc/PID/status` as a number.
+pub fn status_kb(pid: i32, key: &str) -> Option<u64> {
+    status(pid)?
+        .get(key)?
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// The pids of a process in its PID namespaces, outermost first (the
 /// `NSpid:` line of /proc/PID/status): `[host pid, ..., pid inside]`.
 pub fn ns_pids(pid: i32) -> Vec<i32> {
-    fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
+    status(pid)
         .and_then(|s| {
-            s.lines().find_map(|l| l.strip_prefix("NSpid:")).map(|v| {
+            s.get("NSpid").map(|v| {
                 v.split_whitespace()
                     .filter_map(|p| p.parse().ok())
                     .collect()
             })
         })
         .unwrap_or_default()
+}
+
+/// VmRSS, RssAnon, RssFile, VmHWM in kB.
+#[derive(Debug, Clone, Copy)]
+pub struct Memory {
+    pub rss: u64,
+    pub anon: u64,
+    pub file: u64,
+    pub hwm: u64,
+}
+
+/// The memory of a process, None if it is gone.
+pub fn memory(pid: i32) -> Option<Memory> {
+    Some(Memory {
+        rss: status_kb(pid, "VmRSS")?,
+        anon: status_kb(pid, "RssAnon")?,
+        file: status_kb(pid, "RssFile")?,
+        hwm: status_kb(pid, "VmHWM")?,
+    })
+}
+
+impl std::fmt::Display for Memory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "VmRSS {} kB  RssAnon {} kB  RssFile {} kB  VmHWM {} kB",
+            self.rss, self.anon, self.file, self.hwm
+        )
+    }
+}
+
+/// utime + stime in clock ticks, None if the process is gone.
+pub fn cpu_ticks(pid: i32) -> Option<u64> {
+    stat(pid).map(|s| s.utime + s.stime)
+}
+
+/// Nanoseconds on CPU, summed over every thread, from the scheduler
+/// (first field of `/proc/PID/task/*/schedstat`); None if the process is gone.
+pub fn cpu_ns(pid: i32) -> Option<u64> {
+    let tasks = fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    Some(
+        tasks
+            .flatten()
+            .filter_map(|task| fs::read_to_string(task.path().join("schedstat")).ok())
+            .filter_map(|text| text.split_whitespace().next()?.parse::<u64>().ok())
+            .sum(),
+    )
+}
+
+/// The names of a process's threads, sorted.
+pub fn thread_names(pid: i32) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|t| fs::read_to_string(t.path().join("comm")).ok())
+        .map(|c| c.trim().to_string())
+        .collect();
+    names.sort();
+    names
 }
 
 /// A string no other process on the machine has in its command line.
@@ -147,23 +239,4 @@ pub fn unshare() -> Command {
 pub fn namespace_init(unshare_pid: u32) -> Option<i32> {
     let pid = i32::try_from(unshare_pid).ok()?;
     children(pid).first().map(|s| s.pid)
-}
-
-/// A TCP port free on every one of `ips` right now.
-pub fn free_port_on(ips: &[&str]) -> u16 {
-    for _ in 0..100 {
-        let first: SocketAddr = format!("{}:0", ips[0]).parse().expect("an IP");
-        let Ok(listener) = TcpListener::bind(first) else {
-            continue;
-        };
-        let port = listener.local_addr().expect("local address").port();
-        let rest_free = ips[1..].iter().all(|ip| {
-            let addr: SocketAddr = format!("{ip}:{port}").parse().expect("an IP");
-            TcpListener::bind(addr).is_ok()
-        });
-        if rest_free {
-            return port;
-        }
-    }
-    panic!("no port free on all of {ips:?}");
 }

@@ -8,58 +8,23 @@
 //! user as the app).
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::helpers::{find_program, poll_until, require_component, Daemon, Sandbox};
-
-const WAIT: Duration = Duration::from_secs(10);
-const SVC: &str = "nginx.default.svc.cluster.local";
-
-fn peers(ks: &[usize]) -> String {
-    ks.iter().map(|k| format!("web-{k}.{SVC}\n")).collect()
-}
+use crate::helpers::{find_program, peers, poll_until, require_component, Daemon, Sandbox, WAIT};
+use crate::pod::Pod;
 
 /// Pod web-1 with a `file` peer source, two templates (`a.j2`, reloading,
 /// and `b.j2` with `reload: false`), `wait.min` 200ms and `reload_yaml`.
-struct Pod {
-    sb: Sandbox,
-    config: PathBuf,
-}
-
-impl Pod {
-    fn new(reload_yaml: &str) -> Pod {
-        let sb = Sandbox::new();
-        let root = sb.path().display().to_string();
-        sb.write("peers", &peers(&[0, 1]));
-        sb.write("a.j2", "{% for p in peers %}{{ p }}\n{% endfor %}");
-        sb.write("b.j2", "b1\n");
-        sb.mkdir("out");
-        let config = sb.write(
-            "peerplate.yaml",
-            &format!(
-                "identity: {{hostname: web-1, namespace: default}}\npeers:\n  file: {root}/peers\ntemplates:\n  - source: {root}/a.j2\n    destination: {root}/out/a\n  - source: {root}/b.j2\n    destination: {root}/out/b\n    reload: false\nwait: {{min: 200ms, max: 0s}}\nreload: {reload_yaml}\n"
-            ),
-        );
-        Pod { sb, config }
-    }
-
-    fn cmd(&self) -> Command {
-        self.sb
-            .peerplate(["--config", &self.config.display().to_string(), "run"])
-    }
-
-    /// Replaces `rel` in one step (a half-written peers file is not what
-    /// these tests are about).
-    fn replace(&self, rel: &str, contents: &str) {
-        let tmp = self.sb.write(&format!("{rel}.tmp"), contents);
-        fs::rename(tmp, self.sb.join(rel)).expect("rename over");
-    }
-
-    fn read(&self, rel: &str) -> String {
-        fs::read_to_string(self.sb.join(rel)).unwrap_or_default()
-    }
+fn reload_pod(reload_yaml: &str) -> Pod {
+    Pod::builder()
+        .peers_file(&peers(&[0, 1]))
+        .template("a.j2", "{% for p in peers %}{{ p }}\n{% endfor %}", "out/a")
+        .template_with("b.j2", "b1\n", "out/b", "    reload: false\n")
+        .wait_min("200ms")
+        .yaml(&format!("reload: {reload_yaml}\n"))
+        .build()
 }
 
 /// A shell script that appends `name` to `log` on each SIGHUP.
@@ -91,11 +56,11 @@ fn pid_file_one_signal_per_changed_cycle_none_when_unchanged() {
     // Let the shell set its trap before anything can signal it.
     std::thread::sleep(Duration::from_millis(200));
 
-    let pod = Pod::new(&format!(
+    let pod = reload_pod(&format!(
         "{{signal: HUP, pid_file: {}}}",
         pid_file.display()
     ));
-    let mut d = Daemon::spawn(pod.cmd());
+    let mut d = pod.start();
     let count = || pod_hups(&hups);
 
     // The first cycle installs both outputs: one signal.
@@ -114,7 +79,7 @@ fn pid_file_one_signal_per_changed_cycle_none_when_unchanged() {
     }
     d.wait_for_line(mark, &["rendered", "template=a.j2", "changed=true"], WAIT);
     assert!(poll_until(WAIT, || count() == 2), "{}", d.logs());
-    assert_eq!(pod.read("out/a"), peers(&[0, 1, 2, 3, 4]));
+    assert_eq!(pod.read_or_empty("out/a"), peers(&[0, 1, 2, 3, 4]));
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(count(), 2, "one signal for the burst\n{}", d.logs());
     assert_eq!(signal_lines(&d, mark).len(), 1, "{}", d.logs());
@@ -135,7 +100,7 @@ fn pid_file_one_signal_per_changed_cycle_none_when_unchanged() {
     // A changed output that has `reload: false`: no signal either.
     pod.replace("b.j2", "b2\n");
     d.wait_for_line(mark, &["rendered", "template=b.j2", "changed=true"], WAIT);
-    assert_eq!(pod.read("out/b"), "b2\n");
+    assert_eq!(pod.read_or_empty("out/b"), "b2\n");
     std::thread::sleep(Duration::from_millis(400));
     assert_eq!(count(), 2, "{}", d.logs());
     assert_eq!(signal_lines(&d, mark), Vec::<String>::new());
@@ -187,8 +152,8 @@ fn process_signals_the_top_most_match_only() {
     assert!(child_up, "the same-named child did not start");
     std::thread::sleep(Duration::from_millis(200)); // traps set
 
-    let pod = Pod::new(&format!("{{signal: SIGHUP, process: {name}}}"));
-    let mut d = Daemon::spawn(pod.cmd());
+    let pod = reload_pod(&format!("{{signal: SIGHUP, process: {name}}}"));
+    let mut d = pod.start();
     let line = d.wait_for_line(0, &["reload signal sent"], WAIT);
     assert!(line.contains(&format!("pid={parent_pid} ")), "{line}");
     assert!(poll_until(WAIT, || pod_hups(&hups) == 1), "{}", d.logs());
@@ -199,14 +164,14 @@ fn process_signals_the_top_most_match_only() {
 
 #[test]
 fn process_not_running_is_logged_and_the_loop_goes_on() {
-    let pod = Pod::new("{signal: HUP, process: ppnosuchproc}");
-    let mut d = Daemon::spawn(pod.cmd());
+    let pod = reload_pod("{signal: HUP, process: ppnosuchproc}");
+    let mut d = pod.start();
     let line = d.wait_for_line(0, &["no process to reload"], WAIT);
     assert!(line.contains("INFO"), "info level: {line}");
     let mark = d.mark();
     pod.replace("peers", &peers(&[0, 1, 2]));
     d.wait_for_line(mark, &["no process to reload"], WAIT);
-    assert_eq!(pod.read("out/a"), peers(&[0, 1, 2]));
+    assert_eq!(pod.read_or_empty("out/a"), peers(&[0, 1, 2]));
     assert!(d.is_running(), "{}", d.logs());
     assert_eq!(d.terminate().code(), Some(0));
 }
@@ -230,7 +195,7 @@ fn a_process_peerplate_may_not_signal_gives_a_warning_with_the_fix() {
     });
     let pid_file = Sandbox::new();
     let pid_path = pid_file.write("app.pid", &format!("{}\n", app.pid()));
-    let pod = Pod::new(&format!(
+    let pod = reload_pod(&format!(
         "{{signal: HUP, pid_file: {}}}",
         pid_path.display()
     ));
@@ -243,14 +208,8 @@ fn a_process_peerplate_may_not_signal_gives_a_warning_with_the_fix() {
     let mut cmd = Command::new(find_program("setpriv").expect("setpriv"));
     cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
         .arg(crate::helpers::bin())
-        .args(pod.cmd().get_args())
-        .current_dir(pod.sb.path());
-    for (k, v) in pod.cmd().get_envs() {
-        match v {
-            Some(v) => cmd.env(k, v),
-            None => cmd.env_remove(k),
-        };
-    }
+        .args(pod.args("run"));
+    pod.clean_env(&mut cmd);
     let mut d = Daemon::spawn(cmd);
     let line = d.wait_for_line(0, &["reload failed"], WAIT);
     assert!(line.contains("WARN"), "{line}");

@@ -10,14 +10,12 @@
 //! `--log-format json` writes one JSON object a line.
 
 use std::fs;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
-use crate::helpers::{inode_and_mtime, poll_until, ConfigMapDir, Daemon, Sandbox};
-
-const WAIT: Duration = Duration::from_secs(10);
+use crate::helpers::{inode_and_mtime, ConfigMapDir, Daemon, WAIT};
+use crate::pod::Pod;
 
 const TEMPLATE_V1: &str = "# v1 for {{ pod.hostname }}\nupstream web {\n{% for p in peers %}  server {{ p }};\n{% endfor %}}\n";
 
@@ -39,77 +37,39 @@ fn same_text(a: &str, b: &str) -> bool {
     a.trim_end_matches('\n') == b.trim_end_matches('\n')
 }
 
-struct Pod {
-    sb: Sandbox,
-    cm: ConfigMapDir,
-    config: PathBuf,
-    peers: PathBuf,
-    out: PathBuf,
+/// Pod web-1: peers file, `nginx.conf.j2` in a ConfigMap volume at `cm/`,
+/// output in `out/nginx.conf`.
+fn nginx_pod(peers: &str, template: &str) -> Pod {
+    Pod::builder()
+        .peers_file(peers)
+        .wait_for_self()
+        .configmap_template(
+            "nginx.conf.j2",
+            template,
+            "out/nginx.conf",
+            "    mode: \"0644\"\n",
+        )
+        .yaml("vars: { greeting: hello }\n")
+        .build()
 }
 
-impl Pod {
-    /// Pod web-1: peers file, `nginx.conf.j2` in a ConfigMap volume at
-    /// `cm/`, output in `out/nginx.conf`.
-    fn new(peers: &str, template: &str) -> Pod {
-        let sb = Sandbox::new();
-        let cm = ConfigMapDir::create(&sb.join("cm"), &[("nginx.conf.j2", template)]);
-        let peers_path = sb.write("peers", peers);
-        let out = sb.mkdir("out").join("nginx.conf");
-        let config = sb.write(
-            "peerplate.yaml",
-            &format!(
-                "identity:\n  hostname: web-1\n  namespace: default\npeers:\n  file: {peers}\n  wait_for_self: true\ntemplates:\n  - source: {source}\n    destination: {out}\n    mode: \"0644\"\nwait: {{ min: 0s, max: 0s }}\nvars: {{ greeting: hello }}\n",
-                peers = peers_path.display(),
-                source = cm.path("nginx.conf.j2").display(),
-                out = out.display(),
-            ),
-        );
-        Pod {
-            sb,
-            cm,
-            config,
-            peers: peers_path,
-            out,
-        }
-    }
+/// Wait until the output equals `want` (modulo a trailing newline).
+fn wait_for_output(pod: &Pod, d: &mut Daemon, want: &str) {
+    pod.wait_for_output_where(d, want, |got| same_text(got, want));
+}
 
-    fn start(&self) -> Daemon {
-        Daemon::spawn(
-            self.sb
-                .peerplate(["--config", &self.config.display().to_string(), "run"]),
-        )
-    }
-
-    fn output(&self) -> Option<String> {
-        fs::read_to_string(&self.out).ok()
-    }
-
-    /// Wait until the output equals `want` (modulo a trailing newline).
-    fn wait_for_output(&self, d: &mut Daemon, want: &str) {
-        let ok = poll_until(WAIT, || {
-            self.output().is_some_and(|got| same_text(&got, want)) || !d.is_running()
-        });
-        let got = self.output();
-        assert!(
-            ok && got.as_deref().is_some_and(|got| same_text(got, want)),
-            "waiting for {} to read:\n{want}\nit reads: {got:?}\n{}",
-            self.out.display(),
-            d.logs()
-        );
-    }
-
-    fn started(&self) -> Daemon {
-        let mut d = self.start();
-        self.wait_for_output(&mut d, &v1_output(&["web-0", "web-1"]));
-        d
-    }
+/// The pod, started, once its first output is in place.
+fn started(pod: &Pod) -> Daemon {
+    let mut d = pod.start();
+    wait_for_output(pod, &mut d, &v1_output(&["web-0", "web-1"]));
+    d
 }
 
 #[test]
 fn renders_at_start_and_when_the_peers_file_changes() {
-    let pod = Pod::new(PEERS_0_1, TEMPLATE_V1);
+    let pod = nginx_pod(PEERS_0_1, TEMPLATE_V1);
     let mut d = pod.start();
-    pod.wait_for_output(&mut d, &v1_output(&["web-0", "web-1"]));
+    wait_for_output(&pod, &mut d, &v1_output(&["web-0", "web-1"]));
     let destination = format!("destination={}", pod.out.display());
     d.wait_for_line(
         0,
@@ -134,7 +94,7 @@ fn renders_at_start_and_when_the_peers_file_changes() {
         format!("{PEERS_0_1}web-2.nginx.default.svc.cluster.local\n"),
     )
     .expect("edit peers file");
-    pod.wait_for_output(&mut d, &v1_output(&["web-0", "web-1", "web-2"]));
+    wait_for_output(&pod, &mut d, &v1_output(&["web-0", "web-1", "web-2"]));
     d.wait_for_line(
         mark,
         &["rendered", "template=nginx.conf.j2", "changed=true"],
@@ -147,7 +107,7 @@ fn renders_at_start_and_when_the_peers_file_changes() {
         "web-10.nginx.default.svc.cluster.local\nweb-2.nginx.default.svc.cluster.local\nweb-1.nginx.default.svc.cluster.local\n",
     );
     fs::rename(&tmp, &pod.peers).expect("replace peers file");
-    pod.wait_for_output(&mut d, &v1_output(&["web-1", "web-2", "web-10"]));
+    wait_for_output(&pod, &mut d, &v1_output(&["web-1", "web-2", "web-10"]));
 
     let mut left: Vec<String> = fs::read_dir(pod.out.parent().expect("out dir"))
         .expect("read out dir")
@@ -160,14 +120,14 @@ fn renders_at_start_and_when_the_peers_file_changes() {
 
 #[test]
 fn configmap_data_swap_rerenders() {
-    let mut pod = Pod::new(PEERS_0_1, TEMPLATE_V1);
-    let mut d = pod.started();
+    let mut pod = nginx_pod(PEERS_0_1, TEMPLATE_V1);
+    let mut d = started(&pod);
     let mark = d.mark();
-    pod.cm.update(&[(
+    pod.configmap().update(&[(
         "nginx.conf.j2",
         "# v2\n{% for p in peers %}server {{ p.hostname }} {{ p.ordinal }};\n{% endfor %}",
     )]);
-    pod.wait_for_output(&mut d, "# v2\nserver web-0 0;\nserver web-1 1;\n");
+    wait_for_output(&pod, &mut d, "# v2\nserver web-0 0;\nserver web-1 1;\n");
     d.wait_for_line(
         mark,
         &["rendered", "template=nginx.conf.j2", "changed=true"],
@@ -175,14 +135,15 @@ fn configmap_data_swap_rerenders() {
     );
 
     // And a second swap: the watch survives the first one.
-    pod.cm.update(&[("nginx.conf.j2", "# v3 {{ leader }}\n")]);
-    pod.wait_for_output(&mut d, "# v3 web-0.nginx.default.svc.cluster.local\n");
+    pod.configmap()
+        .update(&[("nginx.conf.j2", "# v3 {{ leader }}\n")]);
+    wait_for_output(&pod, &mut d, "# v3 web-0.nginx.default.svc.cluster.local\n");
 }
 
 #[test]
 fn identical_output_leaves_the_file_untouched() {
-    let mut pod = Pod::new(PEERS_0_1, TEMPLATE_V1);
-    let mut d = pod.started();
+    let mut pod = nginx_pod(PEERS_0_1, TEMPLATE_V1);
+    let mut d = started(&pod);
     d.wait_for_line(0, &["rendered", "changed=true"], WAIT);
     let bytes = fs::read(&pod.out).expect("read output");
     let before = inode_and_mtime(&pod.out);
@@ -193,7 +154,7 @@ fn identical_output_leaves_the_file_untouched() {
     // At the start of a line: with `trim_blocks`, a comment tag at the end
     // of a line would also eat that line's newline.
     let commented = format!("{{# reviewed by ops #}}{TEMPLATE_V1}");
-    pod.cm.update(&[("nginx.conf.j2", &commented)]);
+    pod.configmap().update(&[("nginx.conf.j2", &commented)]);
     d.wait_for_line(
         mark,
         &["rendered", "template=nginx.conf.j2", "changed=false"],
@@ -218,13 +179,13 @@ fn identical_output_leaves_the_file_untouched() {
 
 #[test]
 fn broken_template_keeps_the_old_output_and_a_fix_recovers() {
-    let mut pod = Pod::new(PEERS_0_1, TEMPLATE_V1);
-    let mut d = pod.started();
+    let mut pod = nginx_pod(PEERS_0_1, TEMPLATE_V1);
+    let mut d = started(&pod);
     let good = fs::read(&pod.out).expect("read output");
 
     // An undefined variable on line 3.
     let mark = d.mark();
-    pod.cm.update(&[(
+    pod.configmap().update(&[(
         "nginx.conf.j2",
         "# v1 for {{ pod.hostname }}\nupstream web {\n  server {{ vars.no_such_upstream }};\n}\n",
     )]);
@@ -238,7 +199,7 @@ fn broken_template_keeps_the_old_output_and_a_fix_recovers() {
 
     // A syntax error on line 2.
     let mark = d.mark();
-    pod.cm.update(&[(
+    pod.configmap().update(&[(
         "nginx.conf.j2",
         "# v1 for {{ pod.hostname }}\nupstream {{ pod.hostname + }} {\n}\n",
     )]);
@@ -252,9 +213,13 @@ fn broken_template_keeps_the_old_output_and_a_fix_recovers() {
 
     // Fixed by the next ConfigMap update.
     let mark = d.mark();
-    pod.cm
+    pod.configmap()
         .update(&[("nginx.conf.j2", "# fixed\n{{ leader }}\n")]);
-    pod.wait_for_output(&mut d, "# fixed\nweb-0.nginx.default.svc.cluster.local\n");
+    wait_for_output(
+        &pod,
+        &mut d,
+        "# fixed\nweb-0.nginx.default.svc.cluster.local\n",
+    );
     d.wait_for_line(
         mark,
         &["rendered", "template=nginx.conf.j2", "changed=true"],
@@ -264,7 +229,7 @@ fn broken_template_keeps_the_old_output_and_a_fix_recovers() {
 
 #[test]
 fn nothing_is_written_until_the_pod_itself_is_a_peer() {
-    let pod = Pod::new("web-0.nginx.default.svc.cluster.local\n", TEMPLATE_V1);
+    let pod = nginx_pod("web-0.nginx.default.svc.cluster.local\n", TEMPLATE_V1);
     let mut d = pod.start();
     // Give it time to (wrongly) render, while making sure it is alive.
     std::thread::sleep(Duration::from_millis(500));
@@ -281,12 +246,12 @@ fn nothing_is_written_until_the_pod_itself_is_a_peer() {
     );
 
     fs::write(&pod.peers, PEERS_0_1).expect("add web-1");
-    pod.wait_for_output(&mut d, &v1_output(&["web-0", "web-1"]));
+    wait_for_output(&pod, &mut d, &v1_output(&["web-0", "web-1"]));
 }
 
 fn stop_exits_0_within_a_second(sig: Signal) {
-    let pod = Pod::new(PEERS_0_1, TEMPLATE_V1);
-    let mut d = pod.started();
+    let pod = nginx_pod(PEERS_0_1, TEMPLATE_V1);
+    let mut d = started(&pod);
     let (status, took) = d.stop_with(sig, Duration::from_secs(2));
     assert_eq!(
         status.code(),
@@ -313,7 +278,7 @@ fn sigint_exits_0_within_a_second() {
 
 #[test]
 fn json_logs_are_one_object_a_line() {
-    let pod = Pod::new(PEERS_0_1, TEMPLATE_V1);
+    let pod = nginx_pod(PEERS_0_1, TEMPLATE_V1);
     let mut d = Daemon::spawn(pod.sb.peerplate([
         "--log-format",
         "json",
@@ -344,7 +309,7 @@ fn json_logs_are_one_object_a_line() {
 
 #[test]
 fn peers_file_in_a_configmap_follows_data_swaps() {
-    let pod = Pod::new(PEERS_0_1, TEMPLATE_V1);
+    let pod = nginx_pod(PEERS_0_1, TEMPLATE_V1);
     // The peers list mounted from a ConfigMap of its own.
     let mut peers_cm = ConfigMapDir::create(&pod.sb.join("peers-cm"), &[("list", PEERS_0_1)]);
     let config = fs::read_to_string(&pod.config).expect("read config");
@@ -356,12 +321,12 @@ fn peers_file_in_a_configmap_follows_data_swaps() {
     fs::write(&pod.config, pointed).expect("rewrite config");
 
     let mut d = pod.start();
-    pod.wait_for_output(&mut d, &v1_output(&["web-0", "web-1"]));
+    wait_for_output(&pod, &mut d, &v1_output(&["web-0", "web-1"]));
     peers_cm.update(&[(
         "list",
         &format!("{PEERS_0_1}web-2.nginx.default.svc.cluster.local\n"),
     )]);
-    pod.wait_for_output(&mut d, &v1_output(&["web-0", "web-1", "web-2"]));
+    wait_for_output(&pod, &mut d, &v1_output(&["web-0", "web-1", "web-2"]));
     peers_cm.update(&[("list", "web-1.nginx.default.svc.cluster.local\n")]);
-    pod.wait_for_output(&mut d, &v1_output(&["web-1"]));
+    wait_for_output(&pod, &mut d, &v1_output(&["web-1"]));
 }

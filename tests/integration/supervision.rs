@@ -9,29 +9,10 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
-use crate::helpers::{poll_until, run, Daemon, Sandbox};
+use crate::helpers::{free_port, http_get, poll_until, run, Daemon, Sandbox};
 
-fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
-    let mut reply = String::new();
-    stream.read_to_string(&mut reply).ok()?;
-    let code = reply.split_whitespace().nth(1)?.parse().ok()?;
-    let body = reply
-        .split("\r\n\r\n")
-        .nth(1)
-        .unwrap_or_default()
-        .to_string();
-    Some((code, body))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    http_get(port, path).ok().map(|r| (r.status, r.body))
 }
 
 #[test]
@@ -58,7 +39,7 @@ fn a_worker_that_ends_early_fails_healthz_is_logged_and_counted() {
         &["a worker stopped", "worker=\"file\""],
         Duration::from_secs(5),
     );
-    let (code, body) = http_get(port, "/healthz").expect("GET /healthz");
+    let (code, body) = get(port, "/healthz").expect("GET /healthz");
     assert_eq!(code, 503, "{body}\n{}", d.logs());
     assert_eq!(
         body,
@@ -66,12 +47,12 @@ fn a_worker_that_ends_early_fails_healthz_is_logged_and_counted() {
     );
     // Readiness is apart: the template rendered before the worker ended.
     assert!(
-        poll_until(Duration::from_secs(5), || http_get(port, "/readyz")
+        poll_until(Duration::from_secs(5), || get(port, "/readyz")
             .is_some_and(|(c, _)| c == 200)),
         "{}",
         d.logs()
     );
-    let (_, metrics) = http_get(port, "/metrics").expect("GET /metrics");
+    let (_, metrics) = get(port, "/metrics").expect("GET /metrics");
     assert!(
         metrics.contains("peerplate_workers_ended_total{worker=\"file\"} 1"),
         "{metrics}"
@@ -111,7 +92,7 @@ fn without_the_fault_healthz_stays_200() {
         std::fs::read_to_string(sb.join("out.txt")).is_ok_and(|t| t == "2\n")
     }));
     assert_eq!(
-        http_get(port, "/healthz").map(|r| r.0),
+        get(port, "/healthz").map(|r| r.0),
         Some(200),
         "{}",
         d.logs()

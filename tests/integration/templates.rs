@@ -17,18 +17,24 @@
 //!   has no config-test mode, and a Java ensemble start is not a quick
 //!   offline check).
 //!
-//! nginx.conf.j2 is covered by `render.rs` and `nginx.rs`. The checkers are
-//! system components: skipped when missing, except under `CI=true`.
+//! Every `templates/*.j2`, a new one too, also has the snapshots
+//! `leader@<file>` and `follower@<file>` (insta's `glob!`: web-0..web-2 of
+//! the Service `nginx`, every var at its default), so adding a template adds
+//! them. nginx.conf.j2 is covered by `render.rs` and `nginx.rs`. The
+//! checkers are system components: skipped when missing, except under
+//! `CI=true`.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use insta::assert_snapshot;
 
-use crate::helpers::{find_program, repo_file, require_component, run, Daemon, Sandbox};
+use crate::helpers::{
+    find_program, free_ports, http_get, peers, repo_file, require_component, run, Daemon, Sandbox,
+};
 
 const PEERS: [&str; 3] = [
     "web-0.db.default.svc.cluster.local",
@@ -99,15 +105,6 @@ fn render(sb: &Sandbox, name: &str, hostname: &str, vars: &[&str]) -> String {
     render_with(sb, name, hostname, &PEERS, vars, &[])
 }
 
-/// `N` distinct TCP ports on 127.0.0.1 that were free a moment ago (all
-/// bound at once, so they differ).
-fn free_ports<const N: usize>() -> [u16; N] {
-    let listeners: Vec<TcpListener> = (0..N)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port"))
-        .collect();
-    std::array::from_fn(|i| listeners[i].local_addr().expect("local addr").port())
-}
-
 fn lines_starting_with<'a>(text: &'a str, prefix: &str) -> Vec<&'a str> {
     text.lines().filter(|l| l.starts_with(prefix)).collect()
 }
@@ -160,6 +157,40 @@ fn every_template_has_a_header_and_a_readme_row() {
             "templates/README.md has a table row for `{name}`"
         );
     }
+}
+
+/// Every template in `templates/` (a new one too, with no test of its own
+/// yet), rendered by the real binary for web-0..web-2 of the Service
+/// `nginx` with every var at its default and no REDIS_PASSWORD, as the
+/// leader web-0 and as the follower web-1: snapshots
+/// `leader@<file>` and `follower@<file>`.
+#[test]
+fn every_template_renders_as_leader_and_follower() {
+    let sb = Sandbox::new();
+    insta::glob!("../../templates", "*.j2", |path| {
+        for (snapshot, hostname) in [("leader", "web-0"), ("follower", "web-1")] {
+            let mut args = vec![
+                "render".to_string(),
+                "--template".into(),
+                path.display().to_string(),
+                "--hostname".into(),
+                hostname.into(),
+            ];
+            for peer in peers(0..3).lines() {
+                args.push("--peer".into());
+                args.push(peer.into());
+            }
+            let out = run(sb.peerplate(&args).env_remove("REDIS_PASSWORD"));
+            assert_eq!(
+                out.code,
+                Some(0),
+                "rendering {} as {hostname} failed\n{}",
+                path.display(),
+                out.dump()
+            );
+            assert_snapshot!(snapshot, out.stdout);
+        }
+    });
 }
 
 // --- HAProxy ------------------------------------------------------------------
@@ -516,20 +547,6 @@ fn etcd_replicas_names_the_whole_intended_cluster_before_dns_does() {
     assert_snapshot!("etcd_replicas_tls", out);
 }
 
-/// HTTP GET `path` on 127.0.0.1:`port`; the whole response, or None.
-fn http_get(port: u16, path: &str) -> Option<String> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut body = String::new();
-    stream.read_to_string(&mut body).ok()?;
-    Some(body)
-}
-
 #[test]
 fn etcd_starts_a_one_member_cluster_from_the_rendered_file() {
     if !require_component("etcd") {
@@ -569,7 +586,9 @@ fn etcd_starts_a_one_member_cluster_from_the_rendered_file() {
         Duration::from_secs(8),
         "etcd to report healthy on /health",
         |_| {
-            health = http_get(client, "/health").unwrap_or_default();
+            health = http_get(client, "/health")
+                .map(|r| r.body)
+                .unwrap_or_default();
             health.contains(r#""health":"true""#)
         },
     );
