@@ -4,44 +4,79 @@
 # Kubernetes' peer-finder, chosen by the name it is invoked under).
 #
 #   docker build -t ghcr.io/peerplate/peerplate:0.1.0 .
+#   docker buildx build --platform linux/amd64,linux/arm64 -t IMAGE --push .
 #
 # The deploy/ manifests run this image and nginx as the same uid 65532, so
 # peerplate can signal nginx with no capability; keep the two in step.
 #
-# How this file was checked: no Docker engine runs where it was written, so
-# the builder stage's command was run on the host (Debian 12, x86_64, the
-# Rust toolchain of the repository's CI):
-#   RUSTFLAGS="-C target-feature=+crt-static" \
-#     cargo build --release --locked --target x86_64-unknown-linux-gnu
-# and its output checked: `file` says "static-pie linked", `ldd` says
-# "statically linked", no linker warnings; `peerplate --version` prints
-# "peerplate 0.1.0"; invoked through a symlink named peer-finder it prints
-# peer-finder's own "Incomplete args" message (exit 1) and its Go-style usage
-# for an unknown flag (exit 2); and in an empty root holding nothing but
-# /usr/local/bin as this image lays it out (`unshare --map-root-user
-# --root=DIR`: no libc, no /etc) it runs `--version`, answers as peer-finder,
-# and runs `once` with a seed that copies the binary out, as the deploy/
-# overlays do. The Dockerfile itself is scanned by checkov
-# (tests/integration/deploy.rs).
+# Base images are pinned by digest (the multi-arch index digest). To move a
+# pin, resolve the tag and paste the digest after the tag's `@sha256:`:
+#   docker buildx imagetools inspect rust:1-bookworm --format '{{json .Manifest.Digest}}'
+#   docker buildx imagetools inspect gcr.io/distroless/static-debian12:nonroot --format '{{json .Manifest.Digest}}'
+# The release workflow (.github/workflows/release.yml) resolves every pinned
+# digest first and fails on one that does not resolve.
+#
+# How this file is checked: the final stage is built and run by the
+# container tests (scripts/test-images.sh cuts it out of this file and builds
+# it with podman on a local stand-in for the distroless base, with the
+# binary of scripts/build-release.sh, which runs the builder's cargo command;
+# tests/integration/image.rs runs it read-only as uid 65532). The builder
+# stage needs a registry, which CI here cannot reach: it runs in the release
+# workflow. checkov scans this file (tests/integration/deploy.rs).
 
-# ---- build: a static binary --------------------------------------------------
-FROM rust:1-bookworm AS builder
+# ---- build: a static binary, cross-compiled for the target platform ----------
+# The builder runs on the build machine's own platform ($BUILDPLATFORM) and
+# compiles for $TARGETARCH: arm64 is cross-compiled, never emulated.
+FROM --platform=$BUILDPLATFORM rust:1-bookworm@sha256:93ce27a88655056a51dbdd8f5f2d7ddc071c7b0070fb288a37b5a285fc83971e AS builder
+ARG TARGETARCH
 WORKDIR /src
+# The target's triple; for a foreign one, Debian's cross gcc and the
+# target's glibc (static libraries for +crt-static) and Rust's std for it.
+# Debian's gcc also answers to <arch>-linux-gnu-gcc natively, so the
+# linker settings below hold for a native build too.
+RUN set -eu; \
+    case "$TARGETARCH" in \
+      amd64) triple=x86_64-unknown-linux-gnu; cross="gcc-x86-64-linux-gnu libc6-dev-amd64-cross" ;; \
+      arm64) triple=aarch64-unknown-linux-gnu; cross="gcc-aarch64-linux-gnu libc6-dev-arm64-cross" ;; \
+      *) echo "unsupported TARGETARCH: $TARGETARCH" >&2; exit 1 ;; \
+    esac; \
+    echo "$triple" > /triple; \
+    if [ "$triple" != "$(rustc -vV | sed -n 's/^host: //p')" ]; then \
+      apt-get update; \
+      apt-get install -y --no-install-recommends $cross; \
+      rm -rf /var/lib/apt/lists/*; \
+      rustup target add "$triple"; \
+    fi
+ENV CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_LINKER=x86_64-linux-gnu-gcc \
+    CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
+    CC_x86_64_unknown_linux_gnu=x86_64-linux-gnu-gcc \
+    CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc \
+    RUSTFLAGS="-C target-feature=+crt-static"
+# Dependencies in a layer of their own: built from the manifest and the
+# lock file with empty sources, so a change under src/ rebuilds only
+# peerplate. (--target keeps RUSTFLAGS away from build scripts and proc
+# macros, which cannot be static.)
+COPY Cargo.toml Cargo.lock ./
+RUN mkdir -p src benches tests/integration \
+ && echo 'fn main() {}' > src/main.rs \
+ && touch src/lib.rs tests/integration/main.rs \
+ && for b in render daemon dns reload; do echo 'fn main() {}' > "benches/$b.rs"; done \
+ && cargo build --release --locked --target "$(cat /triple)" \
+ && rm -rf src benches tests
+# The real build: what scripts/build-release.sh runs. peer-finder is a
+# relative symlink to the binary, which chooses what to be by the name it
+# is invoked under.
 COPY . .
-# --target (the builder's own triple, x86_64-unknown-linux-gnu on amd64) keeps
-# RUSTFLAGS away from build scripts and proc macros, which cannot be static.
-# peer-finder is a relative symlink to the binary, which chooses what to be
-# by the name it is invoked under.
-RUN target="$(rustc -vV | sed -n 's/^host: //p')" \
- && RUSTFLAGS="-C target-feature=+crt-static" \
-    cargo build --release --locked --target "$target" \
+RUN touch src/main.rs src/lib.rs \
+ && triple="$(cat /triple)" \
+ && cargo build --release --locked --bin peerplate --target "$triple" \
  && mkdir -p /out \
- && cp "target/$target/release/peerplate" /out/peerplate \
- && ln -s peerplate /out/peer-finder \
- && /out/peerplate --version
+ && cp "target/$triple/release/peerplate" /out/peerplate \
+ && ln -s peerplate /out/peer-finder
 
 # ---- run: distroless static, non-root ----------------------------------------
-FROM gcr.io/distroless/static-debian12:nonroot
+# What goes in is this stage; the container tests build exactly these lines.
+FROM gcr.io/distroless/static-debian12:nonroot@sha256:d093aa3e30dbadd3efe1310db061a14da60299baff8450a17fe0ccc514a16639
 # A directory COPY keeps the symlink as a symlink: one copy of the binary.
 COPY --from=builder /out/ /usr/local/bin/
 USER 65532:65532

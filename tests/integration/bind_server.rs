@@ -26,6 +26,7 @@ use crate::helpers::{
 };
 
 const SERVICE: &str = "nginx.default.svc.cluster.local.";
+const READY_SERVICE: &str = "nginx-ready.default.svc.cluster.local.";
 const KEY_NAME: &str = "peerplate-test";
 
 /// A running `named`; see the module docs.
@@ -36,6 +37,33 @@ pub struct Bind {
     addr: SocketAddr,
     /// The pods the zone holds now (host names).
     pods: Vec<String>,
+    records: Records,
+}
+
+/// What the zone says about each pod: the SRV port, the pod's A record and
+/// whether the ready-only Service `nginx-ready` lists it too (as
+/// `web-K.nginx-ready...`, with its own A record, as CoreDNS names the
+/// endpoints of a Service that is not the pods' subdomain).
+#[derive(Clone, Copy)]
+pub struct Records {
+    /// The port the SRV records announce (the pods' listen port).
+    pub srv_port: u16,
+    /// The A record of pod `web-K`.
+    pub ip: fn(&str) -> Ipv4Addr,
+    /// Also serve `nginx-ready.default.svc.cluster.local` with the same
+    /// pods (every pod in the zone is ready).
+    pub ready_service: bool,
+}
+
+impl Default for Records {
+    /// Port 80, [`pod_ip`], no ready-only Service.
+    fn default() -> Records {
+        Records {
+            srv_port: 80,
+            ip: pod_ip,
+            ready_service: false,
+        }
+    }
 }
 
 /// True if every program the BIND tests use is installed (see
@@ -50,13 +78,22 @@ impl Bind {
     /// Starts `named` serving `hosts` (e.g. `["web-0", "web-1"]`) and waits
     /// (bounded) until it answers. Call [`available`] first.
     pub fn start(hosts: &[&str]) -> Bind {
+        Bind::start_with(hosts, Records::default())
+    }
+
+    /// [`Bind::start`] with the zone's records shaped by `records`.
+    pub fn start_with(hosts: &[&str], records: Records) -> Bind {
         let dir = tempfile::Builder::new()
             .prefix("peerplate-bind-")
             .tempdir()
             .expect("create BIND dir");
         let key = program_output("tsig-keygen", &[KEY_NAME]);
         fs::write(dir.path().join("update.key"), key).expect("write key");
-        fs::write(dir.path().join("cluster.local.zone"), zone_file(hosts)).expect("write zone");
+        fs::write(
+            dir.path().join("cluster.local.zone"),
+            zone_file(hosts, &records),
+        )
+        .expect("write zone");
         let limit = supports_max_records_per_type();
 
         // The port is free when we look; another process could take it before
@@ -79,6 +116,7 @@ impl Bind {
                     addr,
                     named,
                     pods: hosts.iter().map(|h| h.to_string()).collect(),
+                    records,
                 };
             }
             last_log = named.logs();
@@ -108,10 +146,16 @@ impl Bind {
             self.addr.port()
         );
         script.push_str(&format!("update delete {SERVICE} SRV\n"));
+        if self.records.ready_service {
+            script.push_str(&format!("update delete {READY_SERVICE} SRV\n"));
+        }
         for old in &self.pods {
             script.push_str(&format!("update delete {old}.{SERVICE} A\n"));
+            if self.records.ready_service {
+                script.push_str(&format!("update delete {old}.{READY_SERVICE} A\n"));
+            }
         }
-        script.push_str(&records(hosts, "update add "));
+        script.push_str(&records(hosts, &self.records, "update add "));
         script.push_str("send\n");
         let path = self.dir.path().join("update.txt");
         fs::write(&path, script).expect("write nsupdate script");
@@ -229,24 +273,36 @@ zone "cluster.local" {{
 
 /// The zone as CoreDNS would answer it: SOA, NS, and for each pod an SRV
 /// record of the Service and its A record.
-fn zone_file(hosts: &[&str]) -> String {
+fn zone_file(hosts: &[&str], shape: &Records) -> String {
     let mut z = format!(
         "$ORIGIN cluster.local.\n$TTL {TTL}\n@ IN SOA ns.dns.cluster.local. hostmaster.cluster.local. 1 7200 1800 86400 {TTL}\n@ IN NS ns.dns.cluster.local.\nns.dns IN A 127.0.0.1\n"
     );
-    z.push_str(&records(hosts, ""));
+    z.push_str(&records(hosts, shape, ""));
     z
 }
 
 /// `<prefix>NAME TTL [IN] SRV|A ...` lines for `hosts`.
-fn records(hosts: &[&str], prefix: &str) -> String {
+fn records(hosts: &[&str], shape: &Records, prefix: &str) -> String {
     let weight = (100 / hosts.len().max(1)).max(1);
+    let port = shape.srv_port;
     let mut out = String::new();
     for h in hosts {
         let _ = writeln!(
             out,
-            "{prefix}{SERVICE} {TTL} IN SRV 0 {weight} 80 {h}.{SERVICE}"
+            "{prefix}{SERVICE} {TTL} IN SRV 0 {weight} {port} {h}.{SERVICE}"
         );
-        let _ = writeln!(out, "{prefix}{h}.{SERVICE} {TTL} IN A {}", pod_ip(h));
+        if shape.ready_service {
+            let _ = writeln!(
+                out,
+                "{prefix}{READY_SERVICE} {TTL} IN SRV 0 {weight} {port} {h}.{READY_SERVICE}"
+            );
+            let _ = writeln!(
+                out,
+                "{prefix}{h}.{READY_SERVICE} {TTL} IN A {}",
+                (shape.ip)(h)
+            );
+        }
+        let _ = writeln!(out, "{prefix}{h}.{SERVICE} {TTL} IN A {}", (shape.ip)(h));
     }
     out
 }

@@ -6,22 +6,26 @@
 //! kubelet-style ConfigMap writer, a daemon guard, peer lists, free ports,
 //! HTTP), `procfs` looks at processes through `/proc` (the benches include
 //! both by `#[path]`), `pod` builds one pod's sandbox and config, and
-//! `dns_server` / `bind_server` answer its DNS; every other module covers
-//! one area.
+//! `dns_server` / `bind_server` answer its DNS, and `podman` runs real
+//! containers (the images of `scripts/test-images.sh`); every other module
+//! covers one area.
 
 mod bind_server;
 mod dns_server;
 mod helpers;
 mod pod;
+mod podman;
 mod procfs;
 
 mod admin;
 mod check;
+mod container_pod;
 mod deploy;
 mod dns;
 mod dns_bind;
 mod e2e;
 mod hooks;
+mod image;
 mod leader;
 mod nginx;
 mod once;
