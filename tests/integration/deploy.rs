@@ -36,13 +36,35 @@ const TOOL_TIMEOUT: Duration = Duration::from_secs(300);
 /// first release with native sidecars on by default.
 const OLDEST_SUPPORTED: &str = "1.29.0";
 
-/// Every kustomization an operator may apply.
+/// Every kustomization an operator may apply (the Component
+/// deploy/components/peerplate-sidecar is rendered through
+/// deploy/overlays/add-sidecar, which applies it to a sample StatefulSet).
 const KUSTOMIZATIONS: &[&str] = &[
+    "deploy",
     "deploy/base",
     "deploy/overlays/init-once",
     "deploy/overlays/peer-finder",
     "deploy/overlays/seed-state",
+    "deploy/overlays/add-sidecar",
+    "deploy/overlays/monitor",
 ];
+
+/// Kinds that kubernetes-validate is not asked about: the Prometheus
+/// Operator's custom resources of deploy/overlays/monitor. The tool knows
+/// only the schemas of Kubernetes itself and has none for a CRD's kinds (it
+/// reports them as unknown and would fail --strict); their fields are
+/// checked by the operator's admission webhook when applied, and the
+/// metric names in the rules by
+/// `the_monitor_rules_use_metrics_that_peerplate_exports`.
+const NO_SCHEMA: &[(&str, &str)] = &[
+    ("monitoring.coreos.com/v1", "PodMonitor"),
+    ("monitoring.coreos.com/v1", "PrometheusRule"),
+];
+
+/// True if kubernetes-validate has a schema for this object's kind.
+fn has_schema(doc: &serde_yaml::Value) -> bool {
+    !kind_of(doc).is_some_and(|k| NO_SCHEMA.contains(&k))
+}
 
 /// What a tool printed and how it ended.
 struct ToolRun {
@@ -200,9 +222,28 @@ fn manifests_validate_against_the_kubernetes_schema_in_strict_mode() {
         return;
     }
     let sb = Sandbox::new();
-    let mut files = raw_manifests();
+    // Files of kinds without a schema are left out, and so are those
+    // objects of a rendered kustomization (see NO_SCHEMA).
+    let mut files: Vec<PathBuf> = raw_manifests()
+        .into_iter()
+        .filter(|path| {
+            documents(&fs::read_to_string(path).expect("read manifest"))
+                .iter()
+                .all(has_schema)
+        })
+        .collect();
     if let Some(rendered) = rendered(&sb) {
-        files.extend(rendered.into_iter().map(|(_, path)| path));
+        for (_, path) in rendered {
+            let docs = documents(&fs::read_to_string(&path).expect("read rendered"));
+            let known: Vec<&serde_yaml::Value> = docs.iter().filter(|d| has_schema(d)).collect();
+            let text = known
+                .iter()
+                .map(|d| serde_yaml::to_string(d).expect("YAML"))
+                .collect::<Vec<_>>()
+                .join("---\n");
+            let name = path.file_name().expect("file name").to_string_lossy();
+            files.push(sb.write(&format!("validate-{name}"), &text));
+        }
     }
     for (label, version) in [("newest", None), ("oldest", Some(OLDEST_SUPPORTED))] {
         let mut cmd = Command::new("kubernetes-validate");
@@ -484,7 +525,9 @@ fn every_peerplate_config_in_a_configmap_passes_peerplate_check() {
     }
     // The sidecar, the init-once container and both install/seed steps.
     for expected in [
+        "deploy:web/peerplate",
         "deploy/base:web/peerplate",
+        "deploy/overlays/add-sidecar:app/peerplate",
         "deploy/overlays/init-once:web/peerplate",
         "deploy/overlays/peer-finder:web/install",
         "deploy/overlays/seed-state:files/install",
@@ -609,4 +652,182 @@ fn the_deploy_nginx_configs_pass_nginx_t_as_leader_and_follower() {
         .replace("/tmp/", &format!("{}/", run_dir.display()));
     let conf = sb.write("seed-state.conf", &seed_conf);
     nginx_t(&sb, "seed-state", &conf);
+}
+
+/// The StatefulSets of a `kubectl kustomize` output, by name.
+fn statefulsets(docs: &[serde_yaml::Value]) -> Vec<(String, &serde_yaml::Value)> {
+    docs.iter()
+        .filter(|d| kind_of(d).is_some_and(|(_, k)| k == "StatefulSet"))
+        .map(|d| (d["metadata"]["name"].as_str().expect("name").to_string(), d))
+        .collect()
+}
+
+fn names_of(list: &serde_yaml::Value) -> Vec<String> {
+    list.as_sequence()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["name"].as_str().map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn the_component_adds_the_sidecar_to_labelled_statefulsets_only() {
+    if !require_component("kubectl") {
+        return;
+    }
+    let sb = Sandbox::new();
+    let component = repo_file("deploy/components/peerplate-sidecar");
+    // The sample StatefulSet of deploy/overlays/add-sidecar (labelled), and
+    // the same without the label, side by side.
+    let labelled = fs::read_to_string(repo_file("deploy/overlays/add-sidecar/statefulset.yaml"))
+        .expect("read sample");
+    let label = "    peerplate.io/sidecar: \"true\"";
+    assert!(labelled.contains(label), "the sample carries the label");
+    let plain = labelled
+        .lines()
+        .filter(|l| !l.starts_with(label))
+        .collect::<Vec<_>>()
+        .join("\n")
+        .replace("name: app\n", "name: plain\n");
+    sb.write("labelled.yaml", &labelled);
+    sb.write("plain.yaml", &plain);
+    // kustomize takes a Component by relative path only.
+    let up = "../".repeat(sb.path().components().count() - 1);
+    let relative = format!(
+        "{up}{}",
+        component.display().to_string().trim_start_matches('/')
+    );
+    sb.write(
+        "kustomization.yaml",
+        &format!(
+            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [labelled.yaml, plain.yaml]\ncomponents: [\"{relative}\"]\n"
+        ),
+    );
+    let run = run_tool(
+        &sb,
+        "kustomize-component",
+        Command::new("kubectl").arg("kustomize").arg(sb.path()),
+    );
+    assert_eq!(run.code, Some(0), "{}", run.output);
+    let text = fs::read_to_string(sb.join("kustomize-component.out")).expect("read");
+    let docs = documents(&text);
+    let sets = statefulsets(&docs);
+    let spec_of = |name: &str| {
+        &sets
+            .iter()
+            .find(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("no StatefulSet {name}\n{text}"))
+            .1["spec"]["template"]["spec"]
+    };
+
+    let app = spec_of("app");
+    assert_eq!(app["shareProcessNamespace"].as_bool(), Some(true), "{text}");
+    assert_eq!(names_of(&app["initContainers"]), ["peerplate"], "{text}");
+    assert_eq!(names_of(&app["containers"]), ["nginx"], "the app is kept");
+    let sidecar = &app["initContainers"][0];
+    assert_eq!(sidecar["restartPolicy"].as_str(), Some("Always"));
+    assert_eq!(sidecar["imagePullPolicy"].as_str(), Some("IfNotPresent"));
+    let volumes = names_of(&app["volumes"]);
+    for v in ["nginx-tmp", "peerplate", "peerplate-conf"] {
+        assert!(volumes.iter().any(|n| n == v), "volume {v}: {volumes:?}");
+    }
+    // The projected ConfigMaps are the generated ones (hash suffix kept).
+    let config_maps: Vec<String> = docs
+        .iter()
+        .filter(|d| kind_of(d).is_some_and(|(_, k)| k == "ConfigMap"))
+        .map(|d| d["metadata"]["name"].as_str().expect("name").to_string())
+        .collect();
+    assert!(
+        config_maps
+            .iter()
+            .any(|n| n.starts_with("peerplate-config-"))
+            && config_maps.iter().any(|n| n == "peerplate-templates"),
+        "{config_maps:?}"
+    );
+    assert!(text.contains(&format!(
+        "name: {}",
+        config_maps
+            .iter()
+            .find(|n| n.starts_with("peerplate-config-"))
+            .expect("hashed")
+    )));
+
+    let untouched = spec_of("plain");
+    assert!(untouched["initContainers"].is_null(), "{text}");
+    assert!(untouched["shareProcessNamespace"].is_null(), "{text}");
+    assert_eq!(names_of(&untouched["volumes"]), ["nginx-tmp"]);
+
+    // The Component's template is the base's, so the nginx -t of the
+    // base's leader and follower configs covers it.
+    assert_eq!(
+        fs::read_to_string(component.join("nginx.conf.j2")).expect("read"),
+        fs::read_to_string(repo_file("deploy/base/nginx.conf.j2")).expect("read"),
+        "deploy/components/peerplate-sidecar/nginx.conf.j2 is a copy of deploy/base's"
+    );
+}
+
+#[test]
+fn every_container_pulls_if_not_present() {
+    let sb = Sandbox::new();
+    let Some(rendered) = rendered(&sb) else {
+        return;
+    };
+    for (dir, path) in &rendered {
+        let docs = documents(&fs::read_to_string(path).expect("read"));
+        for (name, sts) in statefulsets(&docs) {
+            let spec = &sts["spec"]["template"]["spec"];
+            for c in ["initContainers", "containers"]
+                .iter()
+                .filter_map(|k| spec[*k].as_sequence())
+                .flatten()
+            {
+                assert_eq!(
+                    c["imagePullPolicy"].as_str(),
+                    Some("IfNotPresent"),
+                    "{dir}: {name}/{}",
+                    c["name"].as_str().unwrap_or("?")
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn the_monitor_rules_use_metrics_that_peerplate_exports() {
+    let rules = fs::read_to_string(repo_file("deploy/overlays/monitor/prometheusrule.yaml"))
+        .expect("read rules");
+    // Peers from DNS and a reload, so the lookup and reload counters are
+    // there too.
+    let dns = crate::dns_server::DnsServer::start("cluster.local");
+    dns.scale(2);
+    let pod = crate::pod::Pod::builder()
+        .dns(&[&dns.nameserver()], "1s")
+        .template("t.j2", "{{ leader }}\n", "out/t")
+        .http()
+        .yaml("reload: {signal: HUP, process: peerplate-test-no-app}\n")
+        .build();
+    let _daemon = pod.start();
+    let scrape = crate::helpers::http_get(pod.port, "/metrics").expect("GET /metrics");
+    let mut used: Vec<&str> = rules
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("peerplate_"))
+        .collect();
+    used.sort_unstable();
+    used.dedup();
+    assert!(used.len() >= 5, "{used:?}");
+    for name in used {
+        assert!(
+            scrape
+                .body
+                .lines()
+                .any(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' '])),
+            "{name} is not among the metrics peerplate exports:\n{}",
+            scrape.body
+        );
+    }
+    let alerts = rules.matches("- alert: ").count();
+    assert_eq!(
+        alerts, 5,
+        "renders failing, sets held, lookups failing, reloads rejected, last success too old"
+    );
 }
