@@ -30,6 +30,7 @@ mod leader;
 mod nginx;
 mod once;
 mod peer_finder;
+mod release;
 mod reload;
 mod render;
 mod run;
