@@ -105,8 +105,7 @@ fn the_image_is_the_dockerfiles_final_stage_with_no_shell_and_no_libc() {
             .lines()
             .find(|l| {
                 l.split_whitespace()
-                    .skip(5)
-                    .next()
+                    .nth(5)
                     .is_some_and(|p| p.trim_start_matches("./").trim_end_matches('/') == path)
             })
             .unwrap_or_else(|| panic!("no {path} in the image:\n{listing}"))
@@ -131,9 +130,9 @@ fn the_image_is_the_dockerfiles_final_stage_with_no_shell_and_no_libc() {
         let path = path.trim_start_matches("./");
         let base = path.rsplit('/').next().unwrap_or_default();
         assert!(
-            !(base == "sh" || base == "bash" || base == "busybox")
-                && !base.starts_with("libc.so")
-                && !base.starts_with("ld-linux"),
+            !(["sh", "bash", "busybox"].contains(&base)
+                || base.starts_with("libc.so")
+                || base.starts_with("ld-linux")),
             "the image holds {path}: no shell and no libc expected\n{listing}"
         );
     }
