@@ -55,7 +55,9 @@ ENV CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_LINKER=x86_64-linux-gnu-gcc \
 # Dependencies in a layer of their own: built from the manifest and the
 # lock file with empty sources, so a change under src/ rebuilds only
 # peerplate. (--target keeps RUSTFLAGS away from build scripts and proc
-# macros, which cannot be static.)
+# macros, which cannot be static.) Tried on the host with the stubs below:
+# the stub build reuses nothing but the dependencies, and the real build
+# needs both touches further down, or cargo keeps the empty stub library.
 COPY Cargo.toml Cargo.lock ./
 RUN mkdir -p src benches tests/integration \
  && echo 'fn main() {}' > src/main.rs \
