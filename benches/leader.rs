@@ -6,10 +6,10 @@
 //!
 //! - `handover`: `--pods` (3) pods with `leader: {policy: sticky, grace}`;
 //!   the current leader leaves the ready set, and the clock stops when every
-//!   pod's output names the next ready peer as leader. Repeated `--rounds`
+//!   pod's output names the first ready peer as leader. Repeated `--rounds`
 //!   (5) times, the old leader coming back ready between rounds (nobody
-//!   flips back, so the next round removes the new leader). Target: under
-//!   `grace` plus two DNS intervals.
+//!   flips back, so the next round removes the new leader: web-0 and web-1
+//!   alternate). Target: under `grace` plus two DNS intervals.
 //! - `start`: the time from starting one more pod (a restarted `web-0`
 //!   whose peers already chose another leader) to its first output, which
 //!   includes asking its ready peers (`GET /leader`, one request each, at
@@ -232,7 +232,8 @@ fn run(o: Options) -> Res<()> {
         let mut starts = Vec::new();
         let mut leader = 0;
         for round in 0..o.rounds {
-            let next = (leader + 1) % o.pods;
+            // The first ready peer in ordinal order takes over.
+            let next = if leader == 0 { 1 } else { 0 };
             let ready: Vec<&str> = all
                 .iter()
                 .enumerate()
