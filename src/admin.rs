@@ -121,7 +121,12 @@ async fn answer(
     req: Request<Incoming>,
     state: Arc<State>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
-    let (code, content_type, body) = match (req.method(), req.uri().path()) {
+    // HEAD is GET without the body (hyper leaves the body out for HEAD).
+    let method = match *req.method() {
+        hyper::Method::HEAD => hyper::Method::GET,
+        ref m => m.clone(),
+    };
+    let (code, content_type, body) = match (&method, req.uri().path()) {
         (&hyper::Method::GET, "/healthz") => match state.broken() {
             None => (StatusCode::OK, "text/plain", "ok\n".to_string()),
             Some(why) => (
@@ -154,7 +159,7 @@ async fn answer(
         _ => (
             StatusCode::METHOD_NOT_ALLOWED,
             "text/plain",
-            "GET only\n".to_string(),
+            "GET or HEAD only\n".to_string(),
         ),
     };
     let mut response = Response::new(Full::new(Bytes::from(body)));

@@ -62,14 +62,24 @@ pub enum Command {
 
 #[derive(Debug, clap::Args)]
 pub struct RenderArgs {
-    /// Render with this peer set instead of the config's source (repeatable)
-    #[arg(long = "peer", value_name = "NAME")]
+    /// Render with this peer set instead of the config's source (repeatable);
+    /// NAME:PORT sets the peer's port
+    #[arg(long = "peer", value_name = "NAME[:PORT]")]
     pub peers: Vec<String>,
     /// Render as this pod
     #[arg(long, value_name = "NAME")]
     pub hostname: Option<String>,
-    /// Print only this template: its file name, source path or destination,
-    /// or the path of any template file
+    /// Render in this namespace (pod.namespace, and pod.fqdn with a dns source)
+    #[arg(long, value_name = "NS")]
+    pub namespace: Option<String>,
+    /// Set vars.KEY (dotted keys nest: a.b=1); VALUE is read as YAML (8080 a
+    /// number, false a bool, '"8080"' a string); repeatable
+    #[arg(long = "var", value_name = "KEY=VALUE")]
+    pub vars: Vec<String>,
+    /// Print only this template: its file name, source path or destination
+    /// as written in the config, or the path of any template file (relative
+    /// to the working directory, unlike the config's paths, which are
+    /// relative to the config file)
     #[arg(long, value_name = "NAME")]
     pub template: Option<String>,
     /// Render with this peer as the leader (its FQDN or host name), whatever
@@ -156,13 +166,34 @@ async fn render_command(cli: &Cli, args: &RenderArgs) -> Result<(), Error> {
     if let Some(hostname) = &args.hostname {
         config.set_hostname(hostname);
     }
+    if let Some(namespace) = &args.namespace {
+        config.set_namespace(namespace);
+    }
+    for var in &args.vars {
+        let (key, value) = var.split_once('=').ok_or_else(|| {
+            Error::Usage(format!(
+                "--var {var}: write KEY=VALUE, like --var listen=8080"
+            ))
+        })?;
+        config
+            .set_var(key, value)
+            .map_err(|why| Error::Usage(format!("--var {var}: {why}")))?;
+    }
     if let Some(wanted) = &args.template {
         config.templates = vec![pick_template(&config, wanted)?];
     }
     let peers = if args.peers.is_empty() {
         configured_peers(&config).await?
     } else {
-        PeerSet::from_names(args.peers.iter().map(String::as_str), "--peer")
+        let peers = flag_peers(&args.peers)?;
+        let me = crate::peers::Identity::of(&config);
+        if !me.is_in(&peers) {
+            tracing::warn!(
+                "this pod ({}) is not among the --peer names, so no peer is_self and pod.is_leader is false; give its name with --peer, or pick another with --hostname",
+                me.name()
+            );
+        }
+        peers
     };
     let peers = mark_not_ready(peers, &args.not_ready)?;
     let leader = match &args.leader {
@@ -205,6 +236,32 @@ async fn render_command(cli: &Cli, args: &RenderArgs) -> Result<(), Error> {
             path: PathBuf::from("<stdout>"),
             source,
         })
+}
+
+/// `--peer NAME[:PORT]`: every name must be a valid host name (exit 2
+/// otherwise, never a render of fewer peers).
+fn flag_peers(flags: &[String]) -> Result<PeerSet, Error> {
+    let mut peers = Vec::with_capacity(flags.len());
+    for flag in flags {
+        let (name, port) = match flag.rsplit_once(':') {
+            Some((name, port)) => {
+                let port = port.parse::<u16>().map_err(|_| {
+                    Error::Usage(format!(
+                        "--peer {flag}: {port:?} is not a port (1-65535); write NAME or NAME:PORT"
+                    ))
+                })?;
+                (name, Some(port))
+            }
+            None => (flag.as_str(), None),
+        };
+        let peer = crate::peers::Peer::parse(name, port).map_err(|why| {
+            Error::Usage(format!(
+                "--peer {flag}: not a valid host name ({why}); write a DNS name like web-0.nginx.default.svc.cluster.local"
+            ))
+        })?;
+        peers.push(peer);
+    }
+    Ok(PeerSet::new(peers))
 }
 
 fn listed(peers: &PeerSet) -> String {
@@ -263,14 +320,27 @@ fn pick_template(config: &Config, wanted: &str) -> Result<Template, Error> {
         .iter()
         .map(|t| t.source.display().to_string())
         .collect();
+    let cwd = std::env::current_dir()
+        .map(|d| d.join(wanted_path).display().to_string())
+        .unwrap_or_else(|_| wanted.to_string());
+    let config_part = if config.path.as_os_str().is_empty() {
+        format!(
+            "no config file was read ({} does not exist; give one with --config)",
+            config::DEFAULT_PATH
+        )
+    } else {
+        format!(
+            "{} has no such template (it has: {})",
+            config.path.display(),
+            if known.is_empty() {
+                "none".into()
+            } else {
+                known.join(", ")
+            }
+        )
+    };
     Err(Error::Usage(format!(
-        "--template {wanted}: no such template in {} and no such file; the config has: {}",
-        config.path.display(),
-        if known.is_empty() {
-            "none".into()
-        } else {
-            known.join(", ")
-        }
+        "--template {wanted}: {config_part}, and there is no file {cwd} (a --template path is relative to the working directory)"
     )))
 }
 

@@ -709,13 +709,15 @@ fn render_tries_every_leader_case_without_a_cluster() {
         "render",
         "--peer",
         "web-0.nginx",
+        "--peer",
+        "web-1.nginx",
         "--leader",
         "web-7",
     ]));
     assert_eq!(out.code, Some(2), "{}", out.dump());
     assert_eq!(
         out.stderr,
-        "error: --leader web-7: no such peer; the peers are: web-0.nginx\n"
+        "error: --leader web-7: no such peer; the peers are: web-0.nginx, web-1.nginx\n"
     );
 }
 

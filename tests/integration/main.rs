@@ -34,3 +34,4 @@ mod seed;
 mod structure;
 mod supervision;
 mod templates;
+mod usability;
