@@ -789,8 +789,33 @@ pub fn require_component(name: &str) -> bool {
     if std::env::var("CI").as_deref() == Ok("true") {
         panic!("{name} is not installed, and CI=true: a missing component under CI is a failure");
     }
-    eprintln!("skipping: {name} not installed");
+    skip(&format!("{name} not installed"));
     false
+}
+
+/// Where skipped tests are recorded, one `test<TAB>reason` line each, so
+/// `scripts/test.sh` can list them after a run that libtest calls green
+/// (libtest cannot mark a test ignored at run time).
+pub fn skip_record() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("skipped-tests.txt")
+}
+
+/// Says why the calling test is skipped (it then returns early): on stderr,
+/// and in [`skip_record`].
+pub fn skip(reason: &str) {
+    eprintln!("skipping: {reason}");
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("unknown test")
+        .to_string();
+    if let Ok(mut f) = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(skip_record())
+    {
+        use std::io::Write as _;
+        let _ = writeln!(f, "{test}\t{reason}");
+    }
 }
 
 /// The inode and modification time of a file: equal before and after means
