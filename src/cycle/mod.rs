@@ -510,13 +510,18 @@ impl Loop {
             .leadership
             .current()
             .is_some_and(|l| self.me.is_self(l));
-        tracing::info!(
-            old = change.old.as_deref().unwrap_or("none"),
-            new = change.new.as_deref().unwrap_or("none"),
-            why = %change.why,
-            policy = self.leadership.policy(),
-            "leader changed"
-        );
+        if change.old.is_none() && change.new.is_none() {
+            // No peers at all (a config without a peer source): nothing to say.
+            tracing::debug!(why = %change.why, "no leader: there are no peers");
+        } else {
+            tracing::info!(
+                old = change.old.as_deref().unwrap_or("none"),
+                new = change.new.as_deref().unwrap_or("none"),
+                why = %change.why,
+                policy = self.leadership.policy(),
+                "leader changed"
+            );
+        }
         self.metrics.leader_changed(me);
         self.state.set_leader(
             change.new.as_deref(),

@@ -21,6 +21,7 @@ mod deploy;
 mod dns;
 mod dns_bind;
 mod e2e;
+mod examples;
 mod hooks;
 mod leader;
 mod nginx;
