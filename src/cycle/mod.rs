@@ -716,12 +716,21 @@ impl Loop {
                     if matches!(e, CycleError::Check(_)) {
                         self.metrics.check_failed(&o.template);
                     }
-                    match e {
-                        CycleError::Render(_) => {
+                    // Say what is true: at start there may be no output yet.
+                    let kept = std::path::Path::new(&o.destination).exists();
+                    let render = matches!(e, CycleError::Render(_));
+                    match (render, kept) {
+                        (true, true) => {
                             tracing::warn!(template = %o.template, error = %e, "render failed, keeping the last good output")
                         }
-                        _ => {
+                        (true, false) => {
+                            tracing::warn!(template = %o.template, error = %e, "render failed, no output yet")
+                        }
+                        (false, true) => {
                             tracing::warn!(template = %o.template, destination = %o.destination, error = %e, "not installed, keeping the last good output")
+                        }
+                        (false, false) => {
+                            tracing::warn!(template = %o.template, destination = %o.destination, error = %e, "not installed, no output yet")
                         }
                     }
                 }
