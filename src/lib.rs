@@ -50,6 +50,7 @@ pub mod error;
 pub mod event;
 pub mod hooks;
 pub mod leader;
+pub mod limits;
 pub mod metrics;
 pub mod peer_finder;
 pub mod peers;
