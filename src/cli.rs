@@ -239,7 +239,9 @@ fn sample_peers(config: &mut Config) -> PeerSet {
             let mut peer = crate::peers::Peer::parse(&format!("{stem}-{k}{suffix}"), port).ok()?;
             if addresses {
                 let last = u8::try_from(k % 250 + 1).unwrap_or(1);
-                peer.addresses = vec![std::net::IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, last))];
+                peer.addresses = vec![std::net::IpAddr::V4(std::net::Ipv4Addr::new(
+                    192, 0, 2, last,
+                ))];
             }
             Some(peer)
         })

@@ -102,32 +102,33 @@ impl Renderer {
         }
 
         let names = display_names(templates);
-        let slots = templates
-            .iter()
-            .zip(names)
-            .map(|(t, name)| {
-                let bytes = limits::read_regular(&t.source, limits::TEMPLATE_MAX_BYTES)
-                    .map_err(|e| RenderError {
+        let slots =
+            templates
+                .iter()
+                .zip(names)
+                .map(|(t, name)| {
+                    let bytes = limits::read_regular(&t.source, limits::TEMPLATE_MAX_BYTES)
+                        .map_err(|e| RenderError {
+                            template: name.clone(),
+                            line: None,
+                            message: format!("cannot read {}: {e}", t.source.display()),
+                        })?;
+                    let source = String::from_utf8(bytes).map_err(|_| RenderError {
                         template: name.clone(),
                         line: None,
-                        message: format!("cannot read {}: {e}", t.source.display()),
+                        message: format!("{} is not UTF-8 text", t.source.display()),
                     })?;
-                let source = String::from_utf8(bytes).map_err(|_| RenderError {
-                    template: name.clone(),
-                    line: None,
-                    message: format!("{} is not UTF-8 text", t.source.display()),
-                })?;
-                if env.get_template(&name).is_err() {
-                    env.add_template_owned(name.clone(), source)
-                        .map_err(|e| convert(&name, &e))?;
-                }
-                Ok(Slot {
-                    name,
-                    fuel: t.fuel,
-                    max_size: t.max_size,
+                    if env.get_template(&name).is_err() {
+                        env.add_template_owned(name.clone(), source)
+                            .map_err(|e| convert(&name, &e))?;
+                    }
+                    Ok(Slot {
+                        name,
+                        fuel: t.fuel,
+                        max_size: t.max_size,
+                    })
                 })
-            })
-            .collect();
+                .collect();
         Renderer { env, slots }
     }
 
@@ -330,15 +331,22 @@ fn convert(name: &str, e: &minijinja::Error) -> RenderError {
         message.push_str(": ");
         message.push_str(detail);
     }
-    if let (Some(source), Some(range)) = (e.template_source(), e.range()) {
-        if let Some(expression) = source.get(range) {
-            let own = expression.trim_start().starts_with("fail(");
-            if !own && !expression.contains('\n') && e.kind() == ErrorKind::InvalidOperation {
-                message.push_str(&format!(" (the expression: {})", expression.trim()));
-            }
-        }
+    let expression = e
+        .template_source()
+        .zip(e.range())
+        .and_then(|(source, range)| source.get(range))
+        .map(str::trim)
+        .unwrap_or_default();
+    // A template's own fail("...") says everything itself.
+    let own = expression.starts_with("fail(");
+    if !own
+        && !expression.is_empty()
+        && !expression.contains('\n')
+        && e.kind() == ErrorKind::InvalidOperation
+    {
+        message.push_str(&format!(" (the expression: {expression})"));
     }
-    if let (Some(source), Some(line)) = (e.template_source(), e.line()) {
+    if let (false, Some(source), Some(line)) = (own, e.template_source(), e.line()) {
         if let Some(text) = source.lines().nth(line.saturating_sub(1)) {
             message.push_str(&format!(" (the line reads: {})", text.trim()));
         }
@@ -495,4 +503,3 @@ impl Object for PeerValue {
         f.write_str(&self.peer.fqdn)
     }
 }
-

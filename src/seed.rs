@@ -48,7 +48,10 @@ fn refuse_nested(from: &Path, to: &Path) -> Result<(), Error> {
     let mut rest = Vec::new();
     let to_real = loop {
         if let Ok(real) = fs::canonicalize(existing) {
-            break rest.iter().rev().fold(real, |p: std::path::PathBuf, c| p.join(c));
+            break rest
+                .iter()
+                .rev()
+                .fold(real, |p: std::path::PathBuf, c| p.join(c));
         }
         match (existing.parent(), existing.file_name()) {
             (Some(parent), Some(name)) => {

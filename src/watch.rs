@@ -212,7 +212,8 @@ fn targets(paths: &[PathBuf]) -> BTreeSet<PathBuf> {
             if ancestor.as_os_str().is_empty() {
                 break;
             }
-            let link = std::fs::symlink_metadata(ancestor).is_ok_and(|m| m.file_type().is_symlink());
+            let link =
+                std::fs::symlink_metadata(ancestor).is_ok_and(|m| m.file_type().is_symlink());
             if link {
                 all.insert(parent_dir(ancestor));
             }

@@ -158,7 +158,7 @@ impl Template {
     /// `max_size` when none is given: 1 MiB.
     pub const DEFAULT_MAX_SIZE: u64 = 1024 * 1024;
     /// `fuel` when none is given; chosen by measurement (README, "Limits").
-    pub const DEFAULT_FUEL: u64 = 300_000;
+    pub const DEFAULT_FUEL: u64 = 200_000;
     /// The smallest and largest `fuel`.
     pub const FUEL_RANGE: (u64, u64) = (1_000, 100_000_000);
     /// The largest `max_size`: 64 MiB.

@@ -54,6 +54,26 @@ pub(super) fn resolve(
         column: None,
         message,
     };
+    // Durations are quoted as written (a huge one reads badly as years).
+    let within = |keys: &[&str], value: Duration, range: Range| {
+        if range.contains(value) {
+            return Ok(());
+        }
+        let written = line_of(text, keys)
+            .and_then(|l| text.lines().nth(l - 1))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().trim_matches(['"', '\'']).to_string())
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| humantime::format_duration(value).to_string());
+        Err(fail(
+            keys,
+            format!(
+                "{} {written} is out of range; give a duration {}",
+                range.key,
+                range.describe()
+            ),
+        ))
+    };
     let resolv = &env.resolv;
     // Relative paths in a config file are relative to the file's folder,
     // so a config and its templates can move together.
@@ -144,7 +164,11 @@ pub(super) fn resolve(
                         "peers.dns: no DNS server to ask; set peers.dns.nameservers or give the pod an /etc/resolv.conf with a nameserver line".into(),
                     ));
                 }
-                within(&fail, &["peers", "dns", "interval"], dns.interval, Range::DNS_INTERVAL)?;
+                within(
+                    &["peers", "dns", "interval"],
+                    dns.interval,
+                    Range::DNS_INTERVAL,
+                )?;
                 let ready_query = dns
                     .ready_service
                     .as_ref()
@@ -166,7 +190,7 @@ pub(super) fn resolve(
                 PeerSource::Dns(_) | PeerSource::File(_) => 1,
                 PeerSource::Static(_) => 0,
             });
-            within(&fail, &["peers", "timeout"], p.timeout, Range::PEERS_TIMEOUT)?;
+            within(&["peers", "timeout"], p.timeout, Range::PEERS_TIMEOUT)?;
             Peers {
                 source,
                 wait_for_self: p.wait_for_self,
@@ -180,8 +204,8 @@ pub(super) fn resolve(
         min: raw.wait.min,
         max: raw.wait.max,
     };
-    within(&fail, &["wait", "min"], wait.min, Range::WAIT_MIN)?;
-    within(&fail, &["wait", "max"], wait.max, Range::WAIT_MAX)?;
+    within(&["wait", "min"], wait.min, Range::WAIT_MIN)?;
+    within(&["wait", "max"], wait.max, Range::WAIT_MAX)?;
     if !wait.max.is_zero() && wait.max < wait.min {
         return Err(fail(
             &["wait", "max"],
@@ -275,7 +299,7 @@ pub(super) fn resolve(
     };
 
     if let Some(h) = &raw.hooks {
-        within(&fail, &["hooks", "timeout"], h.timeout, Range::HOOKS_TIMEOUT)?;
+        within(&["hooks", "timeout"], h.timeout, Range::HOOKS_TIMEOUT)?;
     }
     let hooks = raw.hooks.map(|h| Hooks {
         on_start: h.on_start,
@@ -388,8 +412,18 @@ fn leader(
                     ),
                 ));
             }
-            within(fail, &["leader", "probe", "timeout"], probe.timeout, Range::PROBE_TIMEOUT)?;
-            within(fail, &["leader", "probe", "interval"], probe.interval, Range::PROBE_INTERVAL)?;
+            within(
+                fail,
+                &["leader", "probe", "timeout"],
+                probe.timeout,
+                Range::PROBE_TIMEOUT,
+            )?;
+            within(
+                fail,
+                &["leader", "probe", "interval"],
+                probe.interval,
+                Range::PROBE_INTERVAL,
+            )?;
             Policy::Probe {
                 url: probe.url,
                 timeout: probe.timeout,
@@ -423,14 +457,54 @@ const HOUR: Duration = Duration::from_secs(3600);
 const DAY: Duration = Duration::from_secs(24 * 3600);
 
 impl Range {
-    pub const WAIT_MIN: Range = Range { key: "wait.min", min: Duration::ZERO, max: HOUR, zero: None };
-    pub const WAIT_MAX: Range = Range { key: "wait.max", min: ms(1), max: DAY, zero: Some("no limit") };
-    pub const PEERS_TIMEOUT: Range = Range { key: "peers.timeout", min: ms(1), max: DAY, zero: Some("wait forever") };
-    pub const DNS_INTERVAL: Range = Range { key: "peers.dns.interval", min: ms(100), max: HOUR, zero: None };
-    pub const HOOKS_TIMEOUT: Range = Range { key: "hooks.timeout", min: ms(100), max: DAY, zero: None };
-    pub const LEADER_GRACE: Range = Range { key: "leader.grace", min: ms(100), max: DAY, zero: None };
-    pub const PROBE_TIMEOUT: Range = Range { key: "leader.probe.timeout", min: ms(10), max: Duration::from_secs(60), zero: None };
-    pub const PROBE_INTERVAL: Range = Range { key: "leader.probe.interval", min: ms(100), max: HOUR, zero: None };
+    pub const WAIT_MIN: Range = Range {
+        key: "wait.min",
+        min: Duration::ZERO,
+        max: HOUR,
+        zero: None,
+    };
+    pub const WAIT_MAX: Range = Range {
+        key: "wait.max",
+        min: ms(1),
+        max: DAY,
+        zero: Some("no limit"),
+    };
+    pub const PEERS_TIMEOUT: Range = Range {
+        key: "peers.timeout",
+        min: ms(1),
+        max: DAY,
+        zero: Some("wait forever"),
+    };
+    pub const DNS_INTERVAL: Range = Range {
+        key: "peers.dns.interval",
+        min: ms(100),
+        max: HOUR,
+        zero: None,
+    };
+    pub const HOOKS_TIMEOUT: Range = Range {
+        key: "hooks.timeout",
+        min: ms(100),
+        max: DAY,
+        zero: None,
+    };
+    pub const LEADER_GRACE: Range = Range {
+        key: "leader.grace",
+        min: ms(100),
+        max: DAY,
+        zero: None,
+    };
+    pub const PROBE_TIMEOUT: Range = Range {
+        key: "leader.probe.timeout",
+        min: ms(10),
+        max: Duration::from_secs(60),
+        zero: None,
+    };
+    pub const PROBE_INTERVAL: Range = Range {
+        key: "leader.probe.interval",
+        min: ms(100),
+        max: HOUR,
+        zero: None,
+    };
 
     /// Every duration key, for the README's table.
     pub const ALL: [Range; 8] = [

@@ -736,7 +736,9 @@ impl Loop {
             self.retry = None;
             return;
         }
-        let (at, delays) = self.retry.get_or_insert_with(|| (Instant::now(), install_retries()));
+        let (at, delays) = self
+            .retry
+            .get_or_insert_with(|| (Instant::now(), install_retries()));
         let delay = delays.next().unwrap_or(Duration::from_secs(30));
         *at = Instant::now() + delay;
         tracing::info!(retry_in = ?delay, "an install failed; trying again");

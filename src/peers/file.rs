@@ -24,7 +24,11 @@ pub fn parse(text: &str, origin: &str) -> Result<PeerSet, String> {
 
 /// [`parse`], warning only about invalid names not in `warned` (and adding
 /// them).
-fn parse_quietly(text: &str, origin: &str, warned: &mut HashSet<String>) -> Result<PeerSet, String> {
+fn parse_quietly(
+    text: &str,
+    origin: &str,
+    warned: &mut HashSet<String>,
+) -> Result<PeerSet, String> {
     let names: Vec<&str> = text
         .lines()
         .map(str::trim)
@@ -48,7 +52,8 @@ fn parse_quietly(text: &str, origin: &str, warned: &mut HashSet<String>) -> Resu
 
 /// The worker: sends the file's peer set at start and after every change.
 pub fn worker(path: PathBuf, ctx: Context) -> Result<Worker, SourceError> {
-    let mut watcher = ContentWatcher::new(std::slice::from_ref(&path), limits::PEERS_FILE_MAX_BYTES)?;
+    let mut watcher =
+        ContentWatcher::new(std::slice::from_ref(&path), limits::PEERS_FILE_MAX_BYTES)?;
     let origin = path.display().to_string();
     Ok(Box::pin(async move {
         let Context {

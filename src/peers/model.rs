@@ -239,7 +239,13 @@ mod tests {
         assert_eq!(p.ordinal, Some(10));
         assert_eq!(p.port, Some(80));
         assert_eq!(Peer::parse("db", None).unwrap().ordinal, None);
-        for name in ["10-244-1-6.s", "3339386563373339.s", "10.0.0.5", "web7.s", "-1"] {
+        for name in [
+            "10-244-1-6.s",
+            "3339386563373339.s",
+            "10.0.0.5",
+            "web7.s",
+            "-1",
+        ] {
             assert_eq!(ordinal_of(name.split('.').next().unwrap()), None, "{name}");
         }
         assert_eq!(ordinal_of("my-db-2"), Some(2));

@@ -10,6 +10,7 @@
 //! one area.
 
 mod bind_server;
+mod cgroup;
 mod dns_server;
 mod helpers;
 mod pod;
@@ -23,6 +24,7 @@ mod dns_bind;
 mod e2e;
 mod hooks;
 mod leader;
+mod limits;
 mod nginx;
 mod once;
 mod peer_finder;
