@@ -21,6 +21,8 @@
 //!
 //! Layers, bottom up:
 //!
+//! 0. [`limits`]: the bounds on what peerplate reads, and the one bounded
+//!    way to read a file.
 //! 1. [`config`]: the YAML schema ([`config`]`::raw`), its resolution into a
 //!    [`Config`] as a pure function of the file and the pod's environment,
 //!    and errors that name the file, the line and the fix.
