@@ -112,15 +112,20 @@ pub async fn execute(cli: &Cli, shutdown: CancellationToken) -> Result<(), Error
     match &cli.command {
         Command::Run | Command::Once => {
             let config = cli.load_config(true)?;
-            // A template that cannot compile is a startup error: better to
-            // fail the rollout than to start a sidecar that can never render.
-            let errors: Vec<_> = Renderer::load(&config.templates)
-                .errors()
-                .into_iter()
-                .cloned()
-                .collect();
-            if !errors.is_empty() {
-                return Err(Error::Templates(errors));
+            // `once` (an init container) must not succeed without its
+            // outputs: a template that cannot compile stops it. `run` starts
+            // anyway (alive, not ready), logs and counts the error, and
+            // renders once the template is fixed: exiting would be a crash
+            // loop whose back-off delays the recovery.
+            if matches!(cli.command, Command::Once) {
+                let errors: Vec<_> = Renderer::load(&config.templates)
+                    .errors()
+                    .into_iter()
+                    .cloned()
+                    .collect();
+                if !errors.is_empty() {
+                    return Err(Error::Templates(errors));
+                }
             }
             if matches!(cli.command, Command::Run) {
                 if !config.seed.is_empty() {
@@ -146,20 +151,116 @@ pub async fn execute(cli: &Cli, shutdown: CancellationToken) -> Result<(), Error
     }
 }
 
+/// `check`: the config resolves, every template compiles, and every
+/// template renders once, with the configured peers (`static`, a readable
+/// peers file) or else a sample set of three peers that includes this pod.
+/// Outside the pod, `env()` without a default gives a placeholder and a
+/// warning; only errors of a template's own logic fail.
 fn check(cli: &Cli) -> Result<(), Error> {
-    let config = cli.load_config(true)?;
-    let renderer = Renderer::load(&config.templates);
+    let mut config = cli.load_config(true)?;
+    let renderer = Renderer::load_for(&config.templates, render::Mode::Check);
     let errors: Vec<_> = renderer.errors().into_iter().cloned().collect();
     if !errors.is_empty() {
         return Err(Error::Templates(errors));
     }
+    let (peers, with) = check_peers(&mut config)?;
+    let mut leadership = Leadership::new(config.leader.clone());
+    leadership.decide(&peers, tokio::time::Instant::now());
+    let context = render::context(&config, &peers, leadership.current());
+    let errors: Vec<_> = (0..config.templates.len())
+        .filter_map(|i| renderer.render(i, &context).err())
+        .collect();
+    if !errors.is_empty() {
+        return Err(Error::Templates(errors));
+    }
     println!(
-        "{}: ok, {} template(s) compile",
+        "{}: ok, {} template(s) compile and render with {with}",
         config.path.display(),
         config.templates.len()
     );
     Ok(())
 }
+
+/// The peers `check` renders with, and how to say which they are.
+fn check_peers(config: &mut Config) -> Result<(PeerSet, String), Error> {
+    match &config.peers.source {
+        PeerSource::Static(names) => {
+            let set = PeerSet::from_names(names.iter().map(String::as_str), "peers.static");
+            let with = format!("the {} peer(s) of peers.static", set.len());
+            return Ok((set, with));
+        }
+        PeerSource::File(path) => {
+            match crate::limits::read_regular(path, crate::limits::PEERS_FILE_MAX_BYTES) {
+                Ok(bytes) => {
+                    let origin = path.display().to_string();
+                    let set = crate::peers::file::parse(&String::from_utf8_lossy(&bytes), &origin)
+                        .map_err(Error::Usage)?;
+                    let with = format!("the {} peer(s) of {origin}", set.len());
+                    return Ok((set, with));
+                }
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), "cannot read the peers file here ({e}); rendering with a sample peer set");
+                }
+            }
+        }
+        PeerSource::Dns(_) => {}
+    }
+    Ok((sample_peers(config), "a sample set of 3 peers".into()))
+}
+
+/// Three peers that include this pod, named as the source names them:
+/// `<stem>-0`, `<stem>-1`, `<stem>-2` (this pod's ordinal instead of 2 when
+/// it is larger). A host name without an ordinal stands for `<name>-1`.
+fn sample_peers(config: &mut Config) -> PeerSet {
+    let hostname = config.identity.hostname.clone();
+    let (stem, own) = match crate::peers::model::ordinal_of(&hostname) {
+        Some(n) => {
+            let stem = hostname
+                .strip_suffix(&format!("-{n}"))
+                .unwrap_or(&hostname)
+                .to_string();
+            (stem, n)
+        }
+        None => {
+            config.set_hostname(&format!("{hostname}-1"));
+            (hostname, 1)
+        }
+    };
+    let mut ordinals = vec![0, 1, 2];
+    if own > 2 {
+        ordinals[2] = own;
+    }
+    let (suffix, port, addresses) = match &config.peers.source {
+        PeerSource::Dns(dns) => {
+            let suffix = match &dns.service {
+                Some(service) => format!(
+                    ".{service}.{}.svc.{}",
+                    config.identity.namespace, dns.cluster_domain
+                ),
+                None => format!(".{}", dns.query),
+            };
+            (suffix, Some(SAMPLE_PORT), dns.addresses)
+        }
+        _ => (String::new(), None, false),
+    };
+    let peers = ordinals
+        .into_iter()
+        .filter_map(|k| {
+            let mut peer = crate::peers::Peer::parse(&format!("{stem}-{k}{suffix}"), port).ok()?;
+            if addresses {
+                let last = u8::try_from(k % 250 + 1).unwrap_or(1);
+                peer.addresses = vec![std::net::IpAddr::V4(std::net::Ipv4Addr::new(
+                    192, 0, 2, last,
+                ))];
+            }
+            Some(peer)
+        })
+        .collect();
+    PeerSet::new(peers)
+}
+
+/// The SRV port of `check`'s sample peers (a placeholder).
+const SAMPLE_PORT: u16 = 65535;
 
 async fn render_command(cli: &Cli, args: &RenderArgs) -> Result<(), Error> {
     let mut config = cli.load_config(false)?;
@@ -306,14 +407,7 @@ fn pick_template(config: &Config, wanted: &str) -> Result<Template, Error> {
         return Ok(t.clone());
     }
     if wanted_path.is_file() {
-        return Ok(Template {
-            source: wanted_path.to_path_buf(),
-            destination: PathBuf::from("-"),
-            mode: None,
-            create_only: false,
-            check: None,
-            reload: false,
-        });
+        return Ok(Template::preview(wanted_path.to_path_buf()));
     }
     let known: Vec<String> = config
         .templates
@@ -352,14 +446,13 @@ async fn configured_peers(config: &Config) -> Result<PeerSet, Error> {
             "peers.static",
         )),
         PeerSource::File(path) => {
-            let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-                path: path.clone(),
-                source,
-            })?;
-            Ok(crate::peers::file::parse(
-                &text,
-                &path.display().to_string(),
-            ))
+            let bytes = crate::limits::read_regular(path, crate::limits::PEERS_FILE_MAX_BYTES)
+                .map_err(|source| Error::Io {
+                    path: path.clone(),
+                    source,
+                })?;
+            let text = String::from_utf8_lossy(&bytes);
+            crate::peers::file::parse(&text, &path.display().to_string()).map_err(Error::Usage)
         }
         PeerSource::Dns(dns) => {
             let poller = crate::peers::dns::Poller::new(dns, &config.nameservers)?;

@@ -20,7 +20,7 @@ mod resolve;
 pub use diagnostics::line_of;
 pub use model::*;
 pub use raw::parse_signal;
-pub use resolve::{default_hostname, Env, ResolvConf};
+pub use resolve::{default_hostname, inside, Env, Range, ResolvConf};
 
 /// Where the config is read from when neither `--config` nor
 /// `$PEERPLATE_CONFIG` says otherwise.
@@ -54,12 +54,21 @@ impl Config {
     /// Parses config text as if read from `path` (used in messages and for
     /// relative paths), in the environment `env`. Pure.
     pub fn parse(text: &str, path: &Path, env: &Env) -> Result<Config, ConfigError> {
-        // An empty file is an empty config, not an error.
-        let raw: raw::RawConfig = if text.trim().is_empty() {
-            raw::RawConfig::default()
-        } else {
-            serde_yaml::from_str(text).map_err(|e| diagnostics::yaml_error(e, path))?
-        };
+        // An empty file is a mistake (a ConfigMap key misnamed, a volume
+        // not mounted yet), not a config that does nothing.
+        let blank = text
+            .lines()
+            .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'));
+        if blank {
+            return Err(ConfigError {
+                path: path.to_path_buf(),
+                line: None,
+                column: None,
+                message: "the config file is empty; give at least `templates:` or `seed:` (see the README, \"Config file\")".into(),
+            });
+        }
+        let raw: raw::RawConfig =
+            serde_yaml::from_str(text).map_err(|e| diagnostics::yaml_error(e, path))?;
         resolve::resolve(raw, text, path, env)
     }
 

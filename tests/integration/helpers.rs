@@ -460,11 +460,18 @@ impl ConfigMapDir {
         assert!(!ts_path.exists(), "timestamped dir {ts} already exists");
         fs::create_dir(&ts_path).expect("create timestamped dir");
         for (key, contents) in files {
-            assert!(!key.contains('/'), "flat keys only");
-            fs::write(ts_path.join(key), contents).expect("write ConfigMap file");
+            // A key in a subfolder (`items: [{key: a, path: sub/a.j2}]`):
+            // kubelet links the subfolder, `sub -> ..data/sub`.
+            let file = ts_path.join(key);
+            fs::create_dir_all(file.parent().expect("a dir")).expect("create ConfigMap subfolder");
+            fs::write(file, contents).expect("write ConfigMap file");
         }
         symlink(&ts, self.mount.join("..data_tmp")).expect("symlink ..data_tmp");
-        let keys = files.iter().map(|(k, _)| k.to_string()).collect();
+        let mut keys: Vec<String> = files
+            .iter()
+            .map(|(k, _)| k.split('/').next().unwrap_or(k).to_string())
+            .collect();
+        keys.dedup();
         self.pending = Some((ts, keys));
     }
 

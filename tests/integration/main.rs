@@ -10,6 +10,7 @@
 //! one area.
 
 mod bind_server;
+mod cgroup;
 mod dns_server;
 mod helpers;
 mod pod;
@@ -24,6 +25,7 @@ mod e2e;
 mod examples;
 mod hooks;
 mod leader;
+mod limits;
 mod nginx;
 mod once;
 mod peer_finder;
