@@ -10,16 +10,23 @@
 //! whose templates failed is alive but not ready; a pod whose DNS worker
 //! ended is not alive. `/leader` tells peers (and people) who this pod
 //! thinks leads, as JSON; `sticky` pods ask each other there.
+//!
+//! The listener is bounded: [`MAX_CONNECTIONS`] at once (a new one closes
+//! the oldest), [`HEADER_TIMEOUT`] to send the headers, and a growing pause
+//! after a failed accept (out of file descriptors) instead of a busy loop.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response, StatusCode};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
@@ -91,29 +98,93 @@ pub async fn bind(listen: SocketAddr) -> std::io::Result<TcpListener> {
     Ok(listener)
 }
 
+/// At most this many connections are served at once. A new connection
+/// beyond it closes the oldest one, so an idle flood cannot hold the
+/// listener (or the memory) and a probe always gets its answer.
+pub const MAX_CONNECTIONS: usize = 64;
+
+/// A client has this long to send a request's headers.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// No connection lives longer than this.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The longest pause between failed accepts (out of file descriptors).
+const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
+
+/// The connections being served, oldest first: each with what closes it,
+/// and a handle that is dead once it has ended.
+type Live = VecDeque<(CancellationToken, Weak<()>)>;
+
 /// Answers on `listener` until `shutdown` is cancelled.
 pub async fn serve(listener: TcpListener, state: Arc<State>, shutdown: CancellationToken) {
+    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut live: Live = VecDeque::new();
+    let mut backoff = Duration::ZERO;
     loop {
         let (stream, _) = tokio::select! {
             _ = shutdown.cancelled() => return,
             accepted = listener.accept() => match accepted {
                 Ok(conn) => conn,
                 Err(e) => {
-                    tracing::debug!("admin accept: {e}");
-                    // Out of file descriptors: do not spin.
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    // Out of file descriptors: free one (the oldest
+                    // connection), and never spin on the error.
+                    backoff = (backoff * 2).clamp(Duration::from_millis(10), MAX_ACCEPT_BACKOFF);
+                    tracing::debug!(retry_in = ?backoff, "admin accept: {e}");
+                    evict_oldest(&mut live);
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        () = tokio::time::sleep(backoff) => {}
+                    }
                     continue;
                 }
             },
         };
+        backoff = Duration::ZERO;
+        live.retain(|(_, alive)| alive.strong_count() > 0);
+        let permit = match Arc::clone(&permits).try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                evict_oldest(&mut live);
+                let waited = tokio::time::timeout(
+                    Duration::from_millis(100),
+                    Arc::clone(&permits).acquire_owned(),
+                )
+                .await;
+                match waited {
+                    Ok(Ok(permit)) => permit,
+                    // Dropping the stream closes it.
+                    _ => continue,
+                }
+            }
+        };
+        let close = shutdown.child_token();
+        let alive = Arc::new(());
+        live.push_back((close.clone(), Arc::downgrade(&alive)));
         let state = Arc::clone(&state);
         tokio::spawn(async move {
+            let _held = (permit, alive);
             let service = hyper::service::service_fn(move |req| answer(req, Arc::clone(&state)));
             let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
                 .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
             // A scrape that hangs up early is not our problem.
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(30), conn).await;
+            tokio::select! {
+                _ = close.cancelled() => {}
+                _ = tokio::time::timeout(CONNECTION_TIMEOUT, conn) => {}
+            }
         });
+    }
+}
+
+/// Closes the oldest connection still open.
+fn evict_oldest(live: &mut Live) {
+    while let Some((close, alive)) = live.pop_front() {
+        if alive.strong_count() > 0 {
+            close.cancel();
+            return;
+        }
     }
 }
 
@@ -121,7 +192,12 @@ async fn answer(
     req: Request<Incoming>,
     state: Arc<State>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
-    let (code, content_type, body) = match (req.method(), req.uri().path()) {
+    // HEAD is GET without the body (hyper leaves the body out for HEAD).
+    let method = match *req.method() {
+        hyper::Method::HEAD => hyper::Method::GET,
+        ref m => m.clone(),
+    };
+    let (code, content_type, body) = match (&method, req.uri().path()) {
         (&hyper::Method::GET, "/healthz") => match state.broken() {
             None => (StatusCode::OK, "text/plain", "ok\n".to_string()),
             Some(why) => (
@@ -154,7 +230,7 @@ async fn answer(
         _ => (
             StatusCode::METHOD_NOT_ALLOWED,
             "text/plain",
-            "GET only\n".to_string(),
+            "GET or HEAD only\n".to_string(),
         ),
     };
     let mut response = Response::new(Full::new(Bytes::from(body)));

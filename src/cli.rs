@@ -62,14 +62,24 @@ pub enum Command {
 
 #[derive(Debug, clap::Args)]
 pub struct RenderArgs {
-    /// Render with this peer set instead of the config's source (repeatable)
-    #[arg(long = "peer", value_name = "NAME")]
+    /// Render with this peer set instead of the config's source (repeatable);
+    /// NAME:PORT sets the peer's port
+    #[arg(long = "peer", value_name = "NAME[:PORT]")]
     pub peers: Vec<String>,
     /// Render as this pod
     #[arg(long, value_name = "NAME")]
     pub hostname: Option<String>,
-    /// Print only this template: its file name, source path or destination,
-    /// or the path of any template file
+    /// Render in this namespace (pod.namespace, and pod.fqdn with a dns source)
+    #[arg(long, value_name = "NS")]
+    pub namespace: Option<String>,
+    /// Set vars.KEY (dotted keys nest: a.b=1); VALUE is read as YAML (8080 a
+    /// number, false a bool, '"8080"' a string); repeatable
+    #[arg(long = "var", value_name = "KEY=VALUE")]
+    pub vars: Vec<String>,
+    /// Print only this template: its file name, source path or destination
+    /// as written in the config, or the path of any template file (relative
+    /// to the working directory, unlike the config's paths, which are
+    /// relative to the config file)
     #[arg(long, value_name = "NAME")]
     pub template: Option<String>,
     /// Render with this peer as the leader (its FQDN or host name), whatever
@@ -102,15 +112,20 @@ pub async fn execute(cli: &Cli, shutdown: CancellationToken) -> Result<(), Error
     match &cli.command {
         Command::Run | Command::Once => {
             let config = cli.load_config(true)?;
-            // A template that cannot compile is a startup error: better to
-            // fail the rollout than to start a sidecar that can never render.
-            let errors: Vec<_> = Renderer::load(&config.templates)
-                .errors()
-                .into_iter()
-                .cloned()
-                .collect();
-            if !errors.is_empty() {
-                return Err(Error::Templates(errors));
+            // `once` (an init container) must not succeed without its
+            // outputs: a template that cannot compile stops it. `run` starts
+            // anyway (alive, not ready), logs and counts the error, and
+            // renders once the template is fixed: exiting would be a crash
+            // loop whose back-off delays the recovery.
+            if matches!(cli.command, Command::Once) {
+                let errors: Vec<_> = Renderer::load(&config.templates)
+                    .errors()
+                    .into_iter()
+                    .cloned()
+                    .collect();
+                if !errors.is_empty() {
+                    return Err(Error::Templates(errors));
+                }
             }
             if matches!(cli.command, Command::Run) {
                 if !config.seed.is_empty() {
@@ -136,25 +151,134 @@ pub async fn execute(cli: &Cli, shutdown: CancellationToken) -> Result<(), Error
     }
 }
 
+/// `check`: the config resolves, every template compiles, and every
+/// template renders once, with the configured peers (`static`, a readable
+/// peers file) or else a sample set of three peers that includes this pod.
+/// Outside the pod, `env()` without a default gives a placeholder and a
+/// warning; only errors of a template's own logic fail.
 fn check(cli: &Cli) -> Result<(), Error> {
-    let config = cli.load_config(true)?;
-    let renderer = Renderer::load(&config.templates);
+    let mut config = cli.load_config(true)?;
+    let renderer = Renderer::load_for(&config.templates, render::Mode::Check);
     let errors: Vec<_> = renderer.errors().into_iter().cloned().collect();
     if !errors.is_empty() {
         return Err(Error::Templates(errors));
     }
+    let (peers, with) = check_peers(&mut config)?;
+    let mut leadership = Leadership::new(config.leader.clone());
+    leadership.decide(&peers, tokio::time::Instant::now());
+    let context = render::context(&config, &peers, leadership.current());
+    let errors: Vec<_> = (0..config.templates.len())
+        .filter_map(|i| renderer.render(i, &context).err())
+        .collect();
+    if !errors.is_empty() {
+        return Err(Error::Templates(errors));
+    }
     println!(
-        "{}: ok, {} template(s) compile",
+        "{}: ok, {} template(s) compile and render with {with}",
         config.path.display(),
         config.templates.len()
     );
     Ok(())
 }
 
+/// The peers `check` renders with, and how to say which they are.
+fn check_peers(config: &mut Config) -> Result<(PeerSet, String), Error> {
+    match &config.peers.source {
+        PeerSource::Static(names) => {
+            let set = PeerSet::from_names(names.iter().map(String::as_str), "peers.static");
+            let with = format!("the {} peer(s) of peers.static", set.len());
+            return Ok((set, with));
+        }
+        PeerSource::File(path) => {
+            match crate::limits::read_regular(path, crate::limits::PEERS_FILE_MAX_BYTES) {
+                Ok(bytes) => {
+                    let origin = path.display().to_string();
+                    let set = crate::peers::file::parse(&String::from_utf8_lossy(&bytes), &origin)
+                        .map_err(Error::Usage)?;
+                    let with = format!("the {} peer(s) of {origin}", set.len());
+                    return Ok((set, with));
+                }
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), "cannot read the peers file here ({e}); rendering with a sample peer set");
+                }
+            }
+        }
+        PeerSource::Dns(_) => {}
+    }
+    Ok((sample_peers(config), "a sample set of 3 peers".into()))
+}
+
+/// Three peers that include this pod, named as the source names them:
+/// `<stem>-0`, `<stem>-1`, `<stem>-2` (this pod's ordinal instead of 2 when
+/// it is larger). A host name without an ordinal stands for `<name>-1`.
+fn sample_peers(config: &mut Config) -> PeerSet {
+    let hostname = config.identity.hostname.clone();
+    let (stem, own) = match crate::peers::model::ordinal_of(&hostname) {
+        Some(n) => {
+            let stem = hostname
+                .strip_suffix(&format!("-{n}"))
+                .unwrap_or(&hostname)
+                .to_string();
+            (stem, n)
+        }
+        None => {
+            config.set_hostname(&format!("{hostname}-1"));
+            (hostname, 1)
+        }
+    };
+    let mut ordinals = vec![0, 1, 2];
+    if own > 2 {
+        ordinals[2] = own;
+    }
+    let (suffix, port, addresses) = match &config.peers.source {
+        PeerSource::Dns(dns) => {
+            let suffix = match &dns.service {
+                Some(service) => format!(
+                    ".{service}.{}.svc.{}",
+                    config.identity.namespace, dns.cluster_domain
+                ),
+                None => format!(".{}", dns.query),
+            };
+            (suffix, Some(SAMPLE_PORT), dns.addresses)
+        }
+        _ => (String::new(), None, false),
+    };
+    let peers = ordinals
+        .into_iter()
+        .filter_map(|k| {
+            let mut peer = crate::peers::Peer::parse(&format!("{stem}-{k}{suffix}"), port).ok()?;
+            if addresses {
+                let last = u8::try_from(k % 250 + 1).unwrap_or(1);
+                peer.addresses = vec![std::net::IpAddr::V4(std::net::Ipv4Addr::new(
+                    192, 0, 2, last,
+                ))];
+            }
+            Some(peer)
+        })
+        .collect();
+    PeerSet::new(peers)
+}
+
+/// The SRV port of `check`'s sample peers (a placeholder).
+const SAMPLE_PORT: u16 = 65535;
+
 async fn render_command(cli: &Cli, args: &RenderArgs) -> Result<(), Error> {
     let mut config = cli.load_config(false)?;
     if let Some(hostname) = &args.hostname {
         config.set_hostname(hostname);
+    }
+    if let Some(namespace) = &args.namespace {
+        config.set_namespace(namespace);
+    }
+    for var in &args.vars {
+        let (key, value) = var.split_once('=').ok_or_else(|| {
+            Error::Usage(format!(
+                "--var {var}: write KEY=VALUE, like --var listen=8080"
+            ))
+        })?;
+        config
+            .set_var(key, value)
+            .map_err(|why| Error::Usage(format!("--var {var}: {why}")))?;
     }
     if let Some(wanted) = &args.template {
         config.templates = vec![pick_template(&config, wanted)?];
@@ -162,7 +286,15 @@ async fn render_command(cli: &Cli, args: &RenderArgs) -> Result<(), Error> {
     let peers = if args.peers.is_empty() {
         configured_peers(&config).await?
     } else {
-        PeerSet::from_names(args.peers.iter().map(String::as_str), "--peer")
+        let peers = flag_peers(&args.peers)?;
+        let me = crate::peers::Identity::of(&config);
+        if !me.is_in(&peers) {
+            tracing::warn!(
+                "this pod ({}) is not among the --peer names, so no peer is_self and pod.is_leader is false; give its name with --peer, or pick another with --hostname",
+                me.name()
+            );
+        }
+        peers
     };
     let peers = mark_not_ready(peers, &args.not_ready)?;
     let leader = match &args.leader {
@@ -207,6 +339,32 @@ async fn render_command(cli: &Cli, args: &RenderArgs) -> Result<(), Error> {
         })
 }
 
+/// `--peer NAME[:PORT]`: every name must be a valid host name (exit 2
+/// otherwise, never a render of fewer peers).
+fn flag_peers(flags: &[String]) -> Result<PeerSet, Error> {
+    let mut peers = Vec::with_capacity(flags.len());
+    for flag in flags {
+        let (name, port) = match flag.rsplit_once(':') {
+            Some((name, port)) => {
+                let port = port.parse::<u16>().map_err(|_| {
+                    Error::Usage(format!(
+                        "--peer {flag}: {port:?} is not a port (1-65535); write NAME or NAME:PORT"
+                    ))
+                })?;
+                (name, Some(port))
+            }
+            None => (flag.as_str(), None),
+        };
+        let peer = crate::peers::Peer::parse(name, port).map_err(|why| {
+            Error::Usage(format!(
+                "--peer {flag}: not a valid host name ({why}); write a DNS name like web-0.nginx.default.svc.cluster.local"
+            ))
+        })?;
+        peers.push(peer);
+    }
+    Ok(PeerSet::new(peers))
+}
+
 fn listed(peers: &PeerSet) -> String {
     if peers.is_empty() {
         "none".into()
@@ -249,28 +407,34 @@ fn pick_template(config: &Config, wanted: &str) -> Result<Template, Error> {
         return Ok(t.clone());
     }
     if wanted_path.is_file() {
-        return Ok(Template {
-            source: wanted_path.to_path_buf(),
-            destination: PathBuf::from("-"),
-            mode: None,
-            create_only: false,
-            check: None,
-            reload: false,
-        });
+        return Ok(Template::preview(wanted_path.to_path_buf()));
     }
     let known: Vec<String> = config
         .templates
         .iter()
         .map(|t| t.source.display().to_string())
         .collect();
+    let cwd = std::env::current_dir()
+        .map(|d| d.join(wanted_path).display().to_string())
+        .unwrap_or_else(|_| wanted.to_string());
+    let config_part = if config.path.as_os_str().is_empty() {
+        format!(
+            "no config file was read ({} does not exist; give one with --config)",
+            config::DEFAULT_PATH
+        )
+    } else {
+        format!(
+            "{} has no such template (it has: {})",
+            config.path.display(),
+            if known.is_empty() {
+                "none".into()
+            } else {
+                known.join(", ")
+            }
+        )
+    };
     Err(Error::Usage(format!(
-        "--template {wanted}: no such template in {} and no such file; the config has: {}",
-        config.path.display(),
-        if known.is_empty() {
-            "none".into()
-        } else {
-            known.join(", ")
-        }
+        "--template {wanted}: {config_part}, and there is no file {cwd} (a --template path is relative to the working directory)"
     )))
 }
 
@@ -282,14 +446,13 @@ async fn configured_peers(config: &Config) -> Result<PeerSet, Error> {
             "peers.static",
         )),
         PeerSource::File(path) => {
-            let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-                path: path.clone(),
-                source,
-            })?;
-            Ok(crate::peers::file::parse(
-                &text,
-                &path.display().to_string(),
-            ))
+            let bytes = crate::limits::read_regular(path, crate::limits::PEERS_FILE_MAX_BYTES)
+                .map_err(|source| Error::Io {
+                    path: path.clone(),
+                    source,
+                })?;
+            let text = String::from_utf8_lossy(&bytes);
+            crate::peers::file::parse(&text, &path.display().to_string()).map_err(Error::Usage)
         }
         PeerSource::Dns(dns) => {
             let poller = crate::peers::dns::Poller::new(dns, &config.nameservers)?;

@@ -248,49 +248,55 @@ pub fn worker(
     mut views: watch::Receiver<View>,
     ctx: Context,
 ) -> Result<Worker, SourceError> {
+    let pause = match &config.policy {
+        Policy::Ordinal => return Ok(Box::pin(async { Ok(()) })),
+        Policy::Sticky { .. } => config.grace,
+        Policy::Probe { interval, .. } => *interval,
+    };
     Ok(Box::pin(async move {
-        // Nothing to do before the first accepted set.
-        let mut asked_at = 0;
+        // Nothing to do before the first accepted set; then a round every
+        // `pause`, whatever else changes, and one at once when the loop asks
+        // (`ask_now`: a DNS outage ended).
+        tokio::select! {
+            _ = ctx.shutdown.cancelled() => return Ok(()),
+            changed = views.changed() => if changed.is_err() { return Ok(()) },
+        }
         let mut first = true;
+        let mut asked_at;
         loop {
-            let pause = match &config.policy {
-                Policy::Ordinal => return Ok(()),
-                Policy::Sticky { .. } => config.grace,
-                Policy::Probe { interval, .. } => *interval,
-            };
-            if !first {
-                tokio::select! {
-                    _ = ctx.shutdown.cancelled() => return Ok(()),
-                    _ = tokio::time::sleep(pause) => {}
-                    changed = views.changed() => {
-                        if changed.is_err() {
-                            return Ok(());
-                        }
-                        // Only an explicit request asks early.
-                        if views.borrow().ask_now == asked_at {
-                            continue;
-                        }
-                    }
-                }
+            let view = views.borrow_and_update().clone();
+            asked_at = view.ask_now;
+            let hint = if view.peers.is_empty() {
+                // Nobody to ask; the loop still waits for a first answer.
+                first.then(|| LeaderHint {
+                    leader: None,
+                    why: "no peers to ask".into(),
+                })
             } else {
                 tokio::select! {
                     _ = ctx.shutdown.cancelled() => return Ok(()),
-                    changed = views.changed() => if changed.is_err() { return Ok(()) },
+                    hint = ask(&config, &me, &view, first) => hint,
                 }
-            }
-            let view = views.borrow_and_update().clone();
-            asked_at = view.ask_now;
-            if view.peers.is_empty() {
-                continue;
-            }
-            let hint = tokio::select! {
-                _ = ctx.shutdown.cancelled() => return Ok(()),
-                hint = ask(&config, &me, &view, first) => hint,
             };
             first = false;
             if let Some(hint) = hint {
                 if ctx.events.send(Event::LeaderHint(hint)).await.is_err() {
                     return Ok(());
+                }
+            }
+            let next = tokio::time::Instant::now() + pause;
+            loop {
+                tokio::select! {
+                    _ = ctx.shutdown.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep_until(next) => break,
+                    changed = views.changed() => {
+                        if changed.is_err() {
+                            return Ok(());
+                        }
+                        if views.borrow().ask_now != asked_at {
+                            break;
+                        }
+                    }
                 }
             }
         }

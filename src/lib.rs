@@ -21,6 +21,8 @@
 //!
 //! Layers, bottom up:
 //!
+//! 0. [`limits`]: the bounds on what peerplate reads, and the one bounded
+//!    way to read a file.
 //! 1. [`config`]: the YAML schema ([`config`]`::raw`), its resolution into a
 //!    [`Config`] as a pure function of the file and the pod's environment,
 //!    and errors that name the file, the line and the fix.
@@ -50,6 +52,7 @@ pub mod error;
 pub mod event;
 pub mod hooks;
 pub mod leader;
+pub mod limits;
 pub mod metrics;
 pub mod peer_finder;
 pub mod peers;

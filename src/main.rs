@@ -14,11 +14,26 @@ use tracing::level_filters::LevelFilter;
 fn main() -> ExitCode {
     // Installed as `peer-finder` (a symlink), the binary is the drop-in,
     // flags and all, so existing StatefulSet manifests keep working.
-    let mut args = std::env::args();
+    // args_os: an argument that is not UTF-8 is a message, never a panic.
+    let mut args = std::env::args_os();
     let argv0 = args.next().unwrap_or_default();
     if std::path::Path::new(&argv0).file_name() == Some(std::ffi::OsStr::new("peer-finder")) {
-        let args: Vec<String> = args.collect();
-        return run_peer_finder(&args);
+        let mut utf8 = Vec::new();
+        for arg in args {
+            match arg.into_string() {
+                Ok(arg) => utf8.push(arg),
+                Err(arg) => {
+                    // Go's flag package would fail the same way: exit 2.
+                    eprintln!(
+                        "invalid argument {:?}: not UTF-8 text\n{}",
+                        arg.to_string_lossy(),
+                        peerplate::peer_finder::USAGE
+                    );
+                    return ExitCode::from(2);
+                }
+            }
+        }
+        return run_peer_finder(&utf8);
     }
 
     let cli = Cli::parse();
@@ -44,6 +59,9 @@ fn main() -> ExitCode {
         peerplate::process::reap_orphans();
         peerplate::cli::execute(&cli, shutdown).await
     });
+    // Dropping a runtime waits for its blocking work (a DNS lookup, a
+    // render); the exit never does for longer than this.
+    runtime.shutdown_timeout(SHUTDOWN_BOUND);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(peerplate::Error::Exit(code)) => exit_code(code),
@@ -72,15 +90,20 @@ fn run_peer_finder(args: &[String]) -> ExitCode {
     let Some(runtime) = start_runtime("peer-finder") else {
         return ExitCode::from(1);
     };
-    runtime.block_on(async {
+    let code = runtime.block_on(async {
         let shutdown = CancellationToken::new();
         if listen_for_shutdown(shutdown.clone()).is_err() || ignore_reload_signals(false).is_err() {
             return ExitCode::from(1);
         }
         peerplate::process::reap_orphans();
         exit_code(peerplate::peer_finder::main(args, shutdown).await)
-    })
+    });
+    runtime.shutdown_timeout(SHUTDOWN_BOUND);
+    code
 }
+
+/// How long the exit waits for the runtime's blocking work.
+const SHUTDOWN_BOUND: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// File descriptors that must be free before the runtime is built: its own
 /// (epoll, a waker, the signal pipe pair; tokio panics instead of returning

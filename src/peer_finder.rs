@@ -20,7 +20,8 @@ use crate::peers::PeerSet;
 /// The original polls every second.
 const POLL_PERIOD: Duration = Duration::from_secs(1);
 
-const USAGE: &str = "Usage of peer-finder:
+/// The drop-in's usage text, as the Go peer-finder prints it.
+pub const USAGE: &str = "Usage of peer-finder:
   -domain string
     \tThe Cluster Domain which is used by the Cluster, if not set tries to determine it from /etc/resolv.conf file.
   -ns string

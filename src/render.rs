@@ -6,6 +6,14 @@
 //! as in Ansible) and the template's trailing newline kept. The context is
 //! exactly the spec's: `peers`, `pod`, `leader`, `vars`, `nameservers` and
 //! the `env()` function.
+//!
+//! A render is bounded: minijinja's fuel (`templates[].fuel`) charges every
+//! instruction and every 64 bytes a template creates, checking sizes such as
+//! `"x" * n`, `indent(n)` and `join` before it allocates, so no template can
+//! loop forever or push the daemon past its memory limit; the output stops
+//! at `templates[].max_size`. Printing `none` (`{{ }}` or `join`) is an
+//! error, never the word `none` in a config. [`render_detached`] runs a
+//! render on a thread of its own, which a shutdown simply abandons.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -13,10 +21,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use minijinja::syntax::SyntaxConfig;
-use minijinja::value::{Enumerator, Object, ObjectRepr, Serde, Value};
-use minijinja::{AutoEscape, Environment, ErrorKind, UndefinedBehavior};
+use minijinja::value::{Enumerator, Kwargs, Object, ObjectRepr, Serde, StringInput, Value};
+use minijinja::{AutoEscape, Environment, ErrorKind, State, UndefinedBehavior};
 
 use crate::config::{Config, Template};
+use crate::limits;
 use crate::peers::{Identity, Peer, PeerSet};
 
 /// A template that could not be read, compiled or rendered.
@@ -25,15 +34,35 @@ use crate::peers::{Identity, Peer, PeerSet};
 pub struct RenderError {
     /// The template's name (its file name, or its path when two share a name).
     pub template: String,
+    /// The template line the error is on, when minijinja knows it.
     pub line: Option<usize>,
+    /// What went wrong, with the line's text and the fix.
     pub message: String,
+}
+
+/// Where a [`Renderer`] renders: in the pod, or in `check`, outside it,
+/// where `env()` without a default gives a placeholder and a warning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `run`, `once`, `render`: `env()` reads the environment.
+    Pod,
+    /// `check`: a missing variable is `<NAME>` and a warning.
+    Check,
+}
+
+/// One template of the renderer: its name and limits.
+#[derive(Debug, Clone)]
+struct Slot {
+    name: String,
+    fuel: u64,
+    max_size: u64,
 }
 
 /// The compiled templates of a config, one slot per `templates` entry.
 pub struct Renderer {
     env: Environment<'static>,
-    /// Per template: its name, or why it failed to load.
-    slots: Vec<Result<String, RenderError>>,
+    /// Per template: its name and limits, or why it failed to load.
+    slots: Vec<Result<Slot, RenderError>>,
 }
 
 impl Renderer {
@@ -41,6 +70,11 @@ impl Renderer {
     /// error in its slot (so the others still render); [`Renderer::errors`]
     /// lists them for callers that must stop instead.
     pub fn load(templates: &[Template]) -> Renderer {
+        Renderer::load_for(templates, Mode::Pod)
+    }
+
+    /// [`Renderer::load`] for `mode`.
+    pub fn load_for(templates: &[Template], mode: Mode) -> Renderer {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.set_auto_escape_callback(|_| AutoEscape::None);
@@ -52,25 +86,49 @@ impl Renderer {
         if let Ok(syntax) = syntax {
             env.set_syntax(syntax);
         }
-        env.add_function("env", env_function);
+        env.set_formatter(|out, state, value| {
+            if value.is_none() {
+                return Err(printed_none());
+            }
+            minijinja::escape_formatter(out, state, value)
+        });
+        env.add_filter("join", join);
+        env.add_filter("default", default);
+        env.add_filter("d", default);
+        env.add_function("fail", fail_function);
+        match mode {
+            Mode::Pod => env.add_function("env", env_function),
+            Mode::Check => env.add_function("env", env_placeholder),
+        }
 
         let names = display_names(templates);
-        let slots = templates
-            .iter()
-            .zip(names)
-            .map(|(t, name)| {
-                let source = std::fs::read_to_string(&t.source).map_err(|e| RenderError {
-                    template: name.clone(),
-                    line: None,
-                    message: format!("cannot read {}: {e}", t.source.display()),
-                })?;
-                if env.get_template(&name).is_err() {
-                    env.add_template_owned(name.clone(), source)
-                        .map_err(|e| convert(&name, &e))?;
-                }
-                Ok(name)
-            })
-            .collect();
+        let slots =
+            templates
+                .iter()
+                .zip(names)
+                .map(|(t, name)| {
+                    let bytes = limits::read_regular(&t.source, limits::TEMPLATE_MAX_BYTES)
+                        .map_err(|e| RenderError {
+                            template: name.clone(),
+                            line: None,
+                            message: format!("cannot read {}: {e}", t.source.display()),
+                        })?;
+                    let source = String::from_utf8(bytes).map_err(|_| RenderError {
+                        template: name.clone(),
+                        line: None,
+                        message: format!("{} is not UTF-8 text", t.source.display()),
+                    })?;
+                    if env.get_template(&name).is_err() {
+                        env.add_template_owned(name.clone(), source)
+                            .map_err(|e| convert(&name, &e))?;
+                    }
+                    Ok(Slot {
+                        name,
+                        fuel: t.fuel,
+                        max_size: t.max_size,
+                    })
+                })
+                .collect();
         Renderer { env, slots }
     }
 
@@ -82,17 +140,152 @@ impl Renderer {
     /// The display name of the `i`th template.
     pub fn name(&self, i: usize) -> &str {
         match &self.slots[i] {
-            Ok(name) => name,
+            Ok(slot) => &slot.name,
             Err(e) => &e.template,
         }
     }
 
-    /// Renders the `i`th template with `context`.
+    /// Renders the `i`th template with `context`, within its fuel and
+    /// `max_size`.
     pub fn render(&self, i: usize, context: &Value) -> Result<String, RenderError> {
-        let name = self.slots[i].as_ref().map_err(Clone::clone)?;
-        let template = self.env.get_template(name).map_err(|e| convert(name, &e))?;
-        template.render(context).map_err(|e| convert(name, &e))
+        let slot = self.slots[i].as_ref().map_err(Clone::clone)?;
+        // Fuel is the environment's; a clone (shared templates) per render
+        // gives each template its own budget.
+        let mut env = self.env.clone();
+        env.set_fuel(Some(slot.fuel));
+        let name = slot.name.as_str();
+        let template = env.get_template(name).map_err(|e| convert(name, &e))?;
+        let mut out = Capped {
+            bytes: Vec::new(),
+            max: usize::try_from(slot.max_size).unwrap_or(usize::MAX),
+            over: false,
+        };
+        let rendered = template.render_captured_to(context, &mut out).map(drop);
+        match rendered {
+            Ok(()) => String::from_utf8(out.bytes).map_err(|_| RenderError {
+                template: name.to_string(),
+                line: None,
+                message: "the output is not UTF-8".into(),
+            }),
+            Err(_) if out.over => Err(RenderError {
+                template: name.to_string(),
+                line: None,
+                message: format!(
+                    "the output is larger than max_size {} ({} bytes); a loop that runs too often, or raise templates[].max_size",
+                    bytesize::ByteSize::b(slot.max_size).display().iec(),
+                    slot.max_size
+                ),
+            }),
+            Err(e) => Err(convert_with_fuel(name, &e, slot.fuel)),
+        }
     }
+}
+
+/// Renders template `i` of `renderer` on a thread of its own, so the
+/// runtime thread (the admin listener, signals, the other templates) never
+/// waits for it. Dropping the future abandons the render: its thread runs
+/// out its fuel and ends, and its output goes nowhere.
+pub async fn render_detached(
+    renderer: Arc<Renderer>,
+    i: usize,
+    context: Value,
+) -> Result<String, RenderError> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let name = renderer.name(i).to_string();
+    let spawned = std::thread::Builder::new()
+        .name("render".into())
+        .spawn(move || {
+            // The receiver is gone when the render was abandoned.
+            let _ = tx.send(renderer.render(i, &context));
+        });
+    if let Err(e) = spawned {
+        return Err(RenderError {
+            template: name,
+            line: None,
+            message: format!("cannot start a render thread: {e}"),
+        });
+    }
+    rx.await.unwrap_or_else(|_| {
+        Err(RenderError {
+            template: name,
+            line: None,
+            message: "the render thread ended without a result".into(),
+        })
+    })
+}
+
+/// The output of a render, up to `max` bytes; a write past it fails (and
+/// with it the render) before the bytes are kept.
+struct Capped {
+    bytes: Vec<u8>,
+    max: usize,
+    over: bool,
+}
+
+impl std::io::Write for Capped {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.bytes.len().saturating_add(buf.len()) > self.max {
+            self.over = true;
+            return Err(std::io::Error::other("larger than max_size"));
+        }
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn printed_none() -> minijinja::Error {
+    minijinja::Error::new(
+        ErrorKind::InvalidOperation,
+        "this prints none (a value that is not there), which would write \"none\" into the config; give a fallback with | default(...), like {{ peer.port | default(80) }}, or test it with {% if ... is not none %}",
+    )
+}
+
+/// `default`, which also replaces none (Jinja's replaces only undefined):
+/// `{{ peer.port | default(80) }}` is the fix for printing none. With a
+/// second argument `true`, every false value is replaced, as in Jinja.
+fn default(
+    value: &Value,
+    other: Option<Value>,
+    lax: Option<bool>,
+) -> Result<Value, minijinja::Error> {
+    let other = other.unwrap_or_else(|| Value::from(""));
+    if value.is_undefined() || value.is_none() || (lax == Some(true) && !value.is_true()) {
+        Ok(other)
+    } else {
+        Ok(value.clone())
+    }
+}
+
+/// `join`, except that an item that is none is an error (as printing it is).
+fn join(
+    state: &mut State,
+    value: &Value,
+    joiner: Option<StringInput<'_>>,
+    attribute: Option<&str>,
+    kwargs: Kwargs,
+) -> Result<Value, minijinja::Error> {
+    if let Ok(items) = value.try_iter() {
+        for item in items {
+            let item = match attribute {
+                Some(path) => path
+                    .split('.')
+                    .try_fold(item, |v, part| v.get_attr(part))
+                    .unwrap_or_default(),
+                None => item,
+            };
+            if item.is_none() {
+                return Err(minijinja::Error::new(
+                    ErrorKind::InvalidOperation,
+                    "join over a list with none in it would write \"none\" into the config; drop it first with | reject(\"none\"), or give each item a fallback",
+                ));
+            }
+        }
+    }
+    minijinja::filters::join(state, value, joiner, attribute, kwargs)
 }
 
 /// Names templates by file name, unless two share one, then by full path.
@@ -118,15 +311,42 @@ fn display_names(templates: &[Template]) -> Vec<String> {
         .collect()
 }
 
+/// [`convert`], saying what running out of fuel means.
+fn convert_with_fuel(name: &str, e: &minijinja::Error, fuel: u64) -> RenderError {
+    let mut error = convert(name, e);
+    if e.kind() == ErrorKind::OutOfFuel {
+        error.message = format!(
+            "the render used up its instruction budget (fuel {fuel}): a loop that runs too long, or a size too large to honour (like indent(n) or \"x\" * n); {}",
+            error.message
+        );
+    }
+    error
+}
+
 /// minijinja's error, reduced to template, line and a message that quotes
-/// the offending line so the fix is obvious from a log line.
+/// the offending expression and line so the fix is obvious from a log line.
 fn convert(name: &str, e: &minijinja::Error) -> RenderError {
     let mut message = e.kind().to_string();
     if let Some(detail) = e.detail() {
         message.push_str(": ");
         message.push_str(detail);
     }
-    if let (Some(source), Some(line)) = (e.template_source(), e.line()) {
+    let expression = e
+        .template_source()
+        .zip(e.range())
+        .and_then(|(source, range)| source.get(range))
+        .map(str::trim)
+        .unwrap_or_default();
+    // A template's own fail("...") says everything itself.
+    let own = expression.starts_with("fail(");
+    if !own
+        && !expression.is_empty()
+        && !expression.contains('\n')
+        && e.kind() == ErrorKind::InvalidOperation
+    {
+        message.push_str(&format!(" (the expression: {expression})"));
+    }
+    if let (false, Some(source), Some(line)) = (own, e.template_source(), e.line()) {
         if let Some(text) = source.lines().nth(line.saturating_sub(1)) {
             message.push_str(&format!(" (the line reads: {})", text.trim()));
         }
@@ -135,6 +355,25 @@ fn convert(name: &str, e: &minijinja::Error) -> RenderError {
         template: e.name().unwrap_or(name).to_string(),
         line: e.line(),
         message,
+    }
+}
+
+/// `fail(message)`: a template's own error, for what it cannot render
+/// (`myid.j2` for a pod without an ordinal).
+fn fail_function(message: String) -> Result<Value, minijinja::Error> {
+    Err(minijinja::Error::new(ErrorKind::InvalidOperation, message))
+}
+
+/// `env()` in `check`: a variable that is not set where `check` runs is a
+/// placeholder and a warning, not an error (it is set in the pod).
+fn env_placeholder(name: String, default: Option<String>) -> Result<String, minijinja::Error> {
+    match (std::env::var(&name), default) {
+        (Ok(value), _) => Ok(value),
+        (Err(_), Some(default)) => Ok(default),
+        (Err(_), None) => {
+            tracing::warn!(variable = %name, "env(\"{name}\") is not set here; rendering with the placeholder <{name}>, as the pod must set it");
+            Ok(format!("<{name}>"))
+        }
     }
 }
 

@@ -27,12 +27,48 @@ pub struct Report {
 pub fn run(seeds: &[Seed]) -> Result<Report, Error> {
     let mut total = Report::default();
     for seed in seeds {
+        refuse_nested(&seed.from, &seed.to)?;
         let report = copy_tree(&seed.from, &seed.to)?;
         tracing::info!(from = %seed.from.display(), to = %seed.to.display(), copied = report.copied, kept = report.kept, "seeded");
         total.copied += report.copied;
         total.kept += report.kept;
     }
     Ok(total)
+}
+
+/// A `to` inside its `from` (through symlinks too) would copy the tree into
+/// itself until the path is too long; refuse it, as `cp -r` does.
+fn refuse_nested(from: &Path, to: &Path) -> Result<(), Error> {
+    let Ok(from_real) = fs::canonicalize(from) else {
+        // A missing `from` fails with its own message in the copy.
+        return Ok(());
+    };
+    // The real path of the longest part of `to` that exists, and the rest.
+    let mut existing = to;
+    let mut rest = Vec::new();
+    let to_real = loop {
+        if let Ok(real) = fs::canonicalize(existing) {
+            break rest
+                .iter()
+                .rev()
+                .fold(real, |p: std::path::PathBuf, c| p.join(c));
+        }
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_os_string());
+                existing = parent;
+            }
+            _ => return Ok(()),
+        }
+    };
+    if to_real.starts_with(&from_real) {
+        return Err(Error::Usage(format!(
+            "seed: to {} is inside from {}; copying a folder into itself never ends (cp -r refuses it too): give a `to` outside `from`",
+            to.display(),
+            from.display()
+        )));
+    }
+    Ok(())
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {

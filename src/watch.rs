@@ -9,88 +9,133 @@
 //! covers the symlink swap, editors that write a new file and rename it, and
 //! plain in-place writes alike, and it ignores events that change nothing (our
 //! own reads, a touch, a swap to identical content).
+//!
+//! Three more watches close the gaps of that rule: the folder holding any
+//! symlink on the way to a file (a key in a subfolder, `sub -> ..data/sub`,
+//! sees its swaps there), the file itself (a bind mount of a single file is
+//! edited in place without an event in its folder), and every watch is set
+//! again after each change, so it follows the new inodes. When no inotify
+//! instance is left (`fs.inotify.max_user_instances`), the files are polled
+//! once a second instead, with one warning.
+//!
+//! Files are read with [`limits::read_regular`]: a FIFO or a device in
+//! their place is an error, never a hang or a memory blow-up.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use notify::event::{AccessKind, AccessMode, ModifyKind};
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
 use crate::event::{Context, Event, SourceError, Worker};
+use crate::limits;
+
+/// How often files are read when inotify is not available.
+pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+/// One warning per process about polling.
+static WARNED_POLLING: AtomicBool = AtomicBool::new(false);
+
+/// What a file read gave: its bytes, or why it could not be read.
+pub type Read = Result<Vec<u8>, String>;
+
+enum Backend {
+    Notify {
+        // Dropping the watcher stops inotify; it lives as long as this struct.
+        watcher: RecommendedWatcher,
+        raw: mpsc::UnboundedReceiver<notify::Result<notify::Event>>,
+        watched: BTreeSet<PathBuf>,
+    },
+    Poll(tokio::time::Interval),
+}
 
 /// Watches a set of files through their directories and reports which of them
 /// now hold different bytes than last time.
 pub struct ContentWatcher {
-    // Dropping the watcher stops inotify; it lives as long as this struct.
-    _watcher: RecommendedWatcher,
-    raw: mpsc::UnboundedReceiver<notify::Result<notify::Event>>,
-    files: Vec<(PathBuf, Option<Vec<u8>>)>,
+    backend: Backend,
+    files: Vec<(PathBuf, Read)>,
+    max: u64,
 }
 
 impl ContentWatcher {
-    /// Starts watching. Each file's directory must exist; the file need not.
-    pub fn new(paths: &[PathBuf]) -> Result<ContentWatcher, SourceError> {
-        let (tx, raw) = mpsc::unbounded_channel();
-        let mut watcher = notify::recommended_watcher(move |event| {
-            // The receiver is gone only when the worker stopped; nothing to do then.
-            let _ = tx.send(event);
-        })
-        .map_err(|e| SourceError::Setup(format!("cannot start the file watcher: {e}")))?;
-        // notify starts its thread without checking that it started, and its
-        // `watch` and `drop` then panic; ask the thread something first. A
-        // watcher without its thread is leaked, never dropped.
-        if watcher.configure(notify::Config::default()).is_err() {
-            std::mem::forget(watcher);
-            return Err(SourceError::Setup(
-                "cannot start the file watcher: its thread did not start (is the process or thread limit reached?)"
-                    .into(),
-            ));
-        }
-        let dirs: BTreeSet<PathBuf> = paths.iter().map(|p| parent_dir(p)).collect();
-        for dir in &dirs {
-            watcher
-                .watch(dir, RecursiveMode::NonRecursive)
-                .map_err(|e| SourceError::Setup(format!("cannot watch {}: {e}", dir.display())))?;
-        }
-        let files = paths
-            .iter()
-            .map(|p| (p.clone(), std::fs::read(p).ok()))
-            .collect();
+    /// Starts watching files of at most `max` bytes each. Each file's
+    /// directory must exist; the file need not.
+    pub fn new(paths: &[PathBuf], max: u64) -> Result<ContentWatcher, SourceError> {
+        let files = paths.iter().map(|p| (p.clone(), read(p, max))).collect();
+        let backend = match start_notify(paths) {
+            Ok(backend) => backend,
+            Err(Fallback::Poll(why)) => {
+                if !WARNED_POLLING.swap(true, Ordering::Relaxed) {
+                    tracing::warn!("cannot watch files with inotify ({why}): polling them once a second instead; raise the node's fs.inotify.max_user_instances (sysctl) if other containers use up the inotify instances");
+                }
+                let mut interval = tokio::time::interval(POLL_INTERVAL);
+                interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                Backend::Poll(interval)
+            }
+            Err(Fallback::Fail(e)) => return Err(e),
+        };
         Ok(ContentWatcher {
-            _watcher: watcher,
-            raw,
+            backend,
             files,
+            max,
         })
     }
 
     /// The bytes of the `i`th file as last read, `None` if it could not be read.
     pub fn contents(&self, i: usize) -> Option<&[u8]> {
-        self.files.get(i).and_then(|(_, c)| c.as_deref())
+        self.files
+            .get(i)
+            .and_then(|(_, c)| c.as_ref().ok())
+            .map(Vec::as_slice)
+    }
+
+    /// Why the `i`th file could not be read the last time, if it could not.
+    pub fn read_error(&self, i: usize) -> Option<&str> {
+        self.files
+            .get(i)
+            .and_then(|(_, c)| c.as_ref().err())
+            .map(String::as_str)
     }
 
     /// Waits until at least one file reads differently than before, and
     /// returns the indices of those that do. `None` once the watcher has died.
     pub async fn changed(&mut self) -> Option<Result<Vec<usize>, SourceError>> {
         loop {
-            let first = self.raw.recv().await?;
-            let mut relevant = is_relevant(&first);
-            let mut failure = first.err();
-            // A ConfigMap swap is half a dozen events; read the files once for
-            // the whole burst that has already arrived.
-            while let Ok(event) = self.raw.try_recv() {
-                relevant |= is_relevant(&event);
-                failure = failure.or(event.err());
-            }
-            if let Some(e) = failure {
-                return Some(Err(SourceError::Watch(e.to_string())));
-            }
-            if !relevant {
-                continue;
+            match &mut self.backend {
+                Backend::Poll(interval) => {
+                    interval.tick().await;
+                }
+                Backend::Notify {
+                    watcher,
+                    raw,
+                    watched,
+                } => {
+                    let first = raw.recv().await?;
+                    let mut relevant = is_relevant(&first);
+                    let mut failure = first.err();
+                    // A ConfigMap swap is half a dozen events; read the files
+                    // once for the whole burst that has already arrived.
+                    while let Ok(event) = raw.try_recv() {
+                        relevant |= is_relevant(&event);
+                        failure = failure.or(event.err());
+                    }
+                    if let Some(e) = failure {
+                        return Some(Err(SourceError::Watch(e.to_string())));
+                    }
+                    if !relevant {
+                        continue;
+                    }
+                    // Follow the new inodes (a swapped subfolder, a new file).
+                    let paths: Vec<PathBuf> = self.files.iter().map(|(p, _)| p.clone()).collect();
+                    rewatch(watcher, watched, &paths);
+                }
             }
             let mut changed = Vec::new();
             for (i, (path, last)) in self.files.iter_mut().enumerate() {
-                let now = std::fs::read(&*path).ok();
+                let now = read(path, self.max);
                 if now != *last {
                     *last = now;
                     changed.push(i);
@@ -99,6 +144,97 @@ impl ContentWatcher {
             if !changed.is_empty() {
                 return Some(Ok(changed));
             }
+        }
+    }
+}
+
+fn read(path: &Path, max: u64) -> Read {
+    limits::read_regular(path, max).map_err(|e| e.to_string())
+}
+
+enum Fallback {
+    /// inotify cannot be used: poll.
+    Poll(String),
+    /// Something else: the worker cannot start.
+    Fail(SourceError),
+}
+
+fn start_notify(paths: &[PathBuf]) -> Result<Backend, Fallback> {
+    let (tx, raw) = mpsc::unbounded_channel();
+    let mut watcher = notify::recommended_watcher(move |event| {
+        // The receiver is gone only when the worker stopped; nothing to do then.
+        let _ = tx.send(event);
+    })
+    .map_err(|e| Fallback::Poll(e.to_string()))?;
+    // notify starts its thread without checking that it started, and its
+    // `watch` and `drop` then panic; ask the thread something first. A
+    // watcher without its thread is leaked, never dropped.
+    if watcher.configure(notify::Config::default()).is_err() {
+        std::mem::forget(watcher);
+        return Err(Fallback::Fail(SourceError::Setup(
+            "cannot start the file watcher: its thread did not start (is the process or thread limit reached?)"
+                .into(),
+        )));
+    }
+    let dirs: BTreeSet<PathBuf> = paths.iter().map(|p| parent_dir(p)).collect();
+    for dir in &dirs {
+        match watcher.watch(dir, RecursiveMode::NonRecursive) {
+            Ok(()) => {}
+            // No inotify watch left (fs.inotify.max_user_watches).
+            Err(notify::Error {
+                kind: notify::ErrorKind::MaxFilesWatch,
+                ..
+            }) => return Err(Fallback::Poll("no inotify watch left".into())),
+            Err(e) => {
+                return Err(Fallback::Fail(SourceError::Setup(format!(
+                    "cannot watch {}: {e}",
+                    dir.display()
+                ))))
+            }
+        }
+    }
+    let mut watched = BTreeSet::new();
+    rewatch(&mut watcher, &mut watched, paths);
+    Ok(Backend::Notify {
+        watcher,
+        raw,
+        watched,
+    })
+}
+
+/// Everything to watch for `paths`: each file's folder, the folder of every
+/// symlink on the way to it, and the file itself when it exists.
+fn targets(paths: &[PathBuf]) -> BTreeSet<PathBuf> {
+    let mut all = BTreeSet::new();
+    for path in paths {
+        all.insert(parent_dir(path));
+        for ancestor in path.ancestors().skip(1) {
+            if ancestor.as_os_str().is_empty() {
+                break;
+            }
+            let link =
+                std::fs::symlink_metadata(ancestor).is_ok_and(|m| m.file_type().is_symlink());
+            if link {
+                all.insert(parent_dir(ancestor));
+            }
+        }
+        if path.exists() {
+            all.insert(path.clone());
+        }
+    }
+    all
+}
+
+/// Sets every watch again, so each follows what its path names now. A path
+/// that cannot be watched (gone for a moment) is tried at the next change;
+/// the folders that must exist were checked at start.
+fn rewatch(watcher: &mut RecommendedWatcher, watched: &mut BTreeSet<PathBuf>, paths: &[PathBuf]) {
+    for path in std::mem::take(watched) {
+        let _ = watcher.unwatch(&path);
+    }
+    for target in targets(paths) {
+        if watcher.watch(&target, RecursiveMode::NonRecursive).is_ok() {
+            watched.insert(target);
         }
     }
 }
@@ -128,7 +264,7 @@ fn parent_dir(path: &Path) -> PathBuf {
 /// The template watcher: sends [`Event::Templates`] whenever a template
 /// source's bytes change.
 pub fn worker(sources: Vec<PathBuf>, ctx: Context) -> Result<Worker, SourceError> {
-    let mut watcher = ContentWatcher::new(&sources)?;
+    let mut watcher = ContentWatcher::new(&sources, limits::TEMPLATE_MAX_BYTES)?;
     Ok(Box::pin(async move {
         loop {
             let next = tokio::select! {

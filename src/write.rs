@@ -12,7 +12,7 @@
 
 use std::fs::{File, Permissions};
 use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -80,11 +80,20 @@ pub fn stage(template: &Template, bytes: &[u8]) -> Result<Plan, WriteError> {
         }
         if meta.len() == bytes.len() as u64 && std::fs::read(dest).map_err(io(dest))? == bytes {
             // Same bytes; a wrong mode is fixed in place, which is not a change
-            // the application needs to reload for.
+            // the application needs to reload for. Never through a symlink:
+            // that would change the file it points to.
             if let Some(mode) = template.mode {
                 if meta.permissions().mode() & 0o7777 != mode {
-                    std::fs::set_permissions(dest, Permissions::from_mode(mode))
-                        .map_err(io(dest))?;
+                    let link = std::fs::symlink_metadata(dest)
+                        .map_err(io(dest))?
+                        .file_type()
+                        .is_symlink();
+                    if link {
+                        tracing::info!(destination = %dest.display(), "the destination is a symlink: its mode is left alone (peerplate never changes a file through a link); the link is replaced by a file when the output changes");
+                    } else {
+                        std::fs::set_permissions(dest, Permissions::from_mode(mode))
+                            .map_err(io(dest))?;
+                    }
                 }
             }
             return Ok(Plan::Unchanged);
@@ -92,13 +101,21 @@ pub fn stage(template: &Template, bytes: &[u8]) -> Result<Plan, WriteError> {
     }
     let mode = template
         .mode
-        .or(existing.map(|m| m.permissions().mode() & 0o7777))
+        .or(existing.as_ref().map(|m| m.permissions().mode() & 0o7777))
         .unwrap_or(0o644);
 
     let dir = match dest.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
+    if !dir.is_dir() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(dir)
+            .map_err(io(dir))?;
+        tracing::info!(folder = %dir.display(), "created the destination folder");
+    }
     let prefix = format!(
         ".{}.",
         dest.file_name().unwrap_or_default().to_string_lossy()
@@ -111,10 +128,69 @@ pub fn stage(template: &Template, bytes: &[u8]) -> Result<Plan, WriteError> {
     file.write_all(bytes).map_err(io(file.path()))?;
     file.as_file().sync_all().map_err(io(file.path()))?;
     std::fs::set_permissions(file.path(), Permissions::from_mode(mode)).map_err(io(file.path()))?;
+    if let Some(meta) = &existing {
+        keep_owner(&file, dest, meta);
+    }
     Ok(Plan::Staged(Staged {
         file,
         destination: dest.clone(),
     }))
+}
+
+/// Gives the staged file the owner of the output it replaces (the app may
+/// read it as that user), when peerplate may (as root); says so when not.
+fn keep_owner(file: &NamedTempFile, dest: &Path, old: &std::fs::Metadata) {
+    let Ok(new) = file.as_file().metadata() else {
+        return;
+    };
+    if (new.uid(), new.gid()) == (old.uid(), old.gid()) {
+        return;
+    }
+    if let Err(e) = std::os::unix::fs::fchown(file.as_file(), Some(old.uid()), Some(old.gid())) {
+        tracing::warn!(destination = %dest.display(), uid = old.uid(), gid = old.gid(), "cannot keep the owner of the output ({e}): the new file belongs to uid {} gid {}; run peerplate as the owner, or as root", new.uid(), new.gid());
+    }
+}
+
+/// Removes what a killed peerplate left beside `template`'s destination:
+/// staged files named `.<name>.XXXXXX.peerplate`. Returns how many.
+pub fn remove_stale(template: &Template) -> usize {
+    let dest = &template.destination;
+    let (Some(dir), Some(name)) = (dest.parent(), dest.file_name()) else {
+        return 0;
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let prefix = format!(".{}.", name.to_string_lossy());
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let file_name = file_name.to_string_lossy();
+        let stale = file_name
+            .strip_prefix(&prefix)
+            .and_then(|rest| rest.strip_suffix(".peerplate"))
+            .is_some_and(|random| {
+                random.len() == 6 && random.bytes().all(|b| b.is_ascii_alphanumeric())
+            });
+        let regular = entry.file_type().is_ok_and(|t| t.is_file());
+        if stale && regular {
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => {
+                    removed += 1;
+                    tracing::info!(path = %entry.path().display(), "removed a staged file left by an earlier peerplate");
+                }
+                Err(e) => {
+                    tracing::warn!(path = %entry.path().display(), "cannot remove a staged file left by an earlier peerplate: {e}")
+                }
+            }
+        }
+    }
+    removed
 }
 
 impl Staged {

@@ -20,7 +20,7 @@ mod resolve;
 pub use diagnostics::line_of;
 pub use model::*;
 pub use raw::parse_signal;
-pub use resolve::{default_hostname, Env, ResolvConf};
+pub use resolve::{default_hostname, inside, Env, Range, ResolvConf};
 
 /// Where the config is read from when neither `--config` nor
 /// `$PEERPLATE_CONFIG` says otherwise.
@@ -54,12 +54,21 @@ impl Config {
     /// Parses config text as if read from `path` (used in messages and for
     /// relative paths), in the environment `env`. Pure.
     pub fn parse(text: &str, path: &Path, env: &Env) -> Result<Config, ConfigError> {
-        // An empty file is an empty config, not an error.
-        let raw: raw::RawConfig = if text.trim().is_empty() {
-            raw::RawConfig::default()
-        } else {
-            serde_yaml::from_str(text).map_err(|e| diagnostics::yaml_error(e, path))?
-        };
+        // An empty file is a mistake (a ConfigMap key misnamed, a volume
+        // not mounted yet), not a config that does nothing.
+        let blank = text
+            .lines()
+            .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'));
+        if blank {
+            return Err(ConfigError {
+                path: path.to_path_buf(),
+                line: None,
+                column: None,
+                message: "the config file is empty; give at least `templates:` or `seed:` (see the README, \"Config file\")".into(),
+            });
+        }
+        let raw: raw::RawConfig =
+            serde_yaml::from_str(text).map_err(|e| diagnostics::yaml_error(e, path))?;
         resolve::resolve(raw, text, path, env)
     }
 
@@ -67,6 +76,52 @@ impl Config {
     pub fn set_hostname(&mut self, hostname: &str) {
         self.identity.hostname = hostname.to_string();
         self.pod_fqdn = resolve::pod_fqdn(&self.identity, &self.peers.source);
+    }
+
+    /// Renders in another namespace (`render --namespace`).
+    pub fn set_namespace(&mut self, namespace: &str) {
+        self.identity.namespace = namespace.to_string();
+        self.pod_fqdn = resolve::pod_fqdn(&self.identity, &self.peers.source);
+    }
+
+    /// Sets `vars.<dotted.key>` to a YAML scalar (`8080` a number, `false` a
+    /// bool, `"8080"` a string), creating the maps on the way; `render
+    /// --var`. Fails when the text is not a scalar, or a key on the way
+    /// holds something other than a map.
+    pub fn set_var(&mut self, key: &str, value: &str) -> Result<(), String> {
+        let parsed: serde_yaml::Value = serde_yaml::from_str(value)
+            .map_err(|e| format!("{value:?} is not a YAML value: {e}"))?;
+        if parsed.is_mapping() || parsed.is_sequence() {
+            return Err(format!(
+                "{value:?} is a YAML {}; give one scalar (a string, number or bool), or set each key with its own --var",
+                if parsed.is_mapping() { "map" } else { "list" }
+            ));
+        }
+        let parts: Vec<&str> = key.split('.').collect();
+        if parts.iter().any(|p| p.is_empty()) {
+            return Err(format!("{key:?} is not a key; write KEY or a.dotted.key"));
+        }
+        let mut map = &mut self.vars;
+        for (i, part) in parts.iter().enumerate() {
+            let k = serde_yaml::Value::String((*part).to_string());
+            if i + 1 == parts.len() {
+                map.insert(k, parsed);
+                return Ok(());
+            }
+            let entry = map
+                .entry(k)
+                .or_insert_with(|| serde_yaml::Value::Mapping(serde_yaml::Mapping::new()));
+            map = match entry {
+                serde_yaml::Value::Mapping(m) => m,
+                _ => {
+                    return Err(format!(
+                        "vars.{} is not a map, so {key} cannot be set inside it",
+                        parts[..=i].join(".")
+                    ))
+                }
+            };
+        }
+        Ok(())
     }
 }
 

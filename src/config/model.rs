@@ -147,6 +147,36 @@ pub struct Template {
     /// The check command split into words; `{staged}` is still a placeholder.
     pub check: Option<Vec<String>>,
     pub reload: bool,
+    /// The largest output a render may produce, in bytes (`max_size`).
+    pub max_size: u64,
+    /// The render's instruction budget (`fuel`): minijinja's fuel, charged
+    /// per instruction and per 64 bytes of data a template creates.
+    pub fuel: u64,
+}
+
+impl Template {
+    /// `max_size` when none is given: 1 MiB.
+    pub const DEFAULT_MAX_SIZE: u64 = 1024 * 1024;
+    /// `fuel` when none is given; chosen by measurement (README, "Limits").
+    pub const DEFAULT_FUEL: u64 = 200_000;
+    /// The smallest and largest `fuel`.
+    pub const FUEL_RANGE: (u64, u64) = (1_000, 100_000_000);
+    /// The largest `max_size`: 64 MiB.
+    pub const MAX_MAX_SIZE: u64 = 64 * 1024 * 1024;
+
+    /// A template with the defaults, for `render --template FILE`.
+    pub fn preview(source: PathBuf) -> Template {
+        Template {
+            source,
+            destination: PathBuf::from("-"),
+            mode: None,
+            create_only: false,
+            check: None,
+            reload: false,
+            max_size: Template::DEFAULT_MAX_SIZE,
+            fuel: Template::DEFAULT_FUEL,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

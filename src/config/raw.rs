@@ -86,6 +86,9 @@ pub(super) struct RawTemplate {
     pub(super) check: Option<Vec<String>>,
     #[serde(default = "yes")]
     pub(super) reload: bool,
+    #[serde(default, deserialize_with = "size")]
+    pub(super) max_size: Option<u64>,
+    pub(super) fuel: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -179,6 +182,29 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
             "invalid duration {text:?} ({e}); write it like 250ms, 1s or 2m"
         ))
     })
+}
+
+/// A size in bytes: a number of bytes, or with a unit (`512KiB`, `4MiB`,
+/// `1MB`), as `bytesize` reads it.
+fn size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Size {
+        Text(String),
+        Number(u64),
+    }
+    match Size::deserialize(d)? {
+        Size::Number(n) => Ok(Some(n)),
+        Size::Text(text) => text
+            .trim()
+            .parse::<bytesize::ByteSize>()
+            .map(|s| Some(s.as_u64()))
+            .map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "invalid size {text:?} ({e}); write it like 1MiB, 512KiB or a number of bytes"
+                ))
+            }),
+    }
 }
 
 fn mode<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {

@@ -54,6 +54,26 @@ pub(super) fn resolve(
         column: None,
         message,
     };
+    // Durations are quoted as written (a huge one reads badly as years).
+    let within = |keys: &[&str], value: Duration, range: Range| {
+        if range.contains(value) {
+            return Ok(());
+        }
+        let written = line_of(text, keys)
+            .and_then(|l| text.lines().nth(l - 1))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().trim_matches(['"', '\'']).to_string())
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| humantime::format_duration(value).to_string());
+        Err(fail(
+            keys,
+            format!(
+                "{} {written} is out of range; give a duration {}",
+                range.key,
+                range.describe()
+            ),
+        ))
+    };
     let resolv = &env.resolv;
     // Relative paths in a config file are relative to the file's folder,
     // so a config and its templates can move together.
@@ -144,12 +164,11 @@ pub(super) fn resolve(
                         "peers.dns: no DNS server to ask; set peers.dns.nameservers or give the pod an /etc/resolv.conf with a nameserver line".into(),
                     ));
                 }
-                if dns.interval.is_zero() {
-                    return Err(fail(
-                        &["peers", "dns", "interval"],
-                        "peers.dns.interval must be more than 0s, like 1s".into(),
-                    ));
-                }
+                within(
+                    &["peers", "dns", "interval"],
+                    dns.interval,
+                    Range::DNS_INTERVAL,
+                )?;
                 let ready_query = dns
                     .ready_service
                     .as_ref()
@@ -171,6 +190,7 @@ pub(super) fn resolve(
                 PeerSource::Dns(_) | PeerSource::File(_) => 1,
                 PeerSource::Static(_) => 0,
             });
+            within(&["peers", "timeout"], p.timeout, Range::PEERS_TIMEOUT)?;
             Peers {
                 source,
                 wait_for_self: p.wait_for_self,
@@ -184,6 +204,8 @@ pub(super) fn resolve(
         min: raw.wait.min,
         max: raw.wait.max,
     };
+    within(&["wait", "min"], wait.min, Range::WAIT_MIN)?;
+    within(&["wait", "max"], wait.max, Range::WAIT_MAX)?;
     if !wait.max.is_zero() && wait.max < wait.min {
         return Err(fail(
             &["wait", "max"],
@@ -202,13 +224,42 @@ pub(super) fn resolve(
                 ),
             ));
         }
+        let max_size = t.max_size.unwrap_or(Template::DEFAULT_MAX_SIZE);
+        if max_size == 0 || max_size > Template::MAX_MAX_SIZE {
+            return Err(fail(
+                &["templates", "max_size"],
+                format!(
+                    "templates[{i}].max_size {max_size} is out of range; give 1 byte to 64MiB, like max_size: 4MiB"
+                ),
+            ));
+        }
+        let fuel = t.fuel.unwrap_or(Template::DEFAULT_FUEL);
+        let (low, high) = Template::FUEL_RANGE;
+        if !(low..=high).contains(&fuel) {
+            return Err(fail(
+                &["templates", "fuel"],
+                format!("templates[{i}].fuel {fuel} is out of range; give {low} to {high}"),
+            ));
+        }
+        let (source, destination) = (at(t.source), at(t.destination));
+        if source == destination {
+            return Err(fail(
+                &["templates", "destination"],
+                format!(
+                    "templates[{i}].destination is its source {}; the output would overwrite the template, give it another path",
+                    source.display()
+                ),
+            ));
+        }
         templates.push(Template {
-            source: at(t.source),
-            destination: at(t.destination),
+            source,
+            destination,
             mode: t.mode,
             create_only: t.create_only,
             check: t.check,
             reload: t.reload,
+            max_size,
+            fuel,
         });
     }
     let mut seen = std::collections::HashSet::new();
@@ -247,6 +298,9 @@ pub(super) fn resolve(
         }
     };
 
+    if let Some(h) = &raw.hooks {
+        within(&["hooks", "timeout"], h.timeout, Range::HOOKS_TIMEOUT)?;
+    }
     let hooks = raw.hooks.map(|h| Hooks {
         on_start: h.on_start,
         on_change: h.on_change,
@@ -255,14 +309,21 @@ pub(super) fn resolve(
     });
     let http = raw.http.map(|h| Http { listen: h.listen });
     let leader = leader(raw.leader, &peers, http.as_ref(), &fail)?;
-    let seed = raw
-        .seed
-        .into_iter()
-        .map(|s| Seed {
-            from: at(s.from),
-            to: at(s.to),
-        })
-        .collect();
+    let mut seed = Vec::new();
+    for (i, s) in raw.seed.into_iter().enumerate() {
+        let (from, to) = (at(s.from), at(s.to));
+        if inside(&to, &from) {
+            return Err(fail(
+                &["seed"],
+                format!(
+                    "seed[{i}]: to {} is inside from {}; copying a folder into itself never ends (cp -r refuses it too): give a `to` outside `from`",
+                    to.display(),
+                    from.display()
+                ),
+            ));
+        }
+        seed.push(Seed { from, to });
+    }
 
     let nameservers = match &peers.source {
         PeerSource::Dns(dns) if !dns.nameservers.is_empty() => dns.nameservers.clone(),
@@ -302,12 +363,7 @@ fn leader(
             grace: Duration::from_secs(30),
         });
     };
-    if raw.grace.is_zero() {
-        return Err(fail(
-            &["leader", "grace"],
-            "leader.grace must be more than 0s, like 30s".into(),
-        ));
-    }
+    within(fail, &["leader", "grace"], raw.grace, Range::LEADER_GRACE)?;
     if raw.policy != RawPolicy::Ordinal && !matches!(peers.source, PeerSource::Dns(_)) {
         return Err(fail(
             &["leader", "policy"],
@@ -356,12 +412,18 @@ fn leader(
                     ),
                 ));
             }
-            if probe.interval.is_zero() || probe.timeout.is_zero() {
-                return Err(fail(
-                    &["leader", "probe"],
-                    "leader.probe.interval and timeout must be more than 0s, like 2s and 1s".into(),
-                ));
-            }
+            within(
+                fail,
+                &["leader", "probe", "timeout"],
+                probe.timeout,
+                Range::PROBE_TIMEOUT,
+            )?;
+            within(
+                fail,
+                &["leader", "probe", "interval"],
+                probe.interval,
+                Range::PROBE_INTERVAL,
+            )?;
             Policy::Probe {
                 url: probe.url,
                 timeout: probe.timeout,
@@ -374,6 +436,133 @@ fn leader(
         policy,
         grace: raw.grace,
     })
+}
+
+/// The range a duration key accepts (README, "Durations"): from `min` to
+/// `max`, or exactly zero where zero has a meaning of its own.
+#[derive(Debug, Clone, Copy)]
+pub struct Range {
+    /// The key as written, like `wait.min`.
+    pub key: &'static str,
+    pub min: Duration,
+    pub max: Duration,
+    /// What `0s` means for this key, when it means something.
+    pub zero: Option<&'static str>,
+}
+
+const fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(24 * 3600);
+
+impl Range {
+    pub const WAIT_MIN: Range = Range {
+        key: "wait.min",
+        min: Duration::ZERO,
+        max: HOUR,
+        zero: None,
+    };
+    pub const WAIT_MAX: Range = Range {
+        key: "wait.max",
+        min: ms(1),
+        max: DAY,
+        zero: Some("no limit"),
+    };
+    pub const PEERS_TIMEOUT: Range = Range {
+        key: "peers.timeout",
+        min: ms(1),
+        max: DAY,
+        zero: Some("wait forever"),
+    };
+    pub const DNS_INTERVAL: Range = Range {
+        key: "peers.dns.interval",
+        min: ms(100),
+        max: HOUR,
+        zero: None,
+    };
+    pub const HOOKS_TIMEOUT: Range = Range {
+        key: "hooks.timeout",
+        min: ms(100),
+        max: DAY,
+        zero: None,
+    };
+    pub const LEADER_GRACE: Range = Range {
+        key: "leader.grace",
+        min: ms(100),
+        max: DAY,
+        zero: None,
+    };
+    pub const PROBE_TIMEOUT: Range = Range {
+        key: "leader.probe.timeout",
+        min: ms(10),
+        max: Duration::from_secs(60),
+        zero: None,
+    };
+    pub const PROBE_INTERVAL: Range = Range {
+        key: "leader.probe.interval",
+        min: ms(100),
+        max: HOUR,
+        zero: None,
+    };
+
+    /// Every duration key, for the README's table.
+    pub const ALL: [Range; 8] = [
+        Range::WAIT_MIN,
+        Range::WAIT_MAX,
+        Range::PEERS_TIMEOUT,
+        Range::DNS_INTERVAL,
+        Range::HOOKS_TIMEOUT,
+        Range::LEADER_GRACE,
+        Range::PROBE_TIMEOUT,
+        Range::PROBE_INTERVAL,
+    ];
+
+    /// Whether `value` is in range.
+    pub fn contains(&self, value: Duration) -> bool {
+        (value.is_zero() && self.zero.is_some()) || (self.min..=self.max).contains(&value)
+    }
+
+    /// `from 100ms to 1h`, with `, or 0s (no limit)` where zero means something.
+    pub fn describe(&self) -> String {
+        let mut text = format!(
+            "from {} to {}",
+            humantime::format_duration(self.min),
+            humantime::format_duration(self.max)
+        );
+        if let Some(zero) = self.zero {
+            text.push_str(&format!(", or 0s ({zero})"));
+        }
+        text
+    }
+}
+
+/// Fails unless `value` is in `range`, naming the key's line and the range.
+fn within(
+    fail: &dyn Fn(&[&str], String) -> ConfigError,
+    keys: &[&str],
+    value: Duration,
+    range: Range,
+) -> Result<(), ConfigError> {
+    if range.contains(value) {
+        return Ok(());
+    }
+    Err(fail(
+        keys,
+        format!(
+            "{} {} is out of range; give a duration {}",
+            range.key,
+            humantime::format_duration(value),
+            range.describe()
+        ),
+    ))
+}
+
+/// Whether `path` is `base` or below it, by their components (the config's
+/// paths; `seed` checks the real folders again when it runs).
+pub fn inside(path: &Path, base: &Path) -> bool {
+    let clean = |p: &Path| -> PathBuf { p.components().collect() };
+    clean(path).starts_with(clean(base))
 }
 
 /// The loopback a pod's own containers share: 127.0.0.1 and ::1. (Other

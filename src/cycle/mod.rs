@@ -22,6 +22,8 @@ mod outcome;
 use std::sync::Arc;
 use std::time::Duration;
 
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
+
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -45,6 +47,18 @@ use crate::write::{self, Plan};
 
 /// How long shutdown waits for the workers to return.
 const SHUTDOWN_WAIT: Duration = Duration::from_millis(500);
+
+/// The delays between retries of an install that failed on I/O (`run`):
+/// from 1 s, doubling, at most 30 s apart, with jitter, until it succeeds.
+fn install_retries() -> ExponentialBackoff {
+    ExponentialBuilder::new()
+        .with_min_delay(Duration::from_secs(1))
+        .with_max_delay(Duration::from_secs(30))
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
 
 /// `run` keeps going; `once` stops after the first cycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,7 +116,8 @@ struct Loop {
     /// them make the pod ready.
     succeeded: Vec<bool>,
     mode: Mode,
-    renderer: Renderer,
+    /// Shared with the thread a render runs on.
+    renderer: Arc<Renderer>,
     templates_dirty: bool,
     peers: Option<PeerSet>,
     pending: Option<Pending>,
@@ -125,11 +140,14 @@ struct Loop {
     /// `on_leader_change`'s queue, and the leader to give it after the next pass.
     leader_hook: Option<watch::Sender<Option<String>>>,
     leader_hook_due: Option<Option<String>>,
+    /// An install failed on I/O (`run`): when to try again, and the delays
+    /// still to come; none once every install went through.
+    retry: Option<(Instant, ExponentialBackoff)>,
 }
 
 impl Loop {
     fn new(config: Config, mode: Mode) -> Loop {
-        let renderer = Renderer::load(&config.templates);
+        let renderer = Arc::new(Renderer::load(&config.templates));
         let metrics = Arc::new(Metrics::new());
         let names: Vec<String> = (0..config.templates.len())
             .map(|i| renderer.name(i).to_string())
@@ -181,6 +199,7 @@ impl Loop {
             leader_views: None,
             leader_hook: None,
             leader_hook_due: None,
+            retry: None,
         }
     }
 
@@ -299,6 +318,9 @@ impl Loop {
                 self.config.path.display()
             )));
         }
+        for template in &self.config.templates {
+            write::remove_stale(template);
+        }
         self.start_workers(&mut workers, &ctx).await?;
         let worker_shutdown = ctx.shutdown.clone();
         drop(ctx);
@@ -337,6 +359,7 @@ impl Loop {
             }
             let due = self.due();
             let grace = self.leadership.deadline();
+            let retry = self.retry.as_ref().map(|(at, _)| *at);
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break self.interrupted(),
@@ -345,6 +368,14 @@ impl Loop {
                 Some(ended) = workers.join_next() => self.worker_ended(ended),
                 // Due now: the top of the loop renders.
                 _ = sleep_until(due), if due.is_some() => {}
+                // A failed install's next try.
+                _ = sleep_until(retry), if retry.is_some() => {
+                    if let Some((at, _)) = &mut self.retry {
+                        // Far off until the pass sets the next try.
+                        *at += Duration::from_secs(86_400);
+                    }
+                    self.mark_pending(true);
+                }
                 // A missing leader's grace ran out.
                 _ = sleep_until(grace), if grace.is_some() => self.decide_leader(),
                 _ = sleep_until(give_up), if give_up.is_some() => {
@@ -510,13 +541,18 @@ impl Loop {
             .leadership
             .current()
             .is_some_and(|l| self.me.is_self(l));
-        tracing::info!(
-            old = change.old.as_deref().unwrap_or("none"),
-            new = change.new.as_deref().unwrap_or("none"),
-            why = %change.why,
-            policy = self.leadership.policy(),
-            "leader changed"
-        );
+        if change.old.is_none() && change.new.is_none() {
+            // No peers at all (a config without a peer source): nothing to say.
+            tracing::debug!(why = %change.why, "no leader: there are no peers");
+        } else {
+            tracing::info!(
+                old = change.old.as_deref().unwrap_or("none"),
+                new = change.new.as_deref().unwrap_or("none"),
+                why = %change.why,
+                policy = self.leadership.policy(),
+                "leader changed"
+            );
+        }
         self.metrics.leader_changed(me);
         self.state.set_leader(
             change.new.as_deref(),
@@ -602,7 +638,7 @@ impl Loop {
     async fn pass(&mut self) -> Vec<Outcome> {
         self.pending = None;
         if self.templates_dirty {
-            self.renderer = Renderer::load(&self.config.templates);
+            self.renderer = Arc::new(Renderer::load(&self.config.templates));
             self.templates_dirty = false;
         }
         let config = Arc::clone(&self.config);
@@ -614,7 +650,11 @@ impl Loop {
         let mut outcomes = Vec::with_capacity(config.templates.len());
         for (i, template) in config.templates.iter().enumerate() {
             let started = std::time::Instant::now();
-            let result = match self.renderer.render(i, &context) {
+            // Off the runtime thread: the admin listener and SIGTERM go on
+            // while it runs; a shutdown abandons it (fuel ends it soon after).
+            let rendered =
+                render::render_detached(Arc::clone(&self.renderer), i, context.clone()).await;
+            let result = match rendered {
                 Err(e) => Err(CycleError::Render(e)),
                 Ok(output) => match write::stage(template, output.as_bytes()) {
                     Err(e) => Err(e.into()),
@@ -673,6 +713,7 @@ impl Loop {
         };
         self.rendered = true;
         self.publish(&outcomes, reloaded.as_ref());
+        self.schedule_retry(&outcomes);
 
         // 4. Hooks, beside the render path (`run`); `once` runs them itself.
         // on_leader_change runs after the installs and reloads that name
@@ -687,6 +728,25 @@ impl Loop {
             }
         }
         outcomes
+    }
+
+    /// `run`: an install that failed on I/O (a full disk, a folder that
+    /// cannot be made) is tried again with backoff until it goes through;
+    /// nothing else is retried here.
+    fn schedule_retry(&mut self, outcomes: &[Outcome]) {
+        let failed = outcomes
+            .iter()
+            .any(|o| matches!(o.result, Err(CycleError::Write(_))));
+        if self.mode != Mode::Run || !failed {
+            self.retry = None;
+            return;
+        }
+        let (at, delays) = self
+            .retry
+            .get_or_insert_with(|| (Instant::now(), install_retries()));
+        let delay = delays.next().unwrap_or(Duration::from_secs(30));
+        *at = Instant::now() + delay;
+        tracing::info!(retry_in = ?delay, "an install failed; trying again");
     }
 
     /// Logs, metrics and readiness of a pass: the one place they are derived.
@@ -711,12 +771,21 @@ impl Loop {
                     if matches!(e, CycleError::Check(_)) {
                         self.metrics.check_failed(&o.template);
                     }
-                    match e {
-                        CycleError::Render(_) => {
+                    // Say what is true: at start there may be no output yet.
+                    let kept = std::path::Path::new(&o.destination).exists();
+                    let render = matches!(e, CycleError::Render(_));
+                    match (render, kept) {
+                        (true, true) => {
                             tracing::warn!(template = %o.template, error = %e, "render failed, keeping the last good output")
                         }
-                        _ => {
+                        (true, false) => {
+                            tracing::warn!(template = %o.template, error = %e, "render failed, no output yet")
+                        }
+                        (false, true) => {
                             tracing::warn!(template = %o.template, destination = %o.destination, error = %e, "not installed, keeping the last good output")
+                        }
+                        (false, false) => {
+                            tracing::warn!(template = %o.template, destination = %o.destination, error = %e, "not installed, no output yet")
                         }
                     }
                 }

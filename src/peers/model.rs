@@ -19,7 +19,8 @@ pub struct Peer {
     pub fqdn: String,
     /// The first label of `fqdn`.
     pub hostname: String,
-    /// The trailing number of `hostname` (a StatefulSet ordinal), if any.
+    /// The StatefulSet ordinal: the trailing number of a `hostname` of the
+    /// form `<name>-<N>` whose `<name>` has a letter ([`ordinal_of`]).
     pub ordinal: Option<u64>,
     /// The SRV port, when the peer came from DNS.
     pub port: Option<u16>,
@@ -36,14 +37,7 @@ impl Peer {
         let fqdn = name.trim().trim_end_matches('.').to_ascii_lowercase();
         validate_hostname(&fqdn)?;
         let hostname = fqdn.split('.').next().unwrap_or_default().to_string();
-        let digits = hostname.len()
-            - hostname
-                .trim_end_matches(|c: char| c.is_ascii_digit())
-                .len();
-        let ordinal = match digits {
-            0 => None,
-            n => hostname[hostname.len() - n..].parse().ok(),
-        };
+        let ordinal = ordinal_of(&hostname);
         Ok(Peer {
             fqdn,
             hostname,
@@ -53,6 +47,19 @@ impl Peer {
             ready: true,
         })
     }
+}
+
+/// The StatefulSet ordinal of a host name: `N` in `<name>-<N>` where
+/// `<name>` has a letter (`web-2`: 2). Names that only look numbered have
+/// none: CoreDNS's names for pods without a hostname (`10-244-1-6`, a hash
+/// like `3339386563373339`) and the first label of an IP address (`10`).
+pub fn ordinal_of(hostname: &str) -> Option<u64> {
+    let (name, digits) = hostname.rsplit_once('-')?;
+    let numbered = !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit());
+    if !numbered || !name.bytes().any(|b| b.is_ascii_alphabetic()) {
+        return None;
+    }
+    digits.parse().ok()
 }
 
 /// RFC 1123: at most 253 characters, labels of 1 to 63 letters, digits and
@@ -110,17 +117,30 @@ impl PeerSet {
     /// Builds a set from raw names, dropping (with a warning) every name that
     /// is not a valid host name. `origin` says where the names came from.
     pub fn from_names<'a>(names: impl IntoIterator<Item = &'a str>, origin: &str) -> PeerSet {
+        let (set, invalid) = PeerSet::parse_names(names);
+        for (name, why) in invalid {
+            tracing::warn!(name, origin, reason = %why, "dropping a peer name that is not a valid host name");
+        }
+        set
+    }
+
+    /// Builds a set from raw names, and lists the names that are not valid
+    /// host names, each with why, for the caller to report.
+    pub fn parse_names<'a>(
+        names: impl IntoIterator<Item = &'a str>,
+    ) -> (PeerSet, Vec<(String, String)>) {
+        let mut invalid = Vec::new();
         let peers = names
             .into_iter()
             .filter_map(|name| match Peer::parse(name, None) {
                 Ok(peer) => Some(peer),
                 Err(why) => {
-                    tracing::warn!(name, origin, reason = %why, "dropping a peer name that is not a valid host name");
+                    invalid.push((name.to_string(), why));
                     None
                 }
             })
             .collect();
-        PeerSet::new(peers)
+        (PeerSet::new(peers), invalid)
     }
 
     pub fn iter(&self) -> std::slice::Iter<'_, Peer> {
@@ -170,7 +190,7 @@ pub struct Identity {
     /// (`peers.dns.service`): `<hostname>.<service>.<namespace>.svc.<domain>`.
     /// `None`: the peer whose first label is `hostname` is this pod.
     pub fqdn: Option<String>,
-    /// The trailing number of `hostname` (the StatefulSet ordinal), if any.
+    /// The StatefulSet ordinal of `hostname` ([`ordinal_of`]), if any.
     pub ordinal: Option<u64>,
 }
 
@@ -219,6 +239,16 @@ mod tests {
         assert_eq!(p.ordinal, Some(10));
         assert_eq!(p.port, Some(80));
         assert_eq!(Peer::parse("db", None).unwrap().ordinal, None);
+        for name in [
+            "10-244-1-6.s",
+            "3339386563373339.s",
+            "10.0.0.5",
+            "web7.s",
+            "-1",
+        ] {
+            assert_eq!(ordinal_of(name.split('.').next().unwrap()), None, "{name}");
+        }
+        assert_eq!(ordinal_of("my-db-2"), Some(2));
     }
 
     #[test]

@@ -403,7 +403,7 @@ const FAMILIES: [(&str, &str); 12] = [
 #[test]
 fn metrics_is_openmetrics_text_a_real_parser_accepts() {
     if !parser_available() {
-        eprintln!("skipping: python3 with prometheus_client not installed");
+        crate::helpers::skip("python3 with prometheus_client not installed");
         return;
     }
     // A pod where every family has samples: DNS peers, a template that

@@ -460,11 +460,18 @@ impl ConfigMapDir {
         assert!(!ts_path.exists(), "timestamped dir {ts} already exists");
         fs::create_dir(&ts_path).expect("create timestamped dir");
         for (key, contents) in files {
-            assert!(!key.contains('/'), "flat keys only");
-            fs::write(ts_path.join(key), contents).expect("write ConfigMap file");
+            // A key in a subfolder (`items: [{key: a, path: sub/a.j2}]`):
+            // kubelet links the subfolder, `sub -> ..data/sub`.
+            let file = ts_path.join(key);
+            fs::create_dir_all(file.parent().expect("a dir")).expect("create ConfigMap subfolder");
+            fs::write(file, contents).expect("write ConfigMap file");
         }
         symlink(&ts, self.mount.join("..data_tmp")).expect("symlink ..data_tmp");
-        let keys = files.iter().map(|(k, _)| k.to_string()).collect();
+        let mut keys: Vec<String> = files
+            .iter()
+            .map(|(k, _)| k.split('/').next().unwrap_or(k).to_string())
+            .collect();
+        keys.dedup();
         self.pending = Some((ts, keys));
     }
 
@@ -789,8 +796,33 @@ pub fn require_component(name: &str) -> bool {
     if std::env::var("CI").as_deref() == Ok("true") {
         panic!("{name} is not installed, and CI=true: a missing component under CI is a failure");
     }
-    eprintln!("skipping: {name} not installed");
+    skip(&format!("{name} not installed"));
     false
+}
+
+/// Where skipped tests are recorded, one `test<TAB>reason` line each, so
+/// `scripts/test.sh` can list them after a run that libtest calls green
+/// (libtest cannot mark a test ignored at run time).
+pub fn skip_record() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("skipped-tests.txt")
+}
+
+/// Says why the calling test is skipped (it then returns early): on stderr,
+/// and in [`skip_record`].
+pub fn skip(reason: &str) {
+    eprintln!("skipping: {reason}");
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("unknown test")
+        .to_string();
+    if let Ok(mut f) = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(skip_record())
+    {
+        use std::io::Write as _;
+        let _ = writeln!(f, "{test}\t{reason}");
+    }
 }
 
 /// The inode and modification time of a file: equal before and after means

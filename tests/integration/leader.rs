@@ -709,12 +709,40 @@ fn render_tries_every_leader_case_without_a_cluster() {
         "render",
         "--peer",
         "web-0.nginx",
+        "--peer",
+        "web-1.nginx",
         "--leader",
         "web-7",
     ]));
     assert_eq!(out.code, Some(2), "{}", out.dump());
     assert_eq!(
         out.stderr,
-        "error: --leader web-7: no such peer; the peers are: web-0.nginx\n"
+        "error: --leader web-7: no such peer; the peers are: web-0.nginx, web-1.nginx\n"
+    );
+}
+
+#[test]
+fn once_with_sticky_asks_the_peers_before_it_renders() {
+    let mut set = Set::new(3, STICKY);
+    set.start_all();
+    set.wait_all_follow(0, WAIT);
+    set.set_ready(&[1, 2]);
+    set.wait_all_follow(1, WAIT);
+    set.set_ready(&[0, 1, 2]);
+    // An init container of web-0 (fresh state) with the same config: it asks
+    // web-1 and web-2 on their admin port and follows web-1; its
+    // on_leader_change gets web-1 too.
+    set.members[0].stop();
+    let m = &set.members[0];
+    let out = run(&mut m
+        .sb
+        .peerplate(["--config", &m.config.display().to_string(), "once"]));
+    assert_eq!(out.code, Some(0), "{}", out.dump());
+    assert_eq!(m.verdict(), "leader=web-1 me=False", "{}", out.dump());
+    assert!(out.stderr.contains("asked 2 peer(s)"), "{}", out.dump());
+    assert!(
+        m.leader_hook().ends_with(&format!("{}\n", fqdn(1))),
+        "{}",
+        m.leader_hook()
     );
 }

@@ -11,6 +11,7 @@
 //! covers one area.
 
 mod bind_server;
+mod cgroup;
 mod dns_server;
 mod helpers;
 mod pod;
@@ -24,9 +25,11 @@ mod deploy;
 mod dns;
 mod dns_bind;
 mod e2e;
+mod examples;
 mod hooks;
 mod image;
 mod leader;
+mod limits;
 mod nginx;
 mod once;
 mod peer_finder;
@@ -39,3 +42,4 @@ mod seed;
 mod structure;
 mod supervision;
 mod templates;
+mod usability;

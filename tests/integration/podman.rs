@@ -65,7 +65,7 @@ pub fn available(images: &[&str]) -> bool {
             if std::env::var("CI").as_deref() == Ok("true") {
                 panic!("{msg} (CI=true: .ci/run builds it)");
             }
-            eprintln!("skipping: {msg}");
+            crate::helpers::skip(&msg);
             return false;
         }
     }

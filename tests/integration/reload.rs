@@ -182,7 +182,7 @@ fn a_process_peerplate_may_not_signal_gives_a_warning_with_the_fix() {
     let uid =
         std::os::unix::fs::MetadataExt::uid(&fs::metadata("/proc/self").expect("stat /proc/self"));
     if uid != 0 {
-        eprintln!("skipping: needs root to run peerplate as another user");
+        crate::helpers::skip("needs root to run peerplate as another user");
         return;
     }
     if !require_component("setpriv") {

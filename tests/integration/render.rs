@@ -84,7 +84,7 @@ fn every_context_variable() {
         "context.j2",
         r#"peers: {{ peers | join(" ") }}
 {% for p in peers -%}
-- fqdn={{ p.fqdn }} hostname={{ p.hostname }} ordinal={{ p.ordinal }} port={{ p.port }} is_self={{ p.is_self }}
+- fqdn={{ p.fqdn }} hostname={{ p.hostname }} ordinal={{ p.ordinal }} port={{ p.port | default("no port") }} is_self={{ p.is_self }}
 {% endfor -%}
 pod: hostname={{ pod.hostname }} fqdn={{ pod.fqdn }} ordinal={{ pod.ordinal }} namespace={{ pod.namespace }} is_leader={{ pod.is_leader }}
 leader: {{ leader }} (hostname {{ leader.hostname }})

@@ -151,7 +151,7 @@ fn line_with(stderr: &str, needle: &str, pairs: &[(&str, &str)]) -> String {
 fn is_root() -> bool {
     let uid = std::os::unix::fs::MetadataExt::uid(&fs::metadata("/proc/self").expect("stat"));
     if uid != 0 {
-        eprintln!("skipping: needs root to run processes as other users");
+        crate::helpers::skip("needs root to run processes as other users");
     }
     uid == 0
 }

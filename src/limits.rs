@@ -1,0 +1,72 @@
+//! The bounds on what peerplate reads, and the one way it reads a file
+//! within them.
+//!
+//! Every file that comes from outside (a template, the peers file) is read
+//! by [`read_regular`]: only a regular file (a FIFO would block the reader
+//! forever, `/dev/zero` would fill the memory), opened without blocking, and
+//! never more than its limit. The limits fit the 32 MiB sidecar `deploy/`
+//! runs.
+
+use std::fs::OpenOptions;
+use std::io::Read;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::path::Path;
+
+/// The largest peers file: 1 MiB.
+pub const PEERS_FILE_MAX_BYTES: u64 = 1024 * 1024;
+
+/// The most names a peers file may hold.
+pub const PEERS_MAX_NAMES: usize = 10_000;
+
+/// The largest template source: 1 MiB.
+pub const TEMPLATE_MAX_BYTES: u64 = 1024 * 1024;
+
+/// Reads `path` (through symlinks) if it is a regular file of at most `max`
+/// bytes; anything else is an error that says what it is.
+pub fn read_regular(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
+    // O_NONBLOCK: opening a FIFO without a writer must not wait for one.
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .open(path)?;
+    let meta = file.metadata()?;
+    let kind = meta.file_type();
+    if !kind.is_file() {
+        let what = if kind.is_dir() {
+            "a directory"
+        } else if kind.is_fifo() {
+            "a FIFO"
+        } else if kind.is_char_device() {
+            "a character device"
+        } else if kind.is_socket() {
+            "a socket"
+        } else if kind.is_block_device() {
+            "a block device"
+        } else {
+            "not a regular file"
+        };
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("it is {what}, not a regular file"),
+        ));
+    }
+    let too_large = || {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "it is larger than {} ({max} bytes)",
+                bytesize::ByteSize::b(max).display().iec()
+            ),
+        )
+    };
+    if meta.len() > max {
+        return Err(too_large());
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    // The file may grow between the stat and the read.
+    file.take(max.saturating_add(1)).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max {
+        return Err(too_large());
+    }
+    Ok(bytes)
+}

@@ -1,0 +1,156 @@
+//! The examples' READMEs, step by step, through the binary: every sentence
+//! that says what a step does is checked here (issue 14). Each example is
+//! copied into a sandbox first (with `templates/` beside it, where its
+//! config expects it), so the repository is never written.
+
+use std::fs;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::helpers::{poll_until, repo_file, run, Daemon, Sandbox};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).expect("mkdir");
+    for entry in fs::read_dir(from).expect("read dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        let kind = entry.file_type().expect("type");
+        if kind.is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else if kind.is_symlink() {
+            let link = fs::read_link(entry.path()).expect("readlink");
+            std::os::unix::fs::symlink(link, &target).expect("symlink");
+        } else if kind.is_file() {
+            fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}
+
+/// `<sb>/examples/NAME` and `<sb>/templates`, as in the repository.
+fn example(name: &str) -> (Sandbox, std::path::PathBuf) {
+    let sb = Sandbox::new();
+    copy_dir(&repo_file("templates"), &sb.join("templates"));
+    let dir = sb.join(&format!("examples/{name}"));
+    copy_dir(&repo_file(&format!("examples/{name}")), &dir);
+    // What a run in the repository left behind (git ignores it).
+    let _ = fs::remove_file(dir.join("out/nginx.conf"));
+    let _ = fs::remove_dir_all(dir.join("state"));
+    (sb, dir)
+}
+
+#[test]
+fn examples_local_readme_steps() {
+    let (sb, dir) = example("local");
+    let config = dir.join("peerplate.yaml").display().to_string();
+    let out = dir.join("out/nginx.conf");
+    let mut d = Daemon::spawn(sb.peerplate(["--config", &config, "run"]));
+    // "renders out/nginx.conf as pod web-1 (a follower that proxies to web-0)"
+    assert!(poll_until(WAIT, || out.exists()), "{}", d.logs());
+    let first = fs::read_to_string(&out).expect("output");
+    assert!(
+        first.contains("set $leader \"web-0.nginx.default.svc.cluster.local\";")
+            || first.contains("proxy_pass http://web-0.nginx.default.svc.cluster.local"),
+        "{first}"
+    );
+
+    // "scale up: the log says `peer set changed` and renders changed=false"
+    let mark = d.mark();
+    let peers = dir.join("peers");
+    let text = fs::read_to_string(&peers).expect("peers");
+    fs::write(
+        &peers,
+        format!("{text}web-2.nginx.default.svc.cluster.local\n"),
+    )
+    .expect("write");
+    let line = d.wait_for_line(mark, &["rendered", "changed=false"], WAIT);
+    assert!(line.contains("nginx.conf"), "{line}");
+    assert!(
+        d.lines_since(mark)
+            .iter()
+            .any(|l| l.contains("peer set changed")),
+        "{}",
+        d.logs()
+    );
+    assert_eq!(fs::read_to_string(&out).expect("output"), first);
+
+    // "the leader goes away: web-1 is now peer 0 and serves its own name"
+    let mark = d.mark();
+    let text = fs::read_to_string(&peers).expect("peers");
+    let without: String = text
+        .lines()
+        .filter(|l| !l.starts_with("web-0"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    fs::write(&peers, without).expect("write");
+    d.wait_for_line(mark, &["rendered", "changed=true"], WAIT);
+    let now = fs::read_to_string(&out).expect("output");
+    assert!(now.contains("return 200 \"web-1\\n\";"), "{now}");
+
+    // "break it ({{ pod.hostnam }}): the log names the template and the
+    // line while out/nginx.conf keeps its last good content"
+    let mark = d.mark();
+    let template = sb.join("templates/nginx.conf.j2");
+    let good = fs::read_to_string(&template).expect("template");
+    fs::write(
+        &template,
+        good.replace("{{ pod.hostname }}", "{{ pod.hostnam }}"),
+    )
+    .expect("write");
+    let line = d.wait_for_line(mark, &["render failed", "nginx.conf.j2"], WAIT);
+    assert!(line.contains("line "), "{line}");
+    assert_eq!(fs::read_to_string(&out).expect("output"), now);
+    d.terminate();
+
+    // "For an init container's single pass ... once"; "render ... --hostname web-0"
+    fs::write(&template, good).expect("restore");
+    let once = run(&mut sb.peerplate(["--config", &config, "once"]));
+    assert_eq!(once.code, Some(0), "{}", once.dump());
+    let render = run(&mut sb.peerplate(["--config", &config, "render", "--hostname", "web-0"]));
+    assert_eq!(render.code, Some(0), "{}", render.dump());
+    assert!(render.stdout.contains("events {}"), "{}", render.dump());
+}
+
+#[test]
+fn examples_seed_volume_readme_steps() {
+    let (sb, dir) = example("seed-volume");
+    let config = dir.join("peerplate.yaml").display().to_string();
+    let once = || run(&mut sb.peerplate(["--config", &config, "once"]));
+    let first = once();
+    assert_eq!(first.code, Some(0), "{}", first.dump());
+    assert!(
+        first.stderr.contains("copied=6") && first.stderr.contains("kept=0"),
+        "{}",
+        first.dump()
+    );
+    let hello = dir.join("state/bin/hello");
+    let ran = run(&mut std::process::Command::new(&hello));
+    assert_eq!(
+        ran.code,
+        Some(0),
+        "the executable kept its mode: {}",
+        ran.dump()
+    );
+    let app = dir.join("state/conf.d/app.conf");
+    let changed = format!(
+        "{}maxmemory 128mb\n",
+        fs::read_to_string(&app).expect("app.conf")
+    );
+    fs::write(&app, &changed).expect("write");
+    let second = once();
+    assert!(
+        second.stderr.contains("copied=0") && second.stderr.contains("kept=6"),
+        "{}",
+        second.dump()
+    );
+    assert_eq!(
+        fs::read_to_string(&app).expect("app.conf"),
+        changed,
+        "the change stays"
+    );
+    fs::remove_file(&hello).expect("rm");
+    let third = once();
+    assert!(third.stderr.contains("copied=1"), "{}", third.dump());
+    assert!(hello.exists(), "what was deleted comes back");
+}
