@@ -318,6 +318,8 @@ fn nxdomain_after_the_last_pod_is_held_not_rendered() {
     let mut d = pod.start();
     let before = expected(&["web-0", "web-1"], false);
     pod.wait_for(&mut d, &before);
+    // The output is in place a moment before its log line: mark after it.
+    d.wait_for_line(0, &["rendered", "changed=true"], WAIT);
     let mark = d.mark();
     let polls = dns.queries_of(RecordType::SRV);
     dns.scale(0);
