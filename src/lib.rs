@@ -42,6 +42,7 @@
 //! supervised by the loop in a `JoinSet`. [`run`] takes its shutdown token
 //! as a parameter, so tests drive the whole loop with a token of their own.
 
+pub mod action;
 pub mod admin;
 pub mod cli;
 pub mod config;
@@ -49,11 +50,13 @@ pub mod cycle;
 pub mod error;
 pub mod event;
 pub mod hooks;
+pub mod http_client;
 pub mod leader;
 pub mod metrics;
 pub mod peer_finder;
 pub mod peers;
 pub mod process;
+pub mod redact;
 pub mod reload;
 pub mod render;
 pub mod seed;

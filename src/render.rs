@@ -5,12 +5,16 @@
 //! files, not HTML), `trim_blocks` on (a block tag's own newline is dropped,
 //! as in Ansible) and the template's trailing newline kept. The context is
 //! exactly the spec's: `peers`, `pod`, `leader`, `vars`, `nameservers` and
-//! the `env()` function.
+//! the `env()` function, plus `file(PATH)` (a mounted Secret or ConfigMap
+//! key; every file a render read is reported as an [`Input`], so the loop
+//! watches it, hides it from the log and installs the output 0600) and the
+//! filters `b64encode`, `b64decode`, `sha256`, `tojson` (minijinja's) and
+//! `toyaml`.
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use minijinja::syntax::SyntaxConfig;
 use minijinja::value::{Enumerator, Object, ObjectRepr, Serde, Value};
@@ -34,6 +38,24 @@ pub struct Renderer {
     env: Environment<'static>,
     /// Per template: its name, or why it failed to load.
     slots: Vec<Result<String, RenderError>>,
+    /// What `file()` read during the current render.
+    files: Arc<Mutex<FileReads>>,
+}
+
+/// A file a render read with `file()`: its path (absolute, or as the
+/// config's folder makes it) and its text, `None` when it could not be read
+/// (it is watched all the same, so its arrival re-renders).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Input {
+    pub path: PathBuf,
+    pub text: Option<String>,
+}
+
+/// `file()`'s state: where relative paths start, and what it read.
+#[derive(Debug, Default)]
+struct FileReads {
+    base: PathBuf,
+    read: Vec<Input>,
 }
 
 impl Renderer {
@@ -53,6 +75,23 @@ impl Renderer {
             env.set_syntax(syntax);
         }
         env.add_function("env", env_function);
+        let files = Arc::new(Mutex::new(FileReads::default()));
+        let reads = Arc::clone(&files);
+        env.add_function("file", move |path: String| file_function(&reads, &path));
+        env.add_filter("b64encode", |text: String| {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD.encode(text)
+        });
+        env.add_filter("b64decode", b64decode);
+        env.add_filter("sha256", |text: String| {
+            use sha2::Digest;
+            let digest = sha2::Sha256::digest(text.as_bytes());
+            digest
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        });
+        env.add_filter("toyaml", toyaml);
 
         let names = display_names(templates);
         let slots = templates
@@ -71,7 +110,15 @@ impl Renderer {
                 Ok(name)
             })
             .collect();
-        Renderer { env, slots }
+        Renderer { env, slots, files }
+    }
+
+    /// Relative `file()` paths start at `base` (the config's folder).
+    pub fn with_base(self, base: &Path) -> Renderer {
+        if let Ok(mut files) = self.files.lock() {
+            files.base = base.to_path_buf();
+        }
+        self
     }
 
     /// Every template that failed to load.
@@ -89,9 +136,33 @@ impl Renderer {
 
     /// Renders the `i`th template with `context`.
     pub fn render(&self, i: usize, context: &Value) -> Result<String, RenderError> {
-        let name = self.slots[i].as_ref().map_err(Clone::clone)?;
-        let template = self.env.get_template(name).map_err(|e| convert(name, &e))?;
-        template.render(context).map_err(|e| convert(name, &e))
+        self.render_with_inputs(i, context).0
+    }
+
+    /// Renders the `i`th template with `context`, and says which files it
+    /// read with `file()` (also when the render failed, so a missing file
+    /// is watched until it appears).
+    pub fn render_with_inputs(
+        &self,
+        i: usize,
+        context: &Value,
+    ) -> (Result<String, RenderError>, Vec<Input>) {
+        if let Ok(mut files) = self.files.lock() {
+            files.read.clear();
+        }
+        let result = self.slots[i]
+            .as_ref()
+            .map_err(Clone::clone)
+            .and_then(|name| {
+                let template = self.env.get_template(name).map_err(|e| convert(name, &e))?;
+                template.render(context).map_err(|e| convert(name, &e))
+            });
+        let inputs = self
+            .files
+            .lock()
+            .map(|mut f| std::mem::take(&mut f.read))
+            .unwrap_or_default();
+        (result, inputs)
     }
 }
 
@@ -147,6 +218,58 @@ fn env_function(name: String, default: Option<String>) -> Result<String, minijin
             format!("environment variable {name} is not set; set it, or give a default: env(\"{name}\", \"...\")"),
         )),
     }
+}
+
+/// `file(PATH)`: the file's text; relative to the config's folder. A file
+/// that cannot be read is an error naming the path.
+fn file_function(reads: &Mutex<FileReads>, path: &str) -> Result<String, minijinja::Error> {
+    let mut reads = reads
+        .lock()
+        .map_err(|_| minijinja::Error::new(ErrorKind::InvalidOperation, "file(): state lost"))?;
+    let given = Path::new(path);
+    let full = if given.is_relative() {
+        reads.base.join(given)
+    } else {
+        given.to_path_buf()
+    };
+    let read = std::fs::read(&full).map_err(|e| e.to_string()).and_then(|bytes| {
+        String::from_utf8(bytes).map_err(|_| "it is not UTF-8 text (use a text key, or base64 it in the Secret and b64decode it here)".to_string())
+    });
+    if !reads.read.iter().any(|i| i.path == full) {
+        reads.read.push(Input {
+            path: full.clone(),
+            text: read.as_ref().ok().cloned(),
+        });
+    }
+    read.map_err(|why| {
+        minijinja::Error::new(
+            ErrorKind::InvalidOperation,
+            format!("file({path:?}): cannot read {}: {why}", full.display()),
+        )
+    })
+}
+
+fn b64decode(text: String) -> Result<String, minijinja::Error> {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .map_err(|e| {
+            minijinja::Error::new(
+                ErrorKind::InvalidOperation,
+                format!("b64decode: not base64 ({e})"),
+            )
+        })?;
+    String::from_utf8(bytes).map_err(|_| {
+        minijinja::Error::new(
+            ErrorKind::InvalidOperation,
+            "b64decode: the decoded bytes are not UTF-8 text",
+        )
+    })
+}
+
+fn toyaml(value: Value) -> Result<String, minijinja::Error> {
+    serde_yaml::to_string(&value)
+        .map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, format!("toyaml: {e}")))
 }
 
 /// Builds the template context for `peers` as seen by the pod in `config`.
