@@ -34,6 +34,7 @@ pub enum HttpError {
 /// An answer.
 #[derive(Debug, Clone)]
 pub struct Response {
+    /// The status code.
     pub status: u16,
     /// The `Location` header, for redirects.
     pub location: Option<String>,

@@ -169,8 +169,8 @@ mod tests {
 
     #[test]
     fn reload_names_are_checked_with_their_line() {
-        let e = parse("templates:\n  - source: a\n    destination: /a\n  - source: b\n    destination: /b\n    reload: ngnix\nreloads:\n  nginx: {process: nginx}\n  prom: {http: {url: \"http://x:1/\"}}\n").unwrap_err();
-        assert_eq!(e.line, Some(6), "{e}");
+        let e = parse("templates:\n  - source: a\n    destination: /a\n    reload: nginx\n  - source: b\n    destination: /b\n    reload: ngnix\nreloads:\n  nginx: {process: nginx}\n  prom: {http: {url: \"http://x:1/\"}}\n").unwrap_err();
+        assert_eq!(e.line, Some(7), "{e}");
         assert!(e.message.contains("the actions are: nginx, prom"), "{e}");
         let e = parse("templates:\n  - {source: a, destination: /a}\nreloads:\n  nginx: {process: nginx}\n  prom: {http: {url: \"http://x:1/\"}}\n").unwrap_err();
         assert!(

@@ -198,7 +198,9 @@ pub struct HttpAction {
 /// A signal and whom it goes to.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reload {
+    /// The signal to send (default HUP).
     pub signal: nix::sys::signal::Signal,
+    /// Who gets it.
     pub target: ReloadTarget,
 }
 
