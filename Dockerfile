@@ -13,6 +13,8 @@
 # Rust toolchain of the repository's CI):
 #   RUSTFLAGS="-C target-feature=+crt-static" \
 #     cargo build --release --locked --target x86_64-unknown-linux-gnu
+# (now with --features https, the `http` reload action's https:// URLs, as
+# scripts/build-release.sh builds it)
 # and its output checked: `file` says "static-pie linked", `ldd` says
 # "statically linked", no linker warnings; `peerplate --version` prints
 # "peerplate 0.1.0"; invoked through a symlink named peer-finder it prints
@@ -34,7 +36,7 @@ COPY . .
 # by the name it is invoked under.
 RUN target="$(rustc -vV | sed -n 's/^host: //p')" \
  && RUSTFLAGS="-C target-feature=+crt-static" \
-    cargo build --release --locked --target "$target" \
+    cargo build --release --locked --features https --target "$target" \
  && mkdir -p /out \
  && cp "target/$target/release/peerplate" /out/peerplate \
  && ln -s peerplate /out/peer-finder \
