@@ -12,7 +12,8 @@
 //!   `verify_timeout`, 1 s here): real nginx started from the output
 //!   (`-c out/nginx.conf`), the daemon with `reload: {signal: HUP, pid_file:
 //!   <nginx.pid>, process: nginx, verify: children, verify_timeout: 1s}`;
-//!   each change toggles the peers 2 <-> 3 (a comment line per peer), and a
+//!   each change toggles the peers 2 <-> 3 (a comment line per peer), 300 ms
+//!   apart (nginx's master takes no SIGHUP for 100 ms after a reload), and a
 //!   few rejections add a `listen` on a port the bench holds (nginx refuses
 //!   the reload, keeps its workers).
 //! - `http` (target: under 20 ms plus the app's own reload time; rollback
@@ -105,24 +106,35 @@ fn field(line: &str, name: &str) -> Option<Duration> {
     Some(Duration::from_secs_f64(secs))
 }
 
-/// Waits for a new log line holding every one of `parts`; returns it.
-fn wait_line(tail: &mut LogTail, log: &Path, parts: &[&str]) -> Res<String> {
-    let deadline = Instant::now() + STEP_TIMEOUT;
-    loop {
-        if let Some(line) = tail
-            .new_lines()
-            .into_iter()
-            .find(|l| parts.iter().all(|p| l.contains(p)))
-        {
-            return Ok(line);
+/// The daemon's log, read as it grows; lines not yet waited for are kept.
+struct Log {
+    tail: LogTail,
+    path: std::path::PathBuf,
+    pending: std::collections::VecDeque<String>,
+}
+
+impl Log {
+    /// Waits for the next log line holding every one of `parts` (the lines
+    /// before it are dropped); returns it.
+    fn wait(&mut self, parts: &[&str]) -> Res<String> {
+        let deadline = Instant::now() + STEP_TIMEOUT;
+        loop {
+            while let Some(line) = self.pending.pop_front() {
+                if parts.iter().all(|p| line.contains(p)) {
+                    return Ok(line);
+                }
+            }
+            self.pending.extend(self.tail.new_lines());
+            if self.pending.is_empty() {
+                if Instant::now() > deadline {
+                    return Err(format!(
+                        "no log line with {parts:?} within {STEP_TIMEOUT:?}:\n{}",
+                        common::log_tail(&self.path, 20)
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
         }
-        if Instant::now() > deadline {
-            return Err(format!(
-                "no log line with {parts:?} within {STEP_TIMEOUT:?}:\n{}",
-                common::log_tail(log, 20)
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(2));
     }
 }
 
@@ -133,20 +145,22 @@ fn peers(n: usize) -> String {
 }
 
 /// A daemon on `template` (in `dir`), with `reload` as its reload section.
-fn start(
-    o: &Options,
-    dir: &Path,
-    template: &str,
-    reload: &str,
-) -> Res<(Daemon, LogTail, std::path::PathBuf)> {
+fn start(o: &Options, dir: &Path, template: &str, reload: &str) -> Res<(Daemon, Log)> {
     let out = common::output_dir(dir)?;
     let source = dir.join("t.j2");
     std::fs::write(&source, template).map_err(e("write the template"))?;
     let peers_file = dir.join("peers");
     std::fs::write(&peers_file, peers(2)).map_err(e("write the peers"))?;
     let yaml = common::file_source_config(&peers_file, &source, &out.join("out.conf"), "", reload);
-    let (daemon, log) = common::start_daemon(&o.shared, dir, "127.0.0.1", &yaml)?;
-    Ok((daemon, LogTail::new(&log), log))
+    let (daemon, path) = common::start_daemon(&o.shared, dir, "127.0.0.1", &yaml)?;
+    Ok((
+        daemon,
+        Log {
+            tail: LogTail::new(&path),
+            path,
+            pending: Default::default(),
+        },
+    ))
 }
 
 fn report(what: &str, samples: &mut [Duration]) {
@@ -165,7 +179,7 @@ fn nginx_part(o: &Options, nginx: &Path) -> Res<()> {
         "worker_processes 1;\nevents {{ worker_connections 64; }}\nhttp {{\n  access_log off;\n  server {{\n    listen 127.0.0.1:{port};\n{{% for p in peers %}}    # {{{{ p }}}}\n{{% endfor %}}    location / {{ return 200 \"ok\\n\"; }}\n  }}\n}}\n"
     );
     let pid_file = prefix.join("nginx.pid");
-    let (daemon, mut tail, log) = start(
+    let (daemon, mut log) = start(
         o,
         dir,
         &template,
@@ -174,7 +188,7 @@ fn nginx_part(o: &Options, nginx: &Path) -> Res<()> {
             pid_file.display()
         ),
     )?;
-    wait_line(&mut tail, &log, &["rendered"])?;
+    log.wait(&["rendered"])?;
     let conf = dir.join("out/out.conf");
     let status = Command::new(nginx)
         .arg("-p")
@@ -201,9 +215,11 @@ fn nginx_part(o: &Options, nginx: &Path) -> Res<()> {
     let mut accepted = Vec::new();
     for i in 0..o.changes {
         replace_file(&peers_file, peers(if i % 2 == 0 { 3 } else { 2 }));
-        let line = wait_line(&mut tail, &log, &["reload accepted"])?;
+        let line = log.wait(&["reload accepted"])?;
         accepted.push(field(&line, "took").ok_or(format!("no took= in {line}"))?);
-        std::thread::sleep(Duration::from_millis(50));
+        // nginx's master sleeps 100 ms after starting new workers (before it
+        // tells the old ones to quit) and takes the next SIGHUP after that.
+        std::thread::sleep(Duration::from_millis(300));
     }
     let mut rejected = Vec::new();
     let mut rollback = Vec::new();
@@ -214,13 +230,13 @@ fn nginx_part(o: &Options, nginx: &Path) -> Res<()> {
             &format!("    listen 127.0.0.1:{taken_port};\n    location"),
         );
         replace_file(&source, &bad);
-        let line = wait_line(&mut tail, &log, &["reload rejected"])?;
+        let line = log.wait(&["reload rejected"])?;
         rejected.push(field(&line, "took").ok_or(format!("no took= in {line}"))?);
-        let line = wait_line(&mut tail, &log, &["rolled back"])?;
+        let line = log.wait(&["rolled back"])?;
         rollback.push(field(&line, "rollback").ok_or(format!("no rollback= in {line}"))?);
         replace_file(&source, &template);
         // Back to the running config: the same bytes, nothing to do.
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(Duration::from_millis(300));
     }
     println!(
         "nginx, signal + verify: children ({} accepted, {} rejected):",
@@ -292,20 +308,20 @@ fn http_part(o: &Options) -> Res<()> {
     let status = Arc::new(AtomicU16::new(200));
     let port = serve(Arc::clone(&status))?;
     let template = "{% for p in peers %}{{ p }}\n{% endfor %}";
-    let (daemon, mut tail, log) = start(
+    let (daemon, mut log) = start(
         o,
         dir,
         template,
         &format!("reload: {{http: {{url: \"http://127.0.0.1:{port}/-/reload\"}}}}\n"),
     )?;
-    wait_line(&mut tail, &log, &["reload accepted"])?;
+    log.wait(&["reload accepted"])?;
     let peers_file = dir.join("peers");
     let mut accepted = Vec::new();
     let mut n = 2;
     for _ in 0..o.changes {
         n = if n == 2 { 3 } else { 2 };
         replace_file(&peers_file, peers(n));
-        let line = wait_line(&mut tail, &log, &["reload accepted"])?;
+        let line = log.wait(&["reload accepted"])?;
         accepted.push(field(&line, "took").ok_or(format!("no took= in {line}"))?);
     }
     status.store(500, Ordering::Relaxed);
@@ -313,9 +329,9 @@ fn http_part(o: &Options) -> Res<()> {
     let mut rollback = Vec::new();
     for k in 0..o.rejections {
         replace_file(&peers_file, peers(4 + k));
-        let line = wait_line(&mut tail, &log, &["reload rejected"])?;
+        let line = log.wait(&["reload rejected"])?;
         rejected.push(field(&line, "took").ok_or(format!("no took= in {line}"))?);
-        let line = wait_line(&mut tail, &log, &["rolled back"])?;
+        let line = log.wait(&["rolled back"])?;
         rollback.push(field(&line, "rollback").ok_or(format!("no rollback= in {line}"))?);
     }
     println!(
@@ -335,13 +351,13 @@ fn prometheus_part(o: &Options, prometheus: &Path) -> Res<()> {
     let dir = root.path();
     let port = free_port();
     let template = "global:\n  scrape_interval: 30s\nscrape_configs:\n  - job_name: peers\n    static_configs:\n      - targets:\n{% for p in peers %}          - \"{{ p.fqdn }}:9100\"\n{% endfor %}";
-    let (daemon, mut tail, log) = start(
+    let (daemon, mut log) = start(
         o,
         dir,
         template,
         &format!("reload: {{http: {{url: \"http://127.0.0.1:{port}/-/reload\", retries: 0}}}}\n"),
     )?;
-    wait_line(&mut tail, &log, &["rendered"])?;
+    log.wait(&["rendered"])?;
     let mut prom = Daemon::spawn({
         let mut c = Command::new(prometheus);
         c.arg(format!(
@@ -365,7 +381,7 @@ fn prometheus_part(o: &Options, prometheus: &Path) -> Res<()> {
     let changes = o.changes.min(20);
     for i in 0..changes {
         replace_file(&peers_file, peers(if i % 2 == 0 { 3 } else { 2 }));
-        let line = wait_line(&mut tail, &log, &["reload accepted"])?;
+        let line = log.wait(&["reload accepted"])?;
         accepted.push(field(&line, "took").ok_or(format!("no took= in {line}"))?);
     }
     println!("prometheus, POST /-/reload ({} accepted):", accepted.len());
