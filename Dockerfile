@@ -23,6 +23,9 @@
 # tests/integration/image.rs runs it read-only as uid 65532). The builder
 # stage needs a registry, which CI here cannot reach: it runs in the release
 # workflow. checkov scans this file (tests/integration/deploy.rs).
+#
+# The image is built with --features https (https:// URLs for the `http`
+# reload action), as scripts/build-release.sh builds it.
 
 # ---- build: a static binary, cross-compiled for the target platform ----------
 # The builder runs on the build machine's own platform ($BUILDPLATFORM) and
@@ -62,8 +65,8 @@ COPY Cargo.toml Cargo.lock ./
 RUN mkdir -p src benches tests/integration \
  && echo 'fn main() {}' > src/main.rs \
  && touch src/lib.rs tests/integration/main.rs \
- && for b in render daemon dns reload; do echo 'fn main() {}' > "benches/$b.rs"; done \
- && cargo build --release --locked --target "$(cat /triple)" \
+ && for b in render daemon dns reload leader verdict; do echo 'fn main() {}' > "benches/$b.rs"; done \
+ && cargo build --release --locked --features https --target "$(cat /triple)" \
  && rm -rf src benches tests
 # The real build: what scripts/build-release.sh runs. peer-finder is a
 # relative symlink to the binary, which chooses what to be by the name it
@@ -71,7 +74,7 @@ RUN mkdir -p src benches tests/integration \
 COPY . .
 RUN touch src/main.rs src/lib.rs \
  && triple="$(cat /triple)" \
- && cargo build --release --locked --bin peerplate --target "$triple" \
+ && cargo build --release --locked --features https --bin peerplate --target "$triple" \
  && mkdir -p /out \
  && cp "target/$triple/release/peerplate" /out/peerplate \
  && ln -s peerplate /out/peer-finder

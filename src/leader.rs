@@ -28,13 +28,12 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
-use http_body_util::{BodyExt, Empty};
-use hyper::body::Bytes;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::config::{Leader as LeaderConfig, Policy};
 use crate::event::{Context, Event, LeaderHint, SourceError, Worker};
+use crate::http_client::get;
 use crate::peers::{Identity, Peer, PeerSet};
 
 /// How many peers a `sticky` pod asks every `grace`, besides the lowest.
@@ -443,47 +442,6 @@ async fn probe_one(url: &str, peer: &Peer, timeout: Duration) -> bool {
             false
         }
     }
-}
-
-/// One HTTP/1.1 GET to `addr` with `Host: host`, bounded by `timeout` as a
-/// whole; the status and body (at most 64 KiB).
-pub async fn get(
-    addr: SocketAddr,
-    host: &str,
-    path: &str,
-    timeout: Duration,
-) -> Result<(u16, Vec<u8>), String> {
-    let work = async {
-        let stream = tokio::net::TcpStream::connect(addr)
-            .await
-            .map_err(|e| format!("connect {addr}: {e}"))?;
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                .await
-                .map_err(|e| e.to_string())?;
-        let conn = tokio::spawn(conn);
-        let request = hyper::Request::get(path)
-            .header(hyper::header::HOST, host)
-            .header(hyper::header::CONNECTION, "close")
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| e.to_string())?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| e.to_string())?;
-        let status = response.status().as_u16();
-        let body = http_body_util::Limited::new(response.into_body(), 64 * 1024)
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?
-            .to_bytes()
-            .to_vec();
-        conn.abort();
-        Ok((status, body))
-    };
-    tokio::time::timeout(timeout, work)
-        .await
-        .map_err(|_| format!("no answer within {}", humantime::format_duration(timeout)))?
 }
 
 #[cfg(test)]

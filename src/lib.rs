@@ -13,10 +13,11 @@
 //! cycle):
 //!
 //! ```text
-//!   peers (static | file | dns) ──┐
-//!   watch (templates, ..data) ────┼─► cycle: debounce ─► render ─► write (stage, check; all or nothing) ─► reload
-//!   SIGHUP ───────────────────────┘          │                                                        └─► hooks (own queue)
-//!                                            └─ admin (/healthz /readyz /metrics) reads the loop's State
+//!   peers (static | file | dns) ──────┐
+//!   watch (templates, file(), config) ┼─► cycle: debounce ─► render ─► write (stage, check; all or nothing per action)
+//!   SIGHUP ───────────────────────────┘          │                        ├─► action ─► verdict ─► rollback
+//!                                                │                        └─► hooks (own queue)
+//!                                                └─ admin (/healthz /readyz /metrics) reads the loop's State
 //! ```
 //!
 //! Layers, bottom up:
@@ -31,9 +32,12 @@
 //! 3. [`event`] (what workers send, the worker [`event::Context`]) and
 //!    [`metrics`] (the registry and its label types).
 //! 4. The workers and stages: [`peers`] sources (`static`, `file`, `dns`
-//!    with its wire client apart), [`watch`], [`render`], [`write`],
-//!    [`reload`], [`hooks`], over [`process`] (child processes and `/proc`);
-//!    [`seed`] for `once`; [`admin`], the HTTP side.
+//!    with its wire client apart), [`watch`] (templates, `file()` inputs,
+//!    the config), [`render`], [`write`], [`reload`] (signals), [`action`]
+//!    (one reload action and the app's verdict), [`hooks`], over [`process`]
+//!    (child processes and `/proc`), [`http_client`] and [`redact`]
+//!    (`file()` inputs kept out of the log); [`seed`] for `once`; [`admin`],
+//!    the HTTP side.
 //! 5. [`cycle`]: the loop, which supervises every worker and is the only
 //!    module that knows all the others.
 //! 6. [`cli`] and [`peer_finder`], then `main`; [`error`] is the startup
@@ -44,6 +48,7 @@
 //! supervised by the loop in a `JoinSet`. [`run`] takes its shutdown token
 //! as a parameter, so tests drive the whole loop with a token of their own.
 
+pub mod action;
 pub mod admin;
 pub mod cli;
 pub mod config;
@@ -51,12 +56,14 @@ pub mod cycle;
 pub mod error;
 pub mod event;
 pub mod hooks;
+pub mod http_client;
 pub mod leader;
 pub mod limits;
 pub mod metrics;
 pub mod peer_finder;
 pub mod peers;
 pub mod process;
+pub mod redact;
 pub mod reload;
 pub mod render;
 pub mod seed;

@@ -42,8 +42,20 @@ label_values!(
     Render { Changed => "changed", Unchanged => "unchanged", Failed => "failed" }
 );
 label_values!(
-    /// How a reload went.
-    Reload { Signalled => "signalled", NoProcess => "no_process", Failed => "failed" }
+    /// How a reload action went: `signalled` (sent, not verified),
+    /// `accepted` / `rejected` (the app's verdict), `no_process` (nothing
+    /// answered), `failed` (peerplate could not do it).
+    Reload {
+        Signalled => "signalled",
+        Accepted => "accepted",
+        Rejected => "rejected",
+        NoProcess => "no_process",
+        Failed => "failed",
+    }
+);
+label_values!(
+    /// How a re-read of the config file went.
+    ConfigReload { Applied => "applied", Unchanged => "unchanged", Invalid => "invalid" }
 );
 label_values!(
     /// Why a peer set was held back instead of rendered.
@@ -72,6 +84,12 @@ struct TemplateLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReloadLabels {
+    action: String,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
     result: &'static str,
 }
 
@@ -105,6 +123,7 @@ pub struct Metrics {
     renders: Family<RenderLabels, Counter>,
     checks_failed: Family<TemplateLabels, Counter>,
     reloads: Family<ReloadLabels, Counter>,
+    config_reloads: Family<ResultLabels, Counter>,
     hooks: Family<HookLabels, Counter>,
     last_success: Gauge<f64, AtomicU64>,
     workers_ended: Family<WorkerLabels, Counter>,
@@ -127,6 +146,7 @@ impl Metrics {
         let renders = Family::<RenderLabels, Counter>::default();
         let checks_failed = Family::<TemplateLabels, Counter>::default();
         let reloads = Family::<ReloadLabels, Counter>::default();
+        let config_reloads = Family::<ResultLabels, Counter>::default();
         let hooks = Family::<HookLabels, Counter>::default();
         let last_success = Gauge::<f64, AtomicU64>::default();
         let build = Family::<BuildLabels, Gauge>::default();
@@ -166,7 +186,21 @@ impl Metrics {
             "Outputs that failed their check, by template",
             checks_failed.clone(),
         );
-        registry.register("reloads", "Reload signals, by result", reloads.clone());
+        registry.register(
+            "reloads",
+            "Reload actions run, by action and result",
+            reloads.clone(),
+        );
+        registry.register(
+            "config_reloads",
+            "Re-reads of the config file (changed on disk or SIGHUP), by result",
+            config_reloads.clone(),
+        );
+        for result in ConfigReload::ALL {
+            let _ = config_reloads.get_or_create(&ResultLabels {
+                result: result.as_str(),
+            });
+        }
         registry.register("hook_runs", "Hook runs, by hook and result", hooks.clone());
         registry.register(
             "last_success_timestamp_seconds",
@@ -191,6 +225,7 @@ impl Metrics {
             renders,
             checks_failed,
             reloads,
+            config_reloads,
             hooks,
             last_success,
             workers_ended,
@@ -207,7 +242,7 @@ impl Metrics {
     /// Creates every series the config can produce, at zero, so that
     /// `increase()` sees the first failure after a restart and dashboards
     /// show 0 rather than "no data".
-    pub fn expect(&self, templates: &[String], dns: bool, reload: bool, hooks: &[&str]) {
+    pub fn expect(&self, templates: &[String], dns: bool, actions: &[&str], hooks: &[&str]) {
         for template in templates {
             for result in Render::ALL {
                 let _ = self
@@ -225,9 +260,10 @@ impl Metrics {
                 });
             }
         }
-        if reload {
+        for action in actions {
             for result in Reload::ALL {
                 let _ = self.reloads.get_or_create(&ReloadLabels {
+                    action: (*action).to_string(),
                     result: result.as_str(),
                 });
             }
@@ -261,9 +297,20 @@ impl Metrics {
             .inc();
     }
 
-    pub fn reload(&self, result: Reload) {
+    /// An action ran (`action` is its name, `default` for `reload:`).
+    pub fn reload(&self, action: &str, result: Reload) {
         self.reloads
             .get_or_create(&ReloadLabels {
+                action: action.to_string(),
+                result: result.as_str(),
+            })
+            .inc();
+    }
+
+    /// The config file was re-read.
+    pub fn config_reload(&self, result: ConfigReload) {
+        self.config_reloads
+            .get_or_create(&ResultLabels {
                 result: result.as_str(),
             })
             .inc();

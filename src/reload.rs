@@ -69,7 +69,13 @@ struct Target {
 
 /// Sends the reload signal to the configured target and logs what happened.
 pub fn send(reload: &ReloadConfig) -> Outcome {
-    let outcome = signal_target(Path::new("/proc"), reload);
+    send_with(reload, |_| {})
+}
+
+/// [`send`], calling `before` with the pids about to be signalled, just
+/// before the signal (`verify: children` notes their children there).
+pub fn send_with(reload: &ReloadConfig, before: impl FnOnce(&[i32])) -> Outcome {
+    let outcome = signal_target(Path::new("/proc"), reload, before);
     match &outcome {
         Outcome::Signalled(_) => {}
         Outcome::NoProcess(why) => {
@@ -81,7 +87,7 @@ pub fn send(reload: &ReloadConfig) -> Outcome {
     outcome
 }
 
-fn signal_target(proc: &Path, reload: &ReloadConfig) -> Outcome {
+fn signal_target(proc: &Path, reload: &ReloadConfig, before: impl FnOnce(&[i32])) -> Outcome {
     let me = process::ids(&proc.join("self"));
     let targets = match &reload.target {
         ReloadTarget::Process(name) => {
@@ -114,6 +120,8 @@ fn signal_target(proc: &Path, reload: &ReloadConfig) -> Outcome {
             }
         }
     };
+    let pids: Vec<i32> = targets.iter().map(|t| t.pid).collect();
+    before(&pids);
     let mut sent = Vec::new();
     let mut refused = None;
     for target in targets {

@@ -5,7 +5,11 @@
 //! files, not HTML), `trim_blocks` on (a block tag's own newline is dropped,
 //! as in Ansible) and the template's trailing newline kept. The context is
 //! exactly the spec's: `peers`, `pod`, `leader`, `vars`, `nameservers` and
-//! the `env()` function.
+//! the `env()` function, plus `file(PATH)` (a mounted Secret or ConfigMap
+//! key; every file a render read is reported as an [`Input`], so the loop
+//! watches it, hides it from the log and installs the output 0600) and the
+//! filters `b64encode`, `b64decode`, `sha256`, `tojson` (minijinja's) and
+//! `toyaml`.
 //!
 //! A render is bounded: minijinja's fuel (`templates[].fuel`) charges every
 //! instruction and every 64 bytes a template creates, checking sizes such as
@@ -17,8 +21,8 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use minijinja::syntax::SyntaxConfig;
 use minijinja::value::{Enumerator, Kwargs, Object, ObjectRepr, Serde, StringInput, Value};
@@ -63,7 +67,28 @@ pub struct Renderer {
     env: Environment<'static>,
     /// Per template: its name and limits, or why it failed to load.
     slots: Vec<Result<Slot, RenderError>>,
+    /// What `file()` read during the current render (renders run one at a
+    /// time).
+    files: Arc<Mutex<FileReads>>,
 }
+
+/// A file a render read with `file()`: its path (absolute, or as the
+/// config's folder makes it) and its text, `None` when it could not be read
+/// (it is watched all the same, so its arrival re-renders).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Input {
+    pub path: PathBuf,
+    pub text: Option<String>,
+}
+
+/// `file()`'s state: where relative paths start, and what it read.
+#[derive(Debug, Default)]
+struct FileReads {
+    base: PathBuf,
+    read: Vec<Input>,
+}
+
+
 
 impl Renderer {
     /// Reads and compiles every template. A template that fails keeps its
@@ -100,6 +125,23 @@ impl Renderer {
             Mode::Pod => env.add_function("env", env_function),
             Mode::Check => env.add_function("env", env_placeholder),
         }
+        let files = Arc::new(Mutex::new(FileReads::default()));
+        let reads = Arc::clone(&files);
+        env.add_function("file", move |path: String| file_function(&reads, &path, mode));
+        env.add_filter("b64encode", |text: String| {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD.encode(text)
+        });
+        env.add_filter("b64decode", b64decode);
+        env.add_filter("sha256", |text: String| {
+            use sha2::Digest;
+            let digest = sha2::Sha256::digest(text.as_bytes());
+            digest
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        });
+        env.add_filter("toyaml", toyaml);
 
         let names = display_names(templates);
         let slots =
@@ -129,7 +171,15 @@ impl Renderer {
                     })
                 })
                 .collect();
-        Renderer { env, slots }
+        Renderer { env, slots, files }
+    }
+
+    /// Relative `file()` paths start at `base` (the config's folder).
+    pub fn with_base(self, base: &Path) -> Renderer {
+        if let Ok(mut files) = self.files.lock() {
+            files.base = base.to_path_buf();
+        }
+        self
     }
 
     /// Every template that failed to load.
@@ -148,6 +198,30 @@ impl Renderer {
     /// Renders the `i`th template with `context`, within its fuel and
     /// `max_size`.
     pub fn render(&self, i: usize, context: &Value) -> Result<String, RenderError> {
+        self.render_with_inputs(i, context).0
+    }
+
+    /// Renders the `i`th template with `context`, and says which files it
+    /// read with `file()` (also when the render failed, so a missing file
+    /// is watched until it appears).
+    pub fn render_with_inputs(
+        &self,
+        i: usize,
+        context: &Value,
+    ) -> (Result<String, RenderError>, Vec<Input>) {
+        if let Ok(mut files) = self.files.lock() {
+            files.read.clear();
+        }
+        let result = self.render_bounded(i, context);
+        let inputs = self
+            .files
+            .lock()
+            .map(|mut f| std::mem::take(&mut f.read))
+            .unwrap_or_default();
+        (result, inputs)
+    }
+
+    fn render_bounded(&self, i: usize, context: &Value) -> Result<String, RenderError> {
         let slot = self.slots[i].as_ref().map_err(Clone::clone)?;
         // Fuel is the environment's; a clone (shared templates) per render
         // gives each template its own budget.
@@ -189,28 +263,30 @@ pub async fn render_detached(
     renderer: Arc<Renderer>,
     i: usize,
     context: Value,
-) -> Result<String, RenderError> {
+) -> (Result<String, RenderError>, Vec<Input>) {
     let (tx, rx) = tokio::sync::oneshot::channel();
     let name = renderer.name(i).to_string();
     let spawned = std::thread::Builder::new()
         .name("render".into())
         .spawn(move || {
             // The receiver is gone when the render was abandoned.
-            let _ = tx.send(renderer.render(i, &context));
+            let _ = tx.send(renderer.render_with_inputs(i, &context));
         });
     if let Err(e) = spawned {
-        return Err(RenderError {
+        let failed = RenderError {
             template: name,
             line: None,
             message: format!("cannot start a render thread: {e}"),
-        });
+        };
+        return (Err(failed), Vec::new());
     }
     rx.await.unwrap_or_else(|_| {
-        Err(RenderError {
+        let failed = RenderError {
             template: name,
             line: None,
             message: "the render thread ended without a result".into(),
-        })
+        };
+        (Err(failed), Vec::new())
     })
 }
 
@@ -386,6 +462,71 @@ fn env_function(name: String, default: Option<String>) -> Result<String, minijin
             format!("environment variable {name} is not set; set it, or give a default: env(\"{name}\", \"...\")"),
         )),
     }
+}
+
+/// `file(PATH)`: the file's text; relative to the config's folder. A file
+/// that cannot be read is an error naming the path.
+fn file_function(
+    reads: &Mutex<FileReads>,
+    path: &str,
+    mode: Mode,
+) -> Result<String, minijinja::Error> {
+    let mut reads = reads
+        .lock()
+        .map_err(|_| minijinja::Error::new(ErrorKind::InvalidOperation, "file(): state lost"))?;
+    let given = Path::new(path);
+    let full = if given.is_relative() {
+        reads.base.join(given)
+    } else {
+        given.to_path_buf()
+    };
+    let read = limits::read_regular(&full, limits::TEMPLATE_MAX_BYTES)
+        .map_err(|e| e.to_string())
+        .and_then(|bytes| {
+        String::from_utf8(bytes).map_err(|_| "it is not UTF-8 text (use a text key, or base64 it in the Secret and b64decode it here)".to_string())
+    });
+    if !reads.read.iter().any(|i| i.path == full) {
+        reads.read.push(Input {
+            path: full.clone(),
+            text: read.as_ref().ok().cloned(),
+        });
+    }
+    if mode == Mode::Check {
+        if let Err(why) = &read {
+            // Outside the pod the Secret is not mounted: a placeholder.
+            tracing::warn!(path = %full.display(), "file({path:?}) cannot be read here ({why}); `check` renders <file {path}> in its place");
+            return Ok(format!("<file {path}>"));
+        }
+    }
+    read.map_err(|why| {
+        minijinja::Error::new(
+            ErrorKind::InvalidOperation,
+            format!("file({path:?}): cannot read {}: {why}", full.display()),
+        )
+    })
+}
+
+fn b64decode(text: String) -> Result<String, minijinja::Error> {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .map_err(|e| {
+            minijinja::Error::new(
+                ErrorKind::InvalidOperation,
+                format!("b64decode: not base64 ({e})"),
+            )
+        })?;
+    String::from_utf8(bytes).map_err(|_| {
+        minijinja::Error::new(
+            ErrorKind::InvalidOperation,
+            "b64decode: the decoded bytes are not UTF-8 text",
+        )
+    })
+}
+
+fn toyaml(value: Value) -> Result<String, minijinja::Error> {
+    serde_yaml::to_string(&value)
+        .map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, format!("toyaml: {e}")))
 }
 
 /// Builds the template context for `peers` as seen by the pod in `config`.

@@ -20,6 +20,15 @@
 //!
 //! Files are read with [`limits::read_regular`]: a FIFO or a device in
 //! their place is an error, never a hang or a memory blow-up.
+//!
+//! A file whose folder does not exist yet (a Secret volume's subfolder to
+//! come) is watched through its nearest existing ancestor; when a folder on
+//! the way appears, the watch moves down to it before the files are read
+//! again, so the file's arrival is not missed.
+//!
+//! The loop's [`worker`] watches three kinds of file, from a set the loop
+//! updates as it goes ([`Watched`]): template sources, the `file()` inputs
+//! the last render read, and the config file itself.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -28,7 +37,7 @@ use std::time::Duration;
 
 use notify::event::{AccessKind, AccessMode, ModifyKind};
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::event::{Context, Event, SourceError, Worker};
 use crate::limits;
@@ -38,6 +47,9 @@ pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
 
 /// One warning per process about polling.
 static WARNED_POLLING: AtomicBool = AtomicBool::new(false);
+
+/// The baseline of a file a render could not read.
+const NOT_READ: &str = "not read";
 
 /// What a file read gave: its bytes, or why it could not be read.
 pub type Read = Result<Vec<u8>, String>;
@@ -61,11 +73,31 @@ pub struct ContentWatcher {
 }
 
 impl ContentWatcher {
-    /// Starts watching files of at most `max` bytes each. Each file's
-    /// directory must exist; the file need not.
+    /// Starts watching files of at most `max` bytes each. Neither the files
+    /// nor their folders need exist: a missing folder is watched through its
+    /// nearest existing ancestor.
     pub fn new(paths: &[PathBuf], max: u64) -> Result<ContentWatcher, SourceError> {
         let files = paths.iter().map(|p| (p.clone(), read(p, max))).collect();
-        let backend = match start_notify(paths) {
+        ContentWatcher::start(files, max)
+    }
+
+    /// Starts watching, comparing later reads with the bytes given (what a
+    /// render read, so a change since then is not missed; `None`: it could
+    /// not be read).
+    pub fn with_baseline(
+        files: Vec<(PathBuf, Option<Vec<u8>>)>,
+        max: u64,
+    ) -> Result<ContentWatcher, SourceError> {
+        let files = files
+            .into_iter()
+            .map(|(p, bytes)| (p, bytes.ok_or_else(|| NOT_READ.to_string())))
+            .collect();
+        ContentWatcher::start(files, max)
+    }
+
+    fn start(files: Vec<(PathBuf, Read)>, max: u64) -> Result<ContentWatcher, SourceError> {
+        let paths: Vec<PathBuf> = files.iter().map(|(p, _)| p.clone()).collect();
+        let backend = match start_notify(&paths) {
             Ok(backend) => backend,
             Err(Fallback::Poll(why)) => {
                 if !WARNED_POLLING.swap(true, Ordering::Relaxed) {
@@ -133,18 +165,32 @@ impl ContentWatcher {
                     rewatch(watcher, watched, &paths);
                 }
             }
-            let mut changed = Vec::new();
-            for (i, (path, last)) in self.files.iter_mut().enumerate() {
-                let now = read(path, self.max);
-                if now != *last {
-                    *last = now;
-                    changed.push(i);
-                }
-            }
+            let changed = self.reread();
             if !changed.is_empty() {
                 return Some(Ok(changed));
             }
         }
+    }
+
+    /// Reads every file again; the indices of those whose bytes differ from
+    /// the last read (or the baseline), which become the new last read. A
+    /// file that failed again counts as changed only when the reason changed
+    /// (a missing file become a FIFO); a baseline "not read" is any failure.
+    pub fn reread(&mut self) -> Vec<usize> {
+        let mut changed = Vec::new();
+        for (i, (path, last)) in self.files.iter_mut().enumerate() {
+            let now = read(path, self.max);
+            let same = match (&now, &*last) {
+                (Ok(a), Ok(b)) => a == b,
+                (Err(a), Err(b)) => a == b || b == NOT_READ,
+                _ => false,
+            };
+            *last = now;
+            if !same {
+                changed.push(i);
+            }
+        }
+        changed
     }
 }
 
@@ -176,7 +222,7 @@ fn start_notify(paths: &[PathBuf]) -> Result<Backend, Fallback> {
                 .into(),
         )));
     }
-    let dirs: BTreeSet<PathBuf> = paths.iter().map(|p| parent_dir(p)).collect();
+    let dirs: BTreeSet<PathBuf> = paths.iter().map(|p| watch_dir(p)).collect();
     for dir in &dirs {
         match watcher.watch(dir, RecursiveMode::NonRecursive) {
             Ok(()) => {}
@@ -207,7 +253,7 @@ fn start_notify(paths: &[PathBuf]) -> Result<Backend, Fallback> {
 fn targets(paths: &[PathBuf]) -> BTreeSet<PathBuf> {
     let mut all = BTreeSet::new();
     for path in paths {
-        all.insert(parent_dir(path));
+        all.insert(watch_dir(path));
         for ancestor in path.ancestors().skip(1) {
             if ancestor.as_os_str().is_empty() {
                 break;
@@ -261,23 +307,113 @@ fn parent_dir(path: &Path) -> PathBuf {
     }
 }
 
-/// The template watcher: sends [`Event::Templates`] whenever a template
-/// source's bytes change.
-pub fn worker(sources: Vec<PathBuf>, ctx: Context) -> Result<Worker, SourceError> {
-    let mut watcher = ContentWatcher::new(&sources, limits::TEMPLATE_MAX_BYTES)?;
+/// The folder to watch for `path`: its own, or the nearest existing
+/// ancestor while that does not exist.
+fn watch_dir(path: &Path) -> PathBuf {
+    let mut dir = parent_dir(path);
+    while !dir.is_dir() {
+        match dir.parent() {
+            Some(up) if !up.as_os_str().is_empty() => dir = up.to_path_buf(),
+            _ => return PathBuf::from(if path.is_absolute() { "/" } else { "." }),
+        }
+    }
+    dir
+}
+
+/// What the loop's watcher watches; the loop sends a new one when it changes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Watched {
+    /// Template sources: a change sends [`Event::Templates`].
+    pub templates: Vec<PathBuf>,
+    /// `file()` inputs with the bytes the last render read: a change sends
+    /// [`Event::Inputs`].
+    pub inputs: Vec<(PathBuf, Option<Vec<u8>>)>,
+    /// The config file: a change sends [`Event::Config`].
+    pub config: Option<PathBuf>,
+}
+
+/// The loop's file watcher: sends [`Event::Templates`], [`Event::Inputs`]
+/// or [`Event::Config`] whenever such a file's bytes change; follows the
+/// set the loop sends on `set`.
+pub fn worker(mut set: watch::Receiver<Watched>, ctx: Context) -> Result<Worker, SourceError> {
+    let build = |w: &Watched| {
+        let mut files: Vec<(PathBuf, Option<Vec<u8>>)> = w
+            .templates
+            .iter()
+            .map(|p| (p.clone(), read(p, limits::TEMPLATE_MAX_BYTES).ok()))
+            .collect();
+        files.extend(w.inputs.iter().cloned());
+        files.extend(
+            w.config
+                .iter()
+                .map(|p| (p.clone(), read(p, limits::TEMPLATE_MAX_BYTES).ok())),
+        );
+        ContentWatcher::with_baseline(files, limits::TEMPLATE_MAX_BYTES)
+    };
+    let mut current = set.borrow_and_update().clone();
+    let mut watcher = build(&current)?;
     Ok(Box::pin(async move {
         loop {
             let next = tokio::select! {
                 _ = ctx.shutdown.cancelled() => return Ok(()),
+                changed = set.changed() => {
+                    if changed.is_err() {
+                        return Ok(());
+                    }
+                    let new = set.borrow_and_update().clone();
+                    if new != current {
+                        // Inputs keep the bytes the render read; templates
+                        // and the config are compared from now on.
+                        match build(&new) {
+                            Ok(w) => watcher = w,
+                            Err(e) => {
+                                if ctx.errors.send(e).await.is_err() {
+                                    return Ok(());
+                                }
+                            }
+                        }
+                        current = new;
+                        // A change between the render's read and this watch
+                        // had no event to tell of it: compare now.
+                        let changed = watcher.reread();
+                        if changed.is_empty() {
+                            continue;
+                        }
+                        Some(Ok(changed))
+                    } else {
+                        continue;
+                    }
+                }
                 next = watcher.changed() => next,
             };
-            let sent = match next {
-                None => return Err(SourceError::Watch("the template watch closed".into())),
-                Some(Ok(_)) => ctx.events.send(Event::Templates).await.is_ok(),
-                Some(Err(e)) => ctx.errors.send(e).await.is_ok(),
+            let events = match next {
+                None => return Err(SourceError::Watch("the file watch closed".into())),
+                Some(Ok(changed)) => {
+                    let templates = current.templates.len();
+                    let inputs = templates + current.inputs.len();
+                    let mut events = Vec::new();
+                    if changed.iter().any(|i| *i >= inputs) {
+                        events.push(Event::Config);
+                    }
+                    if changed.iter().any(|i| *i < templates) {
+                        events.push(Event::Templates);
+                    }
+                    if changed.iter().any(|i| (templates..inputs).contains(i)) {
+                        events.push(Event::Inputs);
+                    }
+                    events
+                }
+                Some(Err(e)) => {
+                    if ctx.errors.send(e).await.is_err() {
+                        return Ok(());
+                    }
+                    continue;
+                }
             };
-            if !sent {
-                return Ok(());
+            for event in events {
+                if ctx.events.send(event).await.is_err() {
+                    return Ok(());
+                }
             }
         }
     }))

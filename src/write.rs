@@ -265,3 +265,73 @@ impl Staged {
         Ok(())
     }
 }
+
+/// What a destination held before an install: what a rollback puts back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Previous {
+    /// No file: a rollback removes the new one.
+    Absent,
+    /// These bytes, with this mode.
+    File { bytes: Vec<u8>, mode: u32 },
+    /// It could not be read; a rollback leaves the new file (and says so).
+    Unreadable(String),
+}
+
+/// Reads what `dest` holds now, before an install replaces it.
+pub fn previous(dest: &Path) -> Previous {
+    match std::fs::read(dest) {
+        Ok(bytes) => {
+            let mode = std::fs::metadata(dest)
+                .map(|m| m.permissions().mode() & 0o7777)
+                .unwrap_or(0o644);
+            Previous::File { bytes, mode }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Previous::Absent,
+        Err(e) => Previous::Unreadable(format!("{}: {e}", dest.display())),
+    }
+}
+
+/// Puts `previous` back at `dest`, atomically as any install (a temporary
+/// file beside it, renamed over it, the directory flushed), or removes
+/// `dest` when there was no file.
+pub fn restore(dest: &Path, previous: &Previous) -> Result<(), WriteError> {
+    let dir = match dest.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    match previous {
+        Previous::Unreadable(why) => {
+            return Err(WriteError::Io {
+                path: dest.to_path_buf(),
+                source: std::io::Error::other(format!(
+                    "the file it replaced could not be read before the install ({why}), so it cannot be put back"
+                )),
+            })
+        }
+        Previous::Absent => match std::fs::remove_file(dest) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(dest)(e)),
+        },
+        Previous::File { bytes, mode } => {
+            let prefix = format!(
+                ".{}.",
+                dest.file_name().unwrap_or_default().to_string_lossy()
+            );
+            let mut file = tempfile::Builder::new()
+                .prefix(&prefix)
+                .suffix(".peerplate")
+                .tempfile_in(dir)
+                .map_err(io(dir))?;
+            file.write_all(bytes).map_err(io(file.path()))?;
+            file.as_file().sync_all().map_err(io(file.path()))?;
+            std::fs::set_permissions(file.path(), Permissions::from_mode(*mode))
+                .map_err(io(file.path()))?;
+            file.persist(dest).map_err(|e| WriteError::Io {
+                path: dest.to_path_buf(),
+                source: e.error,
+            })?;
+        }
+    }
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
+}

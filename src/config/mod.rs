@@ -20,7 +20,7 @@ mod resolve;
 pub use diagnostics::line_of;
 pub use model::*;
 pub use raw::parse_signal;
-pub use resolve::{default_hostname, inside, Env, Range, ResolvConf};
+pub use resolve::{default_hostname, inside, Env, Range, ResolvConf, DEFAULT_ACTION};
 
 /// Where the config is read from when neither `--config` nor
 /// `$PEERPLATE_CONFIG` says otherwise.
@@ -127,6 +127,8 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
+    #[allow(unused_imports)]
+    use super::ActionKind;
     use super::*;
     use std::net::SocketAddr;
 
@@ -188,10 +190,55 @@ mod tests {
             ["127.0.0.1:5353".parse::<SocketAddr>().unwrap()]
         );
         assert!(matches!(
-            c.reload.unwrap().signal,
-            nix::sys::signal::Signal::SIGUSR2
+            &c.actions[0].kind,
+            ActionKind::Signal { reload, verify: None } if reload.signal == nix::sys::signal::Signal::SIGUSR2
         ));
+        assert_eq!(c.actions[0].name, "default");
+        assert_eq!(c.templates[0].reload, Some(0));
         assert!(parse("templates:\n  - {source: a, destination: /b, mode: 644}\n").is_err());
+    }
+
+    #[test]
+    fn reloads_in_order_and_templates_pick_one() {
+        let c = parse(
+            "templates:\n  - {source: a, destination: /a, reload: prom}\n  - {source: b, destination: /b, reload: false}\n  - {source: c, destination: /c, reload: nginx}\nreloads:\n  nginx: {signal: HUP, process: nginx, verify: children}\n  prom: {http: {url: \"http://127.0.0.1:9090/-/reload\", retries: 2}, min_interval: 1s}\n  app: {exec: \"/bin/app reload\", timeout: 3s}\n",
+        )
+        .unwrap();
+        let names: Vec<&str> = c.actions.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(names, ["nginx", "prom", "app"]);
+        assert_eq!(
+            c.templates.iter().map(|t| t.reload).collect::<Vec<_>>(),
+            [Some(1), None, Some(0)]
+        );
+        assert!(
+            matches!(&c.actions[0].kind, ActionKind::Signal { verify: Some(t), .. } if t.as_secs() == 5)
+        );
+        assert!(
+            matches!(&c.actions[1].kind, ActionKind::Http(h) if h.method == "POST" && h.retries == 2)
+        );
+        assert_eq!(c.actions[1].min_interval.as_secs(), 1);
+        assert!(
+            matches!(&c.actions[2].kind, ActionKind::Exec { command, .. } if command == &["/bin/app", "reload"])
+        );
+    }
+
+    #[test]
+    fn reload_names_are_checked_with_their_line() {
+        let e = parse("templates:\n  - source: a\n    destination: /a\n    reload: nginx\n  - source: b\n    destination: /b\n    reload: ngnix\nreloads:\n  nginx: {process: nginx}\n  prom: {http: {url: \"http://x:1/\"}}\n").unwrap_err();
+        assert_eq!(e.line, Some(7), "{e}");
+        assert!(e.message.contains("the actions are: nginx, prom"), "{e}");
+        let e = parse("templates:\n  - {source: a, destination: /a}\nreloads:\n  nginx: {process: nginx}\n  prom: {http: {url: \"http://x:1/\"}}\n").unwrap_err();
+        assert!(
+            e.message.contains("several reload actions (nginx, prom)"),
+            "{e}"
+        );
+        let one = parse("templates:\n  - {source: a, destination: /a}\nreloads:\n  prom: {http: {url: \"http://x:1/\"}}\n").unwrap();
+        assert_eq!(one.templates[0].reload, Some(0));
+        let e = parse("reloads:\n  a: {process: x, exec: y}\n").unwrap_err();
+        assert_eq!(e.line, Some(2), "{e}");
+        let e = parse("reloads:\n  a: {http: {url: \"ftp://x\"}}\n").unwrap_err();
+        assert!(e.message.contains("http:// URL"), "{e}");
+        assert!(parse("reload: {process: x}\nreloads:\n  a: {process: y}\n").is_err());
     }
 
     #[test]

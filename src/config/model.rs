@@ -24,7 +24,7 @@ fn location(line: Option<usize>, column: Option<usize>) -> String {
 }
 
 /// The resolved config every command works from.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// The file it came from (for messages); empty for the built-in default.
     pub path: PathBuf,
@@ -32,7 +32,9 @@ pub struct Config {
     pub peers: Peers,
     pub wait: Wait,
     pub templates: Vec<Template>,
-    pub reload: Option<Reload>,
+    /// The reload actions, in the order written (`reloads:`), or the single
+    /// `reload:` as the one action named `default`.
+    pub actions: Vec<Action>,
     pub hooks: Option<Hooks>,
     pub seed: Vec<Seed>,
     pub vars: serde_yaml::Mapping,
@@ -93,13 +95,13 @@ impl Policy {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Identity {
     pub hostname: String,
     pub namespace: String,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Peers {
     pub source: PeerSource,
     pub wait_for_self: bool,
@@ -109,14 +111,14 @@ pub struct Peers {
     pub min: usize,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum PeerSource {
     Dns(Dns),
     Static(Vec<String>),
     File(PathBuf),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Dns {
     pub service: Option<String>,
     pub cluster_domain: String,
@@ -131,13 +133,13 @@ pub struct Dns {
     pub ready_query: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Wait {
     pub min: Duration,
     pub max: Duration,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Template {
     pub source: PathBuf,
     pub destination: PathBuf,
@@ -146,7 +148,9 @@ pub struct Template {
     pub create_only: bool,
     /// The check command split into words; `{staged}` is still a placeholder.
     pub check: Option<Vec<String>>,
-    pub reload: bool,
+    /// The index in [`Config::actions`] of the action this output triggers;
+    /// `None`: none (`reload: false`, or no action configured).
+    pub reload: Option<usize>,
     /// The largest output a render may produce, in bytes (`max_size`).
     pub max_size: u64,
     /// The render's instruction budget (`fuel`): minijinja's fuel, charged
@@ -172,20 +176,66 @@ impl Template {
             mode: None,
             create_only: false,
             check: None,
-            reload: false,
+            reload: None,
             max_size: Template::DEFAULT_MAX_SIZE,
             fuel: Template::DEFAULT_FUEL,
         }
     }
 }
 
-#[derive(Debug, Clone)]
+/// A named reload action (`reloads.<name>`, or `default` for `reload:`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Action {
+    /// Its name: the `action` label of `peerplate_reloads_total`.
+    pub name: String,
+    pub kind: ActionKind,
+    /// The least time between two runs; changes in between wait and are
+    /// coalesced into one run at the end.
+    pub min_interval: Duration,
+}
+
+/// What an action does, and how its verdict is read.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ActionKind {
+    /// Send a signal; with `verify` (`verify: children`), wait this long for
+    /// each signalled process to start a new child.
+    Signal {
+        reload: Reload,
+        verify: Option<Duration>,
+    },
+    /// An HTTP request: 2xx accepts, any other answer rejects.
+    Http(HttpAction),
+    /// A command (split into words, no shell): exit 0 accepts.
+    Exec {
+        command: Vec<String>,
+        timeout: Duration,
+    },
+}
+
+/// `http:` of an action.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpAction {
+    /// `http://host[:port]/path` (or `https://` with the `https` feature).
+    pub url: String,
+    /// `POST`, `GET`, `PUT` ...
+    pub method: String,
+    /// Per attempt.
+    pub timeout: Duration,
+    /// Further attempts on a connection error or a 502/503/504.
+    pub retries: u32,
+}
+
+/// A signal and whom it goes to.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Reload {
+    /// The signal to send (default HUP).
     pub signal: nix::sys::signal::Signal,
+    /// Who gets it.
     pub target: ReloadTarget,
 }
 
-#[derive(Debug, Clone)]
+/// Who gets the reload signal.
+#[derive(Debug, Clone, PartialEq)]
 pub enum ReloadTarget {
     /// `process:` alone: the top-most processes with this name.
     Process(String),
@@ -197,7 +247,7 @@ pub enum ReloadTarget {
     },
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Hooks {
     pub on_start: Option<String>,
     pub on_change: Option<String>,
@@ -206,13 +256,13 @@ pub struct Hooks {
     pub timeout: Duration,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Seed {
     pub from: PathBuf,
     pub to: PathBuf,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Http {
     pub listen: SocketAddr,
 }

@@ -18,7 +18,10 @@ pub(super) struct RawConfig {
     pub(super) wait: RawWait,
     #[serde(default)]
     pub(super) templates: Vec<RawTemplate>,
-    pub(super) reload: Option<RawReload>,
+    pub(super) reload: Option<RawAction>,
+    /// `reloads:`, in the order written (the order actions run in).
+    #[serde(default, deserialize_with = "ordered_actions")]
+    pub(super) reloads: Option<Vec<(String, RawAction)>>,
     pub(super) hooks: Option<RawHooks>,
     #[serde(default)]
     pub(super) seed: Vec<RawSeed>,
@@ -84,20 +87,121 @@ pub(super) struct RawTemplate {
     pub(super) create_only: bool,
     #[serde(default, deserialize_with = "command")]
     pub(super) check: Option<Vec<String>>,
-    #[serde(default = "yes")]
-    pub(super) reload: bool,
+    #[serde(default)]
+    pub(super) reload: RawReloadRef,
     #[serde(default, deserialize_with = "size")]
     pub(super) max_size: Option<u64>,
     pub(super) fuel: Option<u64>,
 }
 
+/// A template's `reload:`: `true`, `false` or an action's name.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub(super) enum RawReloadRef {
+    Flag(bool),
+    Name(String),
+}
+
+impl Default for RawReloadRef {
+    fn default() -> RawReloadRef {
+        RawReloadRef::Flag(true)
+    }
+}
+
+/// One reload action: the single `reload:` or an entry of `reloads:`.
+/// Exactly one of a signal target (`process`, `pid_file`), `http` or
+/// `exec` (checked in `resolve`).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct RawReload {
-    #[serde(default = "hup", deserialize_with = "signal")]
-    pub(super) signal: nix::sys::signal::Signal,
+pub(super) struct RawAction {
+    #[serde(default, deserialize_with = "some_signal")]
+    pub(super) signal: Option<nix::sys::signal::Signal>,
     pub(super) process: Option<String>,
     pub(super) pid_file: Option<PathBuf>,
+    pub(super) verify: Option<RawVerify>,
+    #[serde(default, deserialize_with = "some_duration")]
+    pub(super) verify_timeout: Option<Duration>,
+    pub(super) http: Option<RawHttpAction>,
+    #[serde(default, deserialize_with = "command")]
+    pub(super) exec: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "some_duration")]
+    pub(super) timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    pub(super) min_interval: Duration,
+}
+
+/// `verify:` of a signal action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum RawVerify {
+    /// The signalled process starts a new child (nginx, HAProxy master-worker).
+    Children,
+}
+
+/// `http:` of an action.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHttpAction {
+    pub(super) url: String,
+    #[serde(default = "post")]
+    pub(super) method: String,
+    #[serde(default = "five_seconds", deserialize_with = "duration")]
+    pub(super) timeout: Duration,
+    #[serde(default = "three")]
+    pub(super) retries: u32,
+}
+
+fn post() -> String {
+    "POST".into()
+}
+fn five_seconds() -> Duration {
+    Duration::from_secs(5)
+}
+fn three() -> u32 {
+    3
+}
+
+/// `reloads:` as a list of (name, action) in the order written; serde_yaml
+/// keeps each value's errors at its line.
+fn ordered_actions<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Vec<(String, RawAction)>>, D::Error> {
+    struct Visitor;
+    impl<'de> serde::de::Visitor<'de> for Visitor {
+        type Value = Vec<(String, RawAction)>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str(
+                "a map of action names to actions, like nginx: {signal: HUP, process: nginx}",
+            )
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut out: Vec<(String, RawAction)> = Vec::new();
+            while let Some(name) = map.next_key::<String>()? {
+                let action = map.next_value::<RawAction>()?;
+                if out.iter().any(|(n, _)| *n == name) {
+                    return Err(serde::de::Error::custom(format!(
+                        "reloads: the action {name:?} is given twice"
+                    )));
+                }
+                out.push((name, action));
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_map(Visitor).map(Some)
+}
+
+fn some_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    duration(d).map(Some)
+}
+
+fn some_signal<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<nix::sys::signal::Signal>, D::Error> {
+    signal(d).map(Some)
 }
 
 #[derive(Debug, Deserialize)]
@@ -168,9 +272,6 @@ fn one_second() -> Duration {
 }
 fn sixty_seconds() -> Duration {
     Duration::from_secs(60)
-}
-fn hup() -> nix::sys::signal::Signal {
-    nix::sys::signal::Signal::SIGHUP
 }
 
 // ---- values checked as they are read ---------------------------------------

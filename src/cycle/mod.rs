@@ -6,19 +6,33 @@
 //! until this pod is in it (`wait_for_self`), waits for a quiet moment
 //! (`wait.min`, bounded by `wait.max`) so a burst of changes gives one
 //! render, then runs a pass: every template rendered, staged and checked
-//! first, installed only when its whole reload group passed, and the app
-//! reloaded once for the pass. A pass returns one [`Outcome`] per template;
+//! first, installed only when its whole reload group passed (the outputs of
+//! one reload action; each output without an action is its own group), and
+//! each action that had an output installed run once, in the order the
+//! actions are written, beside the loop ([`actions`]): its verdict comes
+//! back later, and a rejection puts the group's previous files back. An
+//! action waiting for its verdict (or for `min_interval`) holds back only
+//! its own outputs. A pass returns one [`Outcome`] per template;
 //! metrics, readiness and `once`'s exit code are each derived from that list
 //! in one place. Hooks run beside this path in a queue of their own
 //! ([`hooks::queue`]), never in front of a render.
+//!
+//! The config file is watched (and re-read on SIGHUP): a valid new one
+//! takes effect at the next pass, the workers whose settings changed are
+//! restarted; an invalid one is logged and counted, and the running one
+//! stays.
 //!
 //! Every worker runs in one `JoinSet`. One that ends while the loop runs is
 //! logged, counted (`peerplate_workers_ended_total`) and turns `/healthz` to
 //! 503, since the loop is no longer whole; at shutdown the loop waits for all
 //! of them, bounded so SIGTERM still exits within a second.
 
+mod actions;
 mod outcome;
 
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,7 +45,10 @@ use tokio_util::sync::CancellationToken;
 
 pub use outcome::{CycleError, Installed, Outcome};
 
+use self::actions::{ActionState, GroupReport, InstalledOutput};
+use crate::action::Verdict;
 use crate::admin::{self, State};
+use crate::config::ActionKind;
 use crate::config::Policy;
 use crate::config::{Config, PeerSource, Wait};
 use crate::error::Error;
@@ -40,10 +57,10 @@ use crate::hooks;
 use crate::leader::{self, Leadership};
 use crate::metrics::{self, Metrics};
 use crate::peers::{self, Identity, PeerSet};
-use crate::reload;
-use crate::render::{self, Renderer};
-use crate::watch as template_watch;
-use crate::write::{self, Plan};
+use crate::redact::Redactor;
+use crate::render::{self, Input, Renderer};
+use crate::watch::{self as file_watch, Watched};
+use crate::write::{self, Plan, WriteError};
 
 /// How long shutdown waits for the workers to return.
 const SHUTDOWN_WAIT: Duration = Duration::from_millis(500);
@@ -143,32 +160,67 @@ struct Loop {
     /// An install failed on I/O (`run`): when to try again, and the delays
     /// still to come; none once every install went through.
     retry: Option<(Instant, ExponentialBackoff)>,
+    /// Each action's state, by name (a run may outlive a config change).
+    action_states: HashMap<String, ActionState>,
+    /// The runs of actions whose verdict is pending.
+    verdicts: JoinSet<GroupReport>,
+    /// Bytes an app rejected, by destination: not installed again until an
+    /// input (a template, a `file()`, the config) changes.
+    rejected: HashMap<PathBuf, Vec<u8>>,
+    /// The `file()` inputs of the last pass, per template.
+    inputs: Vec<Vec<Input>>,
+    /// Where the loop tells the file watcher what to watch.
+    watched: Option<watch::Sender<Watched>>,
+    /// The workers' context, kept to restart workers after a config change.
+    ctx: Option<Context>,
+    /// The shutdown tokens of the workers a config change may restart.
+    tokens: HashMap<&'static str, (CancellationToken, &'static str)>,
+    /// Workers stopped on purpose (a config change), whose end is expected.
+    retired: HashMap<&'static str, usize>,
+}
+
+/// The folder relative paths in the config start from.
+fn base_dir(config: &Config) -> PathBuf {
+    config
+        .path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// The action names, for the metrics.
+fn action_names(config: &Config) -> Vec<&str> {
+    config.actions.iter().map(|a| a.name.as_str()).collect()
+}
+
+/// The hooks a config has, for the metrics.
+fn hook_names(config: &Config) -> Vec<&'static str> {
+    match &config.hooks {
+        Some(h) => [
+            ("on_start", &h.on_start),
+            ("on_change", &h.on_change),
+            ("on_leader_change", &h.on_leader_change),
+        ]
+        .into_iter()
+        .filter(|(_, command)| command.is_some())
+        .map(|(which, _)| which)
+        .collect(),
+        None => Vec::new(),
+    }
 }
 
 impl Loop {
     fn new(config: Config, mode: Mode) -> Loop {
-        let renderer = Arc::new(Renderer::load(&config.templates));
+        let renderer = Arc::new(Renderer::load(&config.templates).with_base(&base_dir(&config)));
         let metrics = Arc::new(Metrics::new());
         let names: Vec<String> = (0..config.templates.len())
             .map(|i| renderer.name(i).to_string())
             .collect();
-        let hooks: Vec<&str> = match &config.hooks {
-            Some(h) => [
-                ("on_start", &h.on_start),
-                ("on_change", &h.on_change),
-                ("on_leader_change", &h.on_leader_change),
-            ]
-            .into_iter()
-            .filter(|(_, command)| command.is_some())
-            .map(|(which, _)| which)
-            .collect(),
-            None => Vec::new(),
-        };
         metrics.expect(
             &names,
             matches!(config.peers.source, PeerSource::Dns(_)),
-            config.reload.is_some(),
-            &hooks,
+            &action_names(&config),
+            &hook_names(&config),
         );
         let awaiting_leader = mode == Mode::Run && config.leader.policy != Policy::Ordinal;
         let leadership = Leadership::new(config.leader.clone());
@@ -200,83 +252,77 @@ impl Loop {
             leader_hook: None,
             leader_hook_due: None,
             retry: None,
+            action_states: HashMap::new(),
+            verdicts: JoinSet::new(),
+            rejected: HashMap::new(),
+            inputs: Vec::new(),
+            watched: None,
+            ctx: None,
+            tokens: HashMap::new(),
+            retired: HashMap::new(),
+        }
+    }
+
+    /// A context for the worker `name` whose shutdown token a config change
+    /// can cancel alone (the one it had before is cancelled and its end
+    /// expected).
+    fn restartable(&mut self, key: &'static str, name: &'static str, ctx: &Context) -> Context {
+        self.retire(key);
+        let token = ctx.shutdown.child_token();
+        self.tokens.insert(key, (token.clone(), name));
+        Context {
+            shutdown: token,
+            ..ctx.clone()
+        }
+    }
+
+    /// Stops the worker started under `key`, if any; its end is expected.
+    fn retire(&mut self, key: &'static str) {
+        if let Some((old, name)) = self.tokens.remove(key) {
+            old.cancel();
+            *self.retired.entry(name).or_default() += 1;
         }
     }
 
     /// Starts every worker of this config into `workers`. Setup failures
     /// stop the start.
     async fn start_workers(&mut self, workers: &mut Workers, ctx: &Context) -> Result<(), Error> {
-        let mut add = |name: &'static str, worker: Worker| {
-            workers.spawn(async move { (name, worker.await) });
-        };
-        if self.mode == Mode::Run && !self.config.templates.is_empty() {
-            let sources = self
-                .config
-                .templates
-                .iter()
-                .map(|t| t.source.clone())
-                .collect();
-            add("templates", template_watch::worker(sources, ctx.clone())?);
-        }
-        let (name, worker) = peers::worker(&self.config, ctx.clone())?;
-        add(name, worker);
         if self.mode == Mode::Run {
-            add("signals", signals_worker(ctx.clone())?);
-            if self.config.leader.policy != Policy::Ordinal {
-                let (tx, rx) = watch::channel(leader::View::default());
-                self.leader_views = Some(tx);
-                add(
-                    "leader",
-                    leader::worker(self.config.leader.clone(), self.me.clone(), rx, ctx.clone())?,
-                );
-            }
-            if let Some(command) = self
-                .config
-                .hooks
-                .as_ref()
-                .and_then(|h| h.on_leader_change.clone())
-            {
-                let timeout = self
-                    .config
-                    .hooks
-                    .as_ref()
-                    .map_or(Duration::from_secs(60), |h| h.timeout);
-                let (tx, body) = hooks::leader_queue(
-                    command,
-                    timeout,
-                    Arc::clone(&self.metrics),
-                    ctx.shutdown.clone(),
-                );
-                self.leader_hook = Some(tx);
-                add(
-                    "leader_hook",
-                    Box::pin(async move {
-                        body.await;
-                        Ok(())
-                    }),
-                );
-            }
-            if let Some(hooks) = self.config.hooks.clone() {
-                let (tx, body) =
-                    hooks::queue(hooks, Arc::clone(&self.metrics), ctx.shutdown.clone());
-                self.hook_sets = Some(tx);
-                add(
-                    "hooks",
-                    Box::pin(async move {
-                        body.await;
-                        Ok(())
-                    }),
-                );
-            }
+            let (tx, rx) = watch::channel(self.watched_now());
+            self.watched = Some(tx);
+            spawn(workers, "templates", file_watch::worker(rx, ctx.clone())?);
+        }
+        self.start_peers(workers, ctx)?;
+        if self.mode == Mode::Run {
+            spawn(workers, "signals", signals_worker(ctx.clone())?);
+            self.start_leader(workers, ctx)?;
+            self.start_hooks(workers, ctx);
         }
         if let Some(http) = &self.config.http {
-            let listener = admin::bind(http.listen).await.map_err(|source| Error::Io {
-                path: format!("http.listen {}", http.listen).into(),
-                source,
+            let listener = admin::bind(http.listen).await.map_err(|source| {
+                let culprit = if source.kind() == std::io::ErrorKind::AddrInUse {
+                    format!(
+                        " (another process listens there{}; give peerplate another port, like http.listen: {}:{})",
+                        if http.listen.port() == 9090 {
+                            ", likely Prometheus, whose default port is 9090"
+                        } else {
+                            ""
+                        },
+                        http.listen.ip(),
+                        http.listen.port().wrapping_add(1).max(1)
+                    )
+                } else {
+                    String::new()
+                };
+                Error::Io {
+                    path: format!("http.listen {}{culprit}", http.listen).into(),
+                    source,
+                }
             })?;
             let state = Arc::clone(&self.state);
             let shutdown = ctx.shutdown.clone();
-            add(
+            spawn(
+                workers,
                 "admin",
                 Box::pin(async move {
                     admin::serve(listener, state, shutdown).await;
@@ -285,6 +331,130 @@ impl Loop {
             );
         }
         Ok(())
+    }
+
+    /// The peer source of the current config.
+    fn start_peers(&mut self, workers: &mut Workers, ctx: &Context) -> Result<(), Error> {
+        let name = match &self.config.peers.source {
+            PeerSource::Static(_) => "static",
+            PeerSource::File(_) => "file",
+            PeerSource::Dns(_) => "dns",
+        };
+        let ctx = self.restartable("peers", name, ctx);
+        let (name, worker) = peers::worker(&self.config, ctx)?;
+        spawn(workers, name, worker);
+        Ok(())
+    }
+
+    /// The leader worker (`sticky`, `probe`), if the policy asks anyone.
+    fn start_leader(&mut self, workers: &mut Workers, ctx: &Context) -> Result<(), Error> {
+        self.retire("leader");
+        self.leader_views = None;
+        if self.config.leader.policy != Policy::Ordinal {
+            let (tx, rx) = watch::channel(leader::View::default());
+            self.leader_views = Some(tx);
+            let ctx = self.restartable("leader", "leader", ctx);
+            spawn(
+                workers,
+                "leader",
+                leader::worker(self.config.leader.clone(), self.me.clone(), rx, ctx)?,
+            );
+        }
+        Ok(())
+    }
+
+    /// The hook queues (`on_start`/`on_change`, `on_leader_change`).
+    fn start_hooks(&mut self, workers: &mut Workers, ctx: &Context) {
+        self.retire("leader_hook");
+        self.retire("hooks");
+        self.leader_hook = None;
+        self.hook_sets = None;
+        if let Some(command) = self
+            .config
+            .hooks
+            .as_ref()
+            .and_then(|h| h.on_leader_change.clone())
+        {
+            let timeout = self
+                .config
+                .hooks
+                .as_ref()
+                .map_or(Duration::from_secs(60), |h| h.timeout);
+            let ctx = self.restartable("leader_hook", "leader_hook", ctx);
+            let (tx, body) =
+                hooks::leader_queue(command, timeout, Arc::clone(&self.metrics), ctx.shutdown);
+            self.leader_hook = Some(tx);
+            spawn(
+                workers,
+                "leader_hook",
+                Box::pin(async move {
+                    body.await;
+                    Ok(())
+                }),
+            );
+        }
+        if let Some(hooks) = self.config.hooks.clone() {
+            let ctx = self.restartable("hooks", "hooks", ctx);
+            let (tx, body) = hooks::queue(hooks, Arc::clone(&self.metrics), ctx.shutdown);
+            self.hook_sets = Some(tx);
+            spawn(
+                workers,
+                "hooks",
+                Box::pin(async move {
+                    body.await;
+                    Ok(())
+                }),
+            );
+        }
+    }
+
+    /// What the file watcher is to watch now: the template sources, the
+    /// last pass's `file()` inputs (with the bytes it read), the config.
+    fn watched_now(&self) -> Watched {
+        let mut inputs: Vec<(PathBuf, Option<Vec<u8>>)> = Vec::new();
+        for input in self.inputs.iter().flatten() {
+            if !inputs.iter().any(|(p, _)| *p == input.path) {
+                inputs.push((
+                    input.path.clone(),
+                    input.text.as_ref().map(|t| t.as_bytes().to_vec()),
+                ));
+            }
+        }
+        Watched {
+            templates: self
+                .config
+                .templates
+                .iter()
+                .map(|t| t.source.clone())
+                .collect(),
+            inputs,
+            config: (!self.config.path.as_os_str().is_empty()).then(|| self.config.path.clone()),
+        }
+    }
+
+    /// Tells the watcher the current set, if it changed.
+    fn update_watched(&self) {
+        if let Some(tx) = &self.watched {
+            let now = self.watched_now();
+            tx.send_if_modified(|w| {
+                if *w == now {
+                    false
+                } else {
+                    *w = now;
+                    true
+                }
+            });
+        }
+    }
+
+    /// Everything the last pass read with `file()`, to hide from the log.
+    fn redactor(&self) -> Redactor {
+        Redactor::new(
+            self.inputs
+                .iter()
+                .flatten()
+                .filter_map(|i| Some((i.path.as_path(), i.text.as_deref()?))),
+        )
     }
 
     async fn run(mut self, shutdown: CancellationToken) -> Result<(), Error> {
@@ -323,7 +493,8 @@ impl Loop {
         }
         self.start_workers(&mut workers, &ctx).await?;
         let worker_shutdown = ctx.shutdown.clone();
-        drop(ctx);
+        // Kept to restart workers after a config change.
+        self.ctx = Some(ctx);
 
         let give_up = match (self.mode, self.config.peers.timeout) {
             (Mode::Once, t) if !t.is_zero() => Some(Instant::now() + t),
@@ -336,7 +507,7 @@ impl Loop {
                 // arrived, so a burst is one render, and render now rather
                 // than through a timer that rounds up to the next millisecond.
                 while let Ok(event) = events.try_recv() {
-                    self.on_event(event);
+                    self.on_event(event, &mut workers);
                 }
                 if self.due().is_some_and(|d| d <= Instant::now()) {
                     if self.mode == Mode::Once && self.config.leader.policy != Policy::Ordinal {
@@ -359,17 +530,21 @@ impl Loop {
             }
             let due = self.due();
             let grace = self.leadership.deadline();
-            let retry = self.retry.as_ref().map(|(at, _)| *at);
+            let install_retry = self.retry.as_ref().map(|(at, _)| *at);
+            let action_retry = self.action_retry();
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break self.interrupted(),
-                Some(event) = events.recv() => self.on_event(event),
+                Some(done) = self.verdicts.join_next(), if !self.verdicts.is_empty() => self.on_verdict(done),
+                Some(event) = events.recv() => self.on_event(event, &mut workers),
                 Some(error) = errors.recv() => tracing::warn!("{error}"),
                 Some(ended) = workers.join_next() => self.worker_ended(ended),
+                // An action's min_interval ended: render its waiting outputs.
+                _ = sleep_until(action_retry), if action_retry.is_some() => self.retry_actions(),
                 // Due now: the top of the loop renders.
                 _ = sleep_until(due), if due.is_some() => {}
                 // A failed install's next try.
-                _ = sleep_until(retry), if retry.is_some() => {
+                _ = sleep_until(install_retry), if install_retry.is_some() => {
                     if let Some((at, _)) = &mut self.retry {
                         // Far off until the pass sets the next try.
                         *at += Duration::from_secs(86_400);
@@ -397,6 +572,13 @@ impl Loop {
         &mut self,
         ended: Result<(&'static str, Result<(), SourceError>), tokio::task::JoinError>,
     ) {
+        if let Ok((name, _)) = &ended {
+            // Stopped on purpose by a config change.
+            if let Some(count) = self.retired.get_mut(name).filter(|c| **c > 0) {
+                *count -= 1;
+                return;
+            }
+        }
         let (name, why) = match ended {
             Ok((name, Ok(()))) => (name, "it returned".to_string()),
             Ok((name, Err(e))) => (name, e.to_string()),
@@ -411,6 +593,13 @@ impl Loop {
     /// SIGTERM ends `run` cleanly; an init container stopped before its
     /// outputs exist must not look like it succeeded.
     fn interrupted(&self) -> Result<(), Error> {
+        // The runs are abandoned (an exec is killed with its group) when the
+        // loop is dropped; the files they installed stay.
+        for (name, state) in &self.action_states {
+            if state.busy {
+                tracing::warn!(action = %name, "verdict unknown: shutting down while the reload was being verified; the new file stays");
+            }
+        }
         match self.mode {
             Mode::Run => Ok(()),
             Mode::Once => Err(Error::Incomplete(
@@ -419,7 +608,7 @@ impl Loop {
         }
     }
 
-    fn on_event(&mut self, event: Event) {
+    fn on_event(&mut self, event: Event, workers: &mut Workers) {
         let mut now = false;
         match event {
             Event::Peers(set) => {
@@ -452,10 +641,22 @@ impl Loop {
             Event::Templates => {
                 tracing::info!("template sources changed");
                 self.templates_dirty = true;
+                self.rejected.clear();
+            }
+            Event::Inputs => {
+                tracing::info!("files read with file() changed");
+                self.rejected.clear();
+            }
+            Event::Config => {
+                if !self.reload_config(workers) {
+                    return;
+                }
             }
             Event::Rerender => {
-                tracing::info!("SIGHUP: re-reading the templates and rendering now");
+                tracing::info!("SIGHUP: re-reading the config and the templates and rendering now");
+                self.reload_config(workers);
                 self.templates_dirty = true;
+                self.rejected.clear();
                 now = true;
             }
         }
@@ -634,11 +835,14 @@ impl Loop {
     }
 
     /// One pass: render, stage and check every template; install each reload
-    /// group only if all of it passed; reload once; publish the outcome.
+    /// group only if all of it passed (and its action is free); start each
+    /// action that had an output installed; publish the outcome.
     async fn pass(&mut self) -> Vec<Outcome> {
         self.pending = None;
         if self.templates_dirty {
-            self.renderer = Arc::new(Renderer::load(&self.config.templates));
+            self.renderer = Arc::new(
+                Renderer::load(&self.config.templates).with_base(&base_dir(&self.config)),
+            );
             self.templates_dirty = false;
         }
         let config = Arc::clone(&self.config);
@@ -648,32 +852,65 @@ impl Loop {
         // 1. Render, stage and check everything; install nothing yet.
         let mut staged = Vec::with_capacity(config.templates.len());
         let mut outcomes = Vec::with_capacity(config.templates.len());
+        let mut inputs = Vec::with_capacity(config.templates.len());
+        let mut redact = self.redactor();
         for (i, template) in config.templates.iter().enumerate() {
             let started = std::time::Instant::now();
             // Off the runtime thread: the admin listener and SIGTERM go on
             // while it runs; a shutdown abandons it (fuel ends it soon after).
-            let rendered =
+            let (rendered, read) =
                 render::render_detached(Arc::clone(&self.renderer), i, context.clone()).await;
+            if !read.is_empty() {
+                // A check quoting this output's inputs is redacted too.
+                let mut all: Vec<&Input> = self.inputs.iter().flatten().collect();
+                all.extend(read.iter());
+                redact = Redactor::new(
+                    all.into_iter()
+                        .filter_map(|i| Some((i.path.as_path(), i.text.as_deref()?))),
+                );
+            }
             let result = match rendered {
                 Err(e) => Err(CycleError::Render(e)),
-                Ok(output) => match write::stage(template, output.as_bytes()) {
-                    Err(e) => Err(e.into()),
-                    Ok(Plan::Unchanged | Plan::Kept) => Ok(None),
-                    Ok(Plan::Staged(file)) => match &template.check {
-                        Some(command) => match file.check(command).await {
-                            Ok(()) => Ok(Some(file)),
-                            Err(e) => Err(e.into()),
+                Ok(output)
+                    if self
+                        .rejected
+                        .get(&template.destination)
+                        .is_some_and(|bytes| *bytes == output.as_bytes()) =>
+                {
+                    Ok(Step::Held)
+                }
+                Ok(output) => {
+                    tracing::debug!(template = %self.renderer.name(i), bytes = output.len(), inputs = ?read.iter().map(|i| &i.path).collect::<Vec<_>>(), "rendered");
+                    // An output that read file() is a secret: 0600 unless
+                    // the config says otherwise.
+                    let template: Cow<'_, _> = if !read.is_empty() && template.mode.is_none() {
+                        let mut private = template.clone();
+                        private.mode = Some(0o600);
+                        Cow::Owned(private)
+                    } else {
+                        Cow::Borrowed(template)
+                    };
+                    match write::stage(&template, output.as_bytes()) {
+                        Err(e) => Err(e.into()),
+                        Ok(Plan::Unchanged | Plan::Kept) => Ok(Step::Unchanged),
+                        Ok(Plan::Staged(file)) => match &template.check {
+                            Some(command) => match file.check(command).await {
+                                Ok(()) => Ok(Step::Staged(file, output.into_bytes())),
+                                Err(e) => Err(redacted(e, &redact).into()),
+                            },
+                            None => Ok(Step::Staged(file, output.into_bytes())),
                         },
-                        None => Ok(Some(file)),
-                    },
-                },
+                    }
+                }
             };
             let (result, file) = match result {
-                Ok(Some(file)) => (Ok(Installed::Changed), Some(file)),
-                Ok(None) => (Ok(Installed::Unchanged), None),
+                Ok(Step::Staged(file, bytes)) => (Ok(Installed::Changed), Some((file, bytes))),
+                Ok(Step::Unchanged) => (Ok(Installed::Unchanged), None),
+                Ok(Step::Held) => (Ok(Installed::Held), None),
                 Err(e) => (Err(e), None),
             };
             staged.push(file);
+            inputs.push(read);
             outcomes.push(Outcome {
                 template: self.renderer.name(i).to_string(),
                 destination: template.destination.display().to_string(),
@@ -681,38 +918,99 @@ impl Loop {
                 elapsed: started.elapsed(),
             });
         }
+        self.inputs = inputs;
+        self.update_watched();
+        let redact = self.redactor();
 
-        // 2. All or nothing per reload group: the outputs that trigger the
-        // reload form one group; each `reload: false` output is its own.
-        let group_failure = config
-            .templates
+        // 2. All or nothing per reload group: the outputs of one action
+        // form a group; each output without an action is its own. A group
+        // whose action is running (its verdict pending) or within its
+        // min_interval waits: nothing of it is installed now, and it is
+        // rendered again when the action is free.
+        let now = Instant::now();
+        let actions = &config.actions;
+        let group_failure: Vec<Option<String>> = (0..actions.len())
+            .map(|k| {
+                config
+                    .templates
+                    .iter()
+                    .zip(&outcomes)
+                    .find(|(t, o)| t.reload == Some(k) && o.result.is_err())
+                    .map(|(_, o)| o.template.clone())
+            })
+            .collect();
+        let waits: Vec<bool> = actions
             .iter()
-            .zip(&outcomes)
-            .find(|(t, o)| t.reload && o.result.is_err())
-            .map(|(_, o)| o.template.clone());
-        let mut installed_reloadable = false;
+            .enumerate()
+            .map(|(k, action)| {
+                let changed = config
+                    .templates
+                    .iter()
+                    .zip(&staged)
+                    .any(|(t, f)| t.reload == Some(k) && f.is_some());
+                if !changed || group_failure[k].is_some() {
+                    return false;
+                }
+                let state = self.action_states.entry(action.name.clone()).or_default();
+                if state.busy {
+                    state.wanted = true;
+                    return true;
+                }
+                match state.last_run.map(|last| last + action.min_interval) {
+                    Some(free_at) if free_at > now => {
+                        state.retry_at = Some(free_at);
+                        true
+                    }
+                    _ => false,
+                }
+            })
+            .collect();
+        let mut groups: Vec<Vec<InstalledOutput>> = actions.iter().map(|_| Vec::new()).collect();
         for ((template, outcome), file) in config.templates.iter().zip(&mut outcomes).zip(staged) {
-            let Some(file) = file else { continue };
-            if template.reload {
-                if let Some(failed) = &group_failure {
+            let Some((file, bytes)) = file else { continue };
+            if let Some(k) = template.reload {
+                if let Some(failed) = &group_failure[k] {
                     // Dropping the staged file deletes it; the old output stays.
                     outcome.result = Err(CycleError::Group(failed.clone()));
                     continue;
                 }
+                if waits[k] {
+                    outcome.result = Ok(Installed::Deferred);
+                    continue;
+                }
             }
+            let previous = write::previous(&template.destination);
             match file.commit() {
-                Ok(()) => installed_reloadable |= template.reload,
+                Ok(()) => {
+                    if let Some(k) = template.reload {
+                        groups[k].push(InstalledOutput {
+                            template: outcome.template.clone(),
+                            destination: template.destination.clone(),
+                            previous,
+                            bytes,
+                        });
+                    }
+                }
                 Err(e) => outcome.result = Err(e.into()),
             }
         }
 
-        // 3. Reload once, after every output of the pass is in place.
-        let reloaded = match (&config.reload, installed_reloadable) {
-            (Some(reload), true) => Some(reload::send(reload)),
-            _ => None,
-        };
+        // 3. Each action that had an output installed runs once, started in
+        // the order written, beside the loop: its verdict comes back through
+        // `verdicts`.
+        for (action, outputs) in actions.iter().zip(groups) {
+            if outputs.is_empty() {
+                continue;
+            }
+            let state = self.action_states.entry(action.name.clone()).or_default();
+            state.busy = true;
+            state.last_run = Some(now);
+            state.retry_at = None;
+            self.verdicts
+                .spawn(actions::run_group(action.clone(), outputs, redact.clone()));
+        }
         self.rendered = true;
-        self.publish(&outcomes, reloaded.as_ref());
+        self.publish(&outcomes);
         self.schedule_retry(&outcomes);
 
         // 4. Hooks, beside the render path (`run`); `once` runs them itself.
@@ -750,9 +1048,15 @@ impl Loop {
     }
 
     /// Logs, metrics and readiness of a pass: the one place they are derived.
-    fn publish(&mut self, outcomes: &[Outcome], reloaded: Option<&reload::Outcome>) {
+    fn publish(&mut self, outcomes: &[Outcome]) {
         for (i, o) in outcomes.iter().enumerate() {
             match &o.result {
+                Ok(Installed::Deferred) => {
+                    tracing::info!(template = %o.template, destination = %o.destination, "waiting: its reload action is busy or within min_interval; installed when it is free");
+                }
+                Ok(Installed::Held) => {
+                    tracing::info!(template = %o.template, destination = %o.destination, "not installed: the app rejected these same bytes; waiting for a template, file() input or config change");
+                }
                 Ok(installed) => {
                     self.succeeded[i] = true;
                     let changed = *installed == Installed::Changed;
@@ -791,15 +1095,217 @@ impl Loop {
                 }
             }
         }
-        if let Some(outcome) = reloaded {
-            self.metrics.reload(outcome.metric());
-        }
         if self.succeeded.iter().all(|ok| *ok) {
             self.state.set_ready();
         }
-        if outcomes.iter().all(|o| o.result.is_ok()) {
+        if outcomes
+            .iter()
+            .all(|o| matches!(o.result, Ok(Installed::Changed | Installed::Unchanged)))
+        {
             self.metrics.cycle_succeeded();
         }
+    }
+
+    /// An action's run ended: count and log its verdict; after a rejection,
+    /// remember the bytes the app refused (they were put back already).
+    fn on_verdict(&mut self, done: Result<GroupReport, tokio::task::JoinError>) {
+        let report = match done {
+            Ok(report) => report,
+            Err(e) => {
+                tracing::error!("a reload run ended abnormally: {e}");
+                // Which one is unknown: free them all, render again.
+                for state in self.action_states.values_mut() {
+                    if state.busy && self.verdicts.is_empty() {
+                        state.busy = false;
+                    }
+                }
+                self.mark_pending(false);
+                return;
+            }
+        };
+        let signal = self
+            .config
+            .actions
+            .iter()
+            .find(|a| a.name == report.action)
+            .is_some_and(|a| matches!(a.kind, ActionKind::Signal { .. }));
+        self.metrics.reload(&report.action, report.verdict.metric());
+        let action = report.action.as_str();
+        let took = report.took;
+        match &report.verdict {
+            // `reload` logged the signal, or why there was none.
+            Verdict::Signalled(_) => {}
+            Verdict::NoProcess(_) | Verdict::Failed(_) if signal => {}
+            Verdict::Accepted(how) => {
+                tracing::info!(action = %action, took = ?took, "reload accepted: {how}")
+            }
+            Verdict::NoProcess(why) => tracing::info!(
+                action = %action,
+                "no process to reload ({why}); it reads the new file when it starts"
+            ),
+            Verdict::Failed(why) => tracing::warn!(action = %action, "reload failed: {why}"),
+            Verdict::Rejected(why) => {
+                tracing::warn!(action = %action, took = ?took, "reload rejected by the app: {why}")
+            }
+        }
+        for (out, undone) in &report.outputs {
+            match undone {
+                None => {}
+                Some(Ok(())) => {
+                    self.rejected
+                        .insert(out.destination.clone(), out.bytes.clone());
+                    self.metrics.render(&out.template, metrics::Render::Failed);
+                    tracing::warn!(
+                        action = %action,
+                        template = %out.template,
+                        destination = %out.destination.display(),
+                        rollback = ?report.rollback.unwrap_or_default(),
+                        restored = match out.previous { write::Previous::Absent => "removed (it did not exist before)", _ => "the previous file" },
+                        "rolled back: the file on disk is again what the app runs; these bytes are not installed again until an input changes"
+                    );
+                }
+                Some(Err(e)) => {
+                    self.rejected
+                        .insert(out.destination.clone(), out.bytes.clone());
+                    tracing::error!(action = %action, template = %out.template, destination = %out.destination.display(), error = %e, "could not roll back: the file on disk is not what the app runs");
+                }
+            }
+        }
+        if let Some(state) = self.action_states.get_mut(&report.action) {
+            state.busy = false;
+            if std::mem::take(&mut state.wanted) {
+                self.mark_pending(false);
+            }
+        }
+    }
+
+    /// The earliest end of an action's `min_interval` that outputs wait for.
+    fn action_retry(&self) -> Option<Instant> {
+        self.action_states.values().filter_map(|s| s.retry_at).min()
+    }
+
+    /// Renders again the outputs whose action's `min_interval` ended.
+    fn retry_actions(&mut self) {
+        let now = Instant::now();
+        let mut due = false;
+        for state in self.action_states.values_mut() {
+            if state.retry_at.is_some_and(|at| at <= now) {
+                state.retry_at = None;
+                due = true;
+            }
+        }
+        if due {
+            self.mark_pending(true);
+        }
+    }
+
+    /// Re-reads the config file. A valid, changed one replaces the running
+    /// config (the workers whose settings changed are restarted) and is
+    /// rendered at the next pass; an invalid one is logged and counted, and
+    /// the running config stays. True if it changed.
+    fn reload_config(&mut self, workers: &mut Workers) -> bool {
+        let path = self.config.path.clone();
+        if path.as_os_str().is_empty() {
+            return false;
+        }
+        let mut new = match Config::load(&path, true) {
+            Ok(new) => new,
+            Err(e) => {
+                tracing::error!(config = %path.display(), error = %e, "the new config is invalid; the running config stays");
+                self.metrics.config_reload(metrics::ConfigReload::Invalid);
+                return false;
+            }
+        };
+        let old = Arc::clone(&self.config);
+        // What needs a restart is logged and otherwise ignored.
+        if new.identity != old.identity {
+            tracing::warn!(config = %path.display(), "identity changed: that needs a restart of peerplate; the running identity stays");
+            new.identity = old.identity.clone();
+            new.pod_fqdn = old.pod_fqdn.clone();
+        }
+        if new.http != old.http {
+            tracing::warn!(config = %path.display(), "http.listen changed: that needs a restart of peerplate; the admin server stays where it is");
+            new.http = old.http.clone();
+        }
+        if new == *old {
+            self.metrics.config_reload(metrics::ConfigReload::Unchanged);
+            return false;
+        }
+        let renderer = Renderer::load(&new.templates).with_base(&base_dir(&new));
+        let errors: Vec<String> = renderer.errors().iter().map(|e| e.to_string()).collect();
+        if !errors.is_empty() {
+            tracing::error!(config = %path.display(), error = %errors.join("; "), "the new config's templates do not compile; the running config stays");
+            self.metrics.config_reload(metrics::ConfigReload::Invalid);
+            return false;
+        }
+        if let Policy::Sticky { port: 0, .. } = new.leader.policy {
+            tracing::error!(config = %path.display(), "leader.policy sticky asks the peers who leads on their admin port; set http.listen (which needs a restart); the running config stays");
+            self.metrics.config_reload(metrics::ConfigReload::Invalid);
+            return false;
+        }
+        // Valid: it takes effect now.
+        let names: Vec<String> = (0..new.templates.len())
+            .map(|i| renderer.name(i).to_string())
+            .collect();
+        self.metrics.expect(
+            &names,
+            matches!(new.peers.source, PeerSource::Dns(_)),
+            &action_names(&new),
+            &hook_names(&new),
+        );
+        // Removed templates are forgotten (their files stay); the others
+        // keep whether they have rendered once.
+        self.succeeded = new
+            .templates
+            .iter()
+            .map(|t| {
+                old.templates
+                    .iter()
+                    .position(|o| o.destination == t.destination)
+                    .is_some_and(|k| self.succeeded.get(k).copied().unwrap_or(false))
+            })
+            .collect();
+        self.action_states
+            .retain(|name, state| state.busy || new.actions.iter().any(|a| a.name == *name));
+        self.rejected.clear();
+        self.renderer = Arc::new(renderer);
+        self.templates_dirty = false;
+        self.inputs.clear();
+        let peers_changed = new.peers != old.peers || new.nameservers != old.nameservers;
+        let leader_changed = new.leader != old.leader;
+        let hooks_changed = new.hooks != old.hooks;
+        self.config = Arc::new(new);
+        tracing::info!(config = %path.display(), templates = self.config.templates.len(), actions = ?action_names(&self.config), "config reloaded");
+        self.metrics.config_reload(metrics::ConfigReload::Applied);
+        self.update_watched();
+        if let Some(ctx) = self.ctx.clone() {
+            if peers_changed {
+                if let Err(e) = self.start_peers(workers, &ctx) {
+                    tracing::error!(error = %e, "the new peer source could not start; /healthz now fails so the container is restarted");
+                    self.state
+                        .set_broken(format!("the new peer source could not start: {e}"));
+                }
+            }
+            if leader_changed {
+                self.leadership = Leadership::new(self.config.leader.clone());
+                self.awaiting_leader =
+                    self.mode == Mode::Run && self.config.leader.policy != Policy::Ordinal;
+                self.state
+                    .set_leader(None, self.leadership.policy(), self.leadership.since());
+                if let Err(e) = self.start_leader(workers, &ctx) {
+                    tracing::error!(error = %e, "the new leader worker could not start; /healthz now fails so the container is restarted");
+                    self.state
+                        .set_broken(format!("the leader worker could not start: {e}"));
+                }
+                if !self.awaiting_leader {
+                    self.decide_leader();
+                }
+            }
+            if hooks_changed {
+                self.start_hooks(workers, &ctx);
+            }
+        }
+        true
     }
 
     /// `once` with `sticky` or `probe`: one round of asking (bounded by the
@@ -830,6 +1336,23 @@ impl Loop {
             Ok(_) => None,
         }) {
             return Err(failed);
+        }
+        // The verdicts of the actions this pass started.
+        let mut rejected = Vec::new();
+        while !self.verdicts.is_empty() {
+            let done = tokio::select! {
+                _ = shutdown.cancelled() => return self.interrupted(),
+                Some(done) = self.verdicts.join_next() => done,
+            };
+            if let Ok(report) = &done {
+                if let Verdict::Rejected(why) = &report.verdict {
+                    rejected.push(format!("reload action {} rejected: {why}", report.action));
+                }
+            }
+            self.on_verdict(done);
+        }
+        if !rejected.is_empty() {
+            return Err(Error::Incomplete(rejected.join("; ")));
         }
         let peers = self.peers.clone().unwrap_or_default();
         let Some(hooks) = self.config.hooks.clone() else {
@@ -868,8 +1391,38 @@ impl Loop {
     }
 }
 
-/// SIGHUP re-renders everything now (ignoring `wait`); the app is reloaded
-/// only if bytes changed. (SIGUSR1/SIGUSR2 are logged and ignored by
+/// What rendering one template came to, before the groups are decided.
+enum Step {
+    /// New bytes, staged (and checked).
+    Staged(write::Staged, Vec<u8>),
+    Unchanged,
+    /// The bytes an app rejected: not installed again.
+    Held,
+}
+
+/// A check's stderr with the `file()` inputs hidden.
+fn redacted(e: WriteError, redact: &Redactor) -> WriteError {
+    match e {
+        WriteError::CheckFailed {
+            command,
+            status,
+            stderr,
+        } => WriteError::CheckFailed {
+            command,
+            status,
+            stderr: redact.apply(&stderr),
+        },
+        other => other,
+    }
+}
+
+/// Adds a worker to the set, under its name.
+fn spawn(workers: &mut Workers, name: &'static str, worker: Worker) {
+    workers.spawn(async move { (name, worker.await) });
+}
+
+/// SIGHUP re-reads the config and re-renders everything now (ignoring
+/// `wait`); the app is reloaded only if bytes changed. (SIGUSR1/SIGUSR2 are logged and ignored by
 /// `main`, so none of the three ever ends the process.)
 fn signals_worker(ctx: Context) -> Result<Worker, SourceError> {
     use tokio::signal::unix::{signal, SignalKind};

@@ -75,4 +75,10 @@ pub enum Installed {
     Changed,
     /// The destination already held these bytes (or `create_only` kept it).
     Unchanged,
+    /// New bytes, not installed yet: the output's reload action is busy
+    /// (its verdict pending) or within its `min_interval`.
+    Deferred,
+    /// The app rejected these same bytes before; not installed again until
+    /// an input changes.
+    Held,
 }

@@ -385,12 +385,13 @@ fn readyz_stays_503_while_one_of_two_templates_fails_every_render() {
 // --- metrics ---------------------------------------------------------------
 
 /// Every family the contract names, with its OpenMetrics type.
-const FAMILIES: [(&str, &str); 12] = [
+const FAMILIES: [(&str, &str); 13] = [
     ("peerplate_peers", "gauge"),
     ("peerplate_dns_lookups", "counter"),
     ("peerplate_renders", "counter"),
     ("peerplate_checks_failed", "counter"),
     ("peerplate_reloads", "counter"),
+    ("peerplate_config_reloads", "counter"),
     ("peerplate_hook_runs", "counter"),
     ("peerplate_last_success_timestamp_seconds", "gauge"),
     ("peerplate_build_info", "gauge"),
@@ -492,7 +493,10 @@ fn metrics_is_openmetrics_text_a_real_parser_accepts() {
         m.text
     );
     assert_eq!(
-        m.value("peerplate_reloads_total", &[("result", "signalled")]),
+        m.value(
+            "peerplate_reloads_total",
+            &[("action", "default"), ("result", "signalled")]
+        ),
         2.0,
         "{}",
         m.text
@@ -535,7 +539,7 @@ fn known_series_are_there_at_zero_from_the_start() {
     for series in [
         "peerplate_renders_total{template=\"t.j2\",result=\"failed\"} 0",
         "peerplate_checks_failed_total{template=\"t.j2\"} 0",
-        "peerplate_reloads_total{result=\"failed\"} 0",
+        "peerplate_reloads_total{action=\"default\",result=\"failed\"} 0",
     ] {
         assert!(m.text.contains(series), "no {series}\n{}", m.text);
     }
@@ -684,10 +688,16 @@ fn reloads_count_signalled_and_no_process() {
     let mut d = pod.start();
     // The first install is a change: one signal.
     let m = wait_metrics(&pod, &mut d, "reloads{signalled} == 1", |m| {
-        m.value("peerplate_reloads_total", &[("result", "signalled")]) == 1.0
+        m.value(
+            "peerplate_reloads_total",
+            &[("action", "default"), ("result", "signalled")],
+        ) == 1.0
     });
     assert_eq!(
-        m.value("peerplate_reloads_total", &[("result", "no_process")]),
+        m.value(
+            "peerplate_reloads_total",
+            &[("action", "default"), ("result", "no_process")]
+        ),
         0.0,
         "{}",
         m.text
@@ -699,17 +709,26 @@ fn reloads_count_signalled_and_no_process() {
     // Another change: another signal.
     pod.replace("peers", &peers(&[0, 1, 2]));
     wait_metrics(&pod, &mut d, "reloads{signalled} == 2", |m| {
-        m.value("peerplate_reloads_total", &[("result", "signalled")]) == 2.0
+        m.value(
+            "peerplate_reloads_total",
+            &[("action", "default"), ("result", "signalled")],
+        ) == 2.0
     });
 
     // The app is gone (its pid file left behind): NoProcess, not Failed.
     app.stop_with(Signal::SIGKILL, Duration::from_secs(2));
     pod.replace("peers", &peers(&[0, 1]));
     let m = wait_metrics(&pod, &mut d, "reloads{no_process} == 1", |m| {
-        m.value("peerplate_reloads_total", &[("result", "no_process")]) == 1.0
+        m.value(
+            "peerplate_reloads_total",
+            &[("action", "default"), ("result", "no_process")],
+        ) == 1.0
     });
     assert_eq!(
-        m.value("peerplate_reloads_total", &[("result", "failed")]),
+        m.value(
+            "peerplate_reloads_total",
+            &[("action", "default"), ("result", "failed")]
+        ),
         0.0,
         "{}",
         m.text
@@ -719,10 +738,16 @@ fn reloads_count_signalled_and_no_process() {
     std::fs::remove_file(&pid_file).expect("remove pid file");
     pod.replace("peers", &peers(&[1]));
     let m = wait_metrics(&pod, &mut d, "reloads{no_process} == 2", |m| {
-        m.value("peerplate_reloads_total", &[("result", "no_process")]) == 2.0
+        m.value(
+            "peerplate_reloads_total",
+            &[("action", "default"), ("result", "no_process")],
+        ) == 2.0
     });
     assert_eq!(
-        m.value("peerplate_reloads_total", &[("result", "signalled")]),
+        m.value(
+            "peerplate_reloads_total",
+            &[("action", "default"), ("result", "signalled")]
+        ),
         2.0,
         "{}",
         m.text

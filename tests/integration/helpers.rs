@@ -924,3 +924,14 @@ fn dechunk(mut s: &str) -> Option<String> {
 pub fn http_status(port: u16, path: &str) -> u16 {
     http_get(port, path).map(|r| r.status).unwrap_or(0)
 }
+
+/// The value of one sample in `/metrics` on 127.0.0.1:`port`, written as in
+/// the exposition (`peerplate_reloads_total{action="a",result="accepted"}`);
+/// `None` when the sample is not there or the scrape failed.
+pub fn metric(port: u16, sample: &str) -> Option<f64> {
+    let reply = http_get(port, "/metrics").ok()?;
+    reply.body.lines().find_map(|line| {
+        let rest = line.strip_prefix(sample)?;
+        rest.strip_prefix(' ')?.trim().parse().ok()
+    })
+}

@@ -479,7 +479,7 @@ fn sighup_rerenders_at_once_reloads_on_changed_bytes_and_does_not_kill() {
     );
     d.wait_for_line(
         mark,
-        &["SIGHUP: re-reading the templates and rendering now"],
+        &["SIGHUP: re-reading the config and the templates and rendering now"],
         WAIT,
     );
     assert!(poll_until(WAIT, || lines(&hups).len() == 2), "{}", d.logs());

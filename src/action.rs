@@ -1,0 +1,250 @@
+//! Running one reload action and reading the app's verdict.
+//!
+//! - a signal ([`reload`]): `signalled`, or with `verify: children` the
+//!   verdict of the signalled processes: each must start a new child within
+//!   `verify_timeout` (nginx and HAProxy in master-worker mode replace their
+//!   workers on an accepted reload and keep the old ones on a rejected one);
+//! - `http`: any 2xx accepts; a connection error or a 502/503/504 is tried
+//!   again with backoff up to `retries` times; any other status is the app's
+//!   verdict at once, and its body (cut to a few lines) is the complaint;
+//! - `exec`: the words of the command, no shell, bounded by `timeout`, reaped;
+//!   exit 0 accepts, another exit rejects with the stderr as the complaint.
+//!
+//! Only an answer from the app rejects: an app that never answered
+//! (connection refused through every retry, a command that could not
+//! start, no process to signal) is `no_process`, and what peerplate could
+//! not do (a signal not allowed, a timeout) is `failed`. Every complaint
+//! goes through the [`Redactor`] before it is returned, so a `file()`
+//! input quoted by the app never reaches the log.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+
+use crate::config::{Action, ActionKind, HttpAction};
+use crate::http_client::{self, HttpError};
+use crate::metrics::Reload;
+use crate::process;
+use crate::redact::Redactor;
+use crate::reload;
+
+/// How often `verify: children` looks for new children.
+const VERIFY_POLL: Duration = Duration::from_millis(1);
+
+/// How much of a complaint is kept for the log.
+const COMPLAINT_LINES: usize = 10;
+const COMPLAINT_CHARS: usize = 2000;
+
+/// What an action's run came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// The signal went to these pids; nothing verifies it.
+    Signalled(Vec<i32>),
+    /// The app took the new config; the text says how we know.
+    Accepted(String),
+    /// The app refused it; the text is its complaint (redacted).
+    Rejected(String),
+    /// Nothing answered; the text says what was missing.
+    NoProcess(String),
+    /// Peerplate could not run the action; the text says why.
+    Failed(String),
+}
+
+impl Verdict {
+    /// The `result` label of `peerplate_reloads_total`.
+    pub fn metric(&self) -> Reload {
+        match self {
+            Verdict::Signalled(_) => Reload::Signalled,
+            Verdict::Accepted(_) => Reload::Accepted,
+            Verdict::Rejected(_) => Reload::Rejected,
+            Verdict::NoProcess(_) => Reload::NoProcess,
+            Verdict::Failed(_) => Reload::Failed,
+        }
+    }
+}
+
+/// Runs `action` once and returns its verdict; `redact` hides `file()`
+/// inputs in whatever the app says.
+pub async fn run(action: &Action, redact: &Redactor) -> Verdict {
+    match &action.kind {
+        ActionKind::Signal { reload, verify } => {
+            let mut before: Vec<(i32, BTreeSet<i32>)> = Vec::new();
+            let outcome = reload::send_with(reload, |pids| {
+                if verify.is_some() {
+                    before = pids.iter().map(|p| (*p, children(*p))).collect();
+                }
+            });
+            match (outcome, verify) {
+                (reload::Outcome::Signalled(pids), None) => Verdict::Signalled(pids),
+                (reload::Outcome::Signalled(pids), Some(timeout)) => {
+                    before.retain(|(p, _)| pids.contains(p));
+                    verify_children(&before, *timeout).await
+                }
+                (reload::Outcome::NoProcess(why) | reload::Outcome::Skipped(why), _) => {
+                    Verdict::NoProcess(why)
+                }
+                (reload::Outcome::Failed(why), _) => Verdict::Failed(why),
+            }
+        }
+        ActionKind::Http(http) => call(http, redact).await,
+        ActionKind::Exec { command, timeout } => exec(command, *timeout, redact).await,
+    }
+}
+
+/// The children of `pid` (any state), from `/proc/PID/task/PID/children`,
+/// else from a scan of `/proc`.
+fn children(pid: i32) -> BTreeSet<i32> {
+    let file = format!("/proc/{pid}/task/{pid}/children");
+    if let Ok(text) = std::fs::read_to_string(file) {
+        return text
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect();
+    }
+    process::processes(Path::new("/proc"))
+        .into_iter()
+        .filter(|(_, s)| s.ppid == pid)
+        .map(|(_, s)| s.pid)
+        .collect()
+}
+
+fn alive(pid: i32) -> bool {
+    process::Stat::read(Path::new("/proc"), pid).is_some_and(|s| s.state != 'Z')
+}
+
+/// Accepted once every signalled pid has a child it did not have before the
+/// signal; rejected when one has none by `timeout`.
+async fn verify_children(before: &[(i32, BTreeSet<i32>)], timeout: Duration) -> Verdict {
+    let started = tokio::time::Instant::now();
+    let mut waiting: Vec<&(i32, BTreeSet<i32>)> = before.iter().collect();
+    let mut new_children = Vec::new();
+    loop {
+        let mut still = Vec::new();
+        for entry in waiting {
+            let (pid, old) = entry;
+            let now = children(*pid);
+            match now.difference(old).find(|c| alive(**c)) {
+                Some(child) => new_children.push(format!("{pid} -> {child}")),
+                None if !alive(*pid) => {
+                    return Verdict::NoProcess(format!(
+                        "pid {pid} exited after the signal, before starting a new child"
+                    ))
+                }
+                None => still.push(entry),
+            }
+        }
+        waiting = still;
+        if waiting.is_empty() {
+            return Verdict::Accepted(format!("new children: {}", new_children.join(", ")));
+        }
+        if started.elapsed() >= timeout {
+            let pids: Vec<String> = waiting.iter().map(|(p, _)| p.to_string()).collect();
+            return Verdict::Rejected(format!(
+                "no new child of pid {} within {} (verify: children): the app kept its old workers, so it did not load the new file; its own log says why",
+                pids.join(", "),
+                humantime::format_duration(timeout)
+            ));
+        }
+        tokio::time::sleep(VERIFY_POLL).await;
+    }
+}
+
+/// The `http` action, with retries on connection errors and 502/503/504.
+async fn call(http: &HttpAction, redact: &Redactor) -> Verdict {
+    let mut backoff = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(2))
+        .with_max_times(http.retries as usize)
+        .build();
+    let what = format!("{} {}", http.method, http.url);
+    loop {
+        let result = http_client::request(&http.method, &http.url, http.timeout).await;
+        let retry = match &result {
+            Err(HttpError::Connect(_) | HttpError::Exchange(_)) => true,
+            Ok(r) => matches!(r.status, 502..=504),
+            Err(_) => false,
+        };
+        if retry {
+            if let Some(delay) = backoff.next() {
+                tracing::debug!(request = %what, answer = %describe(&result), ?delay, "reload request: trying again");
+                tokio::time::sleep(delay).await;
+                continue;
+            }
+        }
+        return match result {
+            Ok(r) if (200..300).contains(&r.status) => {
+                Verdict::Accepted(format!("{what}: HTTP {}", r.status))
+            }
+            Ok(r) if retry => Verdict::Failed(format!(
+                "{what}: HTTP {} after {} attempt(s): {}",
+                r.status,
+                http.retries + 1,
+                complaint(&String::from_utf8_lossy(&r.body), redact)
+            )),
+            Ok(r) => Verdict::Rejected(format!(
+                "{what}: HTTP {}: {}",
+                r.status,
+                complaint(&String::from_utf8_lossy(&r.body), redact)
+            )),
+            Err(HttpError::Connect(why)) => Verdict::NoProcess(format!(
+                "{what}: {why} (after {} attempt(s))",
+                http.retries + 1
+            )),
+            Err(e) => Verdict::Failed(format!("{what}: {e}")),
+        };
+    }
+}
+
+fn describe(result: &Result<http_client::Response, HttpError>) -> String {
+    match result {
+        Ok(r) => format!("HTTP {}", r.status),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// The `exec` action.
+async fn exec(command: &[String], timeout: Duration, redact: &Redactor) -> Verdict {
+    let shown = command.join(" ");
+    let result = process::run(process::Spec {
+        argv: command,
+        stdin: None,
+        capture_stderr: true,
+        quiet: true,
+        timeout,
+    })
+    .await;
+    match result {
+        Ok(done) if done.status.success() => Verdict::Accepted(format!("`{shown}` exited 0")),
+        Ok(done) => Verdict::Rejected(format!(
+            "`{shown}` {}: {}",
+            done.status,
+            complaint(&String::from_utf8_lossy(&done.stderr), redact)
+        )),
+        Err(process::RunError::Start(e)) => {
+            Verdict::NoProcess(format!("`{shown}` could not start: {e}"))
+        }
+        Err(e) => Verdict::Failed(format!("`{shown}`: {e}")),
+    }
+}
+
+/// What the app said, redacted and cut to a few lines.
+pub fn complaint(text: &str, redact: &Redactor) -> String {
+    let text = redact.apply(text.trim());
+    if text.is_empty() {
+        return "(no output)".into();
+    }
+    let lines: Vec<&str> = text.lines().collect();
+    let mut cut = lines[..lines.len().min(COMPLAINT_LINES)].join("\n");
+    if cut.chars().count() > COMPLAINT_CHARS {
+        cut = cut.chars().take(COMPLAINT_CHARS).collect();
+        cut.push_str(" [...]");
+    } else if lines.len() > COMPLAINT_LINES {
+        cut.push_str(&format!(
+            "\n[... {} more lines]",
+            lines.len() - COMPLAINT_LINES
+        ));
+    }
+    cut
+}
