@@ -32,6 +32,10 @@ pub struct Config {
     pub peers: Peers,
     pub wait: Wait,
     pub templates: Vec<Template>,
+    /// Templates with no `destination`: only included or imported by others.
+    pub partials: Vec<Partial>,
+    /// `render.lstrip_blocks`: the default of `templates[].lstrip_blocks`.
+    pub lstrip_blocks: bool,
     pub reload: Option<Reload>,
     pub hooks: Option<Hooks>,
     pub seed: Vec<Seed>,
@@ -107,6 +111,8 @@ pub struct Peers {
     /// `peers.min`: after this pod's first render, a smaller set is held
     /// (not rendered) in `run`. Default 1 for `dns` and `file`, else 0.
     pub min: usize,
+    /// Whether `peers.min` was written (else the source's default).
+    pub min_given: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -152,6 +158,20 @@ pub struct Template {
     /// The render's instruction budget (`fuel`): minijinja's fuel, charged
     /// per instruction and per 64 bytes of data a template creates.
     pub fuel: u64,
+    /// Strip the spaces before a block tag on its line (`lstrip_blocks`).
+    pub lstrip_blocks: bool,
+}
+
+/// A template with no `destination`: compiled, never rendered alone,
+/// included (`{% include %}`, `{% import %}`) by its source path as written
+/// in the config or by its file name when no other template shares it.
+#[derive(Debug, Clone)]
+pub struct Partial {
+    /// The file, relative paths resolved against the config's folder.
+    pub source: PathBuf,
+    /// The source path as written in the config.
+    pub written: String,
+    pub lstrip_blocks: bool,
 }
 
 impl Template {
@@ -175,6 +195,7 @@ impl Template {
             reload: false,
             max_size: Template::DEFAULT_MAX_SIZE,
             fuel: Template::DEFAULT_FUEL,
+            lstrip_blocks: false,
         }
     }
 }
