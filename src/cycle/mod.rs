@@ -147,7 +147,7 @@ struct Loop {
 
 impl Loop {
     fn new(config: Config, mode: Mode) -> Loop {
-        let renderer = Arc::new(Renderer::load(&config.templates));
+        let renderer = Arc::new(Renderer::load(&config));
         let metrics = Arc::new(Metrics::new());
         let names: Vec<String> = (0..config.templates.len())
             .map(|i| renderer.name(i).to_string())
@@ -215,6 +215,7 @@ impl Loop {
                 .templates
                 .iter()
                 .map(|t| t.source.clone())
+                .chain(self.config.partials.iter().map(|p| p.source.clone()))
                 .collect();
             add("templates", template_watch::worker(sources, ctx.clone())?);
         }
@@ -638,7 +639,7 @@ impl Loop {
     async fn pass(&mut self) -> Vec<Outcome> {
         self.pending = None;
         if self.templates_dirty {
-            self.renderer = Arc::new(Renderer::load(&self.config.templates));
+            self.renderer = Arc::new(Renderer::load(&self.config));
             self.templates_dirty = false;
         }
         let config = Arc::clone(&self.config);
@@ -826,6 +827,11 @@ impl Loop {
     ) -> Result<(), Error> {
         if let Some(failed) = outcomes.into_iter().find_map(|o| match o.result {
             Err(CycleError::Render(e)) => Some(Error::Template(e)),
+            // The check's output is in the warning just logged: once is enough.
+            Err(CycleError::Check(_)) => Some(Error::Incomplete(format!(
+                "{}: not installed, its check failed (the check's output is in the warning above)",
+                o.template
+            ))),
             Err(e) => Some(Error::Incomplete(format!("{}: {e}", o.template))),
             Ok(_) => None,
         }) {
