@@ -26,6 +26,7 @@ mod examples;
 mod hooks;
 mod leader;
 mod limits;
+mod messages;
 mod nginx;
 mod once;
 mod peer_finder;
