@@ -62,7 +62,7 @@ fn config(template: &Path, dir: &Path) -> Config {
 
 fn bench_template(c: &mut Criterion, group: &str, template: &Path, dir: &Path) {
     let config = config(template, dir);
-    let renderer = Renderer::load(&config.templates);
+    let renderer = Renderer::load(&config);
     assert!(
         renderer.errors().is_empty(),
         "template loads: {:?}",

@@ -117,16 +117,15 @@ pub async fn execute(cli: &Cli, shutdown: CancellationToken) -> Result<(), Error
             // anyway (alive, not ready), logs and counts the error, and
             // renders once the template is fixed: exiting would be a crash
             // loop whose back-off delays the recovery.
+            let renderer = Renderer::load(&config);
             if matches!(cli.command, Command::Once) {
-                let errors: Vec<_> = Renderer::load(&config.templates)
-                    .errors()
-                    .into_iter()
-                    .cloned()
-                    .collect();
+                let errors: Vec<_> = renderer.errors().into_iter().cloned().collect();
                 if !errors.is_empty() {
                     return Err(Error::Templates(errors));
                 }
             }
+            warn_unused_vars(&renderer, &config);
+            drop(renderer);
             if matches!(cli.command, Command::Run) {
                 if !config.seed.is_empty() {
                     // The same ConfigMap often serves the init container
@@ -158,10 +157,19 @@ pub async fn execute(cli: &Cli, shutdown: CancellationToken) -> Result<(), Error
 /// warning; only errors of a template's own logic fail.
 fn check(cli: &Cli) -> Result<(), Error> {
     let mut config = cli.load_config(true)?;
-    let renderer = Renderer::load_for(&config.templates, render::Mode::Check);
+    let renderer = Renderer::load_for(&config, render::Mode::Check);
     let errors: Vec<_> = renderer.errors().into_iter().cloned().collect();
     if !errors.is_empty() {
         return Err(Error::Templates(errors));
+    }
+    warn_unused_vars(&renderer, &config);
+    for finding in renderer.changed_meaning(&config) {
+        tracing::warn!(
+            template = %finding.what,
+            "{}: {} (README, \"Changes\")",
+            finding.what,
+            finding.message
+        );
     }
     let (peers, with) = check_peers(&mut config)?;
     let mut leadership = Leadership::new(config.leader.clone());
@@ -179,6 +187,13 @@ fn check(cli: &Cli) -> Result<(), Error> {
         config.templates.len()
     );
     Ok(())
+}
+
+/// Warns about each `vars` key no template reads (`run`, `once`, `check`).
+fn warn_unused_vars(renderer: &Renderer, config: &Config) {
+    for finding in renderer.unused_vars(config) {
+        tracing::warn!(key = %finding.what, "{}: {}", finding.what, finding.message);
+    }
 }
 
 /// The peers `check` renders with, and how to say which they are.
@@ -322,7 +337,7 @@ async fn render_command(cli: &Cli, args: &RenderArgs) -> Result<(), Error> {
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_default();
-    let renderer = Renderer::load(&config.templates).with_base(&base);
+    let renderer = Renderer::load(&config).with_base(&base);
     let context = render::context(&config, &peers, leader.as_ref());
     let mut out = Vec::new();
     let headers = config.templates.len() > 1;
@@ -423,8 +438,21 @@ fn pick_template(config: &Config, wanted: &str) -> Result<Template, Error> {
     if let Some(t) = found {
         return Ok(t.clone());
     }
+    let partial = config.partials.iter().find(|p| {
+        p.source == wanted_path
+            || p.written == wanted
+            || p.source.file_name() == Some(wanted_path.as_os_str())
+    });
+    if let Some(p) = partial {
+        return Err(Error::Usage(format!(
+            "--template {wanted}: {} is a partial (a template with no destination): it is rendered only where another template includes or imports it; pick that template",
+            p.written
+        )));
+    }
     if wanted_path.is_file() {
-        return Ok(Template::preview(wanted_path.to_path_buf()));
+        let mut preview = Template::preview(wanted_path.to_path_buf());
+        preview.lstrip_blocks = config.lstrip_blocks;
+        return Ok(preview);
     }
     let known: Vec<String> = config
         .templates
@@ -465,7 +493,7 @@ async fn configured_peers(config: &Config) -> Result<PeerSet, Error> {
         PeerSource::File(path) => {
             let bytes = crate::limits::read_regular(path, crate::limits::PEERS_FILE_MAX_BYTES)
                 .map_err(|source| Error::Io {
-                    path: path.clone(),
+                    path: format!("cannot read the peers file {}", path.display()).into(),
                     source,
                 })?;
             let text = String::from_utf8_lossy(&bytes);

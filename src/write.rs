@@ -24,11 +24,58 @@ use crate::process;
 /// How long a `check` command may run before it is killed and counted as failed.
 pub const CHECK_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How much of a failed check's stderr is kept: its first lines say what
+/// the checker was doing, its last lines why it gave up.
+pub const CHECK_OUTPUT: Excerpt = Excerpt {
+    head_lines: 10,
+    tail_lines: 20,
+    line_chars: 300,
+};
+
+/// How much of a long text [`excerpt`] keeps.
+#[derive(Debug, Clone, Copy)]
+pub struct Excerpt {
+    pub head_lines: usize,
+    pub tail_lines: usize,
+    /// A longer line is cut, with `...`.
+    pub line_chars: usize,
+}
+
+/// `text` trimmed; when longer than the head and tail together, its first
+/// and last lines with a marker between saying how many were left out.
+pub fn excerpt(text: &str, keep: Excerpt) -> String {
+    let cut = |line: &str| {
+        if line.chars().count() > keep.line_chars {
+            let short: String = line.chars().take(keep.line_chars).collect();
+            format!("{short}...")
+        } else {
+            line.to_string()
+        }
+    };
+    let lines: Vec<&str> = text.trim().lines().collect();
+    if lines.len() <= keep.head_lines + keep.tail_lines {
+        return lines.iter().map(|l| cut(l)).collect::<Vec<_>>().join("\n");
+    }
+    let left_out = lines.len() - keep.head_lines - keep.tail_lines;
+    let head = lines[..keep.head_lines].iter().map(|l| cut(l));
+    let tail = lines[lines.len() - keep.tail_lines..]
+        .iter()
+        .map(|l| cut(l));
+    head.chain(std::iter::once(format!(
+        "[... {left_out} lines left out ...]"
+    )))
+    .chain(tail)
+    .collect::<Vec<_>>()
+    .join("\n")
+}
+
 /// Why an output was not installed.
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
-    #[error("{}: {source}", path.display())]
+    #[error("cannot {action} {}: {source}", path.display())]
     Io {
+        /// What was being done, like "write the staged file".
+        action: &'static str,
         path: PathBuf,
         #[source]
         source: std::io::Error,
@@ -41,8 +88,9 @@ pub enum WriteError {
     },
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> WriteError + '_ {
+fn io<'p>(action: &'static str, path: &'p Path) -> impl FnOnce(std::io::Error) -> WriteError + 'p {
     move |source| WriteError::Io {
+        action,
         path: path.to_path_buf(),
         source,
     }
@@ -72,27 +120,29 @@ pub fn stage(template: &Template, bytes: &[u8]) -> Result<Plan, WriteError> {
     let existing = match std::fs::metadata(dest) {
         Ok(meta) => Some(meta),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(io(dest)(e)),
+        Err(e) => return Err(io("look at the destination", dest)(e)),
     };
     if let Some(meta) = &existing {
         if template.create_only {
             return Ok(Plan::Kept);
         }
-        if meta.len() == bytes.len() as u64 && std::fs::read(dest).map_err(io(dest))? == bytes {
+        if meta.len() == bytes.len() as u64
+            && std::fs::read(dest).map_err(io("read the destination", dest))? == bytes
+        {
             // Same bytes; a wrong mode is fixed in place, which is not a change
             // the application needs to reload for. Never through a symlink:
             // that would change the file it points to.
             if let Some(mode) = template.mode {
                 if meta.permissions().mode() & 0o7777 != mode {
                     let link = std::fs::symlink_metadata(dest)
-                        .map_err(io(dest))?
+                        .map_err(io("look at the destination", dest))?
                         .file_type()
                         .is_symlink();
                     if link {
                         tracing::info!(destination = %dest.display(), "the destination is a symlink: its mode is left alone (peerplate never changes a file through a link); the link is replaced by a file when the output changes");
                     } else {
                         std::fs::set_permissions(dest, Permissions::from_mode(mode))
-                            .map_err(io(dest))?;
+                            .map_err(io("set the mode of", dest))?;
                     }
                 }
             }
@@ -113,7 +163,7 @@ pub fn stage(template: &Template, bytes: &[u8]) -> Result<Plan, WriteError> {
             .recursive(true)
             .mode(0o755)
             .create(dir)
-            .map_err(io(dir))?;
+            .map_err(io("create the destination folder", dir))?;
         tracing::info!(folder = %dir.display(), "created the destination folder");
     }
     let prefix = format!(
@@ -124,10 +174,14 @@ pub fn stage(template: &Template, bytes: &[u8]) -> Result<Plan, WriteError> {
         .prefix(&prefix)
         .suffix(".peerplate")
         .tempfile_in(dir)
-        .map_err(io(dir))?;
-    file.write_all(bytes).map_err(io(file.path()))?;
-    file.as_file().sync_all().map_err(io(file.path()))?;
-    std::fs::set_permissions(file.path(), Permissions::from_mode(mode)).map_err(io(file.path()))?;
+        .map_err(io("create a staged file in", dir))?;
+    file.write_all(bytes)
+        .map_err(io("write the staged file", file.path()))?;
+    file.as_file()
+        .sync_all()
+        .map_err(io("flush the staged file", file.path()))?;
+    std::fs::set_permissions(file.path(), Permissions::from_mode(mode))
+        .map_err(io("set the mode of the staged file", file.path()))?;
     if let Some(meta) = &existing {
         keep_owner(&file, dest, meta);
     }
@@ -201,18 +255,29 @@ impl Staged {
 
     /// Runs `command` (words, `{staged}` replaced by the staged file's path)
     /// and fails with its stderr unless it exits 0 within [`CHECK_TIMEOUT`].
+    /// What the failure shows names the destination, never the staged file
+    /// (deleted by then), quotes the command as a shell would, and keeps the
+    /// head and the tail of a long stderr with a marker between.
     pub async fn check(&self, command: &[String]) -> Result<(), WriteError> {
-        let staged = self.path().to_string_lossy();
+        let staged = self.path().to_string_lossy().into_owned();
+        let destination = self.destination.to_string_lossy().into_owned();
         let words: Vec<String> = command
             .iter()
             .map(|w| w.replace("{staged}", &staged))
             .collect();
-        let shown = words.join(" ");
-        let failed = |status: String, stderr: String| WriteError::CheckFailed {
+        let shown_words: Vec<String> = command
+            .iter()
+            .map(|w| w.replace("{staged}", &destination))
+            .collect();
+        let shown = shlex::try_join(shown_words.iter().map(String::as_str))
+            .unwrap_or_else(|_| shown_words.join(" "));
+        let failed = |status: String, stderr: &str| WriteError::CheckFailed {
             command: shown.clone(),
             status,
-            stderr,
+            stderr: excerpt(&stderr.replace(&staged, &destination), CHECK_OUTPUT),
         };
+        tracing::debug!(command = %shown, staged = %staged, "running the check");
+        let started = std::time::Instant::now();
         let output = match process::run(process::Spec {
             argv: &words,
             stdin: None,
@@ -224,43 +289,35 @@ impl Staged {
         {
             Ok(output) => output,
             Err(process::RunError::Start(e)) => {
-                return Err(failed("did not start".into(), e.to_string()))
+                return Err(failed("did not start".into(), &e.to_string()))
             }
             Err(process::RunError::Wait(e)) => {
-                return Err(failed("wait failed".into(), e.to_string()))
+                return Err(failed("wait failed".into(), &e.to_string()))
             }
-            Err(e @ process::RunError::Timeout(_)) => {
-                return Err(failed(e.to_string(), String::new()))
-            }
+            Err(e @ process::RunError::Timeout(_)) => return Err(failed(e.to_string(), "")),
         };
+        tracing::debug!(command = %shown, status = %output.status, elapsed = ?started.elapsed(), "check finished");
         if output.status.success() {
             return Ok(());
         }
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        // Keep the end: that is where checkers put the reason.
-        let tail: String = stderr
-            .trim()
-            .chars()
-            .rev()
-            .take(2000)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect();
-        Err(failed(output.status.to_string(), tail))
+        Err(failed(
+            output.status.to_string(),
+            &String::from_utf8_lossy(&output.stderr),
+        ))
     }
 
     /// Renames the staged file over the destination and flushes the directory.
     pub fn commit(self) -> Result<(), WriteError> {
         let dest = self.destination;
         self.file.persist(&dest).map_err(|e| WriteError::Io {
+            action: "rename the staged file over",
             path: dest.clone(),
             source: e.error,
         })?;
         if let Some(dir) = dest.parent().filter(|d| !d.as_os_str().is_empty()) {
             File::open(dir)
                 .and_then(|d| d.sync_all())
-                .map_err(io(dir))?;
+                .map_err(io("flush the folder", dir))?;
         }
         Ok(())
     }
@@ -302,6 +359,7 @@ pub fn restore(dest: &Path, previous: &Previous) -> Result<(), WriteError> {
     match previous {
         Previous::Unreadable(why) => {
             return Err(WriteError::Io {
+                action: "roll back",
                 path: dest.to_path_buf(),
                 source: std::io::Error::other(format!(
                     "the file it replaced could not be read before the install ({why}), so it cannot be put back"
@@ -311,7 +369,7 @@ pub fn restore(dest: &Path, previous: &Previous) -> Result<(), WriteError> {
         Previous::Absent => match std::fs::remove_file(dest) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io(dest)(e)),
+            Err(e) => return Err(io("remove the new output", dest)(e)),
         },
         Previous::File { bytes, mode } => {
             let prefix = format!(
@@ -322,16 +380,22 @@ pub fn restore(dest: &Path, previous: &Previous) -> Result<(), WriteError> {
                 .prefix(&prefix)
                 .suffix(".peerplate")
                 .tempfile_in(dir)
-                .map_err(io(dir))?;
-            file.write_all(bytes).map_err(io(file.path()))?;
-            file.as_file().sync_all().map_err(io(file.path()))?;
+                .map_err(io("stage the previous output in", dir))?;
+            file.write_all(bytes)
+                .map_err(io("write the previous output to", file.path()))?;
+            file.as_file()
+                .sync_all()
+                .map_err(io("flush", file.path()))?;
             std::fs::set_permissions(file.path(), Permissions::from_mode(*mode))
-                .map_err(io(file.path()))?;
+                .map_err(io("set the mode of", file.path()))?;
             file.persist(dest).map_err(|e| WriteError::Io {
+                action: "put back",
                 path: dest.to_path_buf(),
                 source: e.error,
             })?;
         }
     }
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io("flush the folder", dir))
 }

@@ -6,25 +6,244 @@
 use std::path::Path;
 
 use super::model::ConfigError;
+use super::raw::DURATION_ERROR;
 
 /// Turns a serde_yaml error into one that names the line, and suggests the
-/// right key for a misspelt one.
-pub(super) fn yaml_error(e: serde_yaml::Error, path: &Path) -> ConfigError {
+/// fix: the right key for a misspelt one, the right indentation for a key
+/// that is there but misaligned, the key's own line for a bad duration, and
+/// a hint for a tab or an unclosed quote. `text` is the file's text.
+pub(super) fn yaml_error(e: serde_yaml::Error, path: &Path, text: &str) -> ConfigError {
     let location = e.location();
     let mut message = e.to_string();
     // serde_yaml appends " at line L column C"; we print the location first.
     if let Some(at) = message.find(" at line ") {
         message.truncate(at);
     }
+    let mut line = location.as_ref().map(|l| l.line());
+    let mut column = location.as_ref().map(|l| l.column());
+    if let Some(m) = misaligned(text) {
+        if line.is_none_or(|l| m.line <= l + 1) {
+            let error = ConfigError {
+                path: path.to_path_buf(),
+                line: Some(m.line),
+                column: Some(m.column),
+                message: format!(
+                    "`{}` is there but at the wrong indentation: it starts in column {}, and `{}` on line {} (the key it belongs beside) in column {}; indent it like `{}` (the YAML parser says: {message})",
+                    m.key, m.column, m.sibling, m.sibling_line, m.sibling_column, m.sibling
+                ),
+            };
+            return error;
+        }
+    }
+    if let Some(at) = message.find(DURATION_ERROR) {
+        // serde_yaml points at the map that holds the key; find the key.
+        let written = message[at + DURATION_ERROR.len()..]
+            .split('"')
+            .nth(1)
+            .unwrap_or_default()
+            .to_string();
+        if let Some((n, key)) = line.and_then(|from| key_with_value(text, from, &written)) {
+            let section = message[..at].trim_end_matches([':', ' ']).to_string();
+            let rest = message[at..].to_string();
+            message = if section.is_empty() {
+                format!("{key}: {rest}")
+            } else {
+                format!("{section}.{key}: {rest}")
+            };
+            line = Some(n);
+            column = text
+                .lines()
+                .nth(n - 1)
+                .map(|l| l.len() - l.trim_start().len() + 1);
+        }
+    }
     if let Some(hint) = did_you_mean(&message) {
         message.push_str(&hint);
     }
+    if let Some((n, hint)) = line.and_then(|l| syntax_hint(text, l)) {
+        message.push_str(&hint);
+        line = Some(n);
+        column = None;
+    }
     ConfigError {
         path: path.to_path_buf(),
-        line: location.as_ref().map(|l| l.line()),
-        column: location.as_ref().map(|l| l.column()),
+        line,
+        column,
         message,
     }
+}
+
+/// A key that is present but misaligned with its siblings.
+#[derive(Debug, PartialEq, Eq)]
+struct Misaligned {
+    key: String,
+    line: usize,
+    column: usize,
+    sibling: String,
+    sibling_line: usize,
+    sibling_column: usize,
+}
+
+/// One line of a block-style YAML file that holds a key: its key, the key's
+/// column (0-based; after `- ` for a list item) and whether it has a value
+/// on the line (else it opens a block).
+fn key_line(line: &str) -> Option<(String, usize, bool)> {
+    let indent = line.len() - line.trim_start_matches(' ').len();
+    let mut body = &line[indent..];
+    let mut column = indent;
+    while let Some(rest) = body.strip_prefix("- ") {
+        let skipped = body.len() - rest.trim_start_matches(' ').len();
+        column += skipped;
+        body = &body[skipped..];
+    }
+    let (key, value) = body.split_once(':')?;
+    let plain = !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_alphanumeric() || c == '_' || c == '-' || c == '.');
+    if !plain || !(value.is_empty() || value.starts_with(' ')) {
+        return None;
+    }
+    let value = value.split(" #").next().unwrap_or_default().trim();
+    Some((key.to_string(), column, !value.is_empty()))
+}
+
+/// The first key that is indented differently from every block it could
+/// belong to: one or two spaces off is the usual slip, and YAML then reads
+/// another structure (a missing field, or no mapping allowed here).
+fn misaligned(text: &str) -> Option<Misaligned> {
+    // Open blocks: (key column, the last key of that block, its line).
+    let mut levels: Vec<(usize, String, usize)> = Vec::new();
+    let mut opens = true;
+    let mut block_scalar: Option<usize> = None;
+    for (i, raw) in text.lines().enumerate() {
+        let n = i + 1;
+        let trimmed = raw.trim_start();
+        let indent = raw.len() - trimmed.len();
+        if trimmed.is_empty() || trimmed.starts_with('#') || trimmed.starts_with("---") {
+            continue;
+        }
+        if let Some(at) = block_scalar {
+            if indent > at {
+                continue;
+            }
+            block_scalar = None;
+        }
+        let Some((key, column, inline)) = key_line(raw) else {
+            continue;
+        };
+        let value = raw
+            .split_once(':')
+            .map(|(_, v)| v.trim())
+            .unwrap_or_default();
+        if value.starts_with('|') || value.starts_with('>') {
+            block_scalar = Some(indent);
+        }
+        if value.starts_with(['{', '[']) && !(value.ends_with('}') || value.ends_with(']')) {
+            // A flow collection over several lines: not checked.
+            return None;
+        }
+        let last = levels.last().map(|l| l.0);
+        if opens && last.is_none_or(|c| column > c) {
+            levels.push((column, key, n));
+        } else {
+            let mut popped = None;
+            while levels.last().is_some_and(|l| l.0 > column) {
+                popped = levels.pop();
+            }
+            match levels.last_mut() {
+                Some(level) if level.0 == column => {
+                    level.1 = key;
+                    level.2 = n;
+                }
+                _ => {
+                    // Too deep (under a key with a value), or between levels.
+                    let (sibling_column, sibling, sibling_line) = popped
+                        .or_else(|| levels.last().cloned())
+                        .unwrap_or((0, String::new(), 0));
+                    if sibling.is_empty() {
+                        return None;
+                    }
+                    return Some(Misaligned {
+                        key,
+                        line: n,
+                        column: column + 1,
+                        sibling,
+                        sibling_line,
+                        sibling_column: sibling_column + 1,
+                    });
+                }
+            }
+        }
+        opens = !inline;
+    }
+    None
+}
+
+/// The line (at or after `from`) of a key whose value is `written`, and the
+/// key: where a bad duration really is.
+fn key_with_value(text: &str, from: usize, written: &str) -> Option<(usize, String)> {
+    text.lines()
+        .enumerate()
+        .skip(from.saturating_sub(1))
+        .find_map(|(i, line)| {
+            let (key, _, _) = key_line(line)?;
+            let value = line.split_once(':')?.1.split(" #").next()?.trim();
+            (value.trim_matches(['"', '\'']) == written).then(|| (i + 1, key))
+        })
+}
+
+/// A hint for what YAML parsers word badly: a tab in the indentation, a
+/// quote never closed. Looks at the lines up to `line` (where the parser
+/// noticed), and names the line at fault.
+fn syntax_hint(text: &str, line: usize) -> Option<(usize, String)> {
+    let lines: Vec<&str> = text.lines().take(line).collect();
+    for (i, l) in lines.iter().enumerate() {
+        let indent: String = l.chars().take_while(|c| c.is_whitespace()).collect();
+        if indent.contains('\t') {
+            return Some((
+                i + 1,
+                format!(
+                    "; line {} is indented with a tab, and YAML allows only spaces: replace the tab with spaces",
+                    i + 1
+                ),
+            ));
+        }
+    }
+    for (i, l) in lines.iter().enumerate() {
+        let Some((_, value)) = l.split_once(": ") else {
+            continue;
+        };
+        let value = value.trim();
+        for quote in ['"', '\''] {
+            if value.starts_with(quote) {
+                let closed = value.len() > 1 && {
+                    let inner = &value[1..];
+                    let escaped = quote == '"';
+                    let mut prev_backslash = false;
+                    let mut found = false;
+                    for c in inner.chars() {
+                        if c == quote && !(escaped && prev_backslash) {
+                            found = true;
+                            break;
+                        }
+                        prev_backslash = c == '\\' && !prev_backslash;
+                    }
+                    found
+                };
+                if !closed {
+                    return Some((
+                        i + 1,
+                        format!(
+                            "; line {} opens a quote ({quote}) that is not closed on that line: close it, or YAML reads on to the end of the file",
+                            i + 1
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    None
 }
 
 /// For "unknown field `destinaton`, expected one of `source`, `destination`",
@@ -32,14 +251,24 @@ pub(super) fn yaml_error(e: serde_yaml::Error, path: &Path) -> ConfigError {
 fn did_you_mean(message: &str) -> Option<String> {
     let rest = message.split("unknown field `").nth(1)?;
     let (unknown, expected) = rest.split_once('`')?;
-    let best = expected
-        .split('`')
-        .skip(1)
-        .step_by(2)
-        .map(|candidate| (edit_distance(unknown, candidate), candidate))
-        .min()?;
-    (best.0 <= 2.max(unknown.len() / 3) && best.0 < unknown.len())
-        .then(|| format!("; did you mean `{}`?", best.1))
+    let best = closest(unknown, expected.split('`').skip(1).step_by(2))?;
+    Some(format!("; did you mean `{best}`?"))
+}
+
+/// The candidate closest to `word` by edit distance, when it is close
+/// enough to be a misspelling (at most 2 edits, or a third of the word) and
+/// is not `word` itself; ties go to the first.
+pub fn closest<'c>(word: &str, candidates: impl IntoIterator<Item = &'c str>) -> Option<&'c str> {
+    let mut best: Option<(usize, &str)> = None;
+    for candidate in candidates {
+        let d = edit_distance(word, candidate);
+        if d > 0 && best.is_none_or(|(b, _)| d < b) {
+            best = Some((d, candidate));
+        }
+    }
+    let (d, candidate) = best?;
+    let len = word.chars().count();
+    (d <= 2.max(len / 3) && d < len).then_some(candidate)
 }
 
 fn edit_distance(a: &str, b: &str) -> usize {

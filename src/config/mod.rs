@@ -17,7 +17,7 @@ mod model;
 mod raw;
 mod resolve;
 
-pub use diagnostics::line_of;
+pub use diagnostics::{closest, line_of};
 pub use model::*;
 pub use raw::parse_signal;
 pub use resolve::{default_hostname, inside, Env, Range, ResolvConf, DEFAULT_ACTION};
@@ -68,7 +68,7 @@ impl Config {
             });
         }
         let raw: raw::RawConfig =
-            serde_yaml::from_str(text).map_err(|e| diagnostics::yaml_error(e, path))?;
+            serde_yaml::from_str(text).map_err(|e| diagnostics::yaml_error(e, path, text))?;
         resolve::resolve(raw, text, path, env)
     }
 

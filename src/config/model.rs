@@ -35,6 +35,10 @@ pub struct Config {
     /// The reload actions, in the order written (`reloads:`), or the single
     /// `reload:` as the one action named `default`.
     pub actions: Vec<Action>,
+    /// Templates with no `destination`: only included or imported by others.
+    pub partials: Vec<Partial>,
+    /// `render.lstrip_blocks`: the default of `templates[].lstrip_blocks`.
+    pub lstrip_blocks: bool,
     pub hooks: Option<Hooks>,
     pub seed: Vec<Seed>,
     pub vars: serde_yaml::Mapping,
@@ -109,6 +113,8 @@ pub struct Peers {
     /// `peers.min`: after this pod's first render, a smaller set is held
     /// (not rendered) in `run`. Default 1 for `dns` and `file`, else 0.
     pub min: usize,
+    /// Whether `peers.min` was written (else the source's default).
+    pub min_given: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -156,6 +162,20 @@ pub struct Template {
     /// The render's instruction budget (`fuel`): minijinja's fuel, charged
     /// per instruction and per 64 bytes of data a template creates.
     pub fuel: u64,
+    /// Strip the spaces before a block tag on its line (`lstrip_blocks`).
+    pub lstrip_blocks: bool,
+}
+
+/// A template with no `destination`: compiled, never rendered alone,
+/// included (`{% include %}`, `{% import %}`) by its source path as written
+/// in the config or by its file name when no other template shares it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Partial {
+    /// The file, relative paths resolved against the config's folder.
+    pub source: PathBuf,
+    /// The source path as written in the config.
+    pub written: String,
+    pub lstrip_blocks: bool,
 }
 
 impl Template {
@@ -179,6 +199,7 @@ impl Template {
             reload: None,
             max_size: Template::DEFAULT_MAX_SIZE,
             fuel: Template::DEFAULT_FUEL,
+            lstrip_blocks: false,
         }
     }
 }

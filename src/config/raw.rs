@@ -29,6 +29,17 @@ pub(super) struct RawConfig {
     pub(super) vars: serde_yaml::Mapping,
     pub(super) http: Option<RawHttp>,
     pub(super) leader: Option<RawLeader>,
+    #[serde(default)]
+    pub(super) render: RawRender,
+}
+
+/// `render:`: defaults for every template.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRender {
+    /// Strip the spaces before a block tag on its line (Jinja's `lstrip_blocks`).
+    #[serde(default)]
+    pub(super) lstrip_blocks: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -80,18 +91,19 @@ pub(super) struct RawWait {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawTemplate {
     pub(super) source: PathBuf,
-    pub(super) destination: PathBuf,
+    /// None: a partial, only included or imported by other templates.
+    pub(super) destination: Option<PathBuf>,
     #[serde(default, deserialize_with = "mode")]
     pub(super) mode: Option<u32>,
     #[serde(default)]
     pub(super) create_only: bool,
     #[serde(default, deserialize_with = "command")]
     pub(super) check: Option<Vec<String>>,
-    #[serde(default)]
-    pub(super) reload: RawReloadRef,
+    pub(super) reload: Option<RawReloadRef>,
     #[serde(default, deserialize_with = "size")]
     pub(super) max_size: Option<u64>,
     pub(super) fuel: Option<u64>,
+    pub(super) lstrip_blocks: Option<bool>,
 }
 
 /// A template's `reload:`: `true`, `false` or an action's name.
@@ -276,14 +288,33 @@ fn sixty_seconds() -> Duration {
 
 // ---- values checked as they are read ---------------------------------------
 
+/// A duration with its unit (`250ms`, `5s`, `2m`). A bare number is an
+/// error that says which unit to add, and the message starts with
+/// [`DURATION_ERROR`] and the text as written, so `diagnostics` can find the
+/// key's own line (serde_yaml points at the enclosing map).
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(d)?;
-    humantime::parse_duration(text.trim()).map_err(|e| {
+    let trimmed = text.trim();
+    if !trimmed.is_empty() && trimmed.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return Err(serde::de::Error::custom(format!(
+            "{DURATION_ERROR}{text:?}: durations need a unit: {trimmed}s (or {trimmed}ms, {trimmed}m)"
+        )));
+    }
+    humantime::parse_duration(trimmed).map_err(|e| {
+        let why = e.to_string();
+        // humantime's own examples ("5sec") read as another format; ours only.
+        let why = match why.split_once(", for example") {
+            Some((head, _)) => head.to_string(),
+            None => why,
+        };
         serde::de::Error::custom(format!(
-            "invalid duration {text:?} ({e}); write it like 250ms, 1s or 2m"
+            "{DURATION_ERROR}{text:?} ({why}); write it like 250ms, 1s or 2m"
         ))
     })
 }
+
+/// How every duration error starts; followed by the value as written, quoted.
+pub(super) const DURATION_ERROR: &str = "invalid duration ";
 
 /// A size in bytes: a number of bytes, or with a unit (`512KiB`, `4MiB`,
 /// `1MB`), as `bytesize` reads it.

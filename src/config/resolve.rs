@@ -10,7 +10,7 @@ use std::time::Duration;
 use super::diagnostics::line_of;
 use super::model::{
     Action, ActionKind, Config, ConfigError, Dns, Hooks, Http, HttpAction, Identity, Leader,
-    PeerSource, Peers, Policy, Reload, ReloadTarget, Seed, Template, Wait,
+    Partial, PeerSource, Peers, Policy, Reload, ReloadTarget, Seed, Template, Wait,
 };
 use super::raw::{
     parse_nameserver, RawAction, RawConfig, RawLeader, RawPolicy, RawReloadRef, RawVerify,
@@ -113,6 +113,7 @@ pub(super) fn resolve(
             wait_for_self: false,
             timeout: Duration::ZERO,
             min: 0,
+            min_given: false,
         },
         Some(p) => {
             let given = [p.dns.is_some(), p.static_.is_some(), p.file.is_some()];
@@ -198,6 +199,7 @@ pub(super) fn resolve(
                 wait_for_self: p.wait_for_self,
                 timeout: p.timeout,
                 min,
+                min_given: p.min.is_some(),
             }
         }
     };
@@ -217,15 +219,40 @@ pub(super) fn resolve(
 
     let actions = actions(raw.reload, raw.reloads, &at, &fail)?;
 
+    let lstrip_default = raw.render.lstrip_blocks;
     let mut templates = Vec::new();
+    let mut partials = Vec::new();
     for (i, t) in raw.templates.into_iter().enumerate() {
-        if t.destination.file_name().is_none() {
+        let lstrip_blocks = t.lstrip_blocks.unwrap_or(lstrip_default);
+        let Some(destination) = t.destination else {
+            // A partial: only what shapes its text has a meaning.
+            let output_only = [
+                ("mode", t.mode.is_some()),
+                ("create_only", t.create_only),
+                ("check", t.check.is_some()),
+                ("reload", t.reload.is_some()),
+                ("max_size", t.max_size.is_some()),
+                ("fuel", t.fuel.is_some()),
+            ];
+            if let Some((key, _)) = output_only.iter().find(|(_, given)| *given) {
+                return Err(fail(
+                    &["templates", key],
+                    format!(
+                        "templates[{i}] has no destination, so it is a partial (only included or imported by other templates), and `{key}` has no meaning for it; give it a destination, or drop `{key}`"
+                    ),
+                ));
+            }
+            partials.push(Partial {
+                written: t.source.display().to_string(),
+                source: at(t.source),
+                lstrip_blocks,
+            });
+            continue;
+        };
+        if destination.file_name().is_none() {
             return Err(fail(
                 &["templates"],
-                format!(
-                    "templates[{i}].destination {:?} must name a file",
-                    t.destination
-                ),
+                format!("templates[{i}].destination {destination:?} must name a file"),
             ));
         }
         let max_size = t.max_size.unwrap_or(Template::DEFAULT_MAX_SIZE);
@@ -245,7 +272,7 @@ pub(super) fn resolve(
                 format!("templates[{i}].fuel {fuel} is out of range; give {low} to {high}"),
             ));
         }
-        let (source, destination) = (at(t.source), at(t.destination));
+        let (source, destination) = (at(t.source), at(destination));
         if source == destination {
             return Err(fail(
                 &["templates", "destination"],
@@ -255,7 +282,7 @@ pub(super) fn resolve(
                 ),
             ));
         }
-        let reload = template_action(i, &t.reload, &actions, text, path)?;
+        let reload = template_action(i, &t.reload.unwrap_or_default(), &actions, text, path)?;
         templates.push(Template {
             source,
             destination,
@@ -265,6 +292,7 @@ pub(super) fn resolve(
             reload,
             max_size,
             fuel,
+            lstrip_blocks,
         });
     }
     let mut seen = std::collections::HashSet::new();
@@ -321,6 +349,8 @@ pub(super) fn resolve(
         wait,
         templates,
         actions,
+        partials,
+        lstrip_blocks: lstrip_default,
         hooks,
         seed,
         vars: raw.vars,

@@ -211,7 +211,7 @@ fn hook_names(config: &Config) -> Vec<&'static str> {
 
 impl Loop {
     fn new(config: Config, mode: Mode) -> Loop {
-        let renderer = Arc::new(Renderer::load(&config.templates).with_base(&base_dir(&config)));
+        let renderer = Arc::new(Renderer::load(&config).with_base(&base_dir(&config)));
         let metrics = Arc::new(Metrics::new());
         let names: Vec<String> = (0..config.templates.len())
             .map(|i| renderer.name(i).to_string())
@@ -426,6 +426,7 @@ impl Loop {
                 .templates
                 .iter()
                 .map(|t| t.source.clone())
+                .chain(self.config.partials.iter().map(|p| p.source.clone()))
                 .collect(),
             inputs,
             config: (!self.config.path.as_os_str().is_empty()).then(|| self.config.path.clone()),
@@ -840,9 +841,7 @@ impl Loop {
     async fn pass(&mut self) -> Vec<Outcome> {
         self.pending = None;
         if self.templates_dirty {
-            self.renderer = Arc::new(
-                Renderer::load(&self.config.templates).with_base(&base_dir(&self.config)),
-            );
+            self.renderer = Arc::new(Renderer::load(&self.config).with_base(&base_dir(&self.config)));
             self.templates_dirty = false;
         }
         let config = Arc::clone(&self.config);
@@ -1231,7 +1230,7 @@ impl Loop {
             self.metrics.config_reload(metrics::ConfigReload::Unchanged);
             return false;
         }
-        let renderer = Renderer::load(&new.templates).with_base(&base_dir(&new));
+        let renderer = Renderer::load(&new).with_base(&base_dir(&new));
         let errors: Vec<String> = renderer.errors().iter().map(|e| e.to_string()).collect();
         if !errors.is_empty() {
             tracing::error!(config = %path.display(), error = %errors.join("; "), "the new config's templates do not compile; the running config stays");
@@ -1332,6 +1331,11 @@ impl Loop {
     ) -> Result<(), Error> {
         if let Some(failed) = outcomes.into_iter().find_map(|o| match o.result {
             Err(CycleError::Render(e)) => Some(Error::Template(e)),
+            // The check's output is in the warning just logged: once is enough.
+            Err(CycleError::Check(_)) => Some(Error::Incomplete(format!(
+                "{}: not installed, its check failed (the check's output is in the warning above)",
+                o.template
+            ))),
             Err(e) => Some(Error::Incomplete(format!("{}: {e}", o.template))),
             Ok(_) => None,
         }) {

@@ -18,6 +18,18 @@
 //! at `templates[].max_size`. Printing `none` (`{{ }}` or `join`) is an
 //! error, never the word `none` in a config. [`render_detached`] runs a
 //! render on a thread of its own, which a shutdown simply abandons.
+//!
+//! Templates with no `destination` are partials: compiled under their
+//! source path as written and, when no other template shares it, their file
+//! name, for `{% include %}` and `{% import %}`; never rendered alone.
+//! `lstrip_blocks` is set per template (`render.lstrip_blocks` the default).
+//!
+//! An error names the fix ([`hints`]: "did you mean", the block left open);
+//! [`lint`] finds what compiles but is likely wrong (unused `vars`, a value
+//! that may print none).
+
+pub mod hints;
+pub mod lint;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -28,7 +40,7 @@ use minijinja::syntax::SyntaxConfig;
 use minijinja::value::{Enumerator, Kwargs, Object, ObjectRepr, Serde, StringInput, Value};
 use minijinja::{AutoEscape, Environment, ErrorKind, State, UndefinedBehavior};
 
-use crate::config::{Config, Template};
+use crate::config::{Config, Partial, Template};
 use crate::limits;
 use crate::peers::{Identity, Peer, PeerSet};
 
@@ -62,7 +74,8 @@ struct Slot {
     max_size: u64,
 }
 
-/// The compiled templates of a config, one slot per `templates` entry.
+/// The compiled templates of a config, one slot per `templates` entry
+/// (partials are compiled too, and have no slot).
 pub struct Renderer {
     env: Environment<'static>,
     /// Per template: its name and limits, or why it failed to load.
@@ -70,6 +83,34 @@ pub struct Renderer {
     /// What `file()` read during the current render (renders run one at a
     /// time).
     files: Arc<Mutex<FileReads>>,
+    /// Partials that failed to load.
+    partial_errors: Vec<RenderError>,
+}
+
+/// The syntax every template shares, with its own `lstrip_blocks`.
+fn syntax(lstrip_blocks: bool) -> Option<SyntaxConfig> {
+    // The builder only fails on clashing custom delimiters; we set none.
+    SyntaxConfig::builder()
+        .trim_blocks(true)
+        .lstrip_blocks(lstrip_blocks)
+        .keep_trailing_newline(true)
+        .build()
+        .ok()
+}
+
+/// Reads a template file as text, or says why it cannot be.
+fn read_source(name: &str, source: &Path) -> Result<String, RenderError> {
+    let bytes =
+        limits::read_regular(source, limits::TEMPLATE_MAX_BYTES).map_err(|e| RenderError {
+            template: name.to_string(),
+            line: None,
+            message: format!("cannot read {}: {e}", source.display()),
+        })?;
+    String::from_utf8(bytes).map_err(|_| RenderError {
+        template: name.to_string(),
+        line: None,
+        message: format!("{} is not UTF-8 text", source.display()),
+    })
 }
 
 /// A file a render read with `file()`: its path (absolute, or as the
@@ -91,26 +132,20 @@ struct FileReads {
 
 
 impl Renderer {
-    /// Reads and compiles every template. A template that fails keeps its
-    /// error in its slot (so the others still render); [`Renderer::errors`]
-    /// lists them for callers that must stop instead.
-    pub fn load(templates: &[Template]) -> Renderer {
-        Renderer::load_for(templates, Mode::Pod)
+    /// Reads and compiles every template and partial of `config`. A
+    /// template that fails keeps its error in its slot (so the others still
+    /// render); [`Renderer::errors`] lists them for callers that must stop
+    /// instead.
+    pub fn load(config: &Config) -> Renderer {
+        Renderer::load_for(config, Mode::Pod)
     }
 
     /// [`Renderer::load`] for `mode`.
-    pub fn load_for(templates: &[Template], mode: Mode) -> Renderer {
+    pub fn load_for(config: &Config, mode: Mode) -> Renderer {
+        let templates = &config.templates;
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.set_auto_escape_callback(|_| AutoEscape::None);
-        let syntax = SyntaxConfig::builder()
-            .trim_blocks(true)
-            .keep_trailing_newline(true)
-            .build();
-        // The builder only fails on clashing custom delimiters; we set none.
-        if let Ok(syntax) = syntax {
-            env.set_syntax(syntax);
-        }
         env.set_formatter(|out, state, value| {
             if value.is_none() {
                 return Err(printed_none());
@@ -144,34 +179,50 @@ impl Renderer {
         env.add_filter("toyaml", toyaml);
 
         let names = display_names(templates);
-        let slots =
-            templates
-                .iter()
-                .zip(names)
-                .map(|(t, name)| {
-                    let bytes = limits::read_regular(&t.source, limits::TEMPLATE_MAX_BYTES)
-                        .map_err(|e| RenderError {
-                            template: name.clone(),
-                            line: None,
-                            message: format!("cannot read {}: {e}", t.source.display()),
-                        })?;
-                    let source = String::from_utf8(bytes).map_err(|_| RenderError {
-                        template: name.clone(),
-                        line: None,
-                        message: format!("{} is not UTF-8 text", t.source.display()),
-                    })?;
-                    if env.get_template(&name).is_err() {
-                        env.add_template_owned(name.clone(), source)
-                            .map_err(|e| convert(&name, &e))?;
-                    }
-                    Ok(Slot {
-                        name,
-                        fuel: t.fuel,
-                        max_size: t.max_size,
-                    })
+        let add = |env: &mut Environment<'static>,
+                   name: &str,
+                   source: String,
+                   lstrip: bool|
+         -> Result<(), RenderError> {
+            if env.get_template(name).is_ok() {
+                return Ok(());
+            }
+            if let Some(syntax) = syntax(lstrip) {
+                env.set_syntax(syntax);
+            }
+            env.add_template_owned(name.to_string(), source)
+                .map_err(|e| convert(name, &e, None))
+        };
+        let slots: Vec<Result<Slot, RenderError>> = templates
+            .iter()
+            .zip(names)
+            .map(|(t, name)| {
+                let source = read_source(&name, &t.source)?;
+                add(&mut env, &name, source, t.lstrip_blocks)?;
+                Ok(Slot {
+                    name,
+                    fuel: t.fuel,
+                    max_size: t.max_size,
                 })
-                .collect();
-        Renderer { env, slots, files }
+            })
+            .collect();
+        let mut partial_errors = Vec::new();
+        for partial in &config.partials {
+            for name in partial_names(partial, config) {
+                let loaded = read_source(&name, &partial.source)
+                    .and_then(|source| add(&mut env, &name, source, partial.lstrip_blocks));
+                if let Err(e) = loaded {
+                    partial_errors.push(e);
+                    break;
+                }
+            }
+        }
+        Renderer {
+            env,
+            slots,
+            files,
+            partial_errors,
+        }
     }
 
     /// Relative `file()` paths start at `base` (the config's folder).
@@ -182,9 +233,45 @@ impl Renderer {
         self
     }
 
+    /// What [`hints`] needs to name the fix of a render error.
+    fn known<'a>(&'a self, context: Option<&'a Value>) -> hints::Known<'a> {
+        hints::Known {
+            env: &self.env,
+            context,
+            fallback_keys: PEER_KEYS,
+        }
+    }
+
     /// Every template that failed to load.
     pub fn errors(&self) -> Vec<&RenderError> {
-        self.slots.iter().filter_map(|s| s.as_ref().err()).collect()
+        self.slots
+            .iter()
+            .filter_map(|s| s.as_ref().err())
+            .chain(&self.partial_errors)
+            .collect()
+    }
+
+    /// Every compiled template and partial: (name, source text).
+    fn sources(&self) -> Vec<(String, String)> {
+        self.env
+            .templates()
+            .map(|(name, t)| (name.to_string(), t.source().to_string()))
+            .collect()
+    }
+
+    /// `vars` keys that no template or partial reads (see [`lint`]).
+    pub fn unused_vars(&self, config: &Config) -> Vec<lint::Finding> {
+        let referenced = self
+            .env
+            .templates()
+            .flat_map(|(_, t)| t.undeclared_variables(true))
+            .collect();
+        lint::unused_vars(&config.vars, &referenced)
+    }
+
+    /// Templates whose meaning changed in this release (see [`lint`]).
+    pub fn changed_meaning(&self, config: &Config) -> Vec<lint::Finding> {
+        lint::changed_meaning(config, &self.sources())
     }
 
     /// The display name of the `i`th template.
@@ -228,7 +315,9 @@ impl Renderer {
         let mut env = self.env.clone();
         env.set_fuel(Some(slot.fuel));
         let name = slot.name.as_str();
-        let template = env.get_template(name).map_err(|e| convert(name, &e))?;
+        let template = env
+            .get_template(name)
+            .map_err(|e| convert(name, &e, None))?;
         let mut out = Capped {
             bytes: Vec::new(),
             max: usize::try_from(slot.max_size).unwrap_or(usize::MAX),
@@ -250,7 +339,12 @@ impl Renderer {
                     slot.max_size
                 ),
             }),
-            Err(e) => Err(convert_with_fuel(name, &e, slot.fuel)),
+            Err(e) => Err(convert_with_fuel(
+                name,
+                &e,
+                slot.fuel,
+                &self.known(Some(context)),
+            )),
         }
     }
 }
@@ -388,8 +482,13 @@ fn display_names(templates: &[Template]) -> Vec<String> {
 }
 
 /// [`convert`], saying what running out of fuel means.
-fn convert_with_fuel(name: &str, e: &minijinja::Error, fuel: u64) -> RenderError {
-    let mut error = convert(name, e);
+fn convert_with_fuel(
+    name: &str,
+    e: &minijinja::Error,
+    fuel: u64,
+    known: &hints::Known<'_>,
+) -> RenderError {
+    let mut error = convert(name, e, Some(known));
     if e.kind() == ErrorKind::OutOfFuel {
         error.message = format!(
             "the render used up its instruction budget (fuel {fuel}): a loop that runs too long, or a size too large to honour (like indent(n) or \"x\" * n); {}",
@@ -399,13 +498,88 @@ fn convert_with_fuel(name: &str, e: &minijinja::Error, fuel: u64) -> RenderError
     error
 }
 
+/// The names a partial is included by: its source path as written, and its
+/// file name when no other template or partial has that file name.
+fn partial_names(partial: &Partial, config: &Config) -> Vec<String> {
+    let mut names = vec![partial.written.clone()];
+    if let Some(file) = partial.source.file_name() {
+        let shared = config
+            .templates
+            .iter()
+            .map(|t| &t.source)
+            .chain(config.partials.iter().map(|p| &p.source))
+            .filter(|s| s.file_name() == Some(file))
+            .count()
+            > 1;
+        let file = file.to_string_lossy().into_owned();
+        if !shared && file != partial.written {
+            names.push(file);
+        }
+    }
+    names
+}
+
 /// minijinja's error, reduced to template, line and a message that quotes
-/// the offending expression and line so the fix is obvious from a log line.
-fn convert(name: &str, e: &minijinja::Error) -> RenderError {
+/// the offending expression and line so the fix is obvious from a log line;
+/// with `known` (a render), a "did you mean" for a misspelt name.
+fn convert(name: &str, e: &minijinja::Error, known: Option<&hints::Known<'_>>) -> RenderError {
+    // An error inside an included or imported template (a partial) is
+    // wrapped: name the innermost, where the fix is.
+    let outer = e;
+    let mut e = e;
+    while let Some(inner) =
+        std::error::Error::source(e).and_then(|s| s.downcast_ref::<minijinja::Error>())
+    {
+        e = inner;
+    }
+    let included = (e.name() != outer.name())
+        .then(|| {
+            let by = outer.name()?;
+            Some(match outer.line() {
+                Some(l) => format!(" (included by {by} line {l})"),
+                None => format!(" (included by {by})"),
+            })
+        })
+        .flatten()
+        .unwrap_or_default();
     let mut message = e.kind().to_string();
     if let Some(detail) = e.detail() {
         message.push_str(": ");
         message.push_str(detail);
+    }
+    let mut line = e.line();
+    // A block never closed: minijinja reports the end of the file; the
+    // useful line is where the block opened.
+    let unclosed = e
+        .detail()
+        .filter(|d| e.kind() == ErrorKind::SyntaxError && d.contains("unexpected end of input"))
+        .and(e.template_source())
+        .map(hints::unclosed_blocks)
+        .unwrap_or_default();
+    if let Some(((opened, tag, end), outer)) = unclosed.split_first() {
+        let word = |tag: &str| {
+            tag.split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_string()
+        };
+        let others: Vec<String> = outer
+            .iter()
+            .map(|(l, t, _)| format!("{{% {} %}} on line {l}", word(t)))
+            .collect();
+        let others = if others.is_empty() {
+            String::new()
+        } else {
+            format!(" (also still open: {})", others.join(", "))
+        };
+        message = format!(
+            "syntax error: the {{% {} %}} on line {opened} is never closed: the file ends before its {{% {end} %}}; add {{% {end} %}} where the block ends{others}",
+            word(tag),
+        );
+        line = Some(*opened);
+    }
+    if let Some(hint) = known.and_then(|k| hints::did_you_mean(e, k)) {
+        message.push_str(&hint);
     }
     let expression = e
         .template_source()
@@ -422,14 +596,15 @@ fn convert(name: &str, e: &minijinja::Error) -> RenderError {
     {
         message.push_str(&format!(" (the expression: {expression})"));
     }
-    if let (false, Some(source), Some(line)) = (own, e.template_source(), e.line()) {
+    if let (false, Some(source), Some(line)) = (own, e.template_source(), line) {
         if let Some(text) = source.lines().nth(line.saturating_sub(1)) {
             message.push_str(&format!(" (the line reads: {})", text.trim()));
         }
     }
+    message.push_str(&included);
     RenderError {
         template: e.name().unwrap_or(name).to_string(),
-        line: e.line(),
+        line,
         message,
     }
 }
