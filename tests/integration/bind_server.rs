@@ -3,7 +3,8 @@
 //! `cluster.local` from a zone file holding the Service's SRV records and the
 //! pods' A records (TTL 30, CoreDNS's weights), with `allow-update` for a
 //! TSIG key made by `tsig-keygen`. [`Bind::set_pods`] changes the records
-//! live with `nsupdate`, as a StatefulSet scaling would. Everything lives in
+//! live with `nsupdate`, as a StatefulSet scaling would; its query log
+//! ([`Bind::queries`]) says what a client asked. Everything lives in
 //! a temp dir; dropping the guard kills `named`. `named`, `nsupdate` and
 //! `tsig-keygen` are optional components: missing, the test is skipped on a
 //! laptop and fails under `CI=true`.
@@ -50,6 +51,13 @@ impl Bind {
     /// Starts `named` serving `hosts` (e.g. `["web-0", "web-1"]`) and waits
     /// (bounded) until it answers. Call [`available`] first.
     pub fn start(hosts: &[&str]) -> Bind {
+        Bind::start_with(hosts, false)
+    }
+
+    /// [`Bind::start`]; with `minimal_responses`, SRV answers carry no
+    /// address records in the additional section, so a client that wants
+    /// the addresses must ask for them.
+    pub fn start_with(hosts: &[&str], minimal_responses: bool) -> Bind {
         let dir = tempfile::Builder::new()
             .prefix("peerplate-bind-")
             .tempdir()
@@ -66,7 +74,7 @@ impl Bind {
             let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
             fs::write(
                 dir.path().join("named.conf"),
-                named_conf(dir.path(), addr.port(), limit),
+                named_conf(dir.path(), addr.port(), limit, minimal_responses),
             )
             .expect("write named.conf");
             let mut cmd = Command::new(find_program("named").expect("named installed"));
@@ -100,18 +108,58 @@ impl Bind {
         self.named.logs()
     }
 
+    /// The queries named has logged so far, as (name, type) pairs like
+    /// `("nginx.default.svc.cluster.local", "SRV")`, in order.
+    pub fn queries(&self) -> Vec<(String, String)> {
+        // `named -g` logs everything, queries too, to its stderr.
+        let log = self.log();
+        log.lines()
+            .filter_map(|line| {
+                // "client @0x.. 127.0.0.1#PORT (NAME): query: NAME IN TYPE +E(0)K (127.0.0.1)"
+                let (_, rest) = line.split_once("query: ")?;
+                let mut words = rest.split_whitespace();
+                let name = words.next()?.to_ascii_lowercase();
+                let _class = words.next()?;
+                Some((name, words.next()?.to_string()))
+            })
+            .collect()
+    }
+
+    /// How many queries of type `rtype` (like `"SRV"`) named has logged.
+    pub fn count(&self, rtype: &str) -> usize {
+        self.queries().iter().filter(|(_, t)| t == rtype).count()
+    }
+
     /// Replaces the Service's SRV records and the pods' A records with
-    /// `hosts`, in one dynamic update (`nsupdate -k`).
+    /// `hosts`, in one dynamic update (`nsupdate -k`). When the SRV weight
+    /// stays the same, only the pods that come or go are sent (an update
+    /// message, like any DNS message, holds at most 64 KiB).
     pub fn set_pods(&mut self, hosts: &[&str]) {
         let mut script = format!(
             "server 127.0.0.1 {}\nzone cluster.local\n",
             self.addr.port()
         );
-        script.push_str(&format!("update delete {SERVICE} SRV\n"));
-        for old in &self.pods {
-            script.push_str(&format!("update delete {old}.{SERVICE} A\n"));
+        let weight = |n: usize| (100 / n.max(1)).max(1);
+        if weight(hosts.len()) == weight(self.pods.len()) {
+            let w = weight(hosts.len());
+            for old in self.pods.iter().filter(|p| !hosts.contains(&p.as_str())) {
+                script.push_str(&format!(
+                    "update delete {SERVICE} SRV 0 {w} 80 {old}.{SERVICE}\nupdate delete {old}.{SERVICE} A\n"
+                ));
+            }
+            let new: Vec<&str> = hosts
+                .iter()
+                .copied()
+                .filter(|h| !self.pods.iter().any(|p| p == h))
+                .collect();
+            script.push_str(&records_weighted(&new, "update add ", w));
+        } else {
+            script.push_str(&format!("update delete {SERVICE} SRV\n"));
+            for old in &self.pods {
+                script.push_str(&format!("update delete {old}.{SERVICE} A\n"));
+            }
+            script.push_str(&records(hosts, "update add "));
         }
-        script.push_str(&records(hosts, "update add "));
         script.push_str("send\n");
         let path = self.dir.path().join("update.txt");
         fs::write(&path, script).expect("write nsupdate script");
@@ -197,13 +245,16 @@ fn named_version() -> (u32, u32, u32) {
     )
 }
 
-fn named_conf(dir: &Path, port: u16, max_records_per_type: bool) -> String {
+fn named_conf(dir: &Path, port: u16, max_records_per_type: bool, minimal: bool) -> String {
     let d = dir.display();
-    let limit = if max_records_per_type {
-        "    max-records-per-type 0;\n"
+    let mut limit = if max_records_per_type {
+        "    max-records-per-type 0;\n".to_string()
     } else {
-        ""
+        String::new()
     };
+    if minimal {
+        limit.push_str("    minimal-responses yes;\n");
+    }
     format!(
         r#"options {{
     directory "{d}";
@@ -215,6 +266,7 @@ fn named_conf(dir: &Path, port: u16, max_records_per_type: bool) -> String {
     recursion no;
     dnssec-validation no;
     notify no;
+    querylog yes;
 {limit}}};
 controls {{ }};
 include "{d}/update.key";
@@ -239,7 +291,11 @@ fn zone_file(hosts: &[&str]) -> String {
 
 /// `<prefix>NAME TTL [IN] SRV|A ...` lines for `hosts`.
 fn records(hosts: &[&str], prefix: &str) -> String {
-    let weight = (100 / hosts.len().max(1)).max(1);
+    records_weighted(hosts, prefix, (100 / hosts.len().max(1)).max(1))
+}
+
+/// [`records`] with this SRV weight.
+fn records_weighted(hosts: &[&str], prefix: &str, weight: usize) -> String {
     let mut out = String::new();
     for h in hosts {
         let _ = writeln!(
