@@ -43,7 +43,9 @@
 //! `--peers 2,300`, `--only idle|latency`, `--idle-wait SECS`, `--cpu-window
 //! SECS`, `--changes N`, `--interval SECS`, `--refresh DURATION` (the
 //! daemon's `peers.dns.refresh`; left out unless given, so a build from
-//! before the option runs too), `--daemon-env K=V`, `--dir DIR`
+//! before the option runs too), `--quiet SECS` (added to every pause
+//! between changes: past the 2 s fetch window after a serial move, each
+//! change is seen from a quiet state), `--daemon-env K=V`, `--dir DIR`
 //! (where the temp dir goes; default cargo's target/tmp). Every wait
 //! is bounded; `named`, `nsupdate` and the daemon are stopped on exit.
 //! Numbers are informational; no test asserts them.
@@ -86,6 +88,9 @@ struct Options {
     /// `peers.dns.refresh` for the daemon; None leaves it out (a build
     /// before the option, or its default).
     refresh: Option<String>,
+    /// Added to every pause between changes: with more than the 2 s fetch
+    /// window after a serial move, each change is seen from a quiet state.
+    quiet: Duration,
     dir: PathBuf,
 }
 
@@ -99,6 +104,7 @@ fn options() -> Res<Options> {
         changes: 30,
         interval: Duration::from_secs(1),
         refresh: None,
+        quiet: Duration::ZERO,
         dir: PathBuf::from(env!("CARGO_TARGET_TMPDIR")),
     };
     let secs = common::secs_arg;
@@ -128,6 +134,7 @@ fn options() -> Res<Options> {
                         .ok_or("--refresh takes a duration like 60s or 0s")?,
                 )
             }
+            "--quiet" => o.quiet = secs(args.next(), 60.0)?,
             "--idle-wait" => o.idle_wait = secs(args.next(), 120.0)?,
             "--cpu-window" => o.cpu_window = secs(args.next(), 600.0)?,
             "--interval" => o.interval = secs(args.next(), 10.0)?.max(Duration::from_secs(1)),
@@ -539,7 +546,9 @@ fn latency(
     let limit = opts.interval * 2 + Duration::from_secs(3);
     let started = Instant::now();
     for _ in 0..opts.changes {
-        std::thread::sleep(Duration::from_millis(100) + opts.interval.mul_f64(1.1 * rng.unit()));
+        std::thread::sleep(
+            opts.quiet + Duration::from_millis(100) + opts.interval.mul_f64(1.1 * rng.unit()),
+        );
         let next = if current == pods { pods + 1 } else { pods };
         while rx.try_recv().is_ok() {}
         let took = server.scale(next)?;

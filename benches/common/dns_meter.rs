@@ -67,7 +67,10 @@ impl Meter {
                         }
                         record(&counts, &buf[..n], true);
                         let id = u16::from_be_bytes([buf[0], buf[1]]);
-                        clients.lock().unwrap_or_else(|e| e.into_inner()).insert(id, from);
+                        clients
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .insert(id, from);
                         let _ = up.send(&buf[..n]);
                     }
                 });
@@ -82,7 +85,10 @@ impl Meter {
                         }
                         record(&counts, &buf[..n], false);
                         let id = u16::from_be_bytes([buf[0], buf[1]]);
-                        let to = clients.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+                        let to = clients
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .remove(&id);
                         if let Some(to) = to {
                             let _ = udp.send_to(&buf[..n], to);
                         }
@@ -113,7 +119,10 @@ impl Meter {
 
     /// The counts so far.
     pub fn counts(&self) -> Counts {
-        self.counts.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 
@@ -131,7 +140,11 @@ fn pipe(mut from: TcpStream, mut to: TcpStream, counts: &Mutex<Counts>, query: b
             return;
         }
         record(counts, &msg, query);
-        if to.write_all(&len).and_then(|()| to.write_all(&msg)).is_err() {
+        if to
+            .write_all(&len)
+            .and_then(|()| to.write_all(&msg))
+            .is_err()
+        {
             return;
         }
     }
