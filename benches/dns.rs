@@ -14,7 +14,7 @@
 //!   this process; stable record order, so identical answers are skipped
 //!   unparsed. Changes are `set_pods` calls.
 //!
-//! For each server and each peer count (default 2 and 300; pods `web-0` ..
+//! For each server and each peer count (default 2 and 300, up to 2,000; pods `web-0` ..
 //! `web-<N-1>`, this pod `web-1`), the daemon runs with `peers.dns:
 //! {service: nginx, cluster_domain: cluster.local, nameservers:
 //! [127.0.0.1:PORT], interval: 1s}`, `wait: 0s/0s`, no `http:`, and one
@@ -25,7 +25,11 @@
 //!   RssAnon, RssFile (`/proc/PID/status`) and where the resident pages are;
 //!   then CPU over `--cpu-window` (30 s): the sum of the first field of
 //!   `/proc/PID/task/*/schedstat`, scaled to a minute. Also what the daemon
-//!   logged in the window (it should be nothing).
+//!   logged in the window (it should be nothing). Over the same window, the
+//!   DNS traffic: the daemon asks a meter (`common/dns_meter.rs`, a
+//!   forwarding proxy on 127.0.0.1) in front of the server, which counts
+//!   queries by type and DNS message bytes both ways; printed per minute,
+//!   per pod and for the whole set (x N pods).
 //! - `latency`: `--changes` (30) changes alternating N+1 and N pods, each
 //!   after a random pause of 0.1 s + U(0, 1.1 x interval) so changes land at
 //!   random points of the poll cycle; the clock starts when `nsupdate`
@@ -37,13 +41,20 @@
 //! (about 6 minutes with both servers). Options after `--`: `--bin PATH`
 //! (default: the release build cargo made), `--server bind|inproc|both`,
 //! `--peers 2,300`, `--only idle|latency`, `--idle-wait SECS`, `--cpu-window
-//! SECS`, `--changes N`, `--interval SECS`, `--daemon-env K=V`, `--dir DIR`
+//! SECS`, `--changes N`, `--interval SECS`, `--refresh DURATION` (the
+//! daemon's `peers.dns.refresh`; left out unless given, so a build from
+//! before the option runs too), `--quiet SECS` (added to every pause
+//! between changes: past the 2 s fetch window after a serial move, each
+//! change is seen from a quiet state), `--daemon-env K=V`, `--dir DIR`
 //! (where the temp dir goes; default cargo's target/tmp). Every wait
 //! is bounded; `named`, `nsupdate` and the daemon are stopped on exit.
 //! Numbers are informational; no test asserts them.
 
 #[path = "../tests/integration/dns_server.rs"]
 mod dns_server;
+
+#[path = "common/dns_meter.rs"]
+mod meter;
 
 mod common;
 
@@ -74,6 +85,12 @@ struct Options {
     cpu_window: Duration,
     changes: usize,
     interval: Duration,
+    /// `peers.dns.refresh` for the daemon; None leaves it out (a build
+    /// before the option, or its default).
+    refresh: Option<String>,
+    /// Added to every pause between changes: with more than the 2 s fetch
+    /// window after a serial move, each change is seen from a quiet state.
+    quiet: Duration,
     dir: PathBuf,
 }
 
@@ -86,6 +103,8 @@ fn options() -> Res<Options> {
         cpu_window: Duration::from_secs(30),
         changes: 30,
         interval: Duration::from_secs(1),
+        refresh: None,
+        quiet: Duration::ZERO,
         dir: PathBuf::from(env!("CARGO_TARGET_TMPDIR")),
     };
     let secs = common::secs_arg;
@@ -104,10 +123,18 @@ fn options() -> Res<Options> {
                     .next()
                     .ok_or("--peers takes a list like 2,300")?
                     .split(',')
-                    .map(|n| n.trim().parse().ok().filter(|n| (1..=1000).contains(n)))
+                    .map(|n| n.trim().parse().ok().filter(|n| (1..=2000).contains(n)))
                     .collect::<Option<Vec<usize>>>()
-                    .ok_or("--peers takes numbers from 1 to 1000, like 2,300")?
+                    .ok_or("--peers takes numbers from 1 to 2000, like 2,300")?
             }
+            "--refresh" => {
+                o.refresh = Some(
+                    args.next()
+                        .filter(|v| humantime::parse_duration(v).is_ok())
+                        .ok_or("--refresh takes a duration like 60s or 0s")?,
+                )
+            }
+            "--quiet" => o.quiet = secs(args.next(), 60.0)?,
             "--idle-wait" => o.idle_wait = secs(args.next(), 120.0)?,
             "--cpu-window" => o.cpu_window = secs(args.next(), 600.0)?,
             "--interval" => o.interval = secs(args.next(), 10.0)?.max(Duration::from_secs(1)),
@@ -195,14 +222,27 @@ impl Bind {
     /// `nsupdate` took (it returns once named has applied the update).
     fn scale(&mut self, n: usize) -> Res<Duration> {
         let mut script = format!(
-            "server 127.0.0.1 {}\nzone cluster.local\nupdate delete {SERVICE} SRV\n",
+            "server 127.0.0.1 {}\nzone cluster.local\n",
             self.addr.port()
         );
+        let weight = (100 / n.max(1)).max(1);
+        // The same weight: send only the pods that come or go (an update,
+        // like any DNS message, holds at most 64 KiB: 1,000 SRV records
+        // deleted and added again would not fit).
+        let delta = weight == (100 / self.pods.max(1)).max(1);
+        if !delta {
+            let _ = writeln!(script, "update delete {SERVICE} SRV");
+        }
         for k in n..self.pods {
+            if delta {
+                let _ = writeln!(
+                    script,
+                    "update delete {SERVICE} SRV 0 {weight} 80 web-{k}.{SERVICE}"
+                );
+            }
             let _ = writeln!(script, "update delete web-{k}.{SERVICE} A");
         }
-        let weight = (100 / n.max(1)).max(1);
-        for k in 0..n {
+        for k in (if delta { self.pods.min(n) } else { 0 })..n {
             let h = format!("web-{k}");
             let _ = writeln!(
                 script,
@@ -278,34 +318,43 @@ fn zone_file(pods: usize) -> String {
 }
 
 enum Server {
-    Bind(Bind),
-    InProc(DnsServer),
+    Bind(Bind, meter::Meter),
+    InProc(DnsServer, meter::Meter),
 }
 
 impl Server {
     fn start(kind: &str, dir: &Path, pods: usize) -> Res<Server> {
         match kind {
-            "bind" => Bind::start(dir, pods).map(Server::Bind),
+            "bind" => {
+                let bind = Bind::start(dir, pods)?;
+                let meter = meter::Meter::start(bind.addr)?;
+                Ok(Server::Bind(bind, meter))
+            }
             _ => {
                 let server = DnsServer::start("cluster.local");
                 server.scale(pods);
-                Ok(Server::InProc(server))
+                let meter = meter::Meter::start(server.addr())?;
+                Ok(Server::InProc(server, meter))
             }
         }
     }
 
+    /// What the daemon asks: the meter in front of the server.
     fn nameserver(&self) -> String {
+        self.meter().addr.to_string()
+    }
+
+    fn meter(&self) -> &meter::Meter {
         match self {
-            Server::Bind(b) => b.addr.to_string(),
-            Server::InProc(s) => s.nameserver(),
+            Server::Bind(_, m) | Server::InProc(_, m) => m,
         }
     }
 
     /// The server's own process, when it has one.
     fn pid(&self) -> Option<u32> {
         match self {
-            Server::Bind(b) => Some(b.named.pid()),
-            Server::InProc(_) => None,
+            Server::Bind(b, _) => Some(b.named.pid()),
+            Server::InProc(..) => None,
         }
     }
 
@@ -313,8 +362,8 @@ impl Server {
     /// change itself took.
     fn scale(&mut self, n: usize) -> Res<Duration> {
         match self {
-            Server::Bind(b) => b.scale(n),
-            Server::InProc(s) => {
+            Server::Bind(b, _) => b.scale(n),
+            Server::InProc(s, _) => {
                 let started = Instant::now();
                 s.scale(n);
                 Ok(started.elapsed())
@@ -325,8 +374,8 @@ impl Server {
     /// SRV queries received (UDP, TCP), when the server counts them.
     fn srv_queries(&self) -> Option<(u64, u64)> {
         match self {
-            Server::Bind(_) => None,
-            Server::InProc(s) => Some((
+            Server::Bind(..) => None,
+            Server::InProc(s, _) => Some((
                 s.queries(Proto::Udp, RecordType::SRV),
                 s.queries(Proto::Tcp, RecordType::SRV),
             )),
@@ -351,11 +400,14 @@ impl Daemon {
         let yaml = format!(
             "identity: {{hostname: web-1, namespace: default}}\n\
              peers:\n  dns:\n    service: nginx\n    cluster_domain: cluster.local\n    \
-             nameservers: ['{}']\n    interval: {}ms\n\
+             nameservers: ['{}']\n    interval: {}ms\n{}\
              wait: {{min: 0s, max: 0s}}\n\
              templates:\n  - source: {}\n    destination: {}\n",
             server.nameserver(),
             opts.interval.as_millis(),
+            opts.refresh
+                .as_ref()
+                .map_or(String::new(), |r| format!("    refresh: {r}\n")),
             template.display(),
             destination.display()
         );
@@ -398,6 +450,8 @@ struct Row {
     label: String,
     rss: Option<common::procfs::Memory>,
     cpu_per_min: Option<f64>,
+    /// DNS queries and message bytes per minute (this pod).
+    dns_per_min: Option<(f64, f64)>,
     latency: Option<(f64, f64, f64)>,
 }
 
@@ -415,7 +469,28 @@ fn idle(daemon: &Daemon, server: &Server, pods: usize, opts: &Options, row: &mut
     common::print_mappings(pid)?;
     let q0 = server.srv_queries();
     let others: Vec<(&str, u32)> = server.pid().map(|p| ("named", p)).into_iter().collect();
+    let m0 = server.meter().counts();
     let per_min = common::idle_cpu(pid, opts.cpu_window, &others)?;
+    let m1 = server.meter().counts();
+    let minutes = opts.cpu_window.as_secs_f64() / 60.0;
+    let (mut queries, mut bytes) = (0.0, 0.0);
+    for (t, (q, b)) in &m1 {
+        let (q0, b0) = m0.get(t).copied().unwrap_or_default();
+        let (q, b) = ((q - q0) as f64 / minutes, (b - b0) as f64 / minutes);
+        println!(
+            "  DNS {:>4}: {q:8.1} queries/min, {b:12.0} message bytes/min (query + answer)",
+            meter::type_name(*t)
+        );
+        queries += q;
+        bytes += b;
+    }
+    println!(
+        "  DNS per pod: {queries:.1} queries/min, {bytes:.0} bytes/min; per set of {pods}: {:.0} queries/min, {:.0} bytes/min ({:.1} kB/s)",
+        queries * pods as f64,
+        bytes * pods as f64,
+        bytes * pods as f64 / 60.0 / 1000.0
+    );
+    row.dns_per_min = Some((queries, bytes));
     if let (Some((u0, t0)), Some((u1, t1))) = (q0, server.srv_queries()) {
         println!(
             "  SRV queries the server got in the window: {} over UDP, {} over TCP",
@@ -432,10 +507,11 @@ fn idle(daemon: &Daemon, server: &Server, pods: usize, opts: &Options, row: &mut
     for l in logged.iter().take(5) {
         println!("    {l}");
     }
-    let (rss_target, cpu_target) = if pods <= 2 {
-        (3964, 10.0)
-    } else {
-        (7052, 20.0)
+    let (rss_target, cpu_target) = match pods {
+        0..=2 => (3964, 10.0),
+        3..=300 => (7052, 20.0),
+        // Issue 13 (c): 1,000 peers under 10 ms/min and 6 MiB.
+        _ => (6144, 10.0),
     };
     println!(
         "  target (a): VmRSS {} < {rss_target} kB: {}; RssAnon {} < 1024 kB: {}",
@@ -470,14 +546,16 @@ fn latency(
     let limit = opts.interval * 2 + Duration::from_secs(3);
     let started = Instant::now();
     for _ in 0..opts.changes {
-        std::thread::sleep(Duration::from_millis(100) + opts.interval.mul_f64(1.1 * rng.unit()));
+        std::thread::sleep(
+            opts.quiet + Duration::from_millis(100) + opts.interval.mul_f64(1.1 * rng.unit()),
+        );
         let next = if current == pods { pods + 1 } else { pods };
         while rx.try_recv().is_ok() {}
         let took = server.scale(next)?;
         // From nsupdate's return (BIND) or from the set_pods call (inproc).
         let start = match server {
-            Server::Bind(_) => Instant::now(),
-            Server::InProc(_) => Instant::now() - took,
+            Server::Bind(..) => Instant::now(),
+            Server::InProc(..) => Instant::now() - took,
         };
         updates.push(took);
         current = next;
@@ -504,23 +582,25 @@ fn latency(
         started.elapsed().as_secs_f64()
     );
     let what = match server {
-        Server::Bind(_) => "nsupdate run time (not in the latency)",
-        Server::InProc(_) => "set_pods call (in the latency)",
+        Server::Bind(..) => "nsupdate run time (not in the latency)",
+        Server::InProc(..) => "set_pods call (in the latency)",
     };
     common::print_stats(&format!("  {what}"), &mut updates);
     let max = samples.iter().max().copied().map(common::ms);
-    let budget = common::ms(opts.interval) + 20.0;
+    // Issue 13 (b): worst case under interval + 1 s, median under half the
+    // interval + 0.5 s.
+    let budget = common::ms(opts.interval) + 1000.0;
+    let median_budget = common::ms(opts.interval) / 2.0 + 500.0;
     let over = samples.iter().filter(|s| common::ms(**s) >= budget).count();
     if let (Some((median, p90)), Some(max)) = (
         common::print_stats("  DNS change -> new output in place", &mut samples),
         max,
     ) {
         println!(
-            "  target (c): p90 {p90:.1} ms and max {max:.1} ms < {budget:.0} ms: {} / {} ({over} of {} at or over); median {median:.1} ms vs half the interval {:.0} ms",
-            common::verdict(p90 < budget),
+            "  target (b): max {max:.1} ms < {budget:.0} ms: {} ({over} of {} at or over; p90 {p90:.1} ms); median {median:.1} ms < {median_budget:.0} ms: {}",
             common::verdict(max < budget),
             samples.len(),
-            common::ms(opts.interval) / 2.0
+            common::verdict(median < median_budget)
         );
         row.latency = Some((median, p90, max));
     }
@@ -572,7 +652,7 @@ fn main() -> std::process::ExitCode {
                 rows.push(one(kind, pods, root.path(), &opts)?);
             }
         }
-        println!("\n== summary (targets: VmRSS < 3964 kB @2 / 7052 kB @300, RssAnon < 1024 kB; CPU < 10 / 20 ms/min; change -> output < interval + 20 ms) ==");
+        println!("\n== summary (targets: VmRSS < 3964 kB @2 / 7052 kB @300 / 6144 kB @1000; CPU < 10 / 20 / 10 ms/min; change -> output: median < interval/2 + 0.5 s, max < interval + 1 s) ==");
         for r in rows {
             let mem = r.rss.map_or("-".into(), |m| {
                 format!(
@@ -586,7 +666,10 @@ fn main() -> std::process::ExitCode {
             let lat = r.latency.map_or("-".into(), |(m, p, x)| {
                 format!("median {m:6.1} p90 {p:6.1} max {x:6.1} ms")
             });
-            println!("{}  {mem}  CPU {cpu}  latency {lat}", r.label);
+            let dns = r.dns_per_min.map_or("-".into(), |(q, b)| {
+                format!("{q:6.1} queries {b:10.0} bytes /min/pod")
+            });
+            println!("{}  {mem}  CPU {cpu}  DNS {dns}  latency {lat}", r.label);
         }
         Ok(())
     })

@@ -143,10 +143,12 @@ pub async fn main(args: &[String], shutdown: CancellationToken) -> i32 {
 
     let dns = Dns {
         service: Some(flags.service.clone()),
+        soa_query: domain.clone(),
         cluster_domain: domain,
         query: query.clone(),
         nameservers: resolv.nameservers.clone(),
         interval: POLL_PERIOD,
+        refresh: crate::peers::dns::DEFAULT_REFRESH,
         addresses: false,
         ready_query: None,
     };

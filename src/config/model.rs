@@ -132,6 +132,15 @@ pub struct Dns {
     pub query: String,
     pub nameservers: Vec<SocketAddr>,
     pub interval: Duration,
+    /// `peers.dns.refresh`: the SRV set is fetched at least this often even
+    /// when the zone's SOA serial did not move; zero turns the serial check
+    /// off (the SRV set is fetched every interval).
+    pub refresh: Duration,
+    /// The name whose SOA serial is polled: the cluster domain (the zone
+    /// CoreDNS's kubernetes plugin is authoritative for) with `service`,
+    /// the SRV name itself with `name` (its zone's SOA comes back in the
+    /// answer or, for a name below the apex, the authority section).
+    pub soa_query: String,
     pub addresses: bool,
     /// `peers.dns.ready_service` as an SRV name: a second headless Service
     /// over the same pods *without* publishNotReadyAddresses, so it lists

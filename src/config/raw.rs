@@ -73,6 +73,8 @@ pub(super) struct RawDns {
     pub(super) nameservers: Vec<SocketAddr>,
     #[serde(default = "one_second", deserialize_with = "duration")]
     pub(super) interval: Duration,
+    #[serde(default = "sixty_seconds", deserialize_with = "duration")]
+    pub(super) refresh: Duration,
     #[serde(default)]
     pub(super) addresses: bool,
     pub(super) ready_service: Option<String>,

@@ -176,12 +176,19 @@ pub(super) fn resolve(
                     .ready_service
                     .as_ref()
                     .map(|ready| format!("{ready}.{}.svc.{cluster_domain}", identity.namespace));
+                let soa_query = if dns.name.is_some() {
+                    query.clone()
+                } else {
+                    cluster_domain.trim_end_matches('.').to_string()
+                };
                 PeerSource::Dns(Dns {
                     service: dns.service,
                     cluster_domain,
                     query,
                     nameservers: dns.nameservers,
                     interval: dns.interval,
+                    refresh: dns.refresh,
+                    soa_query,
                     // Peers are asked who leads at the addresses DNS gives.
                     addresses: dns.addresses || asks_peers,
                     ready_query,

@@ -341,7 +341,7 @@ impl Loop {
             PeerSource::Dns(_) => "dns",
         };
         let ctx = self.restartable("peers", name, ctx);
-        let (name, worker) = peers::worker(&self.config, ctx)?;
+        let (name, worker) = peers::worker(&self.config, self.mode == Mode::Run, ctx)?;
         spawn(workers, name, worker);
         Ok(())
     }
@@ -619,7 +619,18 @@ impl Loop {
                 if self.peers.as_ref() == Some(&set) {
                     return;
                 }
-                tracing::info!(count = set.len(), peers = ?set.names(), "peer set changed");
+                let (added, removed) = match &self.peers {
+                    Some(before) => set.diff(before),
+                    None => (set.names(), Vec::new()),
+                };
+                tracing::info!(
+                    count = set.len(),
+                    ready = set.ready().count(),
+                    added = %name_list(&added, LOGGED_NAMES),
+                    removed = %name_list(&removed, LOGGED_NAMES),
+                    "peer set changed"
+                );
+                tracing::trace!(count = set.len(), peers = %name_list(&set.names(), usize::MAX), "peer set in full");
                 self.metrics.peers(set.len());
                 self.peers = Some(set);
                 self.note_self_wait();
@@ -1428,6 +1439,22 @@ fn spawn(workers: &mut Workers, name: &'static str, worker: Worker) {
 /// SIGHUP re-reads the config and re-renders everything now (ignoring
 /// `wait`); the app is reloaded only if bytes changed. (SIGUSR1/SIGUSR2 are logged and ignored by
 /// `main`, so none of the three ever ends the process.)
+/// Names of added and removed peers a "peer set changed" line lists (the
+/// whole set only at `-vv`): a 1,000-pod change stays one short line.
+const LOGGED_NAMES: usize = 10;
+
+/// `names` as a JSON array of strings, the first `limit` of them and then
+/// `"and N more"`: readable in text logs, parseable in JSON ones (where it
+/// is a JSON-encoded string: tracing-subscriber's JSON formatter has no
+/// array values without the unstable `valuable` support).
+fn name_list(names: &[&str], limit: usize) -> String {
+    let mut shown: Vec<String> = names.iter().take(limit).map(|n| n.to_string()).collect();
+    if names.len() > limit {
+        shown.push(format!("and {} more", names.len() - limit));
+    }
+    serde_json::to_string(&shown).unwrap_or_default()
+}
+
 fn signals_worker(ctx: Context) -> Result<Worker, SourceError> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut hup = signal(SignalKind::hangup())

@@ -14,8 +14,14 @@ pub use model::{Identity, Peer, PeerSet};
 use crate::config::{Config, PeerSource};
 use crate::event::{Context, Event, SourceError, Worker};
 
-/// The worker of the configured peer source, and its name.
-pub fn worker(config: &Config, ctx: Context) -> Result<(&'static str, Worker), SourceError> {
+/// The worker of the configured peer source, and its name. `start_jitter`
+/// (`run` only): a polling source waits a random fraction of its interval
+/// before its first poll.
+pub fn worker(
+    config: &Config,
+    start_jitter: bool,
+    ctx: Context,
+) -> Result<(&'static str, Worker), SourceError> {
     match &config.peers.source {
         PeerSource::Static(names) => {
             let set = PeerSet::from_names(names.iter().map(String::as_str), "peers.static");
@@ -35,7 +41,7 @@ pub fn worker(config: &Config, ctx: Context) -> Result<(&'static str, Worker), S
         PeerSource::File(path) => Ok(("file", file::worker(path.clone(), ctx)?)),
         PeerSource::Dns(dns) => Ok((
             "dns",
-            dns::worker(dns.clone(), config.nameservers.clone(), ctx)?,
+            dns::worker(dns.clone(), config.nameservers.clone(), start_jitter, ctx)?,
         )),
     }
 }

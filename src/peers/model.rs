@@ -177,6 +177,24 @@ impl PeerSet {
     pub fn names(&self) -> Vec<&str> {
         self.peers.iter().map(|p| p.fqdn.as_str()).collect()
     }
+
+    /// The names in `self` that `before` lacks (added) and the names in
+    /// `before` that `self` lacks (removed), each in set order.
+    pub fn diff<'a>(&'a self, before: &'a PeerSet) -> (Vec<&'a str>, Vec<&'a str>) {
+        let now: BTreeSet<&str> = self.peers.iter().map(|p| p.fqdn.as_str()).collect();
+        let was: BTreeSet<&str> = before.peers.iter().map(|p| p.fqdn.as_str()).collect();
+        let added = self
+            .names()
+            .into_iter()
+            .filter(|n| !was.contains(n))
+            .collect();
+        let removed = before
+            .names()
+            .into_iter()
+            .filter(|n| !now.contains(n))
+            .collect();
+        (added, removed)
+    }
 }
 
 /// This pod: its names, and how to tell it in a peer set.

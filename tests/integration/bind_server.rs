@@ -53,6 +53,9 @@ pub struct Records {
     /// Also serve `nginx-ready.default.svc.cluster.local` with the same
     /// pods (every pod in the zone is ready).
     pub ready_service: bool,
+    /// `minimal-responses yes`: SRV answers carry no address records in the
+    /// additional section, so a client that wants the addresses must ask.
+    pub minimal_responses: bool,
 }
 
 impl Default for Records {
@@ -62,6 +65,7 @@ impl Default for Records {
             srv_port: 80,
             ip: pod_ip,
             ready_service: false,
+            minimal_responses: false,
         }
     }
 }
@@ -103,7 +107,7 @@ impl Bind {
             let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
             fs::write(
                 dir.path().join("named.conf"),
-                named_conf(dir.path(), addr.port(), limit),
+                named_conf(dir.path(), addr.port(), limit, records.minimal_responses),
             )
             .expect("write named.conf");
             let mut cmd = Command::new(find_program("named").expect("named installed"));
@@ -138,6 +142,28 @@ impl Bind {
         self.named.logs()
     }
 
+    /// The queries named has logged so far, as (name, type) pairs like
+    /// `("nginx.default.svc.cluster.local", "SRV")`, in order.
+    pub fn queries(&self) -> Vec<(String, String)> {
+        // `named -g` logs everything, queries too, to its stderr.
+        let log = self.log();
+        log.lines()
+            .filter_map(|line| {
+                // "client @0x.. 127.0.0.1#PORT (NAME): query: NAME IN TYPE +E(0)K (127.0.0.1)"
+                let (_, rest) = line.split_once("query: ")?;
+                let mut words = rest.split_whitespace();
+                let name = words.next()?.to_ascii_lowercase();
+                let _class = words.next()?;
+                Some((name, words.next()?.to_string()))
+            })
+            .collect()
+    }
+
+    /// How many queries of type `rtype` (like `"SRV"`) named has logged.
+    pub fn count(&self, rtype: &str) -> usize {
+        self.queries().iter().filter(|(_, t)| t == rtype).count()
+    }
+
     /// Replaces the Service's SRV records and the pods' A records with
     /// `hosts`, in one dynamic update (`nsupdate -k`).
     pub fn set_pods(&mut self, hosts: &[&str]) {
@@ -145,17 +171,35 @@ impl Bind {
             "server 127.0.0.1 {}\nzone cluster.local\n",
             self.addr.port()
         );
-        script.push_str(&format!("update delete {SERVICE} SRV\n"));
-        if self.records.ready_service {
-            script.push_str(&format!("update delete {READY_SERVICE} SRV\n"));
-        }
-        for old in &self.pods {
-            script.push_str(&format!("update delete {old}.{SERVICE} A\n"));
-            if self.records.ready_service {
-                script.push_str(&format!("update delete {old}.{READY_SERVICE} A\n"));
+        let weight = |n: usize| (100 / n.max(1)).max(1);
+        if weight(hosts.len()) == weight(self.pods.len()) && !self.records.ready_service {
+            // Only the pods that come or go: an update message, like any DNS
+            // message, holds at most 64 KiB (1,000 pods do not fit).
+            let (w, port) = (weight(hosts.len()), self.records.srv_port);
+            for old in self.pods.iter().filter(|p| !hosts.contains(&p.as_str())) {
+                script.push_str(&format!(
+                    "update delete {SERVICE} SRV 0 {w} {port} {old}.{SERVICE}\nupdate delete {old}.{SERVICE} A\n"
+                ));
             }
+            let new: Vec<&str> = hosts
+                .iter()
+                .copied()
+                .filter(|h| !self.pods.iter().any(|p| p == h))
+                .collect();
+            script.push_str(&records_weighted(&new, &self.records, "update add ", w));
+        } else {
+            script.push_str(&format!("update delete {SERVICE} SRV\n"));
+            if self.records.ready_service {
+                script.push_str(&format!("update delete {READY_SERVICE} SRV\n"));
+            }
+            for old in &self.pods {
+                script.push_str(&format!("update delete {old}.{SERVICE} A\n"));
+                if self.records.ready_service {
+                    script.push_str(&format!("update delete {old}.{READY_SERVICE} A\n"));
+                }
+            }
+            script.push_str(&records(hosts, &self.records, "update add "));
         }
-        script.push_str(&records(hosts, &self.records, "update add "));
         script.push_str("send\n");
         let path = self.dir.path().join("update.txt");
         fs::write(&path, script).expect("write nsupdate script");
@@ -241,13 +285,16 @@ fn named_version() -> (u32, u32, u32) {
     )
 }
 
-fn named_conf(dir: &Path, port: u16, max_records_per_type: bool) -> String {
+fn named_conf(dir: &Path, port: u16, max_records_per_type: bool, minimal: bool) -> String {
     let d = dir.display();
-    let limit = if max_records_per_type {
-        "    max-records-per-type 0;\n"
+    let mut limit = if max_records_per_type {
+        "    max-records-per-type 0;\n".to_string()
     } else {
-        ""
+        String::new()
     };
+    if minimal {
+        limit.push_str("    minimal-responses yes;\n");
+    }
     format!(
         r#"options {{
     directory "{d}";
@@ -259,6 +306,7 @@ fn named_conf(dir: &Path, port: u16, max_records_per_type: bool) -> String {
     recursion no;
     dnssec-validation no;
     notify no;
+    querylog yes;
 {limit}}};
 controls {{ }};
 include "{d}/update.key";
@@ -283,7 +331,11 @@ fn zone_file(hosts: &[&str], shape: &Records) -> String {
 
 /// `<prefix>NAME TTL [IN] SRV|A ...` lines for `hosts`.
 fn records(hosts: &[&str], shape: &Records, prefix: &str) -> String {
-    let weight = (100 / hosts.len().max(1)).max(1);
+    records_weighted(hosts, shape, prefix, (100 / hosts.len().max(1)).max(1))
+}
+
+/// [`records`] with this SRV weight.
+fn records_weighted(hosts: &[&str], shape: &Records, prefix: &str, weight: usize) -> String {
     let port = shape.srv_port;
     let mut out = String::new();
     for h in hosts {

@@ -357,6 +357,7 @@ fn the_seed_pod_as_containers_sharing_a_pid_namespace() {
             srv_port: ports.web,
             ip: ip_of,
             ready_service: true,
+            minimal_responses: false,
         },
     );
     let resolv = format!(

@@ -34,6 +34,8 @@ pub struct Opts {
     pub timeout: &'static str,
     /// More keys of `peers:`, each line indented by two spaces.
     pub peers_extra: &'static str,
+    /// More keys of `peers.dns:` (one line, like `refresh: 2s`).
+    pub dns_extra: &'static str,
 }
 
 pub const DEFAULT: Opts = Opts {
@@ -41,6 +43,7 @@ pub const DEFAULT: Opts = Opts {
     addresses: false,
     timeout: "0s",
     peers_extra: "",
+    dns_extra: "",
 };
 
 /// Pod web-1 of StatefulSet `web` behind Service `nginx`, asking
@@ -55,6 +58,7 @@ pub fn dns_pod_asking(nameservers: &[&str], opts: &Opts) -> Pod {
         .dns(nameservers, "200ms")
         .cluster_domain(opts.cluster_domain)
         .dns_option(&format!("addresses: {}", opts.addresses))
+        .dns_option(opts.dns_extra)
         .wait_for_self()
         .peers_option(&format!("timeout: {}", opts.timeout))
         .peers_option(opts.peers_extra)
@@ -128,10 +132,10 @@ fn waits_for_its_own_record_then_renders() {
     let pod = dns_pod(&dns.nameserver(), &DEFAULT);
     let mut d = pod.start();
     d.wait_for_log("waiting for this pod to appear in the peer set", WAIT);
-    let polls = dns.queries_of(RecordType::SRV);
+    let polls = dns.queries_of(RecordType::SOA);
     // Several polls go by: nothing is written and the wait is logged once.
     d.wait_until(WAIT, "five more polls", |_| {
-        dns.queries_of(RecordType::SRV) >= polls + 5
+        dns.queries_of(RecordType::SOA) >= polls + 5
     });
     assert_eq!(
         pod.output(),
@@ -321,7 +325,8 @@ fn nxdomain_after_the_last_pod_is_held_not_rendered() {
     // The output is in place a moment before its log line: mark after it.
     d.wait_for_line(0, &["rendered", "changed=true"], WAIT);
     let mark = d.mark();
-    let polls = dns.queries_of(RecordType::SRV);
+    // Each poll asks the SOA first (the SRV set only when it moved).
+    let polls = dns.queries_of(RecordType::SOA);
     dns.scale(0);
     let line = d.wait_for_line(mark, &["WARN", "holding back a partial peer set"], WAIT);
     assert!(line.contains("reason=\"self_missing\""), "{line}");
@@ -331,7 +336,7 @@ fn nxdomain_after_the_last_pod_is_held_not_rendered() {
     );
     // Several polls go by: the output stays, the warning is not repeated.
     d.wait_until(WAIT, "five more polls", |_| {
-        dns.queries_of(RecordType::SRV) >= polls + 6
+        dns.queries_of(RecordType::SOA) >= polls + 6
     });
     assert_eq!(pod.output().as_deref(), Some(before.as_str()));
     assert_eq!(count_lines(&d, mark, "holding back"), 1, "{}", d.logs());
@@ -380,7 +385,14 @@ fn invalid_target_names_never_reach_the_output() {
         &format!("-dash.{SVC}"),
         &format!("$(reboot).{SVC}"),
     ]);
-    let pod = dns_pod(&dns.nameserver(), &DEFAULT);
+    // No serial check: the SRV set, bad names and all, comes every poll.
+    let pod = dns_pod(
+        &dns.nameserver(),
+        &Opts {
+            dns_extra: "refresh: 0s",
+            ..DEFAULT
+        },
+    );
     let mut d = pod.start();
     pod.wait_for(&mut d, &expected(&["web-0", "web-1"], false));
     let line = d.wait_for_line(0, &["WARN", "bad_name"], WAIT);
@@ -521,6 +533,9 @@ fn addresses_come_from_the_additional_section() {
 #[test]
 fn addresses_are_looked_up_without_additionals() {
     let dns = DnsServer::start("cluster.local");
+    // Looked-up addresses are kept for their TTL: a new IP under the same
+    // name shows once it expired.
+    dns.set_ttl(1);
     dns.scale(2);
     dns.set_additionals(false);
     let pod = dns_pod(
@@ -678,4 +693,164 @@ fn sigterm_stops_it_after_stderr_closes() {
         Some(0),
         "SIGTERM must end peerplate within a second even when its stderr is gone"
     );
+}
+
+/// The pods `web-0` .. `web-<n-1>` as `&str`s for [`expected`].
+fn hosts_of(names: &[String]) -> Vec<&str> {
+    names.iter().map(String::as_str).collect()
+}
+
+#[test]
+fn a_truncated_answer_over_tcp_keeps_the_last_peers_with_one_warning() {
+    let dns = DnsServer::start("cluster.local");
+    dns.scale(300);
+    let pod = dns_pod(&dns.nameserver(), &DEFAULT);
+    let mut d = pod.start();
+    let names = pod_names(301);
+    let hosts = hosts_of(&names);
+    let before = expected(&hosts[..300], false);
+    pod.wait_for(&mut d, &before);
+    wait_for_installs(&mut d, 1);
+    let mark = d.mark();
+
+    // Past 64 KiB a server answers over TCP with TC set (BIND: no records
+    // at all): not an empty peer set, a failed lookup.
+    dns.set_tcp_truncated(true);
+    dns.scale(301);
+    let line = d.wait_for_line(mark, &["WARN", "64 KiB"], WAIT);
+    assert!(
+        line.contains(&format!("DNS lookup of {SVC} failed"))
+            && line.contains("keeping the last known peers"),
+        "{line}"
+    );
+    let tcp = dns.queries(Proto::Tcp, RecordType::SRV);
+    d.wait_until(WAIT, "three more truncated answers", |_| {
+        dns.queries(Proto::Tcp, RecordType::SRV) >= tcp + 3
+    });
+    assert_eq!(
+        pod.output().as_deref(),
+        Some(before.as_str()),
+        "{}",
+        d.logs()
+    );
+    assert_eq!(
+        count_lines(&d, mark, "64 KiB"),
+        1,
+        "one warning\n{}",
+        d.logs()
+    );
+    assert_eq!(count_lines(&d, mark, "changed=true"), 0, "{}", d.logs());
+
+    dns.set_tcp_truncated(false);
+    pod.wait_for(&mut d, &expected(&hosts, false));
+    d.wait_for_log("DNS lookups work again", WAIT);
+    assert_eq!(count_lines(&d, mark, "64 KiB"), 1, "{}", d.logs());
+}
+
+#[test]
+fn a_serial_that_never_moves_falls_back_to_fetching_every_interval() {
+    let dns = DnsServer::start("cluster.local");
+    dns.scale(2);
+    dns.freeze_serial();
+    let pod = dns_pod(
+        &dns.nameserver(),
+        &Opts {
+            dns_extra: "refresh: 3s",
+            ..DEFAULT
+        },
+    );
+    let mut d = pod.start();
+    pod.wait_for(&mut d, &expected(&["web-0", "web-1"], false));
+    // The window after the first serial seen passes: the SOA is asked
+    // every poll, the SRV set no more.
+    let mut quiet = (
+        dns.queries_of(RecordType::SRV),
+        dns.queries_of(RecordType::SOA),
+    );
+    d.wait_until(WAIT, "five SOA polls without an SRV fetch", |_| {
+        let now = (
+            dns.queries_of(RecordType::SRV),
+            dns.queries_of(RecordType::SOA),
+        );
+        if now.0 != quiet.0 {
+            quiet = now;
+        }
+        now.1 >= quiet.1 + 5
+    });
+    let mark = d.mark();
+
+    // The serial does not move: the refresh finds the change, says so once.
+    dns.scale(3);
+    pod.wait_for(&mut d, &expected(&["web-0", "web-1", "web-2"], false));
+    let line = d.wait_for_line(mark, &["did not announce"], WAIT);
+    assert!(
+        line.contains("WARN") && line.contains("zone=cluster.local"),
+        "{line}"
+    );
+
+    // From then on the SRV set is fetched every interval, without the SOA.
+    let (srv, soa) = (
+        dns.queries_of(RecordType::SRV),
+        dns.queries_of(RecordType::SOA),
+    );
+    d.wait_until(WAIT, "five SRV fetches", |_| {
+        dns.queries_of(RecordType::SRV) >= srv + 5
+    });
+    assert_eq!(
+        dns.queries_of(RecordType::SOA),
+        soa,
+        "no SOA while the serial is not trusted"
+    );
+    dns.scale(4);
+    pod.wait_for(
+        &mut d,
+        &expected(&["web-0", "web-1", "web-2", "web-3"], false),
+    );
+    assert_eq!(count_lines(&d, mark, "did not announce"), 1, "{}", d.logs());
+}
+
+#[test]
+fn json_logs_carry_added_and_removed_as_json_arrays() {
+    let dns = DnsServer::start("cluster.local");
+    dns.scale(30);
+    let pod = dns_pod(&dns.nameserver(), &DEFAULT);
+    let mut args = vec!["--log-format".to_string(), "json".into()];
+    args.extend(pod.args("run"));
+    let mut d = Daemon::spawn(pod.peerplate(args));
+    let names = pod_names(30);
+    let hosts = hosts_of(&names);
+    pod.wait_for(&mut d, &expected(&hosts, false));
+    let mark = d.mark();
+    dns.scale(15);
+    pod.wait_for(&mut d, &expected(&hosts[..15], false));
+    let line = d.wait_for_line(mark, &["peer set changed"], WAIT);
+    let event: serde_json::Value = serde_json::from_str(&line).expect("a JSON line");
+    let list = |key: &str| -> Vec<String> {
+        let text = event[key]
+            .as_str()
+            .unwrap_or_else(|| panic!("{key} in {line}"));
+        serde_json::from_str(text).unwrap_or_else(|e| panic!("{key} is a JSON array: {e}"))
+    };
+    assert_eq!(event["count"], 15, "{line}");
+    assert_eq!(list("added"), Vec::<String>::new());
+    let removed = list("removed");
+    assert_eq!(removed.len(), 11, "{removed:?}");
+    assert_eq!(removed[0], format!("web-15.{SVC}"));
+    assert_eq!(removed[10], "and 5 more");
+}
+
+/// With `-vv` the whole set is logged too, on a line of its own.
+#[test]
+fn the_full_peer_list_is_logged_at_vv() {
+    let dns = DnsServer::start("cluster.local");
+    dns.scale(12);
+    let pod = dns_pod(&dns.nameserver(), &DEFAULT);
+    let mut args = vec!["-vv".to_string()];
+    args.extend(pod.args("run"));
+    let mut d = Daemon::spawn(pod.peerplate(args));
+    let names = pod_names(12);
+    pod.wait_for(&mut d, &expected(&hosts_of(&names), false));
+    let line = d.wait_for_line(0, &["peer set in full"], WAIT);
+    assert!(line.contains(&format!("\"web-11.{SVC}\"]")), "{line}");
+    assert!(!line.contains("more"), "{line}");
 }

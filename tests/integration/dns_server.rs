@@ -10,6 +10,12 @@
 //! must come back over TCP. Tests change the pods, the failure mode (SERVFAIL,
 //! REFUSED, no answer at all) and whether additionals are sent while a daemon
 //! polls it, and read counters of the queries it received. Dropping it stops it.
+//!
+//! The zone's SOA serial is, as with CoreDNS's kubernetes plugin, the Unix
+//! time (seconds) of the last change; [`DnsServer::freeze_serial`] keeps it
+//! fixed (a server whose serial does not track changes), and
+//! [`DnsServer::set_tcp_truncated`] makes every SRV answer over TCP come
+//! with TC set and no records (what BIND does past 64 KiB).
 
 #![allow(dead_code)] // not every test uses every control
 
@@ -71,6 +77,22 @@ struct Zone {
     /// The ready-only Service `nginx-ready.default.svc.<domain>` (no
     /// publishNotReadyAddresses) and the pods it lists, when set.
     ready: Option<(Name, Vec<String>)>,
+    /// The TTL of every record ([`TTL`] unless told otherwise).
+    ttl: u32,
+    /// The SOA serial: the Unix second of the last change.
+    serial: u32,
+    /// The serial stays as it is, whatever changes.
+    serial_frozen: bool,
+    /// SRV answers over TCP carry TC and no records.
+    tcp_truncated: bool,
+}
+
+/// Now as a Unix time in seconds, as CoreDNS's serial.
+fn unix_now() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
+        .unwrap_or(1)
 }
 
 struct Shared {
@@ -127,6 +149,10 @@ impl DnsServer {
                 nodata: false,
                 srv_port: 80,
                 ready: None,
+                ttl: TTL,
+                serial: unix_now(),
+                serial_frozen: false,
+                tcp_truncated: false,
             }),
             counts: Mutex::new(BTreeMap::new()),
         });
@@ -160,6 +186,11 @@ impl DnsServer {
     pub fn set_pods(&self, hosts: &[&str]) {
         let pods: Vec<(&str, Ipv4Addr)> = hosts.iter().map(|h| (*h, pod_ip(h))).collect();
         self.set_pod_ips(&pods);
+    }
+
+    /// The TTL of every record from now on.
+    pub fn set_ttl(&self, ttl: u32) {
+        self.zone().ttl = ttl;
     }
 
     /// The pods are exactly these, at these IPs.
@@ -272,8 +303,30 @@ impl DnsServer {
         }
     }
 
+    /// Keeps the SOA serial where it is from now on (a server whose serial
+    /// does not track changes).
+    pub fn freeze_serial(&self) {
+        lock(&self.shared.zone).serial_frozen = true;
+    }
+
+    /// The SOA serial now.
+    pub fn serial(&self) -> u32 {
+        lock(&self.shared.zone).serial
+    }
+
+    /// SRV answers over TCP come with TC set and no records (an answer past
+    /// the 64 KiB a DNS message can hold).
+    pub fn set_tcp_truncated(&self, on: bool) {
+        self.zone().tcp_truncated = on;
+    }
+
+    /// The zone, for a change: the serial moves (unless frozen).
     fn zone(&self) -> std::sync::MutexGuard<'_, Zone> {
-        lock(&self.shared.zone)
+        let mut zone = lock(&self.shared.zone);
+        if !zone.serial_frozen {
+            zone.serial = unix_now();
+        }
+        zone
     }
 
     fn counts(&self) -> std::sync::MutexGuard<'_, BTreeMap<(Proto, RecordType), u64>> {
@@ -402,6 +455,10 @@ fn respond(shared: &Shared, bytes: &[u8], proto: Proto) -> Option<Vec<u8>> {
         Mode::Refused => response.metadata.response_code = ResponseCode::Refused,
         Mode::Normal => zone.answer(&query, &mut response),
     }
+    if proto == Proto::Tcp && zone.tcp_truncated && query.query_type == RecordType::SRV {
+        // What BIND does past 64 KiB: TC over TCP, no records at all.
+        return response.truncate().to_vec().ok();
+    }
     let wire = response.to_vec().ok()?;
     if proto == Proto::Udp && wire.len() > usize::from(request.max_payload()) {
         // What CoreDNS does: no records at all, just TC.
@@ -429,8 +486,8 @@ impl Zone {
             .expect("mbox name");
         Record::from_rdata(
             self.domain.clone(),
-            TTL,
-            RData::SOA(SOA::new(ns, mbox, 1, 7200, 1800, 86400, TTL)),
+            self.ttl,
+            RData::SOA(SOA::new(ns, mbox, self.serial, 7200, 1800, 86400, self.ttl)),
         )
     }
 
@@ -456,12 +513,12 @@ impl Zone {
                         let srv = SRV::new(0, 50, self.srv_port, target.clone());
                         response.add_answer(Record::from_rdata(
                             service.clone(),
-                            TTL,
+                            self.ttl,
                             RData::SRV(srv),
                         ));
                         response.add_additional(Record::from_rdata(
                             target.clone(),
-                            TTL,
+                            self.ttl,
                             RData::A(A::from(*ip)),
                         ));
                     }
@@ -474,7 +531,7 @@ impl Zone {
                 if query.query_type == RecordType::A {
                     response.add_answer(Record::from_rdata(
                         target.clone(),
-                        TTL,
+                        self.ttl,
                         RData::A(A::from(*ip)),
                     ));
                 } else {
@@ -491,7 +548,7 @@ impl Zone {
         let count = pods.len() + self.extra_targets.len();
         if name == self.service && count > 0 {
             let a = |(n, ip): &(Name, Ipv4Addr)| {
-                Record::from_rdata(n.clone(), TTL, RData::A(A::from(*ip)))
+                Record::from_rdata(n.clone(), self.ttl, RData::A(A::from(*ip)))
             };
             match query.query_type {
                 RecordType::SRV => {
@@ -504,7 +561,7 @@ impl Zone {
                         let srv = SRV::new(0, weight, self.srv_port, target);
                         response.add_answer(Record::from_rdata(
                             self.service.clone(),
-                            TTL,
+                            self.ttl,
                             RData::SRV(srv),
                         ));
                     }
@@ -525,7 +582,7 @@ impl Zone {
             }
         } else if let Some((_, ip)) = pods.iter().find(|(n, _)| *n == name) {
             if query.query_type == RecordType::A {
-                response.add_answer(Record::from_rdata(name, TTL, RData::A(A::from(*ip))));
+                response.add_answer(Record::from_rdata(name, self.ttl, RData::A(A::from(*ip))));
             } else {
                 response.add_authority(self.soa()); // NODATA
             }

@@ -8,10 +8,32 @@
 //! - A timeout, SERVFAIL, REFUSED or an unreachable server is *not* an
 //!   answer: the last known set stays, one warning goes out per outage (not
 //!   one per poll), and polling goes on.
-//! - Nothing is cached, so a change is seen on the next poll whatever TTL the
-//!   server gave.
+//! - No SRV answer is cached, so a change is seen on the next fetch whatever
+//!   TTL the server gave.
 //! - A truncated UDP answer (CoreDNS's answer for about 20 pods or more) is
-//!   asked again over TCP, and from then on TCP is asked first.
+//!   asked again over TCP, and from then on TCP is asked first. A TCP answer
+//!   with TC set did not fit in 64 KiB and is a failed lookup (see `wire`).
+//!
+//! Asking whether anything changed before asking for everything
+//! ([`SerialCheck`]): CoreDNS's kubernetes plugin sets its zone's SOA serial
+//! to the Unix time of the last Service or endpoint change it saw, and a
+//! primary like BIND raises it on every update (RFC 1035 3.3.13, RFC 1982).
+//! So every interval the poller asks the zone's SOA (about 100 bytes, over
+//! UDP) and fetches the SRV set (both names, with a ready service) only when
+//! the serial is different from the last one seen, for max(2 s, two
+//! intervals) after any such move, and at least every `peers.dns.refresh`.
+//! "Different", never "greater": two CoreDNS replicas each keep a serial of
+//! their own, and the fetch window after a move covers a replica that lags
+//! the one that answered the SOA, and a second change in the same second
+//! (which shares the serial: the window runs two seconds past the moment
+//! the move was seen, so past the end of the serial's second). A refresh
+//! that finds a change the serial did not announce turns the check off for
+//! ten refresh periods, said once in the log.
+//!
+//! With `addresses: true`, A/AAAA lookups are kept for their TTL (RFC 1035
+//! 3.2.1; negative answers for the SOA minimum, RFC 2308 5): only peers that
+//! are new or whose lookups expired are asked, at most
+//! [`ADDRESS_LOOKUPS_PER_POLL`] a poll once a set has been sent.
 //!
 //! Why not hickory's `Resolver` for the poll: it opens a fresh UDP socket per
 //! query and runs every query through its pool and cache layers, which cost
@@ -37,12 +59,65 @@ use crate::config::Dns;
 use crate::event::{Context, Event, SourceError, Worker};
 use crate::metrics::{Lookup, Metrics};
 pub use wire::LookupFailure;
-use wire::{decode, srv_targets, Client, XorShift};
+use wire::{decode, soa_serial, srv_targets, Client};
 
 /// How long shutdown waits for the polling thread, which may sit in a
 /// socket call for up to 5 s: after this it is left to end on its own
 /// (the process is exiting), so SIGTERM still exits within a second.
 const JOIN_WAIT: Duration = Duration::from_millis(300);
+
+/// `peers.dns.refresh` when the config does not set it.
+pub const DEFAULT_REFRESH: Duration = Duration::from_secs(60);
+
+/// After the serial moved, the SRV set is fetched every poll for at least
+/// this long (and at least two intervals): a serial that is the Unix second
+/// of the last change is shared by every change in that second.
+const MOVE_WINDOW: Duration = Duration::from_secs(2);
+
+/// Refresh periods the serial is not trusted after it missed a change.
+const DISTRUST_REFRESHES: u32 = 10;
+
+/// Peers whose addresses may be looked up (A and AAAA) in one poll, once a
+/// set has been sent; the first set is resolved whole.
+pub const ADDRESS_LOOKUPS_PER_POLL: usize = 128;
+
+/// How long a lookup with no TTL to go by (no records, no SOA) is kept.
+const NEGATIVE_TTL: Duration = Duration::from_secs(5);
+
+/// The SOA-serial change detection (see the module docs): whether this
+/// poll must fetch the SRV set.
+struct SerialCheck {
+    /// The name whose SOA is asked (`Dns::soa_query`).
+    query: Name,
+    refresh: Duration,
+    /// max([`MOVE_WINDOW`], two intervals).
+    window: Duration,
+    /// The serial seen last.
+    last: Option<u32>,
+    /// Fetch every poll until then: the window after a move.
+    moved_until: Option<Instant>,
+    /// The next fetch a quiet serial still gets.
+    next_refresh: Option<Instant>,
+    /// The serial missed a change: fetch every poll until then.
+    distrust_until: Option<Instant>,
+    /// The fallback was logged (once per process).
+    told: bool,
+}
+
+/// Why a poll fetches the SRV set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fetch {
+    /// No serial check (`refresh: 0s`, or the serial is not trusted now).
+    Always,
+    /// Nothing sent yet, the last fetch failed, or addresses are pending.
+    Unsettled,
+    /// The SOA gave no serial (no answer, no SOA record).
+    NoSerial,
+    /// The serial moved, or moved less than the window ago.
+    Moved,
+    /// `refresh` passed since the last fetch.
+    Refresh,
+}
 
 /// Polls one SRV name.
 pub struct Poller {
@@ -65,6 +140,13 @@ pub struct Poller {
     ready_targets: Option<Vec<(u16, Vec<u8>)>>,
     /// The last set with readiness applied, as sent.
     last_sent: Option<PeerSet>,
+    /// `None` with `refresh: 0s`: fetch every interval.
+    serial: Option<SerialCheck>,
+    /// The last fetch failed or left addresses to look up: fetch again.
+    unsettled: bool,
+    /// Addresses looked up by A/AAAA (not from an additional section), by
+    /// peer name, with when they expire.
+    address_cache: BTreeMap<String, (Vec<IpAddr>, Instant)>,
 }
 
 impl Poller {
@@ -89,7 +171,27 @@ impl Poller {
                 })?,
             ),
         };
+        let serial = if dns.refresh.is_zero() {
+            None
+        } else {
+            let soa = format!("{}.", dns.soa_query.trim_end_matches('.'));
+            Some(SerialCheck {
+                query: Name::from_ascii(&soa).map_err(|e| {
+                    SourceError::Setup(format!("peers.dns: {soa:?} is not a DNS name: {e}"))
+                })?,
+                refresh: dns.refresh,
+                window: MOVE_WINDOW.max(dns.interval * 2),
+                last: None,
+                moved_until: None,
+                next_refresh: None,
+                distrust_until: None,
+                told: false,
+            })
+        };
         Ok(Poller {
+            serial,
+            unsettled: true,
+            address_cache: BTreeMap::new(),
             ready_query,
             ready_hosts: None,
             ready_targets: None,
@@ -131,26 +233,146 @@ impl Poller {
             .map_err(|_| std::io::Error::other("the DNS thread ended without an answer"))
     }
 
-    /// Asks the peers' SRV name and, with a ready service, its SRV name too,
-    /// over the same sockets. `Ok(Some(set))`: a new set (possibly empty),
-    /// with `peer.ready` from the ready service; `Ok(None)`: the same as
-    /// last time; `Err`: either lookup failed, so the last known state stays
-    /// (no set is sent before both have answered once).
+    /// One poll: asks the zone's SOA first (unless the serial check is off)
+    /// and, when [`SerialCheck`] says so, the peers' SRV name and, with a
+    /// ready service, its SRV name too, over the same sockets.
+    /// `Ok(Some(set))`: a new set (possibly empty), with `peer.ready` from
+    /// the ready service; `Ok(None)`: the same as last time (or not asked);
+    /// `Err`: either lookup failed, so the last known state stays (no set
+    /// is sent before both have answered once).
     pub fn poll(&mut self) -> Result<Option<PeerSet>, LookupFailure> {
+        let now = Instant::now();
+        let Some(why) = self.must_fetch(now) else {
+            if self.addresses && self.addresses_expired(now) {
+                return self.refresh_addresses(now);
+            }
+            return Ok(None);
+        };
+        let polled = self.fetch();
+        self.unsettled = self.unsettled || polled.is_err();
+        if let (Some(check), true) = (self.serial.as_mut(), polled.is_ok()) {
+            check.next_refresh = Some(now + check.refresh);
+        }
+        if why == Fetch::Refresh && matches!(polled, Ok(Some(_))) {
+            self.distrust(now);
+        }
+        polled
+    }
+
+    /// A refresh found a change the serial stood still over: fetch every
+    /// interval for [`DISTRUST_REFRESHES`] refresh periods, said once.
+    fn distrust(&mut self, now: Instant) {
+        let query = self.query();
+        let Some(check) = self.serial.as_mut() else {
+            return;
+        };
+        let off = check.refresh * DISTRUST_REFRESHES;
+        check.distrust_until = Some(now + off);
+        check.last = None;
+        let zone = check.query.to_ascii();
+        let zone = zone.trim_end_matches('.');
+        if check.told {
+            tracing::debug!(query = %query, zone = %zone, "a refresh found a peer change the SOA serial did not announce, again");
+        } else {
+            check.told = true;
+            tracing::warn!(query = %query, zone = %zone, refresh = ?check.refresh, distrusted_for = ?off, "a refresh found a peer change that the zone's SOA serial did not announce; fetching the SRV set every interval for the next {DISTRUST_REFRESHES} refresh periods before trusting the serial again");
+        }
+    }
+
+    /// Whether this poll fetches the SRV set, and why; asks the SOA when the
+    /// serial check is on and trusted.
+    fn must_fetch(&mut self, now: Instant) -> Option<Fetch> {
+        let Some(check) = self.serial.as_mut() else {
+            return Some(Fetch::Always);
+        };
+        match check.distrust_until {
+            Some(until) if now < until => return Some(Fetch::Always),
+            Some(_) => check.distrust_until = None,
+            None => {}
+        }
+        // Asked first, even before the first fetch: the baseline serial
+        // must not be younger than the set it vouches for.
+        let serial = match self.client.query_udp(&check.query, RecordType::SOA) {
+            Ok(bytes) => soa_serial(&bytes),
+            Err(e) => {
+                tracing::debug!(zone = %check.query, reason = %e.0, "SOA lookup failed; fetching the SRV set");
+                None
+            }
+        };
+        let Some(serial) = serial else {
+            return Some(Fetch::NoSerial);
+        };
+        if check.last != Some(serial) {
+            check.last = Some(serial);
+            check.moved_until = Some(now + check.window);
+            return Some(Fetch::Moved);
+        }
+        if self.unsettled || self.last_sent.is_none() {
+            return Some(Fetch::Unsettled);
+        }
+        if check.moved_until.is_some_and(|until| now < until) {
+            return Some(Fetch::Moved);
+        }
+        if check.next_refresh.is_none_or(|at| now >= at) {
+            return Some(Fetch::Refresh);
+        }
+        None
+    }
+
+    /// Asks the SRV name(s): see [`Poller::poll`].
+    fn fetch(&mut self) -> Result<Option<PeerSet>, LookupFailure> {
+        self.unsettled = false;
         let peers_changed = self.poll_peers()?.is_some();
         let ready_changed = self.poll_ready()?;
-        if !peers_changed && !ready_changed && self.last_sent.is_some() {
-            return Ok(None);
+        Ok(self.outgoing(peers_changed || ready_changed))
+    }
+
+    /// The set to send after a change (`changed`), with readiness applied;
+    /// `None` if it is what was sent last.
+    fn outgoing(&mut self, changed: bool) -> Option<PeerSet> {
+        if !changed && self.last_sent.is_some() {
+            return None;
         }
         let mut set = self.last_set.clone().unwrap_or_default();
         if let Some(ready) = &self.ready_hosts {
             set = set.with_ready(ready);
         }
         if self.last_sent.as_ref() == Some(&set) {
-            return Ok(None);
+            return None;
         }
         self.last_sent = Some(set.clone());
-        Ok(Some(set))
+        Some(set)
+    }
+
+    /// Between fetches: looks up again the addresses of the last set's
+    /// peers whose lookups expired (at most [`ADDRESS_LOOKUPS_PER_POLL`]),
+    /// without asking the SRV set; a new set if an address changed.
+    fn refresh_addresses(&mut self, now: Instant) -> Result<Option<PeerSet>, LookupFailure> {
+        let Some(set) = self.last_set.clone() else {
+            return Ok(None);
+        };
+        let mut peers: Vec<Peer> = set.iter().cloned().collect();
+        let mut budget = ADDRESS_LOOKUPS_PER_POLL;
+        for peer in &mut peers {
+            if budget == 0 {
+                break;
+            }
+            let expired = self
+                .address_cache
+                .get(&peer.fqdn)
+                .is_some_and(|(_, expires)| now >= *expires);
+            if expired {
+                budget -= 1;
+                let (ips, ttl) = self.look_up(&peer.fqdn)?;
+                peer.addresses = ips.clone();
+                self.address_cache
+                    .insert(peer.fqdn.clone(), (ips, now + ttl));
+            }
+        }
+        let fresh = PeerSet::new(peers);
+        let changed = fresh != set;
+        self.last_set = Some(fresh);
+        Ok(self.outgoing(changed))
     }
 
     /// The ready service's answer; true when the ready hosts changed.
@@ -186,19 +408,24 @@ impl Poller {
     }
 
     /// Asks the peers' SRV name once. `Ok(Some(set))` is a new answer
-    /// (possibly empty), `Ok(None)` the same peers as last time, `Err` no
+    /// (possibly empty), `Ok(None)` the same peers as last time (or, with
+    /// addresses, a set whose new peers are not all resolved yet), `Err` no
     /// answer at all.
     fn poll_peers(&mut self) -> Result<Option<PeerSet>, LookupFailure> {
         let bytes = self.client.query(&self.query, RecordType::SRV)?;
+        let now = Instant::now();
         // An identical answer (CoreDNS answers in a stable order) is an
-        // identical peer set: skip even decoding it. Not with addresses,
-        // which may come from other lookups that changed on their own.
-        if !self.addresses && bytes.get(2..) == self.last_answer.get(2..) {
+        // identical peer set: skip even decoding it. With addresses, only
+        // while every looked-up address is within its TTL.
+        if bytes.get(2..) == self.last_answer.get(2..)
+            && (!self.addresses || !self.addresses_expired(now))
+        {
             return Ok(None);
         }
         // The same records in another order (BIND rotates them on every
         // answer) are the same peers: compare the sorted (port, target)
-        // pairs, read straight off the wire, before decoding anything.
+        // pairs, read straight off the wire, before decoding anything. Not
+        // with addresses, which may come from other records.
         let targets = if self.addresses {
             None
         } else {
@@ -209,14 +436,6 @@ impl Poller {
             return Ok(None);
         }
         let message = decode(&bytes)?;
-        if self.addresses
-            && additionals_cover_answers(&message)
-            && bytes.get(2..) == self.last_answer.get(2..)
-        {
-            return Ok(None);
-        }
-        self.last_answer = bytes;
-        self.last_targets = targets;
 
         let mut peers = Vec::new();
         let mut dropped = BTreeSet::new();
@@ -237,14 +456,26 @@ impl Poller {
         }
         self.dropped = dropped;
         if self.addresses {
-            if let Err(e) = self.fill_addresses(&mut peers, &message) {
-                // Ask again next time rather than trust a half-filled set.
-                self.last_answer.clear();
-                self.last_set = None;
-                self.last_targets = None;
-                return Err(e);
+            match self.fill_addresses(&mut peers, &message, now) {
+                Ok(true) => {}
+                Ok(false) => {
+                    // New peers still without addresses: hold the set until
+                    // the next poll has looked them up.
+                    self.unsettled = true;
+                    self.last_answer.clear();
+                    return Ok(None);
+                }
+                Err(e) => {
+                    // Ask again next time rather than trust a half-filled set.
+                    self.last_answer.clear();
+                    self.last_set = None;
+                    self.last_targets = None;
+                    return Err(e);
+                }
             }
         }
+        self.last_answer = bytes;
+        self.last_targets = targets;
         let set = PeerSet::new(peers);
         if self.last_set.as_ref() == Some(&set) {
             return Ok(None);
@@ -253,39 +484,102 @@ impl Poller {
         Ok(Some(set))
     }
 
+    /// Whether a looked-up address is past its TTL.
+    fn addresses_expired(&self, now: Instant) -> bool {
+        self.address_cache
+            .values()
+            .any(|(_, expires)| now >= *expires)
+    }
+
     /// Gives each peer its A/AAAA addresses: from the answer's additional
-    /// section when it has them (CoreDNS sends them), otherwise by asking.
+    /// section when it has them (CoreDNS sends them), else from a lookup
+    /// still within its TTL, else by asking: at most
+    /// [`ADDRESS_LOOKUPS_PER_POLL`] peers a poll once a set was sent (an
+    /// expired peer keeps its last addresses until its turn). `Ok(false)`:
+    /// a new peer is left without addresses for now.
     fn fill_addresses(
         &mut self,
         peers: &mut [Peer],
         answer: &Message,
-    ) -> Result<(), LookupFailure> {
+        now: Instant,
+    ) -> Result<bool, LookupFailure> {
         let mut known = addresses_in(&answer.additionals);
+        let mut budget = if self.last_sent.is_some() {
+            ADDRESS_LOOKUPS_PER_POLL
+        } else {
+            usize::MAX
+        };
+        let mut complete = true;
+        let mut current = BTreeSet::new();
         for peer in peers.iter_mut() {
-            let mut ips = match known.remove(&peer.fqdn) {
-                Some(ips) => ips,
-                None => {
-                    let name = Name::from_ascii(format!("{}.", peer.fqdn))
-                        .map_err(|e| LookupFailure(e.to_string()))?;
-                    let mut ips = Vec::new();
-                    for rtype in [RecordType::A, RecordType::AAAA] {
-                        let reply = self
-                            .client
-                            .query(&name, rtype)
-                            .and_then(|bytes| decode(&bytes))
-                            .map_err(|e| {
-                                LookupFailure(format!("addresses of {}: {}", peer.fqdn, e.0))
-                            })?;
-                        ips.extend(addresses_in(&reply.answers).into_values().flatten());
-                    }
-                    ips
+            if let Some(mut ips) = known.remove(&peer.fqdn) {
+                ips.sort();
+                ips.dedup();
+                peer.addresses = ips;
+                continue;
+            }
+            current.insert(peer.fqdn.clone());
+            let cached = self.address_cache.get(&peer.fqdn);
+            if let Some((ips, expires)) = cached {
+                if now < *expires || budget == 0 {
+                    peer.addresses = ips.clone();
+                    continue;
                 }
-            };
-            ips.sort();
-            ips.dedup();
-            peer.addresses = ips;
+            } else if budget == 0 {
+                complete = false;
+                continue;
+            }
+            budget -= 1;
+            let (ips, ttl) = self.look_up(&peer.fqdn)?;
+            peer.addresses = ips.clone();
+            self.address_cache
+                .insert(peer.fqdn.clone(), (ips, now + ttl));
         }
-        Ok(())
+        // Peers that left, or whose addresses now come in the answer.
+        self.address_cache.retain(|name, _| current.contains(name));
+        Ok(complete)
+    }
+
+    /// A and AAAA of `fqdn`: the sorted addresses and how long they hold
+    /// (the smallest record TTL; for an empty answer the SOA's negative TTL,
+    /// RFC 2308 5).
+    fn look_up(&mut self, fqdn: &str) -> Result<(Vec<IpAddr>, Duration), LookupFailure> {
+        let name =
+            Name::from_ascii(format!("{fqdn}.")).map_err(|e| LookupFailure(e.to_string()))?;
+        let mut ips = Vec::new();
+        let mut ttl: Option<u32> = None;
+        for rtype in [RecordType::A, RecordType::AAAA] {
+            let reply = self
+                .client
+                .query(&name, rtype)
+                .and_then(|bytes| decode(&bytes))
+                .map_err(|e| LookupFailure(format!("addresses of {fqdn}: {}", e.0)))?;
+            let found = addresses_in(&reply.answers);
+            let this = if found.is_empty() {
+                reply.authorities.iter().find_map(|r| match &r.data {
+                    RData::SOA(soa) => Some(r.ttl.min(soa.minimum)),
+                    _ => None,
+                })
+            } else {
+                reply
+                    .answers
+                    .iter()
+                    .filter(|r| matches!(r.data, RData::A(_) | RData::AAAA(_)))
+                    .map(|r| r.ttl)
+                    .min()
+            };
+            if let Some(t) = this {
+                ttl = Some(ttl.map_or(t, |old| old.min(t)));
+            }
+            ips.extend(found.into_values().flatten());
+        }
+        ips.sort();
+        ips.dedup();
+        let ttl = ttl.map_or(NEGATIVE_TTL, |t| Duration::from_secs(u64::from(t)));
+        Ok((
+            ips,
+            ttl.clamp(Duration::from_secs(1), Duration::from_secs(3600)),
+        ))
     }
 }
 
@@ -307,26 +601,19 @@ fn addresses_in(records: &[hickory_resolver::proto::rr::Record]) -> BTreeMap<Str
     found
 }
 
-fn additionals_cover_answers(message: &Message) -> bool {
-    let known = addresses_in(&message.additionals);
-    message.answers.iter().all(|r| match &r.data {
-        RData::SRV(srv) => known.contains_key(
-            srv.target
-                .to_ascii()
-                .trim_end_matches('.')
-                .to_ascii_lowercase()
-                .as_str(),
-        ),
-        _ => true,
-    })
-}
-
 /// The worker: the poller on a thread of its own (its socket calls block),
 /// polling every `interval` (less up to 5% jitter, so a StatefulSet's pods do
-/// not query in lockstep) and sending each new peer set. The body returns
-/// when `shutdown` is cancelled, after waiting up to [`JOIN_WAIT`] for the
-/// thread, or with an error if the thread ends first.
-pub fn worker(dns: Dns, nameservers: Vec<SocketAddr>, ctx: Context) -> Result<Worker, SourceError> {
+/// not query in lockstep) and sending each new peer set. With `start_jitter`
+/// (`run`), the first poll waits a random fraction of the interval, so a
+/// whole set restarted at once does not poll in lockstep either. The body
+/// returns when `shutdown` is cancelled, after waiting up to [`JOIN_WAIT`]
+/// for the thread, or with an error if the thread ends first.
+pub fn worker(
+    dns: Dns,
+    nameservers: Vec<SocketAddr>,
+    start_jitter: bool,
+    ctx: Context,
+) -> Result<Worker, SourceError> {
     let poller = Poller::new(&dns, &nameservers)?;
     // Dropping `stop` wakes the thread from its sleep at once.
     let (stop, stopped) = std::sync::mpsc::channel::<()>();
@@ -340,6 +627,13 @@ pub fn worker(dns: Dns, nameservers: Vec<SocketAddr>, ctx: Context) -> Result<Wo
     std::thread::Builder::new()
         .name("peerplate-dns".into())
         .spawn(move || {
+            if start_jitter {
+                let wait = dns.interval.mul_f64(fastrand::f64());
+                if stopped.recv_timeout(wait) != Err(RecvTimeoutError::Timeout) {
+                    let _ = done_tx.send(());
+                    return;
+                }
+            }
             poll_loop(poller, dns.interval, &metrics, events, errors, stopped);
             let _ = done_tx.send(());
         })
@@ -371,7 +665,6 @@ fn poll_loop(
 ) {
     let query = poller.query();
     let mut outage: Option<(Instant, u64)> = None;
-    let mut jitter = XorShift::new();
     loop {
         let polled = poller.poll();
         metrics.lookup(match polled {
@@ -412,7 +705,7 @@ fn poll_loop(
         // Up to 5% *less* than the interval: pods spread out, and a change
         // is never seen later than one interval after it happened.
         let spread = interval.as_nanos() as u64 / 20;
-        let pause = interval - Duration::from_nanos(jitter.next() % spread.max(1));
+        let pause = interval - Duration::from_nanos(fastrand::u64(..spread.max(1)));
         match stopped.recv_timeout(pause) {
             Err(RecvTimeoutError::Timeout) => {}
             _ => return,

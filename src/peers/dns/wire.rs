@@ -4,7 +4,13 @@
 //! answer came truncated (RFC 7766). One question, one answer, no cache, no
 //! search list; answers are checked against the query ID. Also the readers
 //! that look at an answer's bytes without decoding it (the TC bit, the
-//! sorted SRV targets).
+//! sorted SRV targets, the SOA serial).
+//!
+//! A DNS message over TCP is at most 65,535 bytes (RFC 1035 4.2.2, RFC 7766
+//! 8): a bigger answer cannot be sent whole, and a server then sets TC even
+//! over TCP (CoreDNS cuts the record list; BIND sends no records at all). A
+//! TCP answer with TC set is therefore a failed lookup ([`TOO_BIG`]), never
+//! a peer set.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
@@ -24,6 +30,25 @@ const UDP_SOCKET_USES: u32 = 64;
 #[derive(Debug)]
 pub struct LookupFailure(pub String);
 
+/// The reason given when a TCP answer comes with TC set (RFC 7766 8: the
+/// answer did not fit in one 64 KiB DNS message).
+pub const TOO_BIG: &str = "the answer over TCP came truncated (TC set): the SRV set does not fit in one DNS message (64 KiB limit, RFC 1035 4.2.2; about 1,100 pods with address records under CoreDNS), so it is not the whole set; split the StatefulSet or use peers.dns.ready_service/name for a smaller SRV name";
+
+/// Why one server gave no usable answer.
+enum AskError {
+    /// No answer, or one that is no answer (SERVFAIL, REFUSED, a mismatch):
+    /// try the next server.
+    Server(String),
+    /// A TCP answer with TC set: every server would say the same.
+    TooBig,
+}
+
+impl From<String> for AskError {
+    fn from(e: String) -> AskError {
+        AskError::Server(e)
+    }
+}
+
 /// A minimal DNS client over kept-open sockets: one question, one answer,
 /// no cache, no search list.
 pub(super) struct Client {
@@ -35,7 +60,6 @@ pub(super) struct Client {
     /// Set once an answer came truncated: the set is big, ask TCP directly.
     prefer_tcp: bool,
     timeout: Duration,
-    ids: XorShift,
     /// Receive buffer, kept between polls: no 64 KiB allocation per query.
     buf: Vec<u8>,
 }
@@ -49,23 +73,44 @@ impl Client {
             tcp: None,
             prefer_tcp: false,
             timeout,
-            ids: XorShift::new(),
             buf: vec![0u8; 65535],
         }
     }
 
     /// Asks each server in turn until one answers. NXDOMAIN and NOERROR are
-    /// answers; every other response code is a failure.
+    /// answers; every other response code is a failure, and so is a TCP
+    /// answer with TC set ([`TOO_BIG`]).
     pub(super) fn query(
         &mut self,
         name: &Name,
         rtype: RecordType,
     ) -> Result<Vec<u8>, LookupFailure> {
+        self.query_over(name, rtype, false)
+    }
+
+    /// [`Client::query`] over UDP only, whatever earlier answers needed: for
+    /// small answers (the SOA) that never need TCP. A truncated UDP answer
+    /// is still asked again over TCP.
+    pub(super) fn query_udp(
+        &mut self,
+        name: &Name,
+        rtype: RecordType,
+    ) -> Result<Vec<u8>, LookupFailure> {
+        self.query_over(name, rtype, true)
+    }
+
+    fn query_over(
+        &mut self,
+        name: &Name,
+        rtype: RecordType,
+        udp_first: bool,
+    ) -> Result<Vec<u8>, LookupFailure> {
         let mut last = String::new();
         for _ in 0..self.servers.len() {
-            match self.ask(name, rtype) {
+            match self.ask(name, rtype, udp_first) {
                 Ok(answer) => return Ok(answer),
-                Err(e) => {
+                Err(AskError::TooBig) => return Err(LookupFailure(TOO_BIG.into())),
+                Err(AskError::Server(e)) => {
                     last = format!("{}: {e}", self.servers[self.current]);
                     self.udp = None;
                     self.tcp = None;
@@ -76,8 +121,13 @@ impl Client {
         Err(LookupFailure(last))
     }
 
-    fn ask(&mut self, name: &Name, rtype: RecordType) -> Result<Vec<u8>, String> {
-        let id = self.ids.next() as u16;
+    fn ask(
+        &mut self,
+        name: &Name,
+        rtype: RecordType,
+        udp_first: bool,
+    ) -> Result<Vec<u8>, AskError> {
+        let id = fastrand::u16(..);
         let mut request = Message::new(id, MessageType::Query, OpCode::Query);
         request.metadata.recursion_desired = true;
         request.add_query(Query::query(name.clone(), rtype));
@@ -86,12 +136,14 @@ impl Client {
         request.set_edns(edns);
         let wire = request.to_vec().map_err(|e| e.to_string())?;
 
-        let bytes = if self.prefer_tcp {
+        let bytes = if self.prefer_tcp && !udp_first {
             self.ask_tcp(&wire)?
         } else {
             let bytes = self.ask_udp(&wire, id)?;
             if truncated(&bytes) {
-                self.prefer_tcp = true;
+                if !udp_first {
+                    self.prefer_tcp = true;
+                }
                 self.ask_tcp(&wire)?
             } else {
                 bytes
@@ -103,11 +155,18 @@ impl Client {
             || u16::from_be_bytes([bytes[0], bytes[1]]) != id
             || bytes[2] & 0x80 == 0
         {
-            return Err("answer does not match the question".into());
+            return Err(AskError::Server(
+                "answer does not match the question".into(),
+            ));
         }
         match ResponseCode::from(0, bytes[3] & 0x0f) {
+            // Only a TCP answer can still be truncated here: the UDP one
+            // was asked again over TCP above.
+            ResponseCode::NoError | ResponseCode::NXDomain if truncated(&bytes) => {
+                Err(AskError::TooBig)
+            }
             ResponseCode::NoError | ResponseCode::NXDomain => Ok(bytes),
-            code => Err(format!("server answered {code}")),
+            code => Err(AskError::Server(format!("server answered {code}"))),
         }
     }
 
@@ -280,26 +339,38 @@ pub(super) fn truncated(bytes: &[u8]) -> bool {
     bytes.get(2).is_some_and(|flags| flags & 0x02 != 0)
 }
 
-/// A tiny xorshift generator for query IDs and jitter: spread, not secrecy
-/// (the connected socket and the ID check guard against stray answers).
-pub(super) struct XorShift(u64);
-
-impl XorShift {
-    pub(super) fn new() -> XorShift {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let seed = (u64::from(nanos) << 32) ^ u64::from(std::process::id()) ^ 0x9e37_79b9_7f4a_7c15;
-        XorShift(seed | 1)
+/// The SOA serial of a DNS answer (RFC 1035 3.3.13), read straight off the
+/// wire: the first SOA record in the answer section or, for a name below
+/// the zone's apex (NODATA or NXDOMAIN), in the authority section (RFC 2308
+/// 3). `None` if there is none or the message does not parse.
+pub(super) fn soa_serial(msg: &[u8]) -> Option<u32> {
+    let count = |at: usize| {
+        Some(usize::from(u16::from_be_bytes([
+            *msg.get(at)?,
+            *msg.get(at + 1)?,
+        ])))
+    };
+    let (questions, records) = (count(4)?, count(6)? + count(8)?);
+    let mut pos = 12;
+    for _ in 0..questions {
+        pos = read_name(msg, pos, None)? + 4;
     }
-
-    pub(super) fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
+    for _ in 0..records {
+        pos = read_name(msg, pos, None)?;
+        let rtype = count(pos)?;
+        let rdlen = count(pos + 8)?;
+        let rdata = pos + 10;
+        if rtype == 6 {
+            // MNAME and RNAME, then SERIAL.
+            let after = read_name(msg, read_name(msg, rdata, None)?, None)?;
+            let serial = msg.get(after..after + 4)?;
+            return Some(u32::from_be_bytes([
+                serial[0], serial[1], serial[2], serial[3],
+            ]));
+        }
+        pos = rdata + rdlen;
     }
+    None
 }
 
 #[cfg(test)]
@@ -345,5 +416,42 @@ mod tests {
         assert_ne!(a, d);
         assert_eq!(a.unwrap().len(), 2);
         assert_eq!(srv_targets(&[0u8; 5]), None);
+    }
+
+    fn soa_record(serial: u32) -> Record {
+        use hickory_resolver::proto::rr::rdata::SOA;
+        let zone = Name::from_ascii("cluster.local.").unwrap();
+        let soa = SOA::new(
+            Name::from_ascii("ns.dns.cluster.local.").unwrap(),
+            Name::from_ascii("hostmaster.cluster.local.").unwrap(),
+            serial,
+            7200,
+            1800,
+            86400,
+            30,
+        );
+        Record::from_rdata(zone, 30, RData::SOA(soa))
+    }
+
+    #[test]
+    fn soa_serial_comes_from_the_answer_or_the_authority_section() {
+        let mut at_apex = Message::new(7, MessageType::Response, OpCode::Query);
+        at_apex.add_query(Query::query(
+            Name::from_ascii("cluster.local.").unwrap(),
+            RecordType::SOA,
+        ));
+        at_apex.answers.push(soa_record(1_700_000_000));
+        assert_eq!(soa_serial(&at_apex.to_vec().unwrap()), Some(1_700_000_000));
+
+        let mut below = Message::new(7, MessageType::Response, OpCode::Query);
+        below.add_query(Query::query(
+            Name::from_ascii("nginx.default.svc.cluster.local.").unwrap(),
+            RecordType::SOA,
+        ));
+        below.authorities.push(soa_record(42));
+        assert_eq!(soa_serial(&below.to_vec().unwrap()), Some(42));
+
+        assert_eq!(soa_serial(&answer(&[("web-0.x.", 80)])), None);
+        assert_eq!(soa_serial(&[0u8; 3]), None);
     }
 }
