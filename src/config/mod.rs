@@ -12,15 +12,22 @@
 
 use std::path::Path;
 
+mod actions;
 mod diagnostics;
+mod env;
+mod leader;
 mod model;
+mod ranges;
 mod raw;
 mod resolve;
 
+pub use actions::DEFAULT_ACTION;
 pub use diagnostics::{closest, line_of};
+pub use env::{default_hostname, Env, ResolvConf};
 pub use model::*;
+pub use ranges::Range;
 pub use raw::parse_signal;
-pub use resolve::{default_hostname, inside, Env, Range, ResolvConf, DEFAULT_ACTION};
+pub use resolve::inside;
 
 /// Where the config is read from when neither `--config` nor
 /// `$PEERPLATE_CONFIG` says otherwise.

@@ -129,8 +129,6 @@ struct FileReads {
     read: Vec<Input>,
 }
 
-
-
 impl Renderer {
     /// Reads and compiles every template and partial of `config`. A
     /// template that fails keeps its error in its slot (so the others still
@@ -162,7 +160,9 @@ impl Renderer {
         }
         let files = Arc::new(Mutex::new(FileReads::default()));
         let reads = Arc::clone(&files);
-        env.add_function("file", move |path: String| file_function(&reads, &path, mode));
+        env.add_function("file", move |path: String| {
+            file_function(&reads, &path, mode)
+        });
         env.add_filter("b64encode", |text: String| {
             use base64::Engine;
             base64::engine::general_purpose::STANDARD.encode(text)

@@ -1,0 +1,336 @@
+//! One pass: every template rendered (off the runtime thread), staged and
+//! checked; each reload group installed only if all of it passed; the
+//! actions of the installed groups started beside the loop; metrics and
+//! readiness derived from the outcomes; failed installs retried with
+//! backoff.
+
+use super::*;
+use crate::config::Template;
+
+/// The delays between retries of an install that failed on I/O (`run`):
+/// from 1 s, doubling, at most 30 s apart, with jitter, until it succeeds.
+pub(super) fn install_retries() -> ExponentialBackoff {
+    ExponentialBuilder::new()
+        .with_min_delay(Duration::from_secs(1))
+        .with_max_delay(Duration::from_secs(30))
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+/// What rendering one template came to, before the groups are decided.
+pub(super) enum Step {
+    /// New bytes, staged (and checked).
+    Staged(write::Staged, Vec<u8>),
+    Unchanged,
+    /// The bytes an app rejected: not installed again.
+    Held,
+}
+
+/// A check's stderr with the `file()` inputs hidden.
+pub(super) fn redacted(e: WriteError, redact: &Redactor) -> WriteError {
+    match e {
+        WriteError::CheckFailed {
+            command,
+            status,
+            stderr,
+        } => WriteError::CheckFailed {
+            command,
+            status,
+            stderr: redact.apply(&stderr),
+        },
+        other => other,
+    }
+}
+
+impl Loop {
+    /// One pass: render, stage and check every template; install each reload
+    /// group only if all of it passed (and its action is free); start each
+    /// action that had an output installed; publish the outcome.
+    pub(super) async fn pass(&mut self) -> Vec<Outcome> {
+        self.pending = None;
+        if self.templates_dirty {
+            self.renderer =
+                Arc::new(Renderer::load(&self.config).with_base(&base_dir(&self.config)));
+            self.templates_dirty = false;
+        }
+        let config = Arc::clone(&self.config);
+        let peers = self.peers.clone().unwrap_or_default();
+        let context = render::context(&config, &peers, self.leadership.current());
+
+        // 1. Render, stage and check everything; install nothing yet.
+        let mut staged = Vec::with_capacity(config.templates.len());
+        let mut outcomes = Vec::with_capacity(config.templates.len());
+        let mut inputs = Vec::with_capacity(config.templates.len());
+        let mut redact = self.redactor();
+        for (i, template) in config.templates.iter().enumerate() {
+            let started = std::time::Instant::now();
+            // Off the runtime thread: the admin listener and SIGTERM go on
+            // while it runs; a shutdown abandons it (fuel ends it soon after).
+            let (result, read) = self
+                .render_and_stage(i, template, &context, &mut redact)
+                .await;
+            let (result, file) = match result {
+                Ok(Step::Staged(file, bytes)) => (Ok(Installed::Changed), Some((file, bytes))),
+                Ok(Step::Unchanged) => (Ok(Installed::Unchanged), None),
+                Ok(Step::Held) => (Ok(Installed::Held), None),
+                Err(e) => (Err(e), None),
+            };
+            staged.push(file);
+            inputs.push(read);
+            outcomes.push(Outcome {
+                template: self.renderer.name(i).to_string(),
+                destination: template.destination.display().to_string(),
+                result,
+                elapsed: started.elapsed(),
+            });
+        }
+        self.inputs = inputs;
+        self.update_watched();
+        let redact = self.redactor();
+
+        // 2. All or nothing per reload group: the outputs of one action
+        // form a group; each output without an action is its own. A group
+        // whose action is running (its verdict pending) or within its
+        // min_interval waits: nothing of it is installed now, and it is
+        // rendered again when the action is free.
+        let now = Instant::now();
+        let actions = &config.actions;
+        let group_failure: Vec<Option<String>> = (0..actions.len())
+            .map(|k| {
+                config
+                    .templates
+                    .iter()
+                    .zip(&outcomes)
+                    .find(|(t, o)| t.reload == Some(k) && o.result.is_err())
+                    .map(|(_, o)| o.template.clone())
+            })
+            .collect();
+        let waits: Vec<bool> = actions
+            .iter()
+            .enumerate()
+            .map(|(k, action)| {
+                let changed = config
+                    .templates
+                    .iter()
+                    .zip(&staged)
+                    .any(|(t, f)| t.reload == Some(k) && f.is_some());
+                if !changed || group_failure[k].is_some() {
+                    return false;
+                }
+                let state = self.action_states.entry(action.name.clone()).or_default();
+                if state.busy {
+                    state.wanted = true;
+                    return true;
+                }
+                match state.last_run.map(|last| last + action.min_interval) {
+                    Some(free_at) if free_at > now => {
+                        state.retry_at = Some(free_at);
+                        true
+                    }
+                    _ => false,
+                }
+            })
+            .collect();
+        let mut groups: Vec<Vec<InstalledOutput>> = actions.iter().map(|_| Vec::new()).collect();
+        for ((template, outcome), file) in config.templates.iter().zip(&mut outcomes).zip(staged) {
+            let Some((file, bytes)) = file else { continue };
+            if let Some(k) = template.reload {
+                if let Some(failed) = &group_failure[k] {
+                    // Dropping the staged file deletes it; the old output stays.
+                    outcome.result = Err(CycleError::Group(failed.clone()));
+                    continue;
+                }
+                if waits[k] {
+                    outcome.result = Ok(Installed::Deferred);
+                    continue;
+                }
+            }
+            let previous = write::previous(&template.destination);
+            match file.commit() {
+                Ok(()) => {
+                    if let Some(k) = template.reload {
+                        groups[k].push(InstalledOutput {
+                            template: outcome.template.clone(),
+                            destination: template.destination.clone(),
+                            previous,
+                            bytes,
+                        });
+                    }
+                }
+                Err(e) => outcome.result = Err(e.into()),
+            }
+        }
+
+        // 3. Each action that had an output installed runs once, started in
+        // the order written, beside the loop: its verdict comes back through
+        // `verdicts`.
+        for (action, outputs) in actions.iter().zip(groups) {
+            if outputs.is_empty() {
+                continue;
+            }
+            let state = self.action_states.entry(action.name.clone()).or_default();
+            state.busy = true;
+            state.last_run = Some(now);
+            state.retry_at = None;
+            self.verdicts
+                .spawn(actions::run_group(action.clone(), outputs, redact.clone()));
+        }
+        self.rendered = true;
+        self.publish(&outcomes);
+        self.schedule_retry(&outcomes);
+
+        // 4. Hooks, beside the render path (`run`); `once` runs them itself.
+        // on_leader_change runs after the installs and reloads that name
+        // the new leader, in a queue of its own.
+        if let (Some(queue), Some(leader)) = (&self.leader_hook, &self.leader_hook_due) {
+            queue.send_replace(Some(leader.clone().unwrap_or_default()));
+            self.leader_hook_due = None;
+        }
+        if let Some(queue) = &self.hook_sets {
+            if self.me.is_in(&peers) {
+                queue.send_replace(Some(peers));
+            }
+        }
+        outcomes
+    }
+
+    /// Renders template `i` (off the runtime thread: the admin listener and
+    /// SIGTERM go on while it runs; a shutdown abandons it), then stages and
+    /// checks the output, unless the bytes equal what is installed or what
+    /// an app rejected. Also the `file()` inputs the render read; `redact`
+    /// learns them, so a check quoting them is redacted too.
+    async fn render_and_stage(
+        &self,
+        i: usize,
+        template: &Template,
+        context: &minijinja::Value,
+        redact: &mut Redactor,
+    ) -> (Result<Step, CycleError>, Vec<Input>) {
+        let (rendered, read) =
+            render::render_detached(Arc::clone(&self.renderer), i, context.clone()).await;
+        if !read.is_empty() {
+            // A check quoting this output's inputs is redacted too.
+            let mut all: Vec<&Input> = self.inputs.iter().flatten().collect();
+            all.extend(read.iter());
+            *redact = Redactor::new(
+                all.into_iter()
+                    .filter_map(|i| Some((i.path.as_path(), i.text.as_deref()?))),
+            );
+        }
+        let result = match rendered {
+            Err(e) => Err(CycleError::Render(e)),
+            Ok(output)
+                if self
+                    .rejected
+                    .get(&template.destination)
+                    .is_some_and(|bytes| *bytes == output.as_bytes()) =>
+            {
+                Ok(Step::Held)
+            }
+            Ok(output) => {
+                tracing::debug!(template = %self.renderer.name(i), bytes = output.len(), inputs = ?read.iter().map(|i| &i.path).collect::<Vec<_>>(), "rendered");
+                // An output that read file() is a secret: 0600 unless
+                // the config says otherwise.
+                let template: Cow<'_, _> = if !read.is_empty() && template.mode.is_none() {
+                    let mut private = template.clone();
+                    private.mode = Some(0o600);
+                    Cow::Owned(private)
+                } else {
+                    Cow::Borrowed(template)
+                };
+                match write::stage(&template, output.as_bytes()) {
+                    Err(e) => Err(e.into()),
+                    Ok(Plan::Unchanged | Plan::Kept) => Ok(Step::Unchanged),
+                    Ok(Plan::Staged(file)) => match &template.check {
+                        Some(command) => match file.check(command).await {
+                            Ok(()) => Ok(Step::Staged(file, output.into_bytes())),
+                            Err(e) => Err(redacted(e, redact).into()),
+                        },
+                        None => Ok(Step::Staged(file, output.into_bytes())),
+                    },
+                }
+            }
+        };
+        (result, read)
+    }
+
+    /// `run`: an install that failed on I/O (a full disk, a folder that
+    /// cannot be made) is tried again with backoff until it goes through;
+    /// nothing else is retried here.
+    pub(super) fn schedule_retry(&mut self, outcomes: &[Outcome]) {
+        let failed = outcomes
+            .iter()
+            .any(|o| matches!(o.result, Err(CycleError::Write(_))));
+        if self.mode != Mode::Run || !failed {
+            self.retry = None;
+            return;
+        }
+        let (at, delays) = self
+            .retry
+            .get_or_insert_with(|| (Instant::now(), install_retries()));
+        let delay = delays.next().unwrap_or(Duration::from_secs(30));
+        *at = Instant::now() + delay;
+        tracing::info!(retry_in = ?delay, "an install failed; trying again");
+    }
+
+    /// Logs, metrics and readiness of a pass: the one place they are derived.
+    pub(super) fn publish(&mut self, outcomes: &[Outcome]) {
+        for (i, o) in outcomes.iter().enumerate() {
+            match &o.result {
+                Ok(Installed::Deferred) => {
+                    tracing::info!(template = %o.template, destination = %o.destination, "waiting: its reload action is busy or within min_interval; installed when it is free");
+                }
+                Ok(Installed::Held) => {
+                    tracing::info!(template = %o.template, destination = %o.destination, "not installed: the app rejected these same bytes; waiting for a template, file() input or config change");
+                }
+                Ok(installed) => {
+                    self.succeeded[i] = true;
+                    let changed = *installed == Installed::Changed;
+                    self.metrics.render(
+                        &o.template,
+                        if changed {
+                            metrics::Render::Changed
+                        } else {
+                            metrics::Render::Unchanged
+                        },
+                    );
+                    tracing::info!(template = %o.template, destination = %o.destination, changed, elapsed = ?o.elapsed, "rendered");
+                }
+                Err(e) => {
+                    self.metrics.render(&o.template, metrics::Render::Failed);
+                    if matches!(e, CycleError::Check(_)) {
+                        self.metrics.check_failed(&o.template);
+                    }
+                    // Say what is true: at start there may be no output yet.
+                    let kept = std::path::Path::new(&o.destination).exists();
+                    let render = matches!(e, CycleError::Render(_));
+                    match (render, kept) {
+                        (true, true) => {
+                            tracing::warn!(template = %o.template, error = %e, "render failed, keeping the last good output")
+                        }
+                        (true, false) => {
+                            tracing::warn!(template = %o.template, error = %e, "render failed, no output yet")
+                        }
+                        (false, true) => {
+                            tracing::warn!(template = %o.template, destination = %o.destination, error = %e, "not installed, keeping the last good output")
+                        }
+                        (false, false) => {
+                            tracing::warn!(template = %o.template, destination = %o.destination, error = %e, "not installed, no output yet")
+                        }
+                    }
+                }
+            }
+        }
+        if self.succeeded.iter().all(|ok| *ok) {
+            self.state.set_ready();
+        }
+        if outcomes
+            .iter()
+            .all(|o| matches!(o.result, Ok(Installed::Changed | Installed::Unchanged)))
+        {
+            self.metrics.cycle_succeeded();
+        }
+    }
+}

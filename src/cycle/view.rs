@@ -1,0 +1,137 @@
+//! What this pod sees: holding back a partial peer set (one without this
+//! pod, or smaller than `peers.min`, after the first render), waiting for
+//! this pod to appear at start, and choosing the leader from the accepted
+//! sets and the leader worker's hints.
+
+use super::*;
+
+impl Loop {
+    /// Whether a new set from the source may be rendered. After this pod's
+    /// first render in `run`, a set that lacks this pod (with
+    /// `wait_for_self`) or has fewer than `peers.min` peers is a partial
+    /// view: it is held back, the last set stays, and one warning marks the
+    /// start of a hold and one line its end.
+    pub(super) fn accept(&mut self, set: &PeerSet) -> bool {
+        let partial = if self.mode != Mode::Run || !self.rendered {
+            None
+        } else if self.config.peers.wait_for_self && !self.me.is_in(set) {
+            Some(metrics::Held::SelfMissing)
+        } else if set.len() < self.config.peers.min {
+            Some(metrics::Held::TooFew)
+        } else {
+            None
+        };
+        match (partial, self.hold) {
+            (Some(reason), None) => {
+                let why = match reason {
+                    metrics::Held::SelfMissing => format!("{} is not in it", self.me.name()),
+                    metrics::Held::TooFew => format!(
+                        "it has {} peer(s), fewer than peers.min {}",
+                        set.len(),
+                        self.config.peers.min
+                    ),
+                };
+                tracing::warn!(reason = reason.as_str(), seen = ?set.names(), "holding back a partial peer set: {why}; the last rendered set stays until a whole one arrives");
+                self.metrics.held(reason);
+                self.hold = Some((reason, Instant::now()));
+                false
+            }
+            (Some(_), Some(_)) => false,
+            (None, Some((reason, since))) => {
+                tracing::info!(reason = reason.as_str(), held = ?since.elapsed(), count = set.len(), "a whole peer set again; no longer holding");
+                self.hold = None;
+                true
+            }
+            (None, None) => true,
+        }
+    }
+
+    /// Decides the leader from the accepted set (and the time), and applies
+    /// a change.
+    pub(super) fn decide_leader(&mut self) {
+        if self.awaiting_leader {
+            return;
+        }
+        let peers = self.peers.clone().unwrap_or_default();
+        let change = self.leadership.decide(&peers, Instant::now());
+        if self.apply_leader(change) {
+            self.mark_pending(false);
+        }
+    }
+
+    /// Logs, counts and publishes a change of leader; true if there was one.
+    pub(super) fn apply_leader(&mut self, change: Option<leader::Change>) -> bool {
+        let Some(change) = change else {
+            return false;
+        };
+        let me = self
+            .leadership
+            .current()
+            .is_some_and(|l| self.me.is_self(l));
+        if change.old.is_none() && change.new.is_none() {
+            // No peers at all (a config without a peer source): nothing to say.
+            tracing::debug!(why = %change.why, "no leader: there are no peers");
+        } else {
+            tracing::info!(
+                old = change.old.as_deref().unwrap_or("none"),
+                new = change.new.as_deref().unwrap_or("none"),
+                why = %change.why,
+                policy = self.leadership.policy(),
+                "leader changed"
+            );
+        }
+        self.metrics.leader_changed(me);
+        self.state.set_leader(
+            change.new.as_deref(),
+            self.leadership.policy(),
+            self.leadership.since(),
+        );
+        self.leader_hook_due = Some(change.new);
+        self.publish_view(false);
+        true
+    }
+
+    /// Tells the leader worker the accepted set and the current leader; with
+    /// `ask_now`, asks it to ask the peers at once.
+    pub(super) fn publish_view(&mut self, ask_now: bool) {
+        let Some(views) = &self.leader_views else {
+            return;
+        };
+        let peers = self.peers.clone().unwrap_or_default();
+        let leader = self.leadership.current().map(|l| l.fqdn.clone());
+        views.send_modify(|view| {
+            view.peers = peers;
+            view.leader = leader;
+            if ask_now {
+                view.ask_now += 1;
+            }
+        });
+    }
+
+    /// Whether `wait_for_self` still holds rendering back.
+    pub(super) fn held_for_self(&self) -> bool {
+        let Some(peers) = &self.peers else {
+            return true;
+        };
+        self.config.peers.wait_for_self && !self.rendered && !self.me.is_in(peers)
+    }
+
+    /// Logs the wait for this pod once when it starts and once when it ends,
+    /// not on every poll.
+    pub(super) fn note_self_wait(&mut self) {
+        let held = self.held_for_self();
+        let seen = self.peers.as_ref().map(PeerSet::names).unwrap_or_default();
+        let name = self.me.name().to_string();
+        match (held, self.waiting_since) {
+            (true, None) => {
+                tracing::info!(waiting_for = %name, seen = ?seen, "waiting for this pod to appear in the peer set");
+                self.waiting_since = Some(Instant::now());
+            }
+            (false, Some(since)) => {
+                tracing::info!(name = %name, waited = ?since.elapsed(), "this pod is in the peer set");
+                self.waiting_since = None;
+            }
+            _ => {}
+        }
+    }
+}
