@@ -4,7 +4,8 @@
 //! outputs atomically into a volume shared with the application, and tells
 //! the application to reload when an output really changed. The same binary
 //! serves as an init container (`once`) and as a template author's tool
-//! (`render`, `check`). `../SPEC.md`-style contract: see README.md.
+//! (`render`, `check`). The contract, and what was decided where it was
+//! silent: README.md.
 //!
 //! # Layout
 //!
@@ -15,9 +16,9 @@
 //! ```text
 //!   peers (static | file | dns) ──────┐
 //!   watch (templates, file(), config) ┼─► cycle: debounce ─► render ─► write (stage, check; all or nothing per action)
-//!   SIGHUP ───────────────────────────┘          │                        ├─► action ─► verdict ─► rollback
-//!                                                │                        └─► hooks (own queue)
-//!                                                └─ admin (/healthz /readyz /metrics) reads the loop's State
+//!   SIGHUP, leader worker ────────────┘          │                        ├─► action ─► verdict ─► rollback
+//!                                                │                        └─► hooks (own queues)
+//!                                                └─ admin (/healthz /readyz /metrics /leader) reads the loop's State
 //! ```
 //!
 //! Layers, bottom up:
@@ -34,12 +35,15 @@
 //! 4. The workers and stages: [`peers`] sources (`static`, `file`, `dns`
 //!    with its wire client apart), [`watch`] (templates, `file()` inputs,
 //!    the config), [`render`], [`write`], [`reload`] (signals), [`action`]
-//!    (one reload action and the app's verdict), [`hooks`], over [`process`]
+//!    (one reload action and the app's verdict), [`leader`] (the policies
+//!    and the worker that asks peers and apps), [`hooks`], over [`process`]
 //!    (child processes and `/proc`), [`http_client`] and [`redact`]
 //!    (`file()` inputs kept out of the log); [`seed`] for `once`; [`admin`],
 //!    the HTTP side.
 //! 5. [`cycle`]: the loop, which supervises every worker and is the only
-//!    module that knows all the others.
+//!    module that knows all the others; one file per job (`workers`, `view`:
+//!    partial sets and the leader, `pass`, `verdicts`, `live`: the config
+//!    re-read, `once`).
 //! 6. [`cli`] and [`peer_finder`], then `main`; [`error`] is the startup
 //!    error they turn into exit codes.
 //!
