@@ -96,7 +96,7 @@ pub async fn run_with_stdin(
             })
         }
     };
-    tracing::info!(hook = which, command, status = %status, elapsed_ms = crate::log::ms(started.elapsed()), "hook ran");
+    tracing::info!(hook = which, command, status = %status, exit_code = status.code(), elapsed_ms = crate::log::ms(started.elapsed()), "hook ran");
     if status.success() {
         Ok(())
     } else {

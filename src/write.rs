@@ -296,7 +296,7 @@ impl Staged {
             }
             Err(e @ process::RunError::Timeout(_)) => return Err(failed(e.to_string(), "")),
         };
-        tracing::debug!(destination = %destination, command = %shown, status = %output.status, success = output.status.success(), elapsed_ms = crate::log::ms(started.elapsed()), "check finished");
+        tracing::debug!(destination = %destination, command = %shown, status = %output.status, exit_code = output.status.code(), success = output.status.success(), elapsed_ms = crate::log::ms(started.elapsed()), "check finished");
         if output.status.success() {
             return Ok(());
         }
