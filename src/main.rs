@@ -165,10 +165,15 @@ fn start_error(name: &str, what: &str, why: &str) {
 /// or the environment) one JSON line; help and version print as they are.
 fn usage_error(e: clap::Error) -> ExitCode {
     use clap::error::ErrorKind;
+    // args_os: an argument that is not UTF-8 may be what clap rejected.
+    let args: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
     let json = peerplate::log::json_from_env()
-        || std::env::args().any(|a| a == "--log-format=json")
-        || std::env::args()
-            .collect::<Vec<_>>()
+        || args
+            .iter()
+            .any(|a| a.eq_ignore_ascii_case("--log-format=json"))
+        || args
             .windows(2)
             .any(|w| w[0] == "--log-format" && w[1].eq_ignore_ascii_case("json"));
     if !json

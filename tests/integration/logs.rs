@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::dns_server::DnsServer;
-use crate::helpers::{bin, peers, poll_until, run, Daemon, Outcome, Sandbox, WAIT};
+use crate::helpers::{bin, peers, poll_until, run, Daemon, Outcome, Sandbox, SVC, WAIT};
 use crate::pod::Pod;
 
 /// Every line of `stderr` as a JSON object with a `timestamp`, a `level`
@@ -89,7 +89,7 @@ fn run_in_json_has_typed_fields_and_stable_messages() {
         )
         .wait_min("50ms")
         .yaml(&format!(
-            "reload: {{signal: HUP, pid_file: {}}}\nhooks:\n  on_change: \"true\"\n",
+            "reload: {{signal: HUP, pid_file: {}}}\nhooks:\n  on_start: \"true\"\n  on_change: \"true\"\n",
             pid_file.display()
         ))
         .build();
@@ -98,7 +98,7 @@ fn run_in_json_has_typed_fields_and_stable_messages() {
     let mut d = Daemon::spawn(pod.peerplate(&args));
     d.wait_for_log("\"hook ran\"", WAIT);
     let mark = d.mark();
-    pod.replace("peers", &peers(&[0, 2, 3]));
+    pod.replace("peers", &peers(&[1, 2, 3]));
     d.wait_for_line(mark, &["\"hook ran\""], WAIT);
     assert_eq!(d.terminate().code(), Some(0), "{}", d.logs());
 
@@ -114,10 +114,14 @@ fn run_in_json_has_typed_fields_and_stable_messages() {
         .unwrap_or_else(|| panic!("no second peer set change\n{stderr}"));
     assert_eq!(
         change["added"],
-        serde_json::json!(["web-2", "web-3"]),
+        serde_json::json!([format!("web-2.{SVC}"), format!("web-3.{SVC}")]),
         "{change}"
     );
-    assert_eq!(change["removed"], serde_json::json!(["web-1"]), "{change}");
+    assert_eq!(
+        change["removed"],
+        serde_json::json!([format!("web-0.{SVC}")]),
+        "{change}"
+    );
     assert_eq!(change["count"], 3, "{change}");
 
     // A render: elapsed_ms is a number, changed a boolean.
@@ -342,11 +346,16 @@ fn verbose_shows_dns_polls_and_very_verbose_the_wire() {
 fn verbose_shows_how_the_reload_target_was_found() {
     // A parent and its child with the same name (comm is the name of the
     // link run): the parent is the target, the child skipped with why.
-    let name = "pplogtarget";
+    // Named per run, so a process of another run never counts.
+    let name = format!("pplt{}", std::process::id() % 100_000);
+    let name = name.as_str();
     let sb = Sandbox::new();
     let link = sb.join(name);
     std::os::unix::fs::symlink("/bin/sh", &link).expect("symlink sh");
-    let child = sb.write("child.sh", "trap '' HUP\nwhile :; do sleep 0.05; done\n");
+    let child = sb.write(
+        "child.sh",
+        "trap '' HUP\nparent=$PPID\nwhile kill -0 $parent 2>/dev/null; do sleep 0.05; done\n",
+    );
     let parent_script = sb.write(
         "parent.sh",
         &format!(
