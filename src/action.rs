@@ -168,7 +168,7 @@ async fn call(http: &HttpAction, redact: &Redactor) -> Verdict {
         };
         if retry {
             if let Some(delay) = backoff.next() {
-                tracing::debug!(request = %what, answer = %describe(&result), ?delay, "reload request: trying again");
+                tracing::debug!(request = %what, answer = %describe(&result), retry_in_ms = crate::log::ms(delay), "reload request: trying again");
                 tokio::time::sleep(delay).await;
                 continue;
             }

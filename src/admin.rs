@@ -130,7 +130,7 @@ pub async fn serve(listener: TcpListener, state: Arc<State>, shutdown: Cancellat
                     // Out of file descriptors: free one (the oldest
                     // connection), and never spin on the error.
                     backoff = (backoff * 2).clamp(Duration::from_millis(10), MAX_ACCEPT_BACKOFF);
-                    tracing::debug!(retry_in = ?backoff, "admin accept: {e}");
+                    tracing::debug!(retry_in_ms = crate::log::ms(backoff), error = %e, "admin accept failed");
                     evict_oldest(&mut live);
                     tokio::select! {
                         _ = shutdown.cancelled() => return,

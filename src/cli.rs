@@ -24,8 +24,8 @@ pub struct Cli {
     #[arg(long, global = true, env = "PEERPLATE_CONFIG", value_name = "PATH")]
     pub config: Option<PathBuf>,
 
-    /// How logs are written to stderr
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    /// How logs are written to stderr (every command, errors before exit included)
+    #[arg(long, global = true, value_enum, env = "PEERPLATE_LOG_FORMAT", ignore_case = true, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
     /// More log detail: -v for debug, -vv for trace
@@ -166,9 +166,8 @@ fn check(cli: &Cli) -> Result<(), Error> {
     for finding in renderer.changed_meaning(&config) {
         tracing::warn!(
             template = %finding.what,
-            "{}: {} (README, \"Changes\")",
-            finding.what,
-            finding.message
+            detail = %finding.message,
+            "a template's meaning changed (README, \"Changes\")"
         );
     }
     let (peers, with) = check_peers(&mut config)?;
@@ -192,7 +191,7 @@ fn check(cli: &Cli) -> Result<(), Error> {
 /// Warns about each `vars` key no template reads (`run`, `once`, `check`).
 fn warn_unused_vars(renderer: &Renderer, config: &Config) {
     for finding in renderer.unused_vars(config) {
-        tracing::warn!(key = %finding.what, "{}: {}", finding.what, finding.message);
+        tracing::warn!(key = %finding.what, detail = %finding.message, "a vars key no template reads");
     }
 }
 
@@ -214,7 +213,7 @@ fn check_peers(config: &mut Config) -> Result<(PeerSet, String), Error> {
                     return Ok((set, with));
                 }
                 Err(e) => {
-                    tracing::warn!(path = %path.display(), "cannot read the peers file here ({e}); rendering with a sample peer set");
+                    tracing::warn!(path = %path.display(), error = %e, "cannot read the peers file here; rendering with a sample peer set");
                 }
             }
         }
@@ -305,8 +304,8 @@ async fn render_command(cli: &Cli, args: &RenderArgs) -> Result<(), Error> {
         let me = crate::peers::Identity::of(&config);
         if !me.is_in(&peers) {
             tracing::warn!(
-                "this pod ({}) is not among the --peer names, so no peer is_self and pod.is_leader is false; give its name with --peer, or pick another with --hostname",
-                me.name()
+                hostname = %me.name(),
+                "this pod is not among the --peer names, so no peer is_self and pod.is_leader is false; give its name with --peer, or pick another with --hostname"
             );
         }
         peers

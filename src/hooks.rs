@@ -78,7 +78,12 @@ pub async fn run_with_stdin(
     let status = match finished {
         Ok(finished) => finished.status,
         Err(process::RunError::Timeout(_)) => {
-            tracing::warn!(hook = which, command, timeout = ?timeout, "hook killed at its timeout");
+            tracing::warn!(
+                hook = which,
+                command,
+                timeout_ms = crate::log::ms(timeout),
+                "hook killed at its timeout"
+            );
             return Err(HookError::Timeout {
                 command: command.to_string(),
                 timeout,
@@ -91,7 +96,7 @@ pub async fn run_with_stdin(
             })
         }
     };
-    tracing::info!(hook = which, command, status = %status, elapsed = ?started.elapsed(), "hook ran");
+    tracing::info!(hook = which, command, status = %status, exit_code = status.code(), elapsed_ms = crate::log::ms(started.elapsed()), "hook ran");
     if status.success() {
         Ok(())
     } else {
@@ -170,7 +175,7 @@ pub fn queue(
                 Ok(()) => seen = Some(set),
                 Err(e) if seen.is_none() => {
                     let wait = retry.next().unwrap_or(Duration::from_secs(60));
-                    tracing::warn!(hook = which, retry_in = ?wait, "{e}; no on_change runs before it succeeds");
+                    tracing::warn!(hook = which, error = %e, retry_in_ms = crate::log::ms(wait), "hook failed; no on_change runs before it succeeds");
                     // Run again after the pause, with whatever set is latest then.
                     rx.mark_changed();
                     tokio::select! {
@@ -180,7 +185,7 @@ pub fn queue(
                 }
                 Err(e) => {
                     if !matches!(e, HookError::Timeout { .. }) {
-                        tracing::warn!(hook = which, "{e}");
+                        tracing::warn!(hook = which, error = %e, "hook failed");
                     }
                     seen = Some(set);
                 }
@@ -225,7 +230,7 @@ pub fn leader_queue(
             );
             if let Err(e) = result {
                 if !matches!(e, HookError::Timeout { .. }) {
-                    tracing::warn!(hook = "on_leader_change", "{e}");
+                    tracing::warn!(hook = "on_leader_change", error = %e, "hook failed");
                 }
             }
         }

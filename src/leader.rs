@@ -110,7 +110,7 @@ impl Leadership {
         match peers.get(&current.fqdn) {
             Some(peer) if peer.ready => {
                 if let Some(since) = self.missing_since.take() {
-                    tracing::info!(leader = %current.fqdn, missing = ?since.elapsed(), "the leader is ready again; it stays the leader");
+                    tracing::info!(leader = %current.fqdn, missing_ms = crate::log::ms(since.elapsed()), "the leader is ready again; it stays the leader");
                 }
                 // Keep the record fresh (addresses, port).
                 self.current = Some(peer.clone());

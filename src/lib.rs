@@ -24,7 +24,7 @@
 //! Layers, bottom up:
 //!
 //! 0. [`limits`]: the bounds on what peerplate reads, and the one bounded
-//!    way to read a file.
+//!    way to read a file; [`log`]: the log's text and JSON formats.
 //! 1. [`config`]: the YAML schema ([`config`]`::raw`), its resolution into a
 //!    [`Config`] as a pure function of the file and the pod's environment,
 //!    and errors that name the file, the line and the fix.
@@ -63,6 +63,7 @@ pub mod hooks;
 pub mod http_client;
 pub mod leader;
 pub mod limits;
+pub mod log;
 pub mod metrics;
 pub mod peer_finder;
 pub mod peers;

@@ -2,7 +2,6 @@
 //! shutdown signal, run the command, and turn its outcome into an exit code
 //! (0 ok, 1 runtime failure, 2 bad usage/config/template, 3 `once` timed out).
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -24,11 +23,22 @@ fn main() -> ExitCode {
                 Ok(arg) => utf8.push(arg),
                 Err(arg) => {
                     // Go's flag package would fail the same way: exit 2.
-                    eprintln!(
-                        "invalid argument {:?}: not UTF-8 text\n{}",
-                        arg.to_string_lossy(),
-                        peerplate::peer_finder::USAGE
-                    );
+                    if peerplate::log::json_from_env() {
+                        peerplate::log::json_line(
+                            tracing::Level::ERROR,
+                            "invalid argument: not UTF-8 text",
+                            &[
+                                ("argument", arg.to_string_lossy().into()),
+                                ("exit_code", 2.into()),
+                            ],
+                        );
+                    } else {
+                        eprintln!(
+                            "invalid argument {:?}: not UTF-8 text\n{}",
+                            arg.to_string_lossy(),
+                            peerplate::peer_finder::USAGE
+                        );
+                    }
                     return ExitCode::from(2);
                 }
             }
@@ -36,7 +46,10 @@ fn main() -> ExitCode {
         return run_peer_finder(&utf8);
     }
 
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
     init_logging(
         cli.log_format,
         match (&cli.command, cli.verbose) {
@@ -68,10 +81,10 @@ fn main() -> ExitCode {
         Err(e) => {
             let code = e.exit_code();
             match (&cli.command, cli.log_format) {
-                // The daemon commands report through their log, so a JSON log
-                // stays JSON to the last line.
-                (Command::Run | Command::Once, LogFormat::Json) => {
-                    tracing::error!(exit_code = code, "{e}")
+                // Every command reports through its log in JSON, so a JSON
+                // log stays JSON to the last line.
+                (_, LogFormat::Json) => {
+                    tracing::error!(exit_code = code, error = %e, "exiting on an error")
                 }
                 _ => eprintln!("error: {e}"),
             }
@@ -85,8 +98,14 @@ fn exit_code(code: i32) -> ExitCode {
 }
 
 fn run_peer_finder(args: &[String]) -> ExitCode {
-    // peer-finder prints its own Go-style lines; only trouble comes through tracing.
-    init_logging(LogFormat::Text, LevelFilter::WARN);
+    // peer-finder prints its own Go-style lines (JSON lines under
+    // PEERPLATE_LOG_FORMAT=json); only trouble comes through tracing.
+    let format = if peerplate::log::json_from_env() {
+        LogFormat::Json
+    } else {
+        LogFormat::Text
+    };
+    init_logging(format, LevelFilter::WARN);
     let Some(runtime) = start_runtime("peer-finder") else {
         return ExitCode::from(1);
     };
@@ -116,7 +135,7 @@ const MIN_FREE_FDS: usize = 16;
 /// never a panic.
 fn start_runtime(name: &str) -> Option<tokio::runtime::Runtime> {
     if let Err(why) = free_fds() {
-        eprintln!("{name}: cannot start: {why}");
+        start_error(name, "cannot start", &why);
         return None;
     }
     // One thread is plenty for a sidecar that mostly sleeps, and it keeps
@@ -127,10 +146,57 @@ fn start_runtime(name: &str) -> Option<tokio::runtime::Runtime> {
     {
         Ok(rt) => Some(rt),
         Err(e) => {
-            eprintln!("{name}: cannot start the async runtime: {e}");
+            start_error(name, "cannot start the async runtime", &e.to_string());
             None
         }
     }
+}
+
+/// A failure before the runtime: `name: what: why`, or a JSON line.
+fn start_error(name: &str, what: &str, why: &str) {
+    if peerplate::log::json_enabled() {
+        tracing::error!(program = name, error = why, exit_code = 1, "{}", what);
+    } else {
+        eprintln!("{name}: {what}: {why}");
+    }
+}
+
+/// A command line clap rejects: its own text, or in JSON mode (the flag
+/// or the environment) one JSON line; help and version print as they are.
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    // args_os: an argument that is not UTF-8 may be what clap rejected.
+    let args: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let json = peerplate::log::json_from_env()
+        || args
+            .iter()
+            .any(|a| a.eq_ignore_ascii_case("--log-format=json"))
+        || args
+            .windows(2)
+            .any(|w| w[0] == "--log-format" && w[1].eq_ignore_ascii_case("json"));
+    if !json
+        || matches!(
+            e.kind(),
+            ErrorKind::DisplayHelp
+                | ErrorKind::DisplayVersion
+                | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+        )
+    {
+        e.exit();
+    }
+    let code = e.exit_code();
+    peerplate::log::json_line(
+        tracing::Level::ERROR,
+        "invalid command line",
+        &[
+            ("error", e.kind().to_string().into()),
+            ("detail", e.render().to_string().trim_end().into()),
+            ("exit_code", code.into()),
+        ],
+    );
+    exit_code(code)
 }
 
 /// Checks that [`MIN_FREE_FDS`] descriptors can be opened, by opening (and
@@ -183,7 +249,7 @@ fn listen_for_shutdown(shutdown: CancellationToken) -> Result<(), peerplate::Err
         // Cancel first: nothing, not even a log line that cannot be
         // written, may stand between the signal and the shutdown.
         shutdown.cancel();
-        tracing::info!("{name}: shutting down");
+        tracing::info!(signal = name, "shutting down");
     });
     Ok(())
 }
@@ -222,15 +288,5 @@ fn ignore_reload_signals(run: bool) -> Result<(), peerplate::Error> {
 }
 
 fn init_logging(format: LogFormat, level: LevelFilter) {
-    let builder = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_max_level(level)
-        .with_target(false)
-        // A closed stderr (a log shipper gone) must not kill the sidecar:
-        // tracing would report the failed write with eprintln!, which panics.
-        .log_internal_errors(false);
-    match format {
-        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-    }
+    peerplate::log::init(format == LogFormat::Json, level);
 }

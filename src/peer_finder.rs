@@ -11,6 +11,7 @@
 
 use std::time::Duration;
 
+use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Dns, ResolvConf};
@@ -90,8 +91,15 @@ pub fn parse_flags(args: &[String]) -> Result<Flags, (String, i32)> {
     Ok(flags)
 }
 
-/// Logs like Go's `log.Printf`: `2009/11/10 23:00:00 message` on stderr (UTC).
-fn log(message: &str) {
+/// Logs like Go's `log.Printf`: `2009/11/10 23:00:00 message` on stderr
+/// (UTC); in JSON mode (`PEERPLATE_LOG_FORMAT=json`, `--log-format json`)
+/// one JSON line with a stable `message` and the values as `fields`.
+fn log(go: &str, message: &str, fields: &[(&str, Value)]) {
+    if crate::log::json_enabled() {
+        crate::log::json_line(tracing::Level::INFO, message, fields);
+        return;
+    }
+    let message = go;
     let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
     // "2026-11-25T13:40:00Z" -> "2026/11/25 13:40:00"
     let stamp = stamp
@@ -112,7 +120,16 @@ pub async fn main(args: &[String], shutdown: CancellationToken) -> i32 {
     let flags = match parse_flags(args) {
         Ok(flags) => flags,
         Err((message, code)) => {
-            eprintln!("{message}");
+            if crate::log::json_enabled() {
+                let first = message.lines().next().unwrap_or_default();
+                crate::log::json_line(
+                    tracing::Level::ERROR,
+                    "invalid flags",
+                    &[("error", first.into()), ("exit_code", code.into())],
+                );
+            } else {
+                eprintln!("{message}");
+            }
             return code;
         }
     };
@@ -121,12 +138,13 @@ pub async fn main(args: &[String], shutdown: CancellationToken) -> i32 {
     } else {
         flags.ns.clone()
     };
-    log("Peer finder enter");
+    log("Peer finder enter", "Peer finder enter", &[]);
     if flags.service.is_empty()
         || ns.is_empty()
         || (flags.on_change.is_empty() && flags.on_start.is_empty())
     {
-        log("Incomplete args, require -on-change and/or -on-start, -service and -ns or an env var for POD_NAMESPACE.");
+        let text = "Incomplete args, require -on-change and/or -on-start, -service and -ns or an env var for POD_NAMESPACE.";
+        log(text, text, &[("exit_code", 1.into())]);
         return 1;
     }
     let resolv = ResolvConf::load();
@@ -155,7 +173,11 @@ pub async fn main(args: &[String], shutdown: CancellationToken) -> i32 {
     let mut poller = match Poller::new(&dns, &resolv.nameservers) {
         Ok(p) => p,
         Err(e) => {
-            log(&e.to_string());
+            log(
+                &e.to_string(),
+                "cannot start the DNS client",
+                &[("error", e.to_string().into()), ("exit_code", 1.into())],
+            );
             return 1;
         }
     };
@@ -163,9 +185,11 @@ pub async fn main(args: &[String], shutdown: CancellationToken) -> i32 {
     let mut script = flags.on_start.clone();
     if script.is_empty() {
         script = flags.on_change.clone();
-        log(&format!(
-            "No on-start supplied, on-change {script} will be applied on start."
-        ));
+        log(
+            &format!("No on-start supplied, on-change {script} will be applied on start."),
+            "No on-start supplied, on-change will be applied on start.",
+            &[("script", script.as_str().into())],
+        );
     }
     let mut peers = PeerSet::default();
     let mut latest = PeerSet::default();
@@ -177,30 +201,59 @@ pub async fn main(args: &[String], shutdown: CancellationToken) -> i32 {
                 polled
             }
             Err(e) => {
-                log(&format!("lookup {query}: {e}"));
+                log(
+                    &format!("lookup {query}: {e}"),
+                    "lookup failed",
+                    &[
+                        ("query", query.as_str().into()),
+                        ("error", e.to_string().into()),
+                        ("exit_code", 1.into()),
+                    ],
+                );
                 return 1;
             }
         };
         match polled {
-            Err(LookupFailure(reason)) => log(&format!("lookup {query}: {reason}")),
+            Err(LookupFailure(reason)) => log(
+                &format!("lookup {query}: {reason}"),
+                "lookup failed",
+                &[
+                    ("query", query.as_str().into()),
+                    ("error", reason.to_string().into()),
+                ],
+            ),
             Ok(answer) => {
                 if let Some(set) = answer {
                     latest = set;
                 }
                 let found = latest.iter().any(|p| p.fqdn == my_name);
                 if !found && !told_waiting {
-                    log(&format!(
-                        "Have not found myself in list yet.\nMy Hostname: {my_name}\nHosts in list: {}",
-                        latest.names().join(", ")
-                    ));
+                    log(
+                        &format!(
+                            "Have not found myself in list yet.\nMy Hostname: {my_name}\nHosts in list: {}",
+                            latest.names().join(", ")
+                        ),
+                        "Have not found myself in list yet.",
+                        &[
+                            ("hostname", my_name.as_str().into()),
+                            ("peers", latest.names().into()),
+                        ],
+                    );
                     told_waiting = true;
                 }
                 if found && latest != peers {
-                    log(&format!(
-                        "Peer list updated\nwas {}\nnow {}",
-                        go_list(&peers),
-                        go_list(&latest)
-                    ));
+                    log(
+                        &format!(
+                            "Peer list updated\nwas {}\nnow {}",
+                            go_list(&peers),
+                            go_list(&latest)
+                        ),
+                        "Peer list updated",
+                        &[
+                            ("was", peers.names().into()),
+                            ("now", latest.names().into()),
+                        ],
+                    );
                     let hook = if peers.is_empty() && script == flags.on_start {
                         "on_start"
                     } else {
@@ -209,7 +262,15 @@ pub async fn main(args: &[String], shutdown: CancellationToken) -> i32 {
                     if let Err(e) =
                         crate::hooks::run(hook, &script, &latest, Duration::from_secs(3600)).await
                     {
-                        log(&format!("Failed to execute {script}: {e}"));
+                        log(
+                            &format!("Failed to execute {script}: {e}"),
+                            "Failed to execute",
+                            &[
+                                ("script", script.as_str().into()),
+                                ("error", e.to_string().into()),
+                                ("exit_code", 1.into()),
+                            ],
+                        );
                         return 1;
                     }
                     peers = latest.clone();
@@ -223,7 +284,7 @@ pub async fn main(args: &[String], shutdown: CancellationToken) -> i32 {
             _ = tokio::time::sleep(POLL_PERIOD) => {}
         }
     }
-    log("Peer finder exiting");
+    log("Peer finder exiting", "Peer finder exiting", &[]);
     0
 }
 

@@ -79,10 +79,10 @@ pub fn send_with(reload: &ReloadConfig, before: impl FnOnce(&[i32])) -> Outcome 
     match &outcome {
         Outcome::Signalled(_) => {}
         Outcome::NoProcess(why) => {
-            tracing::info!("no process to reload ({why}); it reads the new file when it starts")
+            tracing::info!(reason = %why, "no process to reload; it reads the new file when it starts")
         }
-        Outcome::Skipped(why) => tracing::warn!("reload skipped: {why}"),
-        Outcome::Failed(why) => tracing::warn!("reload failed: {why}"),
+        Outcome::Skipped(why) => tracing::warn!(reason = %why, "reload skipped"),
+        Outcome::Failed(why) => tracing::warn!(reason = %why, "reload failed"),
     }
     outcome
 }
@@ -136,7 +136,7 @@ fn signal_target(proc: &Path, reload: &ReloadConfig, before: impl FnOnce(&[i32])
                 if refused.is_none() {
                     refused = Some(why);
                 } else {
-                    tracing::warn!("reload failed: {why}");
+                    tracing::warn!(reason = %why, "reload failed");
                 }
             }
             Err(e) => {
@@ -150,7 +150,7 @@ fn signal_target(proc: &Path, reload: &ReloadConfig, before: impl FnOnce(&[i32])
     match (sent.is_empty(), refused) {
         (false, refused) => {
             if let Some(why) = refused {
-                tracing::warn!("reload failed: {why}");
+                tracing::warn!(reason = %why, "reload failed");
             }
             Outcome::Signalled(sent)
         }
@@ -211,6 +211,7 @@ fn check_pid_file(
             )));
         }
     }
+    tracing::debug!(pid_file = %file, pid, comm = %stat.comm, process, "reload target from the pid file");
     Ok(Target {
         pid,
         name: process.map_or(stat.comm, str::to_string),
@@ -277,6 +278,34 @@ pub fn find_top_most(proc: &Path, name: &str) -> Vec<i32> {
         .map(|(pid, _)| *pid)
         .collect();
     pids.sort_unstable();
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        // Why each other process of that name is not the target.
+        let mut skipped: Vec<(i32, String)> = table
+            .iter()
+            .filter(|(pid, (named, _))| *named && !pids.contains(pid))
+            .map(|(&pid, &(_, ppid))| {
+                let why = if pid == me {
+                    "peerplate itself".to_string()
+                } else if pid == 1 && !pid_1_allowed {
+                    "PID 1 of the infra container".to_string()
+                } else {
+                    format!("a child of {name} pid {ppid}")
+                };
+                (pid, why)
+            })
+            .collect();
+        skipped.sort_unstable();
+        let skipped: Vec<_> = skipped
+            .into_iter()
+            .map(|(pid, why)| serde_json::json!({"pid": pid, "reason": why}))
+            .collect();
+        tracing::debug!(
+            process = name,
+            pids = %crate::log::list(&pids),
+            skipped = %crate::log::list(skipped),
+            "reload target search by process name"
+        );
+    }
     pids
 }
 

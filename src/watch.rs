@@ -101,7 +101,7 @@ impl ContentWatcher {
             Ok(backend) => backend,
             Err(Fallback::Poll(why)) => {
                 if !WARNED_POLLING.swap(true, Ordering::Relaxed) {
-                    tracing::warn!("cannot watch files with inotify ({why}): polling them once a second instead; raise the node's fs.inotify.max_user_instances (sysctl) if other containers use up the inotify instances");
+                    tracing::warn!(reason = %why, "cannot watch files with inotify: polling them once a second instead; raise the node's fs.inotify.max_user_instances (sysctl) if other containers use up the inotify instances");
                 }
                 let mut interval = tokio::time::interval(POLL_INTERVAL);
                 interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -122,6 +122,11 @@ impl ContentWatcher {
             .get(i)
             .and_then(|(_, c)| c.as_ref().ok())
             .map(Vec::as_slice)
+    }
+
+    /// The path of the `i`th file.
+    pub fn path(&self, i: usize) -> Option<&Path> {
+        self.files.get(i).map(|(p, _)| p.as_path())
     }
 
     /// Why the `i`th file could not be read the last time, if it could not.
@@ -373,6 +378,12 @@ pub fn worker(mut set: watch::Receiver<Watched>, ctx: Context) -> Result<Worker,
                             }
                         }
                         current = new;
+                        tracing::debug!(
+                            templates = current.templates.len(),
+                            inputs = current.inputs.len(),
+                            config = current.config.is_some(),
+                            "watching a new set of files"
+                        );
                         // A change between the render's read and this watch
                         // had no event to tell of it: compare now.
                         let changed = watcher.reread();
@@ -392,6 +403,22 @@ pub fn worker(mut set: watch::Receiver<Watched>, ctx: Context) -> Result<Worker,
                     let templates = current.templates.len();
                     let inputs = templates + current.inputs.len();
                     let mut events = Vec::new();
+                    // Paths only: never what the files hold.
+                    let paths = |range: std::ops::Range<usize>| {
+                        crate::log::list(
+                            changed
+                                .iter()
+                                .filter(|i| range.contains(i))
+                                .filter_map(|&i| watcher.path(i))
+                                .map(|p| p.to_string_lossy().into_owned()),
+                        )
+                    };
+                    tracing::debug!(
+                        templates = %paths(0..templates),
+                        inputs = %paths(templates..inputs),
+                        config = %paths(inputs..usize::MAX),
+                        "watched files changed"
+                    );
                     if changed.iter().any(|i| *i >= inputs) {
                         events.push(Event::Config);
                     }

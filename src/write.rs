@@ -201,7 +201,7 @@ fn keep_owner(file: &NamedTempFile, dest: &Path, old: &std::fs::Metadata) {
         return;
     }
     if let Err(e) = std::os::unix::fs::fchown(file.as_file(), Some(old.uid()), Some(old.gid())) {
-        tracing::warn!(destination = %dest.display(), uid = old.uid(), gid = old.gid(), "cannot keep the owner of the output ({e}): the new file belongs to uid {} gid {}; run peerplate as the owner, or as root", new.uid(), new.gid());
+        tracing::warn!(destination = %dest.display(), uid = old.uid(), gid = old.gid(), new_uid = new.uid(), new_gid = new.gid(), error = %e, "cannot keep the owner of the output: the new file belongs to new_uid and new_gid; run peerplate as the owner, or as root");
     }
 }
 
@@ -239,7 +239,7 @@ pub fn remove_stale(template: &Template) -> usize {
                     tracing::info!(path = %entry.path().display(), "removed a staged file left by an earlier peerplate");
                 }
                 Err(e) => {
-                    tracing::warn!(path = %entry.path().display(), "cannot remove a staged file left by an earlier peerplate: {e}")
+                    tracing::warn!(path = %entry.path().display(), error = %e, "cannot remove a staged file left by an earlier peerplate")
                 }
             }
         }
@@ -276,7 +276,7 @@ impl Staged {
             status,
             stderr: excerpt(&stderr.replace(&staged, &destination), CHECK_OUTPUT),
         };
-        tracing::debug!(command = %shown, staged = %staged, "running the check");
+        tracing::debug!(destination = %destination, command = %shown, staged = %staged, "running the check");
         let started = std::time::Instant::now();
         let output = match process::run(process::Spec {
             argv: &words,
@@ -296,7 +296,7 @@ impl Staged {
             }
             Err(e @ process::RunError::Timeout(_)) => return Err(failed(e.to_string(), "")),
         };
-        tracing::debug!(command = %shown, status = %output.status, elapsed = ?started.elapsed(), "check finished");
+        tracing::debug!(destination = %destination, command = %shown, status = %output.status, exit_code = output.status.code(), success = output.status.success(), elapsed_ms = crate::log::ms(started.elapsed()), "check finished");
         if output.status.success() {
             return Ok(());
         }

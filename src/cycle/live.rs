@@ -82,7 +82,7 @@ impl Loop {
         let leader_changed = new.leader != old.leader;
         let hooks_changed = new.hooks != old.hooks;
         self.config = Arc::new(new);
-        tracing::info!(config = %path.display(), templates = self.config.templates.len(), actions = ?action_names(&self.config), "config reloaded");
+        tracing::info!(config = %path.display(), templates = self.config.templates.len(), actions = %crate::log::list(action_names(&self.config)), "config reloaded");
         self.metrics.config_reload(metrics::ConfigReload::Applied);
         self.update_watched();
         if let Some(ctx) = self.ctx.clone() {

@@ -337,7 +337,7 @@ impl Loop {
                 _ = shutdown.cancelled() => break self.interrupted(),
                 Some(done) = self.verdicts.join_next(), if !self.verdicts.is_empty() => self.on_verdict(done),
                 Some(event) = events.recv() => self.on_event(event, &mut workers),
-                Some(error) = errors.recv() => tracing::warn!("{error}"),
+                Some(error) = errors.recv() => tracing::warn!(error = %error, "a worker reported an error"),
                 Some(ended) = workers.join_next() => self.worker_ended(ended),
                 // An action's min_interval ended: render its waiting outputs.
                 _ = sleep_until(action_retry), if action_retry.is_some() => self.retry_actions(),
@@ -361,7 +361,10 @@ impl Loop {
         worker_shutdown.cancel();
         let all = async { while workers.join_next().await.is_some() {} };
         if tokio::time::timeout(SHUTDOWN_WAIT, all).await.is_err() {
-            tracing::debug!("a worker did not stop within {SHUTDOWN_WAIT:?}; leaving it");
+            tracing::debug!(
+                wait_ms = crate::log::ms(SHUTDOWN_WAIT),
+                "a worker did not stop in time; leaving it"
+            );
             workers.detach_all();
         }
         result

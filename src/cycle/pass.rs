@@ -230,7 +230,7 @@ impl Loop {
                 Ok(Step::Held)
             }
             Ok(output) => {
-                tracing::debug!(template = %self.renderer.name(i), bytes = output.len(), inputs = ?read.iter().map(|i| &i.path).collect::<Vec<_>>(), "rendered");
+                tracing::debug!(template = %self.renderer.name(i), bytes = output.len(), inputs = %crate::log::list(read.iter().map(|i| i.path.to_string_lossy())), "rendered");
                 // An output that read file() is a secret: 0600 unless
                 // the config says otherwise.
                 let template: Cow<'_, _> = if !read.is_empty() && template.mode.is_none() {
@@ -272,7 +272,10 @@ impl Loop {
             .get_or_insert_with(|| (Instant::now(), install_retries()));
         let delay = delays.next().unwrap_or(Duration::from_secs(30));
         *at = Instant::now() + delay;
-        tracing::info!(retry_in = ?delay, "an install failed; trying again");
+        tracing::info!(
+            retry_in_ms = crate::log::ms(delay),
+            "an install failed; trying again"
+        );
     }
 
     /// Logs, metrics and readiness of a pass: the one place they are derived.
@@ -296,7 +299,7 @@ impl Loop {
                             metrics::Render::Unchanged
                         },
                     );
-                    tracing::info!(template = %o.template, destination = %o.destination, changed, elapsed = ?o.elapsed, "rendered");
+                    tracing::info!(template = %o.template, destination = %o.destination, changed, elapsed_ms = crate::log::ms(o.elapsed), "rendered");
                 }
                 Err(e) => {
                     self.metrics.render(&o.template, metrics::Render::Failed);

@@ -11,7 +11,7 @@ impl Loop {
         let report = match done {
             Ok(report) => report,
             Err(e) => {
-                tracing::error!("a reload run ended abnormally: {e}");
+                tracing::error!(error = %e, "a reload run ended abnormally");
                 // Which one is unknown: free them all, render again.
                 for state in self.action_states.values_mut() {
                     if state.busy && self.verdicts.is_empty() {
@@ -36,15 +36,18 @@ impl Loop {
             Verdict::Signalled(_) => {}
             Verdict::NoProcess(_) | Verdict::Failed(_) if signal => {}
             Verdict::Accepted(how) => {
-                tracing::info!(action = %action, took = ?took, "reload accepted: {how}")
+                tracing::info!(action = %action, took_ms = crate::log::ms(took), how = %how, "reload accepted")
             }
             Verdict::NoProcess(why) => tracing::info!(
                 action = %action,
-                "no process to reload ({why}); it reads the new file when it starts"
+                reason = %why,
+                "no process to reload; it reads the new file when it starts"
             ),
-            Verdict::Failed(why) => tracing::warn!(action = %action, "reload failed: {why}"),
+            Verdict::Failed(why) => {
+                tracing::warn!(action = %action, reason = %why, "reload failed")
+            }
             Verdict::Rejected(why) => {
-                tracing::warn!(action = %action, took = ?took, "reload rejected by the app: {why}")
+                tracing::warn!(action = %action, took_ms = crate::log::ms(took), reason = %why, "reload rejected by the app")
             }
         }
         for (out, undone) in &report.outputs {
@@ -58,7 +61,7 @@ impl Loop {
                         action = %action,
                         template = %out.template,
                         destination = %out.destination.display(),
-                        rollback = ?report.rollback.unwrap_or_default(),
+                        rollback_ms = crate::log::ms(report.rollback.unwrap_or_default()),
                         restored = match out.previous { write::Previous::Absent => "removed (it did not exist before)", _ => "the previous file" },
                         "rolled back: the file on disk is again what the app runs; these bytes are not installed again until an input changes"
                     );

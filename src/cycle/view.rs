@@ -31,14 +31,19 @@ impl Loop {
                         self.config.peers.min
                     ),
                 };
-                tracing::warn!(reason = reason.as_str(), seen = ?set.names(), "holding back a partial peer set: {why}; the last rendered set stays until a whole one arrives");
+                tracing::warn!(reason = reason.as_str(), why = %why, seen = %crate::log::list(set.names()), "holding back a partial peer set; the last rendered set stays until a whole one arrives");
                 self.metrics.held(reason);
                 self.hold = Some((reason, Instant::now()));
                 false
             }
             (Some(_), Some(_)) => false,
             (None, Some((reason, since))) => {
-                tracing::info!(reason = reason.as_str(), held = ?since.elapsed(), count = set.len(), "a whole peer set again; no longer holding");
+                tracing::info!(
+                    reason = reason.as_str(),
+                    held_ms = crate::log::ms(since.elapsed()),
+                    count = set.len(),
+                    "a whole peer set again; no longer holding"
+                );
                 self.hold = None;
                 true
             }
@@ -124,11 +129,11 @@ impl Loop {
         let name = self.me.name().to_string();
         match (held, self.waiting_since) {
             (true, None) => {
-                tracing::info!(waiting_for = %name, seen = ?seen, "waiting for this pod to appear in the peer set");
+                tracing::info!(waiting_for = %name, seen = %crate::log::list(&seen), "waiting for this pod to appear in the peer set");
                 self.waiting_since = Some(Instant::now());
             }
             (false, Some(since)) => {
-                tracing::info!(name = %name, waited = ?since.elapsed(), "this pod is in the peer set");
+                tracing::info!(name = %name, waited_ms = crate::log::ms(since.elapsed()), "this pod is in the peer set");
                 self.waiting_since = None;
             }
             _ => {}

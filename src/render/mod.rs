@@ -622,7 +622,7 @@ fn env_placeholder(name: String, default: Option<String>) -> Result<String, mini
         (Ok(value), _) => Ok(value),
         (Err(_), Some(default)) => Ok(default),
         (Err(_), None) => {
-            tracing::warn!(variable = %name, "env(\"{name}\") is not set here; rendering with the placeholder <{name}>, as the pod must set it");
+            tracing::warn!(variable = %name, placeholder = %format!("<{name}>"), "env() variable is not set here; rendering with the placeholder, as the pod must set it");
             Ok(format!("<{name}>"))
         }
     }
@@ -669,7 +669,7 @@ fn file_function(
     if mode == Mode::Check {
         if let Err(why) = &read {
             // Outside the pod the Secret is not mounted: a placeholder.
-            tracing::warn!(path = %full.display(), "file({path:?}) cannot be read here ({why}); `check` renders <file {path}> in its place");
+            tracing::warn!(path = %full.display(), file = %path, error = %why, placeholder = %format!("<file {path}>"), "file() input cannot be read here; `check` renders the placeholder in its place");
             return Ok(format!("<file {path}>"));
         }
     }

@@ -303,6 +303,7 @@ impl Sandbox {
             .env_remove("POD_NAMESPACE")
             .env_remove("RUST_LOG")
             .env_remove("PEERPLATE_LOG")
+            .env_remove("PEERPLATE_LOG_FORMAT")
     }
 }
 

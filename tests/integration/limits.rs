@@ -345,8 +345,8 @@ fn check_renders_with_a_sample_set_for_dns_and_placeholders_outside_the_pod() {
     assert_eq!(out.code, Some(0), "{}", out.dump());
     assert_snapshot!(pod.sb.redact(out.stdout.trim()));
     assert!(
-        out.stderr
-            .contains("env(\"PEERPLATE_IT_NOT_SET\") is not set here"),
+        out.stderr.contains("env() variable is not set here")
+            && out.stderr.contains("variable=PEERPLATE_IT_NOT_SET"),
         "{}",
         out.dump()
     );

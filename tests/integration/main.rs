@@ -32,6 +32,7 @@ mod inputs;
 mod leader;
 mod limits;
 mod live_config;
+mod logs;
 mod messages;
 mod nginx;
 mod once;

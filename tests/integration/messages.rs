@@ -125,7 +125,7 @@ fn unused_vars_are_warned_with_a_suggestion() {
     assert_eq!(out.code, Some(0), "{}", out.dump());
     assert!(
         out.stderr.contains(
-            "vars.lisen: set in vars, but no template reads it; did you mean vars.listen?"
+            "a vars key no template reads key=vars.lisen detail=set in vars, but no template reads it; did you mean vars.listen?"
         ),
         "{}",
         out.dump()

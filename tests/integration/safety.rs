@@ -338,7 +338,7 @@ fn pid_1_gets_the_signal_only_when_process_names_it_and_never_when_it_is_pause()
     );
     assert_eq!(hups, Vec::<String>::new(), "{logs:#?}");
     assert!(
-        logs[0].contains("no process to reload (no process named pause)"),
+        logs[0].contains("no process to reload; it reads the new file when it starts reason=no process named pause"),
         "{}",
         logs[0]
     );

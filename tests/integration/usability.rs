@@ -82,7 +82,8 @@ fn render_warns_when_this_pod_is_not_among_the_peers() {
     assert_eq!(out.code, Some(0), "{}", out.dump());
     assert!(
         out.stderr
-            .contains("this pod (web-7) is not among the --peer names"),
+            .contains("this pod is not among the --peer names")
+            && out.stderr.contains("hostname=web-7"),
         "{}",
         out.dump()
     );

@@ -119,6 +119,26 @@ enum Fetch {
     Refresh,
 }
 
+impl Fetch {
+    /// Why the SRV set is fetched, for the log.
+    fn as_str(self) -> &'static str {
+        match self {
+            Fetch::Always => "every poll",
+            Fetch::Unsettled => "unsettled",
+            Fetch::NoSerial => "no SOA serial",
+            Fetch::Moved => "serial moved",
+            Fetch::Refresh => "refresh",
+        }
+    }
+}
+
+/// The last SRV answer's size and record count, for the poll's log line.
+#[derive(Debug, Default, Clone, Copy)]
+struct AnswerSize {
+    bytes: usize,
+    records: u16,
+}
+
 /// Polls one SRV name.
 pub struct Poller {
     client: Client,
@@ -126,6 +146,8 @@ pub struct Poller {
     addresses: bool,
     /// The last answer's bytes after the ID: an identical answer needs no parsing.
     last_answer: Vec<u8>,
+    /// The size of the answer the last fetch read (for the log).
+    answer_size: AnswerSize,
     /// Names dropped last time, so each bad name is warned about once.
     dropped: BTreeSet<String>,
     /// The last set returned.
@@ -204,6 +226,7 @@ impl Poller {
             query,
             addresses: dns.addresses,
             last_answer: Vec::new(),
+            answer_size: AnswerSize::default(),
             dropped: BTreeSet::new(),
             last_set: None,
             last_targets: None,
@@ -244,11 +267,23 @@ impl Poller {
         let now = Instant::now();
         let Some(why) = self.must_fetch(now) else {
             if self.addresses && self.addresses_expired(now) {
-                return self.refresh_addresses(now);
+                let polled = self.refresh_addresses(now);
+                self.log_poll("addresses expired", &polled, now);
+                return polled;
             }
+            tracing::debug!(
+                query = %self.query(),
+                fetched = false,
+                outcome = "unchanged",
+                why = "SOA serial unchanged",
+                elapsed_ms = crate::log::ms(now.elapsed()),
+                "DNS poll"
+            );
             return Ok(None);
         };
+        self.answer_size = AnswerSize::default();
         let polled = self.fetch();
+        self.log_poll(why.as_str(), &polled, now);
         self.unsettled = self.unsettled || polled.is_err();
         if let (Some(check), true) = (self.serial.as_mut(), polled.is_ok()) {
             check.next_refresh = Some(now + check.refresh);
@@ -257,6 +292,39 @@ impl Poller {
             self.distrust(now);
         }
         polled
+    }
+
+    /// One debug line per poll that asked the SRV set: its answer's size,
+    /// records, the outcome and the time it took.
+    fn log_poll(
+        &self,
+        why: &str,
+        polled: &Result<Option<PeerSet>, LookupFailure>,
+        started: Instant,
+    ) {
+        let elapsed_ms = crate::log::ms(started.elapsed());
+        match polled {
+            Ok(set) => tracing::debug!(
+                query = %self.query(),
+                fetched = true,
+                why,
+                answer_bytes = self.answer_size.bytes,
+                records = self.answer_size.records,
+                outcome = if set.is_some() { "changed" } else { "unchanged" },
+                peers = set.as_ref().map_or(0, |s| s.len()),
+                elapsed_ms,
+                "DNS poll"
+            ),
+            Err(LookupFailure(reason)) => tracing::debug!(
+                query = %self.query(),
+                fetched = true,
+                why,
+                outcome = "failed",
+                reason = %reason,
+                elapsed_ms,
+                "DNS poll"
+            ),
+        }
     }
 
     /// A refresh found a change the serial stood still over: fetch every
@@ -275,7 +343,7 @@ impl Poller {
             tracing::debug!(query = %query, zone = %zone, "a refresh found a peer change the SOA serial did not announce, again");
         } else {
             check.told = true;
-            tracing::warn!(query = %query, zone = %zone, refresh = ?check.refresh, distrusted_for = ?off, "a refresh found a peer change that the zone's SOA serial did not announce; fetching the SRV set every interval for the next {DISTRUST_REFRESHES} refresh periods before trusting the serial again");
+            tracing::warn!(query = %query, zone = %zone, refresh_ms = crate::log::ms(check.refresh), distrusted_for_ms = crate::log::ms(off), "a refresh found a peer change that the zone's SOA serial did not announce; fetching the SRV set every interval for the next {DISTRUST_REFRESHES} refresh periods before trusting the serial again");
         }
     }
 
@@ -413,6 +481,12 @@ impl Poller {
     /// answer at all.
     fn poll_peers(&mut self) -> Result<Option<PeerSet>, LookupFailure> {
         let bytes = self.client.query(&self.query, RecordType::SRV)?;
+        self.answer_size = AnswerSize {
+            bytes: bytes.len(),
+            records: bytes
+                .get(6..8)
+                .map_or(0, |c| u16::from_be_bytes([c[0], c[1]])),
+        };
         let now = Instant::now();
         // An identical answer (CoreDNS answers in a stable order) is an
         // identical peer set: skip even decoding it. With addresses, only
@@ -674,7 +748,7 @@ fn poll_loop(
         let sent = match polled {
             Ok(answer) => {
                 if let Some((since, failures)) = outage.take() {
-                    tracing::info!(query = %query, failures, after = ?since.elapsed(), "DNS lookups work again");
+                    tracing::info!(query = %query, failures, after_ms = crate::log::ms(since.elapsed()), "DNS lookups work again");
                     // Others may have chosen a leader meanwhile: ask them.
                     let _ = events.blocking_send(Event::Recovered);
                 }

@@ -135,16 +135,50 @@ impl Client {
         edns.set_max_payload(EDNS_PAYLOAD);
         request.set_edns(edns);
         let wire = request.to_vec().map_err(|e| e.to_string())?;
+        let server = self.servers[self.current];
+        let started = std::time::Instant::now();
+        let trace = |transport: &str, result: &Result<Vec<u8>, String>| match result {
+            Ok(bytes) => tracing::trace!(
+                name = %name,
+                rtype = %rtype,
+                server = %server,
+                transport,
+                id,
+                sent_bytes = wire.len(),
+                received_bytes = bytes.len(),
+                truncated = truncated(bytes),
+                rcode = bytes.get(3).map_or(0, |b| b & 0x0f),
+                elapsed_ms = crate::log::ms(started.elapsed()),
+                "DNS query"
+            ),
+            Err(e) => tracing::trace!(
+                name = %name,
+                rtype = %rtype,
+                server = %server,
+                transport,
+                id,
+                sent_bytes = wire.len(),
+                error = %e,
+                elapsed_ms = crate::log::ms(started.elapsed()),
+                "DNS query failed"
+            ),
+        };
 
         let bytes = if self.prefer_tcp && !udp_first {
-            self.ask_tcp(&wire)?
+            let answer = self.ask_tcp(&wire);
+            trace("tcp", &answer);
+            answer?
         } else {
-            let bytes = self.ask_udp(&wire, id)?;
+            let answer = self.ask_udp(&wire, id);
+            trace("udp", &answer);
+            let bytes = answer?;
             if truncated(&bytes) {
                 if !udp_first {
                     self.prefer_tcp = true;
                 }
-                self.ask_tcp(&wire)?
+                let answer = self.ask_tcp(&wire);
+                trace("tcp", &answer);
+                answer?
             } else {
                 bytes
             }
