@@ -94,7 +94,7 @@ impl State {
 /// Binds the admin listener now, so a taken port fails the start.
 pub async fn bind(listen: SocketAddr) -> std::io::Result<TcpListener> {
     let listener = TcpListener::bind(listen).await?;
-    tracing::info!(listen = %listen, "serving /healthz, /readyz and /metrics");
+    tracing::info!(listen = %listen, "serving /healthz, /readyz, /metrics and /leader");
     Ok(listener)
 }
 

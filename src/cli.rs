@@ -180,6 +180,11 @@ fn check(cli: &Cli) -> Result<(), Error> {
     if !errors.is_empty() {
         return Err(Error::Templates(errors));
     }
+    if let crate::config::Policy::Sticky { port: 0, .. } = config.leader.policy {
+        tracing::warn!(
+            "leader.policy sticky without http.listen: `once` accepts it (it cannot ask the peers), `run` refuses to start; set http.listen, like 0.0.0.0:9090"
+        );
+    }
     println!(
         "{}: ok, {} template(s) compile and render with {with}",
         config.path.display(),
@@ -326,6 +331,12 @@ async fn render_command(cli: &Cli, args: &RenderArgs) -> Result<(), Error> {
         ),
         // What the policy decides from the set alone (no peers to ask here).
         None => {
+            if config.leader.policy != crate::config::Policy::Ordinal {
+                tracing::info!(
+                    policy = config.leader.policy.name(),
+                    "render takes the leader from the peer set alone (the first ready peer); run and once also ask the peers or the app, so they may choose another: try it with --leader NAME"
+                );
+            }
             let mut leadership = Leadership::new(config.leader.clone());
             leadership.decide(&peers, tokio::time::Instant::now());
             leadership.current().cloned()
@@ -377,11 +388,16 @@ fn flag_peers(flags: &[String]) -> Result<PeerSet, Error> {
     for flag in flags {
         let (name, port) = match flag.rsplit_once(':') {
             Some((name, port)) => {
-                let port = port.parse::<u16>().map_err(|_| {
-                    Error::Usage(format!(
+                let port = port
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|p| *p != 0)
+                    .ok_or(())
+                    .map_err(|_| {
+                        Error::Usage(format!(
                         "--peer {flag}: {port:?} is not a port (1-65535); write NAME or NAME:PORT"
                     ))
-                })?;
+                    })?;
                 (name, Some(port))
             }
             None => (flag.as_str(), None),

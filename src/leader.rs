@@ -59,6 +59,9 @@ pub struct Leadership {
     missing_since: Option<Instant>,
     /// Set once a choice was made (the first one counts as a change too).
     chosen: bool,
+    /// The leader's grace ran out but no peer is ready to take over: wait
+    /// for the next peer set rather than a deadline.
+    no_candidate: bool,
 }
 
 impl Leadership {
@@ -69,6 +72,7 @@ impl Leadership {
             since: SystemTime::now(),
             missing_since: None,
             chosen: false,
+            no_candidate: false,
         }
     }
 
@@ -91,6 +95,7 @@ impl Leadership {
     pub fn deadline(&self) -> Option<Instant> {
         match self.config.policy {
             Policy::Ordinal => None,
+            _ if self.no_candidate => None,
             _ => self.missing_since.map(|at| at + self.config.grace),
         }
     }
@@ -98,6 +103,7 @@ impl Leadership {
     /// Decides from `peers` alone (no network): `ordinal` always; the
     /// `sticky` rule for the others. `None` when nothing changed.
     pub fn decide(&mut self, peers: &PeerSet, now: Instant) -> Option<Change> {
+        self.no_candidate = false;
         if let Policy::Ordinal = self.config.policy {
             let first = peers.iter().next().cloned();
             return self.set(first, "peer 0 of the peer set (policy: ordinal)".into());
@@ -122,7 +128,14 @@ impl Leadership {
                 if gone < self.config.grace {
                     return None;
                 }
-                let (pick, _) = first_ready(peers);
+                // Nobody to take over: a ready set emptied for a moment (a
+                // shared dependency failing every readiness probe) must not
+                // hand leadership to a pod that is not ready either.
+                let Some(pick) = peers.ready().next().cloned() else {
+                    self.no_candidate = true;
+                    return None;
+                };
+                let pick = Some(pick);
                 let what = if found.is_some() {
                     "not ready"
                 } else {
@@ -488,6 +501,27 @@ mod tests {
         // web-0 back: nobody flips back.
         assert_eq!(l.decide(&all, t0 + Duration::from_secs(11)), None);
         assert_eq!(l.current().unwrap().fqdn, "web-1.s");
+    }
+
+    #[test]
+    fn sticky_keeps_its_leader_while_no_peer_is_ready() {
+        let mut l = sticky(10);
+        let t0 = Instant::now();
+        let all = set(&[("web-0.s", true), ("web-1.s", true)]);
+        l.decide(&all, t0);
+        let none = set(&[("web-0.s", false), ("web-1.s", false)]);
+        assert_eq!(l.decide(&none, t0), None);
+        assert_eq!(l.decide(&none, t0 + Duration::from_secs(60)), None);
+        assert_eq!(
+            l.deadline(),
+            None,
+            "no busy deadline while nobody can take over"
+        );
+        assert_eq!(l.current().unwrap().fqdn, "web-0.s");
+        // web-1 ready, web-0 still not: web-1 takes over at once.
+        let one = set(&[("web-0.s", false), ("web-1.s", true)]);
+        let change = l.decide(&one, t0 + Duration::from_secs(61)).unwrap();
+        assert_eq!(change.new.as_deref(), Some("web-1.s"));
     }
 
     #[test]

@@ -294,12 +294,31 @@ pub fn line_of(text: &str, keys: &[&str]) -> Option<usize> {
     let mut min_indent = 0;
     let mut start = 0;
     for key in keys {
-        let (line, indent) = text.lines().enumerate().skip(start).find_map(|(n, line)| {
+        let block = text.lines().enumerate().skip(start).find_map(|(n, line)| {
             let body = line.trim_start_matches([' ', '-']);
             let indent = line.len() - body.len();
             let matches = body.strip_prefix(key).is_some_and(|r| r.starts_with(':'));
             (matches && indent >= min_indent).then_some((n, indent))
-        })?;
+        });
+        let Some((line, indent)) = block else {
+            // Flow style (`leader: {policy: sticky, grace: 0s}`): the key on
+            // its parent's line, or on a line of the flow map after it.
+            let parent = found?;
+            let flow = text
+                .lines()
+                .enumerate()
+                .skip(parent - 1)
+                .take(20)
+                .find_map(|(n, line)| {
+                    let hit = line.match_indices(key).any(|(at, _)| {
+                        let before = line[..at].chars().last();
+                        let after = &line[at + key.len()..];
+                        matches!(before, Some('{' | ',' | ' ')) && after.starts_with(':')
+                    });
+                    hit.then_some(n + 1)
+                });
+            return flow.or(Some(parent));
+        };
         found = Some(line + 1);
         start = line + 1;
         min_indent = indent + 1;

@@ -44,6 +44,15 @@ pub(super) fn leader(
                 ),
             ))
         }
+        (_, Some(http)) if http.listen.port() == 0 => {
+            return Err(fail(
+                &["http", "listen"],
+                format!(
+                    "http.listen {} has port 0 (any free port), where peers cannot find it to ask who leads; give a fixed port, like 0.0.0.0:9090",
+                    http.listen
+                ),
+            ))
+        }
         (_, Some(http)) => http.listen.port(),
         // `run` refuses sticky without it; `once` then cannot ask.
         (_, None) => 0,

@@ -146,6 +146,9 @@ struct Loop {
     /// answer of the leader worker (bounded by its timeout), so a restarted
     /// pod never renders itself as leader for a moment.
     awaiting_leader: bool,
+    /// `once` with `sticky` or `probe`: no leader is chosen (nor logged)
+    /// before its one round of asking.
+    asked_once: bool,
     /// Where the loop publishes what the leader worker needs.
     leader_views: Option<watch::Sender<leader::View>>,
     /// `on_leader_change`'s queue, and the leader to give it after the next pass.
@@ -241,6 +244,7 @@ impl Loop {
             hook_sets: None,
             hold: None,
             awaiting_leader,
+            asked_once: false,
             leadership,
             leader_views: None,
             leader_hook: None,

@@ -14,9 +14,14 @@ impl Loop {
             leader: None,
             ask_now: 0,
         };
-        if let Some(hint) = leader::ask_once(&self.config.leader, &self.me, &view).await {
-            let change = self.leadership.hint(&hint, &view.peers, Instant::now());
-            self.apply_leader(change);
+        self.asked_once = true;
+        match leader::ask_once(&self.config.leader, &self.me, &view).await {
+            Some(hint) => {
+                let change = self.leadership.hint(&hint, &view.peers, Instant::now());
+                self.apply_leader(change);
+            }
+            // Nobody to ask (no http.listen): the rule from the set.
+            None => self.decide_leader(),
         }
     }
 

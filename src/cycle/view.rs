@@ -54,7 +54,8 @@ impl Loop {
     /// Decides the leader from the accepted set (and the time), and applies
     /// a change.
     pub(super) fn decide_leader(&mut self) {
-        if self.awaiting_leader {
+        let asks = self.config.leader.policy != Policy::Ordinal;
+        if self.awaiting_leader || (self.mode == Mode::Once && asks && !self.asked_once) {
             return;
         }
         let peers = self.peers.clone().unwrap_or_default();

@@ -229,7 +229,10 @@ impl Identity {
     /// is, otherwise the same first label.
     pub fn is_self(&self, peer: &Peer) -> bool {
         match &self.fqdn {
-            Some(fqdn) => peer.fqdn == *fqdn,
+            // A bare name (`render --peer web-1`) can only be told by its label.
+            Some(fqdn) => {
+                peer.fqdn == *fqdn || (!peer.fqdn.contains('.') && peer.hostname == self.hostname)
+            }
             None => peer.hostname == self.hostname,
         }
     }

@@ -462,6 +462,35 @@ fn a_pod_cut_off_from_dns_converges_and_an_old_leader_does_not_take_back() {
 }
 
 #[test]
+fn sticky_keeps_its_leader_while_no_peer_is_ready() {
+    let mut set = Set::new(3, STICKY);
+    set.start_all();
+    set.wait_all_follow(0, WAIT);
+    // The whole ready set empties (a shared dependency failing every
+    // readiness probe) for well past grace: nobody can take over.
+    set.set_ready(&[]);
+    assert!(poll_until(WAIT, || set.members[1]
+        .output()
+        .contains("web-0 ready=False")));
+    std::thread::sleep(Duration::from_millis(2500));
+    for m in &set.members {
+        assert_eq!(
+            m.verdict(),
+            format!("leader=web-0 me={}", py_bool(m.k == 0)),
+            "{}",
+            set.dump()
+        );
+        assert_eq!(m.count_log("leader changed"), 1, "{}", m.logs());
+    }
+    // web-1 and web-2 ready again, web-0 not: the first ready peer takes over.
+    set.set_ready(&[1, 2]);
+    set.wait_all_follow(1, WAIT);
+    for m in &mut set.members {
+        m.stop();
+    }
+}
+
+#[test]
 fn ordinal_is_peer_0_whatever_its_readiness() {
     let mut set = Set::new(3, "  policy: ordinal\n");
     // ordinal asks nobody; http.listen stays as configured.
@@ -652,6 +681,14 @@ fn sticky_config_errors_name_the_fix() {
             "unknown_policy",
             "identity: {hostname: web-0}\nleader:\n  policy: first\n",
         ),
+        (
+            "flow_style_grace",
+            "identity: {hostname: web-0}\npeers:\n  dns: {service: nginx, nameservers: [\"127.0.0.1:53\"]}\nhttp: {listen: \"0.0.0.0:9090\"}\nleader: {policy: sticky, grace: 0s}\n",
+        ),
+        (
+            "port_0",
+            "identity: {hostname: web-0}\npeers:\n  dns: {service: nginx, nameservers: [\"127.0.0.1:53\"]}\nhttp:\n  listen: \"0.0.0.0:0\"\nleader: {policy: sticky}\n",
+        ),
     ];
     for (name, yaml) in cases {
         sb.write("peerplate.yaml", yaml);
@@ -740,6 +777,13 @@ fn once_with_sticky_asks_the_peers_before_it_renders() {
     assert_eq!(out.code, Some(0), "{}", out.dump());
     assert_eq!(m.verdict(), "leader=web-1 me=False", "{}", out.dump());
     assert!(out.stderr.contains("asked 2 peer(s)"), "{}", out.dump());
+    // One decision, after asking: no rule-based pick logged before it.
+    let decisions = out
+        .stderr
+        .lines()
+        .filter(|l| l.contains("leader changed"))
+        .count();
+    assert_eq!(decisions, 1, "{}", out.dump());
     assert!(
         m.leader_hook().ends_with(&format!("{}\n", fqdn(1))),
         "{}",

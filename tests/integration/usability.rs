@@ -60,9 +60,10 @@ fn render_takes_ports_vars_and_a_namespace() {
 #[test]
 fn render_flag_errors_name_the_fix() {
     let sb = sandbox();
-    let cases: [(&str, &[&str]); 5] = [
+    let cases: [(&str, &[&str]); 6] = [
         ("bad_peer_name", &["--peer", "bad_name.nginx"]),
         ("bad_peer_port", &["--peer", "web-0.nginx:http"]),
+        ("peer_port_0", &["--peer", "web-0.nginx:0"]),
         ("var_without_value", &["--var", "listen"]),
         ("var_into_a_scalar", &["--var", "listen.port=1"]),
         ("var_a_list", &["--var", "listen=[1, 2]"]),
