@@ -56,7 +56,8 @@ impl Loop {
                 Some(Ok(())) => {
                     self.rejected
                         .insert(out.destination.clone(), out.bytes.clone());
-                    self.metrics.render(&out.template, metrics::Render::Failed);
+                    // Counted as a rejected reload, not as a failed render:
+                    // the render was fine, the app refused it.
                     tracing::warn!(
                         action = %action,
                         template = %out.template,

@@ -119,7 +119,13 @@ pub fn changed_meaning(config: &Config, templates: &[(String, String)]) -> Vec<F
                 && expr[..expr.len() - ".port".len()]
                     .chars()
                     .all(|c| c.is_alphanumeric() || c == '_' || c == '.' || c == '[' || c == ']');
-            if unfiltered && is_port && portless {
+            // `{% if leader.port %}...{{ leader.port }}` cannot print none.
+            let guarded = block_tags(source).iter().any(|(_, tag)| {
+                tag.strip_prefix("if ")
+                    .or_else(|| tag.strip_prefix("elif "))
+                    .is_some_and(|cond| cond.split_whitespace().any(|w| w == expr))
+            });
+            if unfiltered && is_port && portless && !guarded {
                 found.push(Finding {
                     what: format!("{name} line {line}"),
                     message: format!(

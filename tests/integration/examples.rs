@@ -105,6 +105,11 @@ fn examples_local_readme_steps() {
 
     // "For an init container's single pass ... once"; "render ... --hostname web-0"
     fs::write(&template, good).expect("restore");
+    // `check` of the example: ok, and no warning about the shipped template
+    // (its `{{ leader.port }}` sits inside `{% if leader.port %}`).
+    let check = run(&mut sb.peerplate(["--config", &config, "check"]));
+    assert_eq!(check.code, Some(0), "{}", check.dump());
+    assert!(!check.stderr.contains("WARN"), "{}", check.dump());
     let once = run(&mut sb.peerplate(["--config", &config, "once"]));
     assert_eq!(once.code, Some(0), "{}", once.dump());
     let render = run(&mut sb.peerplate(["--config", &config, "render", "--hostname", "web-0"]));
