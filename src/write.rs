@@ -166,22 +166,7 @@ pub fn stage(template: &Template, bytes: &[u8]) -> Result<Plan, WriteError> {
             .map_err(io("create the destination folder", dir))?;
         tracing::info!(folder = %dir.display(), "created the destination folder");
     }
-    let prefix = format!(
-        ".{}.",
-        dest.file_name().unwrap_or_default().to_string_lossy()
-    );
-    let mut file = tempfile::Builder::new()
-        .prefix(&prefix)
-        .suffix(".peerplate")
-        .tempfile_in(dir)
-        .map_err(io("create a staged file in", dir))?;
-    file.write_all(bytes)
-        .map_err(io("write the staged file", file.path()))?;
-    file.as_file()
-        .sync_all()
-        .map_err(io("flush the staged file", file.path()))?;
-    std::fs::set_permissions(file.path(), Permissions::from_mode(mode))
-        .map_err(io("set the mode of the staged file", file.path()))?;
+    let file = staged_file(dir, dest, bytes, mode)?;
     if let Some(meta) = &existing {
         keep_owner(&file, dest, meta);
     }
@@ -348,6 +333,34 @@ pub fn previous(dest: &Path) -> Previous {
     }
 }
 
+/// `bytes` in a new temporary file beside `dest` (`.NAME.XXXXXX.peerplate`
+/// in `dir`, the same filesystem, so the final rename is atomic), flushed to
+/// disk and given `mode`: what an install and a rollback rename over `dest`.
+fn staged_file(
+    dir: &Path,
+    dest: &Path,
+    bytes: &[u8],
+    mode: u32,
+) -> Result<NamedTempFile, WriteError> {
+    let prefix = format!(
+        ".{}.",
+        dest.file_name().unwrap_or_default().to_string_lossy()
+    );
+    let mut file = tempfile::Builder::new()
+        .prefix(&prefix)
+        .suffix(".peerplate")
+        .tempfile_in(dir)
+        .map_err(io("create a staged file in", dir))?;
+    file.write_all(bytes)
+        .map_err(io("write the staged file", file.path()))?;
+    file.as_file()
+        .sync_all()
+        .map_err(io("flush the staged file", file.path()))?;
+    std::fs::set_permissions(file.path(), Permissions::from_mode(mode))
+        .map_err(io("set the mode of the staged file", file.path()))?;
+    Ok(file)
+}
+
 /// Puts `previous` back at `dest`, atomically as any install (a temporary
 /// file beside it, renamed over it, the directory flushed), or removes
 /// `dest` when there was no file.
@@ -372,22 +385,7 @@ pub fn restore(dest: &Path, previous: &Previous) -> Result<(), WriteError> {
             Err(e) => return Err(io("remove the new output", dest)(e)),
         },
         Previous::File { bytes, mode } => {
-            let prefix = format!(
-                ".{}.",
-                dest.file_name().unwrap_or_default().to_string_lossy()
-            );
-            let mut file = tempfile::Builder::new()
-                .prefix(&prefix)
-                .suffix(".peerplate")
-                .tempfile_in(dir)
-                .map_err(io("stage the previous output in", dir))?;
-            file.write_all(bytes)
-                .map_err(io("write the previous output to", file.path()))?;
-            file.as_file()
-                .sync_all()
-                .map_err(io("flush", file.path()))?;
-            std::fs::set_permissions(file.path(), Permissions::from_mode(*mode))
-                .map_err(io("set the mode of", file.path()))?;
+            let file = staged_file(dir, dest, bytes, *mode)?;
             file.persist(dest).map_err(|e| WriteError::Io {
                 action: "put back",
                 path: dest.to_path_buf(),
