@@ -72,6 +72,7 @@ pub mod redact;
 pub mod reload;
 pub mod render;
 pub mod seed;
+pub mod state;
 pub mod watch;
 pub mod write;
 

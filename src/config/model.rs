@@ -50,6 +50,10 @@ pub struct Config {
     pub pod_fqdn: Option<String>,
     /// How the leader is chosen (`leader:`; none means `policy: ordinal`).
     pub leader: Leader,
+    /// The state file (`state:`, relative paths against the config's
+    /// folder); default [`crate::state::DEFAULT_NAME`] in the first output's
+    /// folder; `None` when there is no output to put it beside.
+    pub state: Option<PathBuf>,
 }
 
 /// `leader:`: how this pod chooses the leader among its peers.
