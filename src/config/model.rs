@@ -23,6 +23,9 @@ fn location(line: Option<usize>, column: Option<usize>) -> String {
     }
 }
 
+/// The file name of the default `state:` path, in the first output's folder.
+pub const STATE_DEFAULT_NAME: &str = ".peerplate-state.json";
+
 /// The resolved config every command works from.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -51,7 +54,7 @@ pub struct Config {
     /// How the leader is chosen (`leader:`; none means `policy: ordinal`).
     pub leader: Leader,
     /// The state file (`state:`, relative paths against the config's
-    /// folder); default [`crate::state::DEFAULT_NAME`] in the first output's
+    /// folder); default [`STATE_DEFAULT_NAME`] in the first output's
     /// folder; `None` when there is no output to put it beside.
     pub state: Option<PathBuf>,
 }
