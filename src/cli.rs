@@ -560,3 +560,24 @@ async fn configured_peers(config: &Config) -> Result<PeerSet, Error> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    /// clap checks a command's definition (conflicting flags, bad
+    /// defaults) only in debug builds, at parse time; the suite drives the
+    /// release binary, so the check runs here.
+    #[test]
+    fn the_command_line_definition_is_sound() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn version_names_the_profile_and_the_features() {
+        assert!(VERSION.starts_with(env!("CARGO_PKG_VERSION")), "{VERSION}");
+        assert!(VERSION.contains("(debug, features: "), "{VERSION}");
+    }
+}
