@@ -104,6 +104,10 @@ fn a_check_writing_100_mb_to_stderr_is_one_bounded_line_under_32_mib() {
     d.wait_for_log("bytes cut", WAIT);
     let line = flooded_and_alive(&cg, &mut d, pod.port, "check `sh -c");
     assert!(
+        line.contains("failed (exit status: 3): complaint line!"),
+        "{line}"
+    );
+    assert!(
         pod.read("out/app").is_none(),
         "a failed check installs nothing"
     );
