@@ -131,7 +131,15 @@ pub fn ids(dir: &Path) -> Option<Ids> {
 /// The file name of argv[0] (`/proc/PID/cmdline`), for names longer than
 /// the kernel's 15-byte `comm`.
 pub fn argv0_name(dir: &Path) -> Option<String> {
-    let cmdline = std::fs::read(dir.join("cmdline")).ok()?;
+    use std::io::Read;
+    // A process's arguments may be megabytes; argv[0] is a path.
+    const ARGV0_MAX: u64 = 4096;
+    let mut cmdline = Vec::new();
+    std::fs::File::open(dir.join("cmdline"))
+        .ok()?
+        .take(ARGV0_MAX)
+        .read_to_end(&mut cmdline)
+        .ok()?;
     let argv0 = cmdline.split(|b| *b == 0).next()?.to_vec();
     let argv0 = String::from_utf8(argv0).ok()?;
     Some(

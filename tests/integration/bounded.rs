@@ -8,7 +8,9 @@
 //!   exact number of bytes cut between;
 //! - 64 admin connections each sending ~400 KB of headers that never end;
 //! - an `exec` action whose background child holds its pipes is judged by
-//!   its exit status, at once, not killed at its timeout.
+//!   its exit status, at once, not killed at its timeout;
+//! - a pid file swapped for a FIFO or `/dev/zero` is `no_process`, never a
+//!   hang or a memory blow-up.
 
 use std::io::Write;
 use std::net::TcpStream;
@@ -231,4 +233,44 @@ fn an_exec_action_whose_background_child_holds_its_pipes_is_judged_by_its_exit()
     for s in procfs::with_marker(&marker) {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(s.pid), Signal::SIGKILL);
     }
+}
+
+#[test]
+fn a_fifo_or_dev_zero_as_the_pid_file_is_no_process_and_the_daemon_goes_on() {
+    let pod = flooding(
+        Pod::builder()
+            .template("app.j2", "{{ peers | length }}\n", "out/app")
+            .yaml("reload: {signal: HUP, pid_file: ROOT/app.pid}\n"),
+    );
+    let pid_file = pod.sb.join("app.pid");
+    nix::unistd::mkfifo(&pid_file, nix::sys::stat::Mode::from_bits_truncate(0o644))
+        .expect("mkfifo");
+    let mut d = pod.start();
+    let line = d.wait_for_line(0, &["app.pid", "a FIFO, not a regular file"], WAIT);
+    assert!(line.contains("cannot read"), "{line}");
+    pod.wait_for(&mut d, "2\n");
+    std::fs::remove_file(&pid_file).expect("rm fifo");
+    std::os::unix::fs::symlink("/dev/zero", &pid_file).expect("symlink");
+    let mark = d.mark();
+    pod.replace("peers", &peers(&[0, 1, 2]));
+    pod.wait_for(&mut d, "3\n");
+    d.wait_for_line(
+        mark,
+        &["app.pid", "a character device, not a regular file"],
+        WAIT,
+    );
+    let port = pod.port;
+    let counted = poll_until(WAIT, || {
+        metric(
+            port,
+            "peerplate_reloads_total{action=\"default\",result=\"no_process\"}",
+        ) == Some(2.0)
+    });
+    assert!(counted, "{}", d.logs());
+    assert_eq!(http_status(port, "/healthz"), 200);
+    let (status, took) = d.stop_with(Signal::SIGTERM, WAIT);
+    assert!(
+        status.success() && took < Duration::from_secs(1),
+        "{status:?} {took:?}"
+    );
 }
