@@ -8,7 +8,10 @@
 //!   again with backoff up to `retries` times; any other status is the app's
 //!   verdict at once, and its body (cut to a few lines) is the complaint;
 //! - `exec`: the words of the command, no shell, bounded by `timeout`, reaped;
-//!   exit 0 accepts, another exit rejects with the stderr as the complaint.
+//!   exit 0 accepts, another exit rejects with the stderr as the complaint
+//!   (held bounded and cut as a check's output is, see
+//!   [`process::Captured`]). The verdict is the exit status: a background
+//!   child still holding the pipes is given a second, then left.
 //!
 //! Only an answer from the app rejects: an app that never answered
 //! (connection refused through every retry, a command that could not

@@ -9,6 +9,13 @@
 //! future dropped, as at shutdown) kills the group too, so nothing a hook
 //! started outlives peerplate. `/proc/PID/stat` is parsed here and nowhere
 //! else ([`Stat`]).
+//!
+//! What a child can fill is bounded here too: its captured stderr keeps its
+//! first and last [`CAPTURE_KEEP`] bytes and counts the rest ([`Captured`]),
+//! and once the child has exited its pipes get [`PIPE_LINGER`] more, so a
+//! background job holding them never holds the verdict. As PID 1, the
+//! reaper ([`reap_orphans`]) takes only zombies that no run is waiting for,
+//! each by its pid, so it never steals a run's exit status.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
