@@ -1,7 +1,8 @@
 //! Every buffer another process or a client can fill is bounded (issue 18),
 //! proven in the 32 MiB memory cgroup `deploy/` gives the sidecar, where
-//! memory means the daemon's peak resident memory (VmHWM) and the group's
-//! rss, not its page cache:
+//! memory means the daemon's peak resident memory (VmHWM, less the pages of
+//! its own binary) and the group's rss, not page cache; each must stay under
+//! half the limit:
 //!
 //! - 100 MB on the stderr of a `check:` and of an `exec` reload action: the
 //!   daemon lives, and the log keeps the first and last lines with the
@@ -51,10 +52,14 @@ fn start_in_32_mib(pod: &Pod) -> Option<(MemoryCgroup, Daemon)> {
     Some((cg, d))
 }
 
-/// The daemon's peak resident memory in bytes.
+/// The daemon's peak resident memory (VmHWM) in bytes, less the pages of
+/// files it maps (its own binary: page cache, which the issue's Decision
+/// leaves out; a debug build maps about 14 MiB of itself, the release build
+/// 4 MiB).
 fn hwm(d: &Daemon) -> u64 {
     let pid = i32::try_from(d.pid()).expect("pid");
-    procfs::memory(pid).expect("the daemon's memory").hwm * 1024
+    let m = procfs::memory(pid).expect("the daemon's memory");
+    m.hwm.saturating_sub(m.file) * 1024
 }
 
 /// Asserts the daemon lived through it all, within half of the limit, and
@@ -67,6 +72,13 @@ fn flooded_and_alive(cg: &MemoryCgroup, d: &mut Daemon, port: u16, word: &str) -
     assert!(cg.rss() < HALF, "group rss {} bytes", cg.rss());
     let stderr = d.stderr();
     let lines: Vec<&str> = stderr.lines().filter(|l| l.contains(CUT)).collect();
+    eprintln!(
+        "100 MB of stderr ({word}): VmHWM less file pages {} KiB ({}), group rss {} KiB, log line {} bytes",
+        hwm(d) / 1024,
+        procfs::memory(i32::try_from(d.pid()).expect("pid")).expect("memory"),
+        cg.rss() / 1024,
+        lines.first().map_or(0, |l| l.len())
+    );
     assert!(!lines.is_empty(), "no line says what was cut:\n{stderr}");
     let line = lines[0];
     assert!(line.contains(word), "{line}");
@@ -152,14 +164,21 @@ fn sixty_four_slow_header_senders_keep_memory_under_half_of_32_mib() {
     };
     let port = pod.port;
     let before = procfs::memory(i32::try_from(d.pid()).expect("pid")).expect("memory");
-    // Each client sends a request line and then header after header, never
-    // the blank line that ends them, up to ~400 KB: hyper's default buffer.
-    let header = format!("X-Filler: {}\r\n", "y".repeat(1000));
+    // Each client sends a request line and then headers of 1 KB, 10 at a
+    // time every 25 ms, never the blank line that ends them, up to ~400 KB
+    // (hyper's default buffer) within a second, and holds the connection
+    // open a while longer, inside the 2 s allowed for headers: all 64 are
+    // open and full at once.
+    let header = format!("X-Filler: {}\r\n", "y".repeat(1000)).repeat(10);
+    let start = std::sync::Arc::new(std::sync::Barrier::new(64));
     let senders: Vec<_> = (0..64)
         .map(|_| {
             let header = header.clone();
+            let start = std::sync::Arc::clone(&start);
             std::thread::spawn(move || {
-                let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+                let connected = TcpStream::connect(("127.0.0.1", port));
+                start.wait();
+                let Ok(mut s) = connected else {
                     return 0usize;
                 };
                 let _ = s.set_write_timeout(Some(Duration::from_secs(3)));
@@ -174,9 +193,9 @@ fn sixty_four_slow_header_senders_keep_memory_under_half_of_32_mib() {
                         break;
                     }
                     sent += header.len();
+                    std::thread::sleep(Duration::from_millis(25));
                 }
-                // Hold the connection a while, as a slow client would.
-                std::thread::sleep(Duration::from_millis(500));
+                std::thread::sleep(Duration::from_millis(800));
                 sent
             })
         })
@@ -198,9 +217,10 @@ fn sixty_four_slow_header_senders_keep_memory_under_half_of_32_mib() {
     assert!(hwm(&d) < HALF, "VmHWM {} bytes", hwm(&d));
     assert!(peak_rss < HALF, "group rss peaked at {peak_rss} bytes");
     eprintln!(
-        "64 slow header senders ({sent} bytes sent): VmHWM {} KiB, group rss peak {} KiB; before: {before}",
+        "64 slow header senders ({sent} bytes sent): VmHWM less file pages {} KiB, group rss peak {} KiB; before: {before}; after: {}",
         hwm(&d) / 1024,
-        peak_rss / 1024
+        peak_rss / 1024,
+        procfs::memory(i32::try_from(d.pid()).expect("pid")).expect("memory"),
     );
 }
 
