@@ -637,6 +637,72 @@ mod tests {
         assert_eq!(kept.len(), 22);
     }
 
+    /// Runs `script` with `sh -c`, as an `exec` action or a hook would.
+    async fn sh(script: &str, stdin: Option<&[u8]>) -> (Result<Finished, RunError>, Duration) {
+        let argv = ["sh".to_string(), "-c".to_string(), script.to_string()];
+        let started = std::time::Instant::now();
+        let result = run(Spec {
+            argv: &argv,
+            stdin,
+            capture_stderr: true,
+            quiet: true,
+            timeout: Duration::from_secs(20),
+        })
+        .await;
+        (result, started.elapsed())
+    }
+
+    #[tokio::test]
+    async fn a_background_child_holding_the_pipes_does_not_hold_the_verdict() {
+        let marker = format!("3{}", std::process::id());
+        // stderr held by the background sleep; stdin too, with more than a
+        // pipe holds, never read.
+        let big = vec![b'p'; 1024 * 1024];
+        let (result, took) = sh(
+            &format!("sleep {marker} >&2 & echo started >&2; exit 4"),
+            Some(&big),
+        )
+        .await;
+        let done = result.expect("a status, not a timeout");
+        assert_eq!(done.status.code(), Some(4));
+        assert_eq!(done.stderr.excerpt(KEEP, str::to_string), "started");
+        assert!(took < Duration::from_secs(10), "{took:?}");
+        // What it left running may stay; the test cleans up.
+        for (_, s) in processes(Path::new("/proc")) {
+            let name = argv0_name(&PathBuf::from(format!("/proc/{}", s.pid)));
+            let cmdline = std::fs::read(format!("/proc/{}/cmdline", s.pid)).unwrap_or_default();
+            if name.as_deref() == Some("sleep")
+                && String::from_utf8_lossy(&cmdline).contains(&marker)
+            {
+                let _ = nix::sys::signal::kill(Pid::from_raw(s.pid), Signal::SIGKILL);
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn every_run_is_recorded_until_it_is_waited_for() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("pid");
+        let script = format!("echo $$ > {}; sleep 0.5", file.display());
+        let running = tokio::spawn(async move { sh(&script, None).await.0 });
+        let mut pid = None;
+        for _ in 0..200 {
+            if let Some(p) = std::fs::read_to_string(&file)
+                .ok()
+                .and_then(|t| t.trim().parse::<i32>().ok())
+            {
+                pid = Some(p);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let pid = pid.expect("the child wrote its pid");
+        assert!(spawned().contains(&pid), "recorded while it runs");
+        let done = running.await.expect("join").expect("ran");
+        assert!(done.status.success());
+        assert!(!spawned().contains(&pid), "removed once waited for");
+    }
+
     #[test]
     fn only_zombie_children_that_no_run_waits_for_are_orphans() {
         let stat = |pid, state, ppid| Stat {
