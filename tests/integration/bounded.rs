@@ -212,6 +212,21 @@ fn sixty_four_slow_header_senders_keep_memory_under_half_of_32_mib() {
         http_status(port, "/healthz") == 200
     });
     assert!(answered, "/healthz after the flood\n{}", d.logs());
+    // A whole request with more than 16 KiB of headers: 431, not served.
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(3)))
+        .expect("timeout");
+    let big = format!(
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "z".repeat(20_000)
+    );
+    let _ = s.write_all(big.as_bytes());
+    let mut reply = String::new();
+    let _ = std::io::Read::read_to_string(&mut s, &mut reply);
+    assert!(
+        reply.starts_with("HTTP/1.1 431 Request Header Fields Too Large"),
+        "{reply:?}"
+    );
     assert!(d.is_running(), "{}", d.logs());
     assert_eq!(cg.oom_kills(), 0);
     assert!(hwm(&d) < HALF, "VmHWM {} bytes", hwm(&d));
