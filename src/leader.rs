@@ -12,9 +12,17 @@
 //!   sets agree; with none ready, peer 0. A pod that starts asks its ready
 //!   peers (`GET /leader` on their admin port) and adopts the plurality, so a
 //!   returning `web-0` follows the leader chosen while it was away.
-//! - `probe`: the app says who leads: a 2xx from the peer's URL. The current
-//!   leader stays while it answers 2xx; otherwise the first ready peer in
-//!   ordinal order that does; when none does, the `sticky` rule.
+//!   A leader stopped on purpose resigns ([`crate::resign`]): its
+//!   followers adopt the successor it names as soon as it confirms, at its
+//!   own `GET /leader`, that it resigned ([`Leadership::resigned`]). A pod
+//!   that starts and gets no answer from any ready peer follows the leader
+//!   remembered in its state file, while that peer is in the set.
+//! - `probe`: the app says who leads: a 2xx from the peer's URL
+//!   ([`Leadership::probed`]). A leader confirmed by a 2xx stays the leader
+//!   until another peer answers 2xx, however long the app's own failover
+//!   takes; `probe.fallback` decides only a cold start. With two or more
+//!   claimants, the one the peers' sidecars name wins, then the current
+//!   one, then the lowest ordinal.
 //!
 //! The network half is [`worker`], one worker of the usual shape: it asks
 //! (peers every `grace` and on request; the app every `interval`) and sends
@@ -28,13 +36,14 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use crate::config::{Leader as LeaderConfig, Policy};
-use crate::event::{Context, Event, LeaderHint, SourceError, Worker};
+use crate::config::{Fallback, Leader as LeaderConfig, Policy};
+use crate::event::{Context, Event, LeaderHint, ProbeRound, Resigned, SourceError, Worker};
 use crate::http_client::get;
 use crate::peers::{Identity, Peer, PeerSet};
+use crate::resign::{self, Notice};
 
 /// How many peers a `sticky` pod asks every `grace`, besides the lowest.
 const ASK_OTHERS: usize = 4;
@@ -62,6 +71,20 @@ pub struct Leadership {
     /// The leader's grace ran out but no peer is ready to take over: wait
     /// for the next peer set rather than a deadline.
     no_candidate: bool,
+    /// A confirmed resignation (the leader, its successor) waiting for the
+    /// successor to be ready in this pod's view.
+    resigned: Option<Resigned>,
+    /// The leader remembered in the state file (a restart).
+    remembered: Option<String>,
+    /// `probe`: a leader is known (a 2xx, the state file, a peer's
+    /// `/leader`): no guess from now on.
+    confirmed: bool,
+    /// `probe`: since when the known leader no longer answers 2xx.
+    unconfirmed_since: Option<SystemTime>,
+    /// `probe`: the claimants last warned about.
+    warned_claimants: Vec<String>,
+    /// A round of asking in which no peer answered was already warned about.
+    unanswered_warned: bool,
 }
 
 impl Leadership {
@@ -73,7 +96,30 @@ impl Leadership {
             missing_since: None,
             chosen: false,
             no_candidate: false,
+            resigned: None,
+            remembered: None,
+            confirmed: false,
+            unconfirmed_since: None,
+            warned_claimants: Vec::new(),
+            unanswered_warned: false,
         }
+    }
+
+    /// The leader this pod followed before a restart (its state file):
+    /// followed when no peer answers, while it is in the set.
+    pub fn remember(&mut self, name: Option<String>) {
+        self.remembered = name;
+    }
+
+    /// `probe`: since when the leader no longer answers 2xx (`None` while it
+    /// does, or when none was ever confirmed).
+    pub fn unconfirmed_since(&self) -> Option<SystemTime> {
+        self.unconfirmed_since
+    }
+
+    /// `probe`: whether a leader is known, so no guess is made any more.
+    pub fn confirmed(&self) -> bool {
+        self.confirmed
     }
 
     /// The leader, as templates see it: the last known record.
@@ -96,6 +142,7 @@ impl Leadership {
         match self.config.policy {
             Policy::Ordinal => None,
             _ if self.no_candidate => None,
+            Policy::Probe { .. } if self.confirmed => None,
             _ => self.missing_since.map(|at| at + self.config.grace),
         }
     }
@@ -113,6 +160,17 @@ impl Leadership {
             let (pick, why) = first_ready(peers);
             return self.set(pick, why);
         };
+        if let Some(change) = self.follow_resignation(peers) {
+            return Some(change);
+        }
+        if matches!(self.config.policy, Policy::Probe { .. }) && self.confirmed {
+            // Never a guess once a leader is known: only another 2xx moves it.
+            if let Some(peer) = peers.get(&current.fqdn) {
+                self.current = Some(peer.clone());
+            }
+            self.missing_since = None;
+            return None;
+        }
         match peers.get(&current.fqdn) {
             Some(peer) if peer.ready => {
                 if let Some(since) = self.missing_since.take() {
@@ -152,9 +210,42 @@ impl Leadership {
         }
     }
 
-    /// Applies what the worker learnt: a peer that the app (probe) or the
-    /// peers (sticky) name as leader, adopted only while it is ready.
+    /// The leader this pod follows confirmed that it resigned for
+    /// `r.successor`: adopted at once if this pod sees the successor ready,
+    /// else as soon as it does (meanwhile the usual rule goes on).
+    pub fn resigned(&mut self, r: &Resigned, peers: &PeerSet) -> Option<Change> {
+        if self.current.as_ref().map(|c| c.fqdn.as_str()) != Some(r.leader.as_str()) {
+            return None;
+        }
+        self.resigned = Some(r.clone());
+        self.follow_resignation(peers)
+    }
+
+    fn follow_resignation(&mut self, peers: &PeerSet) -> Option<Change> {
+        let r = self.resigned.as_ref()?;
+        if self.current.as_ref().map(|c| c.fqdn.as_str()) != Some(r.leader.as_str()) {
+            self.resigned = None;
+            return None;
+        }
+        let successor = peers.get(&r.successor).filter(|p| p.ready)?.clone();
+        let why = format!(
+            "{} resigned and named {} (confirmed at its GET /leader)",
+            r.leader, r.successor
+        );
+        self.resigned = None;
+        self.set(Some(successor), why)
+    }
+
+    /// Applies what the worker learnt from the peers (sticky): a leader
+    /// they name, adopted only while it is ready. When no ready peer
+    /// answered, a first choice follows the remembered leader (state file)
+    /// while it is in the set, else the rule; either way a WARN says so.
     pub fn hint(&mut self, hint: &LeaderHint, peers: &PeerSet, now: Instant) -> Option<Change> {
+        if hint.unanswered == 0 {
+            self.unanswered_warned = false;
+        } else if hint.leader.is_none() {
+            return self.unanswered(hint.unanswered, peers, now);
+        }
         match &hint.leader {
             Some(fqdn) => match peers.get(fqdn) {
                 Some(peer) if peer.ready => {
@@ -168,6 +259,177 @@ impl Leadership {
             },
             None => self.decide(peers, now),
         }
+    }
+
+    /// No ready peer answered `GET /leader` (`asked` of them were asked).
+    fn unanswered(&mut self, asked: usize, peers: &PeerSet, now: Instant) -> Option<Change> {
+        if self.chosen {
+            // Keeping the leader: said once per streak.
+            if !self.unanswered_warned {
+                tracing::warn!(
+                    asked,
+                    kept = self.current.as_ref().map_or("none", |p| p.fqdn.as_str()),
+                    "no peer answered who leads (GET /leader); keeping the current leader"
+                );
+            }
+            self.unanswered_warned = true;
+            return self.decide(peers, now);
+        }
+        self.unanswered_warned = true;
+        let remembered = self
+            .remembered
+            .as_deref()
+            .and_then(|name| peers.get(name))
+            .cloned();
+        if let Some(peer) = remembered {
+            tracing::warn!(
+                asked,
+                chose = %peer.fqdn,
+                "no peer answered who leads (GET /leader); following the leader remembered in the state file"
+            );
+            let why = format!(
+                "no answer from {asked} ready peer(s) asked; {} remembered in the state file",
+                peer.fqdn
+            );
+            return self.set(Some(peer), why);
+        }
+        let change = self.decide(peers, now);
+        tracing::warn!(
+            asked,
+            chose = self.current.as_ref().map_or("none", |p| p.fqdn.as_str()),
+            "no peer answered who leads (GET /leader) and none is remembered; choosing by the rule (the first ready peer)"
+        );
+        change
+    }
+
+    /// Applies one `probe` round. A claimant (a 2xx) confirms; with none, a
+    /// known leader stays (unconfirmed since now), and only a cold start
+    /// (none ever known) uses `probe.fallback`.
+    pub fn probed(&mut self, round: &ProbeRound, peers: &PeerSet, now: Instant) -> Option<Change> {
+        let fallback = match self.config.policy {
+            Policy::Probe { fallback, .. } => fallback,
+            _ => Fallback::Sticky,
+        };
+        let current = self.current.as_ref().map(|p| p.fqdn.clone());
+        let claimants: Vec<&Peer> = round
+            .claimants
+            .iter()
+            .filter_map(|c| peers.get(c))
+            .collect();
+        if claimants.is_empty() {
+            if self.confirmed && current.is_some() {
+                if self.unconfirmed_since.is_none() {
+                    tracing::warn!(
+                        leader = current.as_deref().unwrap_or("none"),
+                        url = %round.url,
+                        "the leader no longer answers 2xx and no other peer does; it stays the leader until another peer answers 2xx"
+                    );
+                    self.unconfirmed_since = Some(SystemTime::now());
+                }
+                return self.first_choice();
+            }
+            let named = plurality(&round.named, None, peers).and_then(|n| peers.get(&n).cloned());
+            let remembered = self
+                .remembered
+                .as_deref()
+                .and_then(|n| peers.get(n))
+                .cloned();
+            if let Some((peer, why)) = named
+                .map(|p| {
+                    let why = format!(
+                        "no peer answers 2xx at {}; the peers name {} ({})",
+                        round.url,
+                        p.fqdn,
+                        summarize(&round.named)
+                    );
+                    (p, why)
+                })
+                .or_else(|| {
+                    remembered.map(|p| {
+                        let why = format!(
+                            "no peer answers 2xx at {}; {} remembered in the state file",
+                            round.url, p.fqdn
+                        );
+                        (p, why)
+                    })
+                })
+            {
+                self.confirmed = true;
+                self.unconfirmed_since = Some(SystemTime::now());
+                return self.set(Some(peer), why);
+            }
+            return match fallback {
+                Fallback::Sticky => self.decide(peers, now),
+                Fallback::None => self.set(
+                    None,
+                    format!(
+                        "no peer answers 2xx at {} and none ever did (probe.fallback: none)",
+                        round.url
+                    ),
+                ),
+            };
+        }
+        self.confirmed = true;
+        self.unconfirmed_since = None;
+        let names: Vec<String> = claimants.iter().map(|p| p.fqdn.clone()).collect();
+        let pick = if claimants.len() >= 2 {
+            let named: Vec<String> = round
+                .named
+                .iter()
+                .filter(|n| names.contains(n))
+                .cloned()
+                .collect();
+            let by_peers = (!named.is_empty())
+                .then(|| plurality(&named, None, peers))
+                .flatten();
+            let pick = by_peers
+                .clone()
+                .or_else(|| current.clone().filter(|c| names.contains(c)))
+                .unwrap_or_else(|| names[0].clone());
+            if self.warned_claimants != names {
+                let how = if by_peers.is_some() {
+                    "the one the peers name"
+                } else if current.as_deref() == Some(pick.as_str()) {
+                    "the current leader"
+                } else {
+                    "the lowest ordinal"
+                };
+                tracing::warn!(
+                    claimants = %crate::log::list(&names),
+                    chose = %pick,
+                    how,
+                    url = %round.url,
+                    "two or more peers answer 2xx (claim to lead); following one of them"
+                );
+                self.warned_claimants = names.clone();
+            }
+            pick
+        } else {
+            self.warned_claimants.clear();
+            names[0].clone()
+        };
+        let peer = peers.get(&pick).cloned();
+        if current.as_deref() == Some(pick.as_str()) {
+            self.current = peer;
+            self.missing_since = None;
+            return self.first_choice();
+        }
+        let why = if claimants.len() >= 2 {
+            format!(
+                "{} of {} peers answering 2xx at {} ({})",
+                pick,
+                claimants.len(),
+                round.url,
+                if round.named.is_empty() {
+                    "no peer named one".to_string()
+                } else {
+                    summarize(&round.named)
+                }
+            )
+        } else {
+            format!("{pick} answers 2xx at {}", round.url)
+        };
+        self.set(peer, why)
     }
 
     /// The first decision counts as a change (logged, hooked) even when it
@@ -226,6 +488,8 @@ pub struct View {
     pub peers: PeerSet,
     pub leader: Option<String>,
     pub ask_now: u64,
+    /// `probe`: a leader is known (no cold start any more).
+    pub confirmed: bool,
 }
 
 /// The plurality of `answers` (peers' leaders), with `own` counted as one
@@ -253,11 +517,14 @@ pub fn plurality(answers: &[String], own: Option<&str>, peers: &PeerSet) -> Opti
 }
 
 /// The worker: asks peers (`sticky`) or the app (`probe`) and sends hints.
-/// `ordinal` needs none. `views` is what the loop publishes.
+/// `ordinal` needs none. `views` is what the loop publishes; `notices` are
+/// resignation notices that passed the admin screen (`sticky`): each one is
+/// checked with the leader this pod follows before anything changes.
 pub fn worker(
     config: LeaderConfig,
     me: Identity,
     mut views: watch::Receiver<View>,
+    mut notices: mpsc::Receiver<Notice>,
     ctx: Context,
 ) -> Result<Worker, SourceError> {
     let pause = match &config.policy {
@@ -278,21 +545,24 @@ pub fn worker(
         loop {
             let view = views.borrow_and_update().clone();
             asked_at = view.ask_now;
-            let hint = if view.peers.is_empty() {
+            let event = if view.peers.is_empty() {
                 // Nobody to ask; the loop still waits for a first answer.
-                first.then(|| LeaderHint {
-                    leader: None,
-                    why: "no peers to ask".into(),
+                first.then(|| {
+                    Event::LeaderHint(LeaderHint {
+                        leader: None,
+                        why: "no peers to ask".into(),
+                        unanswered: 0,
+                    })
                 })
             } else {
                 tokio::select! {
                     _ = ctx.shutdown.cancelled() => return Ok(()),
-                    hint = ask(&config, &me, &view, first) => hint,
+                    event = ask(&config, &me, &view, first) => event,
                 }
             };
             first = false;
-            if let Some(hint) = hint {
-                if ctx.events.send(Event::LeaderHint(hint)).await.is_err() {
+            if let Some(event) = event {
+                if ctx.events.send(event).await.is_err() {
                     return Ok(());
                 }
             }
@@ -301,6 +571,14 @@ pub fn worker(
                 tokio::select! {
                     _ = ctx.shutdown.cancelled() => return Ok(()),
                     _ = tokio::time::sleep_until(next) => break,
+                    Some(notice) = notices.recv() => {
+                        let view = views.borrow().clone();
+                        if let Some(event) = check_notice(&config, &view, &notice, &ctx).await {
+                            if ctx.events.send(event).await.is_err() {
+                                return Ok(());
+                            }
+                        }
+                    }
                     changed = views.changed() => {
                         if changed.is_err() {
                             return Ok(());
@@ -315,39 +593,82 @@ pub fn worker(
     }))
 }
 
+/// Checks a screened resignation notice with the leader this pod follows,
+/// at the address its own DNS view gives: an [`Event::Resigned`] only if
+/// that leader answers that it resigned; otherwise counted as ignored.
+async fn check_notice(
+    config: &LeaderConfig,
+    view: &View,
+    notice: &Notice,
+    ctx: &Context,
+) -> Option<Event> {
+    let Policy::Sticky { port, timeout } = config.policy else {
+        return None;
+    };
+    let leader = view
+        .leader
+        .as_deref()
+        .filter(|l| *l == notice.leader)
+        .and_then(|l| view.peers.get(l));
+    let checked = match leader {
+        Some(leader) => resign::check(leader, port, timeout).await,
+        None => Err(format!(
+            "this pod no longer follows {} (it follows {})",
+            notice.leader,
+            view.leader.as_deref().unwrap_or("none")
+        )),
+    };
+    match checked {
+        Ok(successor) => {
+            tracing::info!(leader = %notice.leader, successor = %successor, "the leader confirms it resigned");
+            Some(Event::Resigned(Resigned {
+                leader: notice.leader.clone(),
+                successor,
+            }))
+        }
+        Err(why) => {
+            ctx.metrics.resignation_ignored();
+            tracing::warn!(leader = %notice.leader, named_successor = %notice.successor, why = %why, "a resignation notice was not confirmed by the leader; ignored");
+            None
+        }
+    }
+}
+
 /// One round of asking, per policy, as a pod that has not chosen yet (what
-/// `once` does before its render).
-pub async fn ask_once(config: &LeaderConfig, me: &Identity, view: &View) -> Option<LeaderHint> {
+/// `once` does before its render): an [`Event::LeaderHint`] (`sticky`) or
+/// an [`Event::Probed`] (`probe`).
+pub async fn ask_once(config: &LeaderConfig, me: &Identity, view: &View) -> Option<Event> {
     ask(config, me, view, true).await
 }
 
 /// One round of asking, per policy.
-async fn ask(config: &LeaderConfig, me: &Identity, view: &View, first: bool) -> Option<LeaderHint> {
+async fn ask(config: &LeaderConfig, me: &Identity, view: &View, first: bool) -> Option<Event> {
     match &config.policy {
         Policy::Ordinal => None,
         Policy::Sticky { port: 0, .. } => None,
-        Policy::Sticky { port, timeout } => ask_peers(me, view, *port, *timeout, first).await,
+        Policy::Sticky { port, timeout } => ask_peers(me, view, *port, *timeout, first)
+            .await
+            .map(Event::LeaderHint),
         Policy::Probe {
-            url,
-            timeout,
-            interval: _,
-            port: _,
-        } => Some(probe(url, *timeout, view).await),
+            url, timeout, port, ..
+        } => Some(Event::Probed(
+            probe(url, *timeout, *port, me, view, first).await,
+        )),
     }
 }
 
-/// Asks a few ready peers for their leader and returns the plurality (with
-/// this pod's own view as one answer), when it is a ready peer.
-pub async fn ask_peers(
-    me: &Identity,
-    view: &View,
-    port: u16,
-    timeout: Duration,
-    first: bool,
-) -> Option<LeaderHint> {
+/// What a round of `GET /leader` got: how many ready peers were asked, how
+/// many answered at all, and the leaders they named.
+struct Asked {
+    asked: usize,
+    answered: usize,
+    names: Vec<String>,
+}
+
+/// Asks the lowest-ordinal ready peer and up to four others at random
+/// (a bounded cost whatever the size of the set) for their leader.
+async fn ask_names(me: &Identity, view: &View, port: u16, timeout: Duration) -> Asked {
     let others: Vec<&Peer> = view.peers.ready().filter(|p| !me.is_self(p)).collect();
-    // The lowest-ordinal one and up to four others at random: a bounded
-    // cost whatever the size of the set.
     let mut chosen: Vec<&Peer> = others.iter().take(1).copied().collect();
     let mut rest: Vec<&Peer> = others.iter().skip(1).copied().collect();
     fastrand::shuffle(&mut rest);
@@ -358,7 +679,8 @@ pub async fn ask_peers(
         match reply {
             Ok((200, body)) => {
                 let json: serde_json::Value = serde_json::from_slice(&body).ok()?;
-                json.get("leader")?.as_str().map(String::from)
+                // An answer, even "I do not know yet" (null).
+                Some(json.get("leader")?.as_str().map(String::from))
             }
             Ok((status, _)) => {
                 tracing::debug!(peer = %peer.fqdn, status, "GET /leader");
@@ -370,17 +692,38 @@ pub async fn ask_peers(
             }
         }
     });
-    let answers: Vec<String> = futures_util::future::join_all(asks)
-        .await
-        .into_iter()
-        .flatten()
-        .collect();
+    let replies: Vec<Option<Option<String>>> = futures_util::future::join_all(asks).await;
+    Asked {
+        asked: chosen.len(),
+        answered: replies.iter().filter(|r| r.is_some()).count(),
+        names: replies.into_iter().flatten().flatten().collect(),
+    }
+}
+
+/// Asks a few ready peers for their leader and returns the plurality (with
+/// this pod's own view as one answer), when it is a ready peer. When no
+/// ready peer answers at all, the hint says how many were asked.
+pub async fn ask_peers(
+    me: &Identity,
+    view: &View,
+    port: u16,
+    timeout: Duration,
+    first: bool,
+) -> Option<LeaderHint> {
+    let Asked {
+        asked,
+        answered,
+        names: answers,
+    } = ask_names(me, view, port, timeout).await;
     let own = if first { None } else { view.leader.as_deref() };
     if answers.is_empty() {
-        // A cold start of the whole set: the rule decides.
-        return first.then(|| LeaderHint {
+        let unanswered = if answered == 0 { asked } else { 0 };
+        // A cold start of the whole set: the rule decides. Later rounds
+        // report only silence (the loop warns and counts it).
+        return (first || unanswered > 0).then(|| LeaderHint {
             leader: None,
-            why: format!("no answer from {} ready peer(s) asked", chosen.len()),
+            why: format!("no answer from {asked} ready peer(s) asked"),
+            unanswered,
         });
     }
     let leader = plurality(&answers, own, &view.peers)?;
@@ -388,14 +731,14 @@ pub async fn ask_peers(
     Some(LeaderHint {
         leader: Some(leader),
         why: format!(
-            "asked {} peer(s): {counts}{}",
-            chosen.len(),
+            "asked {asked} peer(s): {counts}{}",
             if own.is_some() {
                 " (and this pod's own view)"
             } else {
                 ""
             }
         ),
+        unanswered: 0,
     })
 }
 
@@ -411,29 +754,53 @@ fn summarize(answers: &[String]) -> String {
         .join(", ")
 }
 
-/// Asks the app: the current leader first; if it does not answer 2xx, every
-/// ready peer in parallel, and the first in ordinal order that does.
-async fn probe(url: &str, timeout: Duration, view: &View) -> LeaderHint {
-    if let Some(current) = view.leader.as_deref().and_then(|l| view.peers.get(l)) {
-        if current.ready && probe_one(url, current, timeout).await {
-            return LeaderHint {
-                leader: Some(current.fqdn.clone()),
-                why: format!("{} answers 2xx at {url}", current.fqdn),
+/// Asks the app. A running pod asks the current leader first and stops
+/// there when it answers 2xx; otherwise (and at the first round, to see
+/// every claimant) every ready peer in parallel. The peers' sidecars
+/// (`GET /leader`) are asked when two or more claim, or when none does
+/// before a leader is known.
+async fn probe(
+    url: &str,
+    timeout: Duration,
+    port: u16,
+    me: &Identity,
+    view: &View,
+    first: bool,
+) -> ProbeRound {
+    let current = view.leader.as_deref().and_then(|l| view.peers.get(l));
+    if let Some(current) = current.filter(|_| !first) {
+        if probe_one(url, current, timeout).await {
+            return ProbeRound {
+                claimants: vec![current.fqdn.clone()],
+                named: Vec::new(),
+                url: url.to_string(),
             };
         }
     }
-    let ready: Vec<&Peer> = view.peers.ready().collect();
+    // The ready peers, and the current leader even when not ready.
+    let asked: Vec<&Peer> = view
+        .peers
+        .iter()
+        .filter(|p| p.ready || current.is_some_and(|c| c.fqdn == p.fqdn))
+        .collect();
     let answers =
-        futures_util::future::join_all(ready.iter().map(|p| probe_one(url, p, timeout))).await;
-    match ready.iter().zip(answers).find(|(_, ok)| *ok) {
-        Some((peer, _)) => LeaderHint {
-            leader: Some(peer.fqdn.clone()),
-            why: format!("{} answers 2xx at {url}", peer.fqdn),
-        },
-        None => LeaderHint {
-            leader: None,
-            why: format!("no ready peer answers 2xx at {url}"),
-        },
+        futures_util::future::join_all(asked.iter().map(|p| probe_one(url, p, timeout))).await;
+    let claimants: Vec<String> = asked
+        .iter()
+        .zip(answers)
+        .filter(|(_, ok)| *ok)
+        .map(|(p, _)| p.fqdn.clone())
+        .collect();
+    let ask_peers = claimants.len() >= 2 || (claimants.is_empty() && !view.confirmed);
+    let named = if ask_peers && port != 0 {
+        ask_names(me, view, port, timeout).await.names
+    } else {
+        Vec::new()
+    };
+    ProbeRound {
+        claimants,
+        named,
+        url: url.to_string(),
     }
 }
 

@@ -89,7 +89,20 @@ pub enum Policy {
         interval: Duration,
         /// As for `Sticky`, when there is an admin listener (else 0: no asking).
         port: u16,
+        /// What decides a cold start, when no leader was ever confirmed.
+        fallback: Fallback,
     },
+}
+
+/// `leader.probe.fallback`: who leads at a cold start, before any peer's app
+/// answered 2xx (none remembered, none named by a peer). Once a leader has
+/// been confirmed, `probe` never falls back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fallback {
+    /// The `sticky` rule: the first ready peer in ordinal order.
+    Sticky,
+    /// No leader until an app answers 2xx.
+    None,
 }
 
 impl Policy {
