@@ -891,6 +891,187 @@ mod tests {
         assert_eq!(change.new.as_deref(), Some("web-1.s"));
     }
 
+    fn probe(fallback: Fallback) -> Leadership {
+        Leadership::new(LeaderConfig {
+            policy: Policy::Probe {
+                url: "http://{peer}:8008/primary".into(),
+                timeout: Duration::from_secs(1),
+                interval: Duration::from_secs(2),
+                port: 9090,
+                fallback,
+            },
+            grace: Duration::from_secs(10),
+        })
+    }
+
+    fn round(claimants: &[&str], named: &[&str]) -> ProbeRound {
+        ProbeRound {
+            claimants: claimants.iter().map(|s| s.to_string()).collect(),
+            named: named.iter().map(|s| s.to_string()).collect(),
+            url: "http://{peer}:8008/primary".into(),
+        }
+    }
+
+    fn new_name(change: Option<Change>) -> Option<String> {
+        change.and_then(|c| c.new)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_confirmed_resignation_hands_over_when_the_successor_is_ready() {
+        let mut l = sticky(30);
+        let all = set(&[("web-0.s", true), ("web-1.s", true), ("web-2.s", true)]);
+        l.decide(&all, Instant::now());
+        let r = Resigned {
+            leader: "web-0.s".into(),
+            successor: "web-1.s".into(),
+        };
+        // At once, long before grace.
+        let change = l.resigned(&r, &all).expect("a change");
+        assert_eq!(change.new.as_deref(), Some("web-1.s"));
+        assert_eq!(
+            change.why,
+            "web-0.s resigned and named web-1.s (confirmed at its GET /leader)"
+        );
+        // A resignation of a leader this pod no longer follows: nothing.
+        assert_eq!(l.resigned(&r, &all), None);
+        assert_eq!(l.current().map(|p| p.fqdn.as_str()), Some("web-1.s"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_successor_not_yet_ready_here_is_adopted_when_it_is() {
+        let mut l = sticky(30);
+        let all = set(&[("web-0.s", true), ("web-1.s", false), ("web-2.s", true)]);
+        l.decide(&all, Instant::now());
+        let r = Resigned {
+            leader: "web-0.s".into(),
+            successor: "web-1.s".into(),
+        };
+        assert_eq!(l.resigned(&r, &all), None, "web-1 is not ready in this view");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let lagging = set(&[("web-0.s", false), ("web-1.s", false), ("web-2.s", true)]);
+        assert_eq!(l.decide(&lagging, Instant::now()), None, "still within grace");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let seen = set(&[("web-0.s", false), ("web-1.s", true), ("web-2.s", true)]);
+        assert_eq!(
+            new_name(l.decide(&seen, Instant::now())).as_deref(),
+            Some("web-1.s")
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_answer_at_start_follows_the_remembered_leader_while_in_the_set() {
+        let all = set(&[("web-0.s", true), ("web-1.s", true), ("web-2.s", true)]);
+        let silence = LeaderHint {
+            leader: None,
+            why: "no answer from 2 ready peer(s) asked".into(),
+            unanswered: 2,
+        };
+        let mut l = sticky(30);
+        l.remember(Some("web-1.s".into()));
+        let change = l.hint(&silence, &all, Instant::now()).expect("a choice");
+        assert_eq!(change.new.as_deref(), Some("web-1.s"));
+        assert!(change.why.contains("remembered in the state file"), "{}", change.why);
+        // Remembered but gone from the set: the rule.
+        let mut l = sticky(30);
+        l.remember(Some("web-7.s".into()));
+        assert_eq!(
+            new_name(l.hint(&silence, &all, Instant::now())).as_deref(),
+            Some("web-0.s")
+        );
+        // Answers win over memory.
+        let mut l = sticky(30);
+        l.remember(Some("web-1.s".into()));
+        let named = LeaderHint {
+            leader: Some("web-2.s".into()),
+            why: "asked 2 peer(s): 2 named web-2.s".into(),
+            unanswered: 0,
+        };
+        assert_eq!(
+            new_name(l.hint(&named, &all, Instant::now())).as_deref(),
+            Some("web-2.s")
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn probe_keeps_a_confirmed_leader_however_long_nobody_answers() {
+        let mut l = probe(Fallback::Sticky);
+        let all = set(&[("db-0.s", true), ("db-1.s", true), ("db-2.s", true)]);
+        assert_eq!(
+            new_name(l.probed(&round(&["db-1.s"], &[]), &all, Instant::now())).as_deref(),
+            Some("db-1.s")
+        );
+        assert_eq!(l.unconfirmed_since(), None);
+        // The app fails over: nobody answers 2xx, db-1 not even ready.
+        let gone = set(&[("db-0.s", true), ("db-1.s", false), ("db-2.s", true)]);
+        for _ in 0..30 {
+            tokio::time::advance(Duration::from_secs(2)).await;
+            assert_eq!(l.probed(&round(&[], &[]), &gone, Instant::now()), None);
+            assert_eq!(l.decide(&gone, Instant::now()), None);
+            assert_eq!(l.deadline(), None, "no grace deadline once confirmed");
+        }
+        assert!(l.unconfirmed_since().is_some());
+        assert_eq!(l.current().map(|p| p.fqdn.as_str()), Some("db-1.s"));
+        // A new primary: adopted at the next round.
+        let change = l
+            .probed(&round(&["db-2.s"], &[]), &gone, Instant::now())
+            .expect("a change");
+        assert_eq!(change.new.as_deref(), Some("db-2.s"));
+        assert_eq!(change.why, "db-2.s answers 2xx at http://{peer}:8008/primary");
+        assert_eq!(l.unconfirmed_since(), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn probe_cold_start_uses_the_fallback_and_memory_or_peers_first() {
+        let all = set(&[("db-0.s", true), ("db-1.s", true)]);
+        let mut l = probe(Fallback::Sticky);
+        assert_eq!(
+            new_name(l.probed(&round(&[], &[]), &all, Instant::now())).as_deref(),
+            Some("db-0.s")
+        );
+        assert!(!l.confirmed(), "a guess is not a confirmation");
+        let mut l = probe(Fallback::None);
+        let change = l.probed(&round(&[], &[]), &all, Instant::now());
+        assert_eq!(new_name(change), None);
+        assert_eq!(l.current(), None);
+        // A peer's /leader names one: not a guess.
+        let mut l = probe(Fallback::None);
+        assert_eq!(
+            new_name(l.probed(&round(&[], &["db-1.s"]), &all, Instant::now())).as_deref(),
+            Some("db-1.s")
+        );
+        assert!(l.confirmed());
+        // The state file remembers one.
+        let mut l = probe(Fallback::Sticky);
+        l.remember(Some("db-1.s".into()));
+        assert_eq!(
+            new_name(l.probed(&round(&[], &[]), &all, Instant::now())).as_deref(),
+            Some("db-1.s")
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn two_claimants_the_peers_name_then_the_current_then_the_lowest() {
+        let all = set(&[("db-0.s", true), ("db-1.s", true), ("db-2.s", true)]);
+        let both = ["db-0.s", "db-2.s"];
+        let mut l = probe(Fallback::Sticky);
+        assert_eq!(
+            new_name(l.probed(&round(&both, &["db-2.s", "db-2.s"]), &all, Instant::now()))
+                .as_deref(),
+            Some("db-2.s")
+        );
+        let mut l = probe(Fallback::Sticky);
+        assert_eq!(
+            new_name(l.probed(&round(&both, &[]), &all, Instant::now())).as_deref(),
+            Some("db-0.s"),
+            "nobody names one: the lowest ordinal"
+        );
+        // The current one stays when the peers name none of them.
+        let mut l = probe(Fallback::Sticky);
+        l.probed(&round(&["db-2.s"], &[]), &all, Instant::now());
+        assert_eq!(l.probed(&round(&both, &[]), &all, Instant::now()), None);
+        assert_eq!(l.current().map(|p| p.fqdn.as_str()), Some("db-2.s"));
+    }
+
     #[test]
     fn plurality_counts_own_view_and_breaks_ties() {
         let peers = set(&[("web-0.s", true), ("web-1.s", true), ("web-2.s", true)]);
