@@ -45,6 +45,8 @@ struct Member {
     config: PathBuf,
     port: u16,
     daemon: Option<Daemon>,
+    /// A daemon stopped with [`Member::sigterm`], kept for its logs.
+    gone: Option<Daemon>,
 }
 
 impl Member {
@@ -66,7 +68,23 @@ impl Member {
             config,
             port,
             daemon: None,
+            gone: None,
         }
+    }
+
+    /// SIGTERM, as kubelet sends it; the exit status and how long the exit
+    /// took. The logs stay readable.
+    fn sigterm(&mut self) -> (std::process::ExitStatus, Duration) {
+        let mut d = self.daemon.take().expect("running");
+        let stopped = d.stop_with(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(5));
+        self.gone = Some(d);
+        stopped
+    }
+
+    /// The state file (`state:` defaults to beside the output).
+    fn state_file(&self) -> serde_json::Value {
+        let text = fs::read_to_string(self.sb.join(".peerplate-state.json")).unwrap_or_default();
+        serde_json::from_str(&text).unwrap_or_default()
     }
 
     fn start(&mut self) {
@@ -109,7 +127,11 @@ impl Member {
     }
 
     fn logs(&self) -> String {
-        self.daemon.as_ref().map(Daemon::logs).unwrap_or_default()
+        self.daemon
+            .as_ref()
+            .or(self.gone.as_ref())
+            .map(Daemon::logs)
+            .unwrap_or_default()
     }
 
     fn count_log(&self, text: &str) -> usize {
@@ -789,4 +811,197 @@ fn once_with_sticky_asks_the_peers_before_it_renders() {
         "{}",
         m.leader_hook()
     );
+}
+
+// --- issue 20: resign on shutdown, remember across restarts -----------------
+
+/// `sticky` with the default grace: only a resignation can hand over fast.
+const STICKY_30S: &str = "  policy: sticky\n  grace: 30s\n";
+
+/// `POST path` with `body` to `ip:port`: the status and the body.
+fn post(ip: Ipv4Addr, port: u16, path: &str, body: &str) -> (u16, String) {
+    let mut s = TcpStream::connect((ip, port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: {ip}:{port}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("send");
+    let mut raw = String::new();
+    let _ = s.read_to_string(&mut raw);
+    let status = raw
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = raw.split_once("\r\n\r\n").map(|(_, b)| b.to_string());
+    (status, body.unwrap_or_default())
+}
+
+#[test]
+fn sticky_leader_sigterm_names_its_successor_everywhere_at_once() {
+    let mut set = Set::new(3, STICKY_30S);
+    set.start_all();
+    set.wait_all_follow(0, WAIT);
+    // The DNS server keeps web-0 in the ready set: without the resignation
+    // nobody would ever hand over; with it, well within the 30 s grace.
+    let (status, took) = set.members[0].sigterm();
+    assert!(status.success(), "{status}\n{}", set.members[0].logs());
+    assert!(
+        took < Duration::from_secs(2),
+        "shutdown took {took:?}\n{}",
+        set.members[0].logs()
+    );
+    set.wait_all_follow(1, Duration::from_secs(10));
+    let logs = set.members[0].logs();
+    assert!(
+        logs.lines().any(|l| l.contains("resigned:")
+            && l.contains(&format!("successor={}", fqdn(1)))
+            && l.contains("accepted=2")),
+        "{logs}"
+    );
+    let line = set.members[2]
+        .logs()
+        .lines()
+        .find(|l| l.contains("leader changed") && l.contains("new=\"web-1"))
+        .map(String::from)
+        .unwrap_or_default();
+    assert!(
+        line.contains(&format!(
+            "why={} resigned and named {} (confirmed at its GET /leader)",
+            fqdn(0),
+            fqdn(1)
+        )),
+        "{line}"
+    );
+    // The resigning pod remembers its successor, never itself.
+    assert_eq!(set.members[0].state_file()["leader"]["name"], fqdn(1));
+    assert_eq!(set.members[2].state_file()["leader"]["name"], fqdn(1));
+    assert_eq!(
+        set.members[2].leader_hook(),
+        format!("{}\n{}\n", fqdn(0), fqdn(1))
+    );
+    for m in &mut set.members {
+        m.stop();
+    }
+}
+
+#[test]
+fn a_follower_stopping_or_a_forged_resignation_changes_nothing() {
+    let mut set = Set::new(3, STICKY_30S);
+    set.start_all();
+    set.wait_all_follow(0, WAIT);
+    let (ip2, port) = (ip(2), set.members[2].port);
+    let forged = format!(
+        "{{\"leader\": \"{}\", \"successor\": \"{}\"}}",
+        fqdn(0),
+        fqdn(1)
+    );
+    // A follower (web-1) says web-0 resigned: web-2 checks with web-0,
+    // which answers that it still leads.
+    let (code, body) = post(ip2, port, "/leader/resign", &forged);
+    assert_eq!(
+        (code, body.as_str()),
+        (202, format!("checking with {} whether it resigned\n", fqdn(0)).as_str())
+    );
+    let ignored = "peerplate_leader_resignations_ignored_total";
+    assert!(
+        poll_until(WAIT, || metric(&set.members[2].get("/metrics"), ignored) == Some(1.0)),
+        "{}",
+        set.members[2].logs()
+    );
+    assert!(
+        set.members[2]
+            .logs()
+            .contains("a resignation notice was not confirmed by the leader; ignored"),
+        "{}",
+        set.members[2].logs()
+    );
+    // At once again: at most one check per second.
+    let (code, body) = post(ip2, port, "/leader/resign", &forged);
+    assert!(
+        code == 429 || code == 202,
+        "{code} {body}\n{}",
+        set.members[2].logs()
+    );
+    // One that names a leader web-2 does not follow; one too large.
+    let other = format!(
+        "{{\"leader\": \"{}\", \"successor\": \"{}\"}}",
+        fqdn(1),
+        fqdn(2)
+    );
+    let (code, body) = post(ip2, port, "/leader/resign", &other);
+    assert_eq!(
+        (code, body),
+        (
+            409,
+            format!(
+                "ignored: it names {} as the resigning leader, but this pod follows {}\n",
+                fqdn(1),
+                fqdn(0)
+            )
+        )
+    );
+    let (code, _) = post(ip2, port, "/leader/resign", &" ".repeat(2000));
+    assert_eq!(code, 413);
+    assert!(poll_until(WAIT, || metric(&set.members[2].get("/metrics"), ignored)
+        .is_some_and(|n| n >= 3.0)));
+
+    // A follower's SIGTERM: nobody changes, its state file keeps web-0.
+    set.members[2].sigterm();
+    std::thread::sleep(Duration::from_millis(1500));
+    for m in &set.members[..2] {
+        assert_eq!(
+            m.verdict(),
+            format!("leader=web-0 me={}", py_bool(m.k == 0)),
+            "{}",
+            set.dump()
+        );
+        assert_eq!(m.count_log("leader changed"), 1, "{}", m.logs());
+    }
+    assert_eq!(set.members[2].state_file()["leader"]["name"], fqdn(0));
+    for m in &mut set.members {
+        m.stop();
+    }
+}
+
+#[test]
+fn a_pod_restarted_while_no_peer_answers_follows_its_remembered_leader() {
+    let mut set = Set::new(3, STICKY);
+    set.start_all();
+    set.wait_all_follow(0, WAIT);
+    // web-1 takes over (web-0 unready past grace), web-0 is back.
+    set.set_ready(&[1, 2]);
+    set.wait_all_follow(1, WAIT);
+    set.set_ready(&[0, 1, 2]);
+    assert_eq!(set.members[2].state_file()["leader"]["name"], fqdn(1));
+    // web-2 stops; then its peers' admin ports go away (the followers
+    // first, so that web-1 has nobody to resign to), while DNS still lists
+    // every pod as ready.
+    set.members[2].stop();
+    set.members[0].stop();
+    set.members[1].stop();
+    fs::remove_file(set.members[2].sb.join("out.txt")).expect("remove output");
+    set.members[2].start();
+    assert!(
+        poll_until(WAIT, || set.members[2].verdict() == "leader=web-1 me=False"),
+        "the rule would have named web-0\n{}",
+        set.members[2].logs()
+    );
+    let logs = set.members[2].logs();
+    let warn = logs
+        .lines()
+        .find(|l| l.contains("no peer answered who leads"))
+        .unwrap_or_default();
+    assert!(warn.contains("WARN"), "{logs}");
+    assert!(warn.contains("asked=2"), "{warn}");
+    assert!(warn.contains(&format!("chose={}", fqdn(1))), "{warn}");
+    assert!(warn.contains("remembered in the state file"), "{warn}");
+    let scrape = set.members[2].get("/metrics");
+    assert!(
+        metric(&scrape, "peerplate_leader_unanswered_total").is_some_and(|n| n >= 1.0),
+        "{scrape}"
+    );
+    set.members[2].stop();
 }
