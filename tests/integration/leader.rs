@@ -1005,3 +1005,170 @@ fn a_pod_restarted_while_no_peer_answers_follows_its_remembered_leader() {
     );
     set.members[2].stop();
 }
+
+// --- issue 20: probe never guesses ------------------------------------------
+
+/// A role endpoint per pod on `ip(k):port`: answers the status its slot
+/// holds (200 "I am the primary", 503 otherwise), like Patroni's `/primary`.
+struct Roles {
+    codes: Vec<Arc<std::sync::atomic::AtomicU16>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for Roles {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Roles {
+    fn start(n: usize, port: u16) -> Roles {
+        let stop = Arc::new(AtomicBool::new(false));
+        let codes: Vec<Arc<std::sync::atomic::AtomicU16>> = (0..n)
+            .map(|_| Arc::new(std::sync::atomic::AtomicU16::new(503)))
+            .collect();
+        for (k, code) in codes.iter().enumerate() {
+            let listener = TcpListener::bind((ip(k), port)).expect("bind role endpoint");
+            listener.set_nonblocking(true).expect("nonblocking");
+            let (code, stop) = (Arc::clone(code), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    match listener.accept() {
+                        Ok((mut conn, _)) => {
+                            let _ = conn.set_nonblocking(false);
+                            let _ = conn.set_read_timeout(Some(Duration::from_secs(1)));
+                            let mut buf = [0u8; 1024];
+                            let _ = conn.read(&mut buf);
+                            let status = code.load(Ordering::Relaxed);
+                            let _ = write!(
+                                conn,
+                                "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                            );
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                    }
+                }
+            });
+        }
+        Roles { codes, stop }
+    }
+
+    /// Only the pods in `primaries` answer 200.
+    fn set(&self, primaries: &[usize]) {
+        for (k, code) in self.codes.iter().enumerate() {
+            let status = if primaries.contains(&k) { 200 } else { 503 };
+            code.store(status, Ordering::Relaxed);
+        }
+    }
+}
+
+/// `probe` against the role endpoints on `port`, grace 1 s.
+fn probe_yaml(port: u16) -> String {
+    format!(
+        "  policy: probe\n  grace: 1s\n  probe:\n    url: \"http://{{peer}}:{port}/primary\"\n    timeout: 500ms\n    interval: 300ms\n"
+    )
+}
+
+fn role_port() -> u16 {
+    let ips: Vec<String> = (0..3).map(|k| ip(k).to_string()).collect();
+    let ip_refs: Vec<&str> = ips.iter().map(String::as_str).collect();
+    free_port_on(&ip_refs)
+}
+
+#[test]
+fn probe_keeps_a_confirmed_leader_through_a_long_failover_then_follows_the_new_one() {
+    let port = role_port();
+    let roles = Roles::start(3, port);
+    roles.set(&[1]);
+    let mut set = Set::new(3, &probe_yaml(port));
+    set.start_all();
+    set.wait_all_follow(1, WAIT);
+    // The primary dies; the app's own failover takes longer than 3x grace:
+    // no endpoint answers 2xx, web-1 leaves the ready set.
+    roles.set(&[]);
+    set.set_ready(&[0, 2]);
+    std::thread::sleep(Duration::from_millis(3500));
+    for m in &set.members {
+        assert_eq!(
+            m.verdict(),
+            format!("leader=web-1 me={}", py_bool(m.k == 1)),
+            "nobody guessed\n{}",
+            set.dump()
+        );
+        assert_eq!(m.count_log("leader changed"), 1, "{}", m.logs());
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(&set.members[0].get("/leader")).expect("json");
+    assert_eq!(json["leader"], fqdn(1), "{json}");
+    assert!(
+        json["unconfirmed_since"]
+            .as_str()
+            .is_some_and(|s| s.ends_with('Z')),
+        "{json}"
+    );
+    let scrape = set.members[0].get("/metrics");
+    assert!(
+        metric(&scrape, "peerplate_leader_unconfirmed_since_timestamp_seconds")
+            .is_some_and(|t| t > 1.0e9),
+        "{scrape}"
+    );
+    assert!(set.members[0]
+        .logs()
+        .contains("it stays the leader until another peer answers 2xx"));
+    // web-2 is promoted: adopted at the next probe round.
+    roles.set(&[2]);
+    let took = set.wait_all_follow(2, Duration::from_secs(5));
+    eprintln!("new claimant seen by every pod after {took:?} (interval 300ms)");
+    let json: serde_json::Value =
+        serde_json::from_str(&set.members[0].get("/leader")).expect("json");
+    assert_eq!(json["unconfirmed_since"], serde_json::Value::Null, "{json}");
+    for m in &mut set.members {
+        m.stop();
+    }
+}
+
+#[test]
+fn probe_two_claimants_at_start_follows_the_one_the_peers_name_and_warns() {
+    let port = role_port();
+    let roles = Roles::start(3, port);
+    roles.set(&[2]);
+    let mut set = Set::new(3, &probe_yaml(port));
+    set.start_all();
+    set.wait_all_follow(2, WAIT);
+    // web-0's sidecar restarts while its app, an old primary back with
+    // stale state, also claims to lead.
+    set.members[0].stop();
+    roles.set(&[0, 2]);
+    fs::remove_file(set.members[0].sb.join("out.txt")).expect("remove output");
+    set.members[0].start();
+    assert!(
+        poll_until(WAIT, || set.members[0].verdict() == "leader=web-2 me=False"),
+        "the lowest ordinal would be web-0\n{}",
+        set.members[0].logs()
+    );
+    let logs = set.members[0].logs();
+    let warn = logs
+        .lines()
+        .find(|l| l.contains("two or more peers answer 2xx"))
+        .unwrap_or_default();
+    assert!(warn.contains("WARN"), "{logs}");
+    assert!(
+        warn.contains(&format!(
+            "claimants=[\"{}\",\"{}\"] chose={}",
+            fqdn(0),
+            fqdn(2),
+            fqdn(2)
+        )),
+        "{warn}"
+    );
+    assert!(warn.contains("how=\"the one the peers name\""), "{warn}");
+    let scrape = set.members[0].get("/metrics");
+    assert_eq!(metric(&scrape, "peerplate_leader_claimants"), Some(2.0), "{scrape}");
+    // The running sidecars keep web-2.
+    for m in &set.members[1..] {
+        assert_eq!(m.count_log("leader changed"), 1, "{}", m.logs());
+    }
+    for m in &mut set.members {
+        m.stop();
+    }
+}
