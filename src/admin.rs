@@ -62,8 +62,8 @@ pub struct State {
     leader_asks: AtomicU64,
     /// Where screened resignation notices go (the leader worker, `sticky`).
     notices: Mutex<Option<mpsc::Sender<Notice>>>,
-    /// When a notice last passed the screen.
-    last_check: Mutex<Option<tokio::time::Instant>>,
+    /// Which leader a notice last had checked, and when.
+    last_check: Mutex<Option<(String, tokio::time::Instant)>>,
 }
 
 impl State {
@@ -179,7 +179,8 @@ impl State {
             return refuse(StatusCode::SERVICE_UNAVAILABLE, "busy".into());
         };
         let now = tokio::time::Instant::now();
-        if let Err(e) = resign::screen(&notice, following.as_deref(), *last, now) {
+        let previous = last.as_ref().map(|(l, at)| (l.as_str(), *at));
+        if let Err(e) = resign::screen(&notice, following.as_deref(), previous, now) {
             let code = match e {
                 resign::Ignored::TooSoon => StatusCode::TOO_MANY_REQUESTS,
                 _ => StatusCode::CONFLICT,
@@ -193,7 +194,7 @@ impl State {
             .and_then(|n| n.as_ref().map(|tx| tx.try_send(notice.clone()).is_ok()));
         match sent {
             Some(true) => {
-                *last = Some(now);
+                *last = Some((notice.leader.clone(), now));
                 Ok(format!("checking with {} whether it resigned\n", notice.leader))
             }
             Some(false) => refuse(StatusCode::TOO_MANY_REQUESTS, "a check is already under way".into()),

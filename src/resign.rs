@@ -82,17 +82,23 @@ pub enum Ignored {
     NotMyLeader { named: String, following: String },
     #[error("it names itself as its successor")]
     SameName,
-    #[error("this pod checked with its leader less than 1s ago")]
+    #[error("this pod checked with that leader less than 1s ago")]
     TooSoon,
 }
 
 /// Whether a notice is worth a check with the leader this pod follows
-/// (`following`), given when it last checked. Pure; the admin handler calls
-/// it and records `now` as the last check when it passes.
+/// (`following`), given which leader it last checked and when. Pure; the
+/// admin handler calls it and records the check when it passes.
+///
+/// The pace is one check per second of the leader followed: a flood of
+/// notices (they must name that leader) makes at most one request a second
+/// to it, while a genuine hand-over right after another (a rolling update
+/// stopping web-0, then web-1) is checked at once, since the leader
+/// followed changed and only a confirmed resignation changes it.
 pub fn screen(
     notice: &Notice,
     following: Option<&str>,
-    last_check: Option<Instant>,
+    last_check: Option<(&str, Instant)>,
     now: Instant,
 ) -> Result<(), Ignored> {
     if notice.leader == notice.successor {
@@ -104,7 +110,9 @@ pub fn screen(
             following: following.unwrap_or("none").to_string(),
         });
     }
-    if last_check.is_some_and(|at| now.saturating_duration_since(at) < CHECK_EVERY) {
+    if last_check.is_some_and(|(leader, at)| {
+        leader == notice.leader && now.saturating_duration_since(at) < CHECK_EVERY
+    }) {
         return Err(Ignored::TooSoon);
     }
     Ok(())
@@ -262,11 +270,23 @@ mod tests {
         );
         tokio::time::advance(Duration::from_millis(999)).await;
         assert_eq!(
-            screen(&n, Some("web-0.s"), Some(t0), Instant::now()),
+            screen(&n, Some("web-0.s"), Some(("web-0.s", t0)), Instant::now()),
             Err(Ignored::TooSoon)
         );
+        // The next leader's resignation, right after a hand-over: at once.
+        let next = Notice {
+            leader: "web-1.s".into(),
+            successor: "web-2.s".into(),
+        };
+        assert_eq!(
+            screen(&next, Some("web-1.s"), Some(("web-0.s", t0)), Instant::now()),
+            Ok(())
+        );
         tokio::time::advance(Duration::from_millis(1)).await;
-        assert_eq!(screen(&n, Some("web-0.s"), Some(t0), Instant::now()), Ok(()));
+        assert_eq!(
+            screen(&n, Some("web-0.s"), Some(("web-0.s", t0)), Instant::now()),
+            Ok(())
+        );
         let same = Notice {
             leader: "web-0.s".into(),
             successor: "web-0.s".into(),

@@ -882,6 +882,14 @@ fn sticky_leader_sigterm_names_its_successor_everywhere_at_once() {
         set.members[2].leader_hook(),
         format!("{}\n{}\n", fqdn(0), fqdn(1))
     );
+    // web-0 comes back as a new pod and follows web-1; then web-1 is
+    // stopped: web-0, the first ready peer, succeeds it.
+    fs::remove_file(set.members[0].sb.join(".peerplate-state.json")).ok();
+    fs::remove_file(set.members[0].sb.join("out.txt")).expect("remove output");
+    set.members[0].start();
+    set.wait_all_follow(1, WAIT);
+    set.members[1].sigterm();
+    set.wait_all_follow(0, Duration::from_secs(10));
     for m in &mut set.members {
         m.stop();
     }
