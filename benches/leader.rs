@@ -206,7 +206,10 @@ fn stats(name: &str, mut v: Vec<Duration>) {
 fn resign(o: &Options, root: &Path, dns: &DnsServer, port: u16, all: &[&str]) -> Res<()> {
     use nix::sys::signal::{kill, Signal};
     use nix::unistd::Pid;
-    let sticky = format!("  policy: sticky\n  grace: {}ms\n", o.resign_grace.as_millis());
+    let sticky = format!(
+        "  policy: sticky\n  grace: {}ms\n",
+        o.resign_grace.as_millis()
+    );
     println!(
         "resign: {} pods, sticky grace {:?}, DNS interval {:?}",
         o.pods, o.resign_grace, o.interval
@@ -253,7 +256,10 @@ fn resign(o: &Options, root: &Path, dns: &DnsServer, port: u16, all: &[&str]) ->
             .filter_map(|(_, t)| *t)
             .collect();
         if times.len() != set.len() - 1 {
-            return Err(format!("round {round}: not every pod followed {}", host(next)));
+            return Err(format!(
+                "round {round}: not every pod followed {}",
+                host(next)
+            ));
         }
         let (first, last) = (
             times.iter().min().copied().unwrap_or_default(),
@@ -269,7 +275,12 @@ fn resign(o: &Options, root: &Path, dns: &DnsServer, port: u16, all: &[&str]) ->
         // The old leader comes back as a new pod (a fresh emptyDir).
         drop(set[leader].daemon.take());
         dns.set_ready(all);
-        set[leader] = start_pod(o, root, leader, &config(leader, dns, port, &sticky, o.interval))?;
+        set[leader] = start_pod(
+            o,
+            root,
+            leader,
+            &config(leader, dns, port, &sticky, o.interval),
+        )?;
         wait_all(&set, next, Duration::from_secs(30))
             .ok_or_else(|| format!("round {round}: the new pod did not follow"))?;
         leader = next;
@@ -278,7 +289,10 @@ fn resign(o: &Options, root: &Path, dns: &DnsServer, port: u16, all: &[&str]) ->
         "resign (leader SIGTERM -> every other output names the successor)",
         totals,
     );
-    stats("split (first to last pod switching, two leaders named)", splits);
+    stats(
+        "split (first to last pod switching, two leaders named)",
+        splits,
+    );
     Ok(())
 }
 

@@ -163,7 +163,10 @@ impl State {
     }
 
     /// Screens a resignation notice and hands it to the leader worker.
-    fn take_notice(&self, body: Result<Notice, resign::Ignored>) -> Result<String, (StatusCode, String)> {
+    fn take_notice(
+        &self,
+        body: Result<Notice, resign::Ignored>,
+    ) -> Result<String, (StatusCode, String)> {
         let refuse = |code: StatusCode, why: String| {
             self.metrics.resignation_ignored();
             tracing::info!(why = %why, "ignored a resignation notice");
@@ -171,7 +174,9 @@ impl State {
         };
         let notice = match body {
             Ok(n) => n,
-            Err(e @ resign::Ignored::TooLarge) => return refuse(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()),
+            Err(e @ resign::Ignored::TooLarge) => {
+                return refuse(StatusCode::PAYLOAD_TOO_LARGE, e.to_string())
+            }
             Err(e) => return refuse(StatusCode::BAD_REQUEST, e.to_string()),
         };
         let following = self.leader.lock().ok().and_then(|l| l.leader.clone());
@@ -195,10 +200,19 @@ impl State {
         match sent {
             Some(true) => {
                 *last = Some((notice.leader.clone(), now));
-                Ok(format!("checking with {} whether it resigned\n", notice.leader))
+                Ok(format!(
+                    "checking with {} whether it resigned\n",
+                    notice.leader
+                ))
             }
-            Some(false) => refuse(StatusCode::TOO_MANY_REQUESTS, "a check is already under way".into()),
-            None => refuse(StatusCode::CONFLICT, "this pod's leader.policy is not sticky".into()),
+            Some(false) => refuse(
+                StatusCode::TOO_MANY_REQUESTS,
+                "a check is already under way".into(),
+            ),
+            None => refuse(
+                StatusCode::CONFLICT,
+                "this pod's leader.policy is not sticky".into(),
+            ),
         }
     }
 

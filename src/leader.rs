@@ -946,10 +946,18 @@ mod tests {
             leader: "web-0.s".into(),
             successor: "web-1.s".into(),
         };
-        assert_eq!(l.resigned(&r, &all), None, "web-1 is not ready in this view");
+        assert_eq!(
+            l.resigned(&r, &all),
+            None,
+            "web-1 is not ready in this view"
+        );
         tokio::time::advance(Duration::from_secs(1)).await;
         let lagging = set(&[("web-0.s", false), ("web-1.s", false), ("web-2.s", true)]);
-        assert_eq!(l.decide(&lagging, Instant::now()), None, "still within grace");
+        assert_eq!(
+            l.decide(&lagging, Instant::now()),
+            None,
+            "still within grace"
+        );
         tokio::time::advance(Duration::from_secs(1)).await;
         let seen = set(&[("web-0.s", false), ("web-1.s", true), ("web-2.s", true)]);
         assert_eq!(
@@ -970,7 +978,11 @@ mod tests {
         l.remember(Some("web-1.s".into()));
         let change = l.hint(&silence, &all, Instant::now()).expect("a choice");
         assert_eq!(change.new.as_deref(), Some("web-1.s"));
-        assert!(change.why.contains("remembered in the state file"), "{}", change.why);
+        assert!(
+            change.why.contains("remembered in the state file"),
+            "{}",
+            change.why
+        );
         // Remembered but gone from the set: the rule.
         let mut l = sticky(30);
         l.remember(Some("web-7.s".into()));
@@ -1016,7 +1028,10 @@ mod tests {
             .probed(&round(&["db-2.s"], &[]), &gone, Instant::now())
             .expect("a change");
         assert_eq!(change.new.as_deref(), Some("db-2.s"));
-        assert_eq!(change.why, "db-2.s answers 2xx at http://{peer}:8008/primary");
+        assert_eq!(
+            change.why,
+            "db-2.s answers 2xx at http://{peer}:8008/primary"
+        );
         assert_eq!(l.unconfirmed_since(), None);
     }
 

@@ -173,7 +173,13 @@ pub async fn check(leader: &Peer, port: u16, timeout: Duration) -> Result<String
 /// Tells `peers` (at most [`MAX_TOLD`]) that `notice.leader` resigned, in
 /// parallel, each request bounded by `timeout` and the whole by `deadline`.
 /// Returns how many accepted it (answered 202: they will check).
-pub async fn tell(peers: &[&Peer], notice: &Notice, port: u16, timeout: Duration, deadline: Instant) -> usize {
+pub async fn tell(
+    peers: &[&Peer],
+    notice: &Notice,
+    port: u16,
+    timeout: Duration,
+    deadline: Instant,
+) -> usize {
     let body = serde_json::to_vec(notice).unwrap_or_default();
     let asks = peers.iter().take(MAX_TOLD).map(|peer| {
         let body = body.clone();
@@ -279,7 +285,12 @@ mod tests {
             successor: "web-2.s".into(),
         };
         assert_eq!(
-            screen(&next, Some("web-1.s"), Some(("web-0.s", t0)), Instant::now()),
+            screen(
+                &next,
+                Some("web-1.s"),
+                Some(("web-0.s", t0)),
+                Instant::now()
+            ),
             Ok(())
         );
         tokio::time::advance(Duration::from_millis(1)).await;
@@ -291,7 +302,10 @@ mod tests {
             leader: "web-0.s".into(),
             successor: "web-0.s".into(),
         };
-        assert_eq!(screen(&same, Some("web-0.s"), None, t0), Err(Ignored::SameName));
+        assert_eq!(
+            screen(&same, Some("web-0.s"), None, t0),
+            Err(Ignored::SameName)
+        );
     }
 
     #[test]

@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
+use super::model::Fallback;
 use super::model::{ConfigError, Http, Leader, PeerSource, Peers, Policy};
 use super::ranges::{within, Range};
-use super::model::Fallback;
 use super::raw::{RawFallback, RawLeader, RawPolicy};
 
 /// Resolves `leader:`. `sticky` (and `probe`, whose fallback is the sticky

@@ -227,7 +227,9 @@ impl Loop {
                 config
                     .state
                     .as_deref()
-                    .and_then(|p| crate::state::remembered_leader(p, crate::state::pod_uid().as_deref()))
+                    .and_then(|p| {
+                        crate::state::remembered_leader(p, crate::state::pod_uid().as_deref())
+                    })
                     .map(|l| l.name),
             );
         }
@@ -489,7 +491,8 @@ impl Loop {
                 let peers = self.peers.clone().unwrap_or_default();
                 let change = self.leadership.probed(&round, &peers, Instant::now());
                 let unconfirmed = self.leadership.unconfirmed_since();
-                self.metrics.leader_probe(round.claimants.len(), unconfirmed);
+                self.metrics
+                    .leader_probe(round.claimants.len(), unconfirmed);
                 self.state.set_unconfirmed(unconfirmed);
                 if !self.apply_leader(change) && !first {
                     return;

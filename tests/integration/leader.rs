@@ -821,7 +821,8 @@ const STICKY_30S: &str = "  policy: sticky\n  grace: 30s\n";
 /// `POST path` with `body` to `ip:port`: the status and the body.
 fn post(ip: Ipv4Addr, port: u16, path: &str, body: &str) -> (u16, String) {
     let mut s = TcpStream::connect((ip, port)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
+    s.set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
     write!(
         s,
         "POST {path} HTTP/1.1\r\nHost: {ip}:{port}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -911,11 +912,15 @@ fn a_follower_stopping_or_a_forged_resignation_changes_nothing() {
     let (code, body) = post(ip2, port, "/leader/resign", &forged);
     assert_eq!(
         (code, body.as_str()),
-        (202, format!("checking with {} whether it resigned\n", fqdn(0)).as_str())
+        (
+            202,
+            format!("checking with {} whether it resigned\n", fqdn(0)).as_str()
+        )
     );
     let ignored = "peerplate_leader_resignations_ignored_total";
     assert!(
-        poll_until(WAIT, || metric(&set.members[2].get("/metrics"), ignored) == Some(1.0)),
+        poll_until(WAIT, || metric(&set.members[2].get("/metrics"), ignored)
+            == Some(1.0)),
         "{}",
         set.members[2].logs()
     );
@@ -953,8 +958,11 @@ fn a_follower_stopping_or_a_forged_resignation_changes_nothing() {
     );
     let (code, _) = post(ip2, port, "/leader/resign", &" ".repeat(2000));
     assert_eq!(code, 413);
-    assert!(poll_until(WAIT, || metric(&set.members[2].get("/metrics"), ignored)
-        .is_some_and(|n| n >= 3.0)));
+    assert!(poll_until(WAIT, || metric(
+        &set.members[2].get("/metrics"),
+        ignored
+    )
+    .is_some_and(|n| n >= 3.0)));
 
     // A follower's SIGTERM: nobody changes, its state file keeps web-0.
     set.members[2].sigterm();
@@ -1116,8 +1124,11 @@ fn probe_keeps_a_confirmed_leader_through_a_long_failover_then_follows_the_new_o
     );
     let scrape = set.members[0].get("/metrics");
     assert!(
-        metric(&scrape, "peerplate_leader_unconfirmed_since_timestamp_seconds")
-            .is_some_and(|t| t > 1.0e9),
+        metric(
+            &scrape,
+            "peerplate_leader_unconfirmed_since_timestamp_seconds"
+        )
+        .is_some_and(|t| t > 1.0e9),
         "{scrape}"
     );
     assert!(set.members[0]
@@ -1171,7 +1182,11 @@ fn probe_two_claimants_at_start_follows_the_one_the_peers_name_and_warns() {
     );
     assert!(warn.contains("how=\"the one the peers name\""), "{warn}");
     let scrape = set.members[0].get("/metrics");
-    assert_eq!(metric(&scrape, "peerplate_leader_claimants"), Some(2.0), "{scrape}");
+    assert_eq!(
+        metric(&scrape, "peerplate_leader_claimants"),
+        Some(2.0),
+        "{scrape}"
+    );
     // The running sidecars keep web-2.
     for m in &set.members[1..] {
         assert_eq!(m.count_log("leader changed"), 1, "{}", m.logs());
