@@ -51,10 +51,15 @@ pub struct Config {
     /// How the leader is chosen (`leader:`; none means `policy: ordinal`).
     pub leader: Leader,
     /// The state file (`state:`, relative paths against the config's
-    /// folder); default [`crate::state::DEFAULT_NAME`] in the first output's
+    /// folder); default [`DEFAULT_STATE_NAME`] in the first output's
     /// folder; `None` when there is no output to put it beside.
     pub state: Option<PathBuf>,
 }
+
+/// The file name of the default `state:` path, in the first output's
+/// folder (here, below `state`, which reads and writes the file, so the
+/// config does not import it).
+pub const DEFAULT_STATE_NAME: &str = ".peerplate-state.json";
 
 /// `leader:`: how this pod chooses the leader among its peers.
 #[derive(Debug, Clone, PartialEq, Eq)]

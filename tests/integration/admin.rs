@@ -385,7 +385,7 @@ fn readyz_stays_503_while_one_of_two_templates_fails_every_render() {
 // --- metrics ---------------------------------------------------------------
 
 /// Every family the contract names, with its OpenMetrics type.
-const FAMILIES: [(&str, &str); 13] = [
+const FAMILIES: [(&str, &str); 17] = [
     ("peerplate_peers", "gauge"),
     ("peerplate_dns_lookups", "counter"),
     ("peerplate_renders", "counter"),
@@ -399,6 +399,10 @@ const FAMILIES: [(&str, &str); 13] = [
     ("peerplate_is_leader", "gauge"),
     ("peerplate_leader_changes", "counter"),
     ("peerplate_peer_sets_held", "counter"),
+    ("peerplate_leader_resignations_ignored", "counter"),
+    ("peerplate_leader_unanswered", "counter"),
+    ("peerplate_leader_claimants", "gauge"),
+    ("peerplate_leader_unconfirmed_since_timestamp_seconds", "gauge"),
 ];
 
 #[test]
