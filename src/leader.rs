@@ -155,6 +155,16 @@ impl Leadership {
             let first = peers.iter().next().cloned();
             return self.set(first, "peer 0 of the peer set (policy: ordinal)".into());
         }
+        if let Policy::Probe {
+            fallback: Fallback::None,
+            ..
+        } = self.config.policy
+        {
+            if !self.confirmed {
+                // No guess at all: only a 2xx (or a peer, or memory) names one.
+                return None;
+            }
+        }
         let Some(current) = self.current.clone() else {
             // First choice without answers: the first ready peer, else peer 0.
             let (pick, why) = first_ready(peers);
@@ -1047,6 +1057,9 @@ mod tests {
         let mut l = probe(Fallback::None);
         let change = l.probed(&round(&[], &[]), &all, Instant::now());
         assert_eq!(new_name(change), None);
+        assert_eq!(l.current(), None);
+        // A new peer set does not guess either.
+        assert_eq!(l.decide(&all, Instant::now()), None);
         assert_eq!(l.current(), None);
         // A peer's /leader names one: not a guess.
         let mut l = probe(Fallback::None);

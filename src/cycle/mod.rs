@@ -387,13 +387,12 @@ impl Loop {
             }
         };
         let all = async { while workers.join_next().await.is_some() {} };
-        let (_, waited) = tokio::join!(
-            resign,
-            tokio::time::timeout(SHUTDOWN_WAIT + crate::resign::BUDGET, all)
-        );
+        // The admin worker ends with the resignation, the others at once.
+        let bound = SHUTDOWN_WAIT.max(crate::resign::BUDGET) + Duration::from_millis(50);
+        let (_, waited) = tokio::join!(resign, tokio::time::timeout(bound, all));
         if waited.is_err() {
             tracing::debug!(
-                wait_ms = crate::log::ms(SHUTDOWN_WAIT),
+                wait_ms = crate::log::ms(bound),
                 "a worker did not stop in time; leaving it"
             );
             workers.detach_all();

@@ -402,7 +402,10 @@ const FAMILIES: [(&str, &str); 17] = [
     ("peerplate_leader_resignations_ignored", "counter"),
     ("peerplate_leader_unanswered", "counter"),
     ("peerplate_leader_claimants", "gauge"),
-    ("peerplate_leader_unconfirmed_since_timestamp_seconds", "gauge"),
+    (
+        "peerplate_leader_unconfirmed_since_timestamp_seconds",
+        "gauge",
+    ),
 ];
 
 #[test]
