@@ -708,6 +708,10 @@ fn sticky_config_errors_name_the_fix() {
             "identity: {hostname: web-0}\npeers:\n  dns: {service: nginx, nameservers: [\"127.0.0.1:53\"]}\nhttp: {listen: \"0.0.0.0:9090\"}\nleader: {policy: sticky, grace: 0s}\n",
         ),
         (
+            "probe_fallback_unknown",
+            "identity: {hostname: web-0}\npeers:\n  dns: {service: nginx, nameservers: [\"127.0.0.1:53\"]}\nhttp: {listen: \"0.0.0.0:9090\"}\nleader:\n  policy: probe\n  probe:\n    url: \"http://{peer}:8008/primary\"\n    fallback: first\n",
+        ),
+        (
             "port_0",
             "identity: {hostname: web-0}\npeers:\n  dns: {service: nginx, nameservers: [\"127.0.0.1:53\"]}\nhttp:\n  listen: \"0.0.0.0:0\"\nleader: {policy: sticky}\n",
         ),
