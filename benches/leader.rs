@@ -201,6 +201,36 @@ fn stats(name: &str, mut v: Vec<Duration>) {
     );
 }
 
+/// When the first and the last pod other than `skip` rendered `want`,
+/// sampling every millisecond from `t0`; `None` if not all did by `deadline`.
+fn switch_times(
+    set: &[Pod],
+    skip: usize,
+    want: &str,
+    t0: Instant,
+    deadline: Duration,
+) -> Option<(Duration, Duration)> {
+    let mut switched: Vec<Option<Duration>> = vec![None; set.len()];
+    if let Some(s) = switched.get_mut(skip) {
+        *s = Some(Duration::ZERO);
+    }
+    while switched.iter().any(Option::is_none) && t0.elapsed() < deadline {
+        for (k, pod) in set.iter().enumerate() {
+            if switched[k].is_none() && pod.output() == want {
+                switched[k] = Some(t0.elapsed());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let times: Vec<Duration> = switched
+        .iter()
+        .enumerate()
+        .filter(|(k, _)| *k != skip)
+        .map(|(_, t)| *t)
+        .collect::<Option<_>>()?;
+    Some((*times.iter().min()?, *times.iter().max()?))
+}
+
 /// Leader SIGTERM -> every other output names the successor, and the split
 /// per hand-over.
 fn resign(o: &Options, root: &Path, dns: &DnsServer, port: u16, all: &[&str]) -> Res<()> {
@@ -238,33 +268,14 @@ fn resign(o: &Options, root: &Path, dns: &DnsServer, port: u16, all: &[&str]) ->
         dns.set_ready(&ready);
         let t0 = Instant::now();
         kill(pid, Signal::SIGTERM).map_err(|e| format!("SIGTERM: {e}"))?;
-        let mut switched: Vec<Option<Duration>> = vec![None; set.len()];
-        switched[leader] = Some(Duration::ZERO);
-        let deadline = o.resign_grace + Duration::from_secs(15);
-        while switched.iter().any(Option::is_none) && t0.elapsed() < deadline {
-            for (k, pod) in set.iter().enumerate() {
-                if switched[k].is_none() && pod.output() == want {
-                    switched[k] = Some(t0.elapsed());
-                }
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        let times: Vec<Duration> = switched
-            .iter()
-            .enumerate()
-            .filter(|(k, _)| *k != leader)
-            .filter_map(|(_, t)| *t)
-            .collect();
-        if times.len() != set.len() - 1 {
-            return Err(format!(
-                "round {round}: not every pod followed {}",
-                host(next)
-            ));
-        }
-        let (first, last) = (
-            times.iter().min().copied().unwrap_or_default(),
-            times.iter().max().copied().unwrap_or_default(),
-        );
+        let (first, last) = switch_times(
+            &set,
+            leader,
+            &want,
+            t0,
+            o.resign_grace + Duration::from_secs(15),
+        )
+        .ok_or_else(|| format!("round {round}: not every pod followed {}", host(next)))?;
         println!(
             "  round {round}: web-{leader} -> web-{next}: every output after {:.0} ms, split {:.0} ms",
             last.as_secs_f64() * 1e3,
@@ -334,6 +345,7 @@ fn run(o: Options) -> Res<()> {
             .collect::<Res<_>>()?;
         wait_all(&set, 0, Duration::from_secs(30)).ok_or("the set never agreed on web-0")?;
         let mut handovers = Vec::new();
+        let mut splits = Vec::new();
         let mut starts = Vec::new();
         let mut leader = 0;
         for round in 0..o.rounds {
@@ -346,13 +358,24 @@ fn run(o: Options) -> Res<()> {
                 .map(|(_, h)| *h)
                 .collect();
             dns.set_ready(&ready);
-            let took = wait_all(
+            let t0 = Instant::now();
+            let want = format!("leader={}\n", host(next));
+            // The old leader's own output counts too: it is still running.
+            let (first, last) = switch_times(
                 &set,
-                next,
+                usize::MAX,
+                &want,
+                t0,
                 o.grace + 10 * o.interval + Duration::from_secs(5),
             )
             .ok_or_else(|| format!("round {round}: not every pod followed {}", host(next)))?;
-            handovers.push(took);
+            println!(
+                "  round {round}: every output after {:.0} ms, split {:.0} ms",
+                last.as_secs_f64() * 1e3,
+                (last - first).as_secs_f64() * 1e3
+            );
+            handovers.push(last);
+            splits.push(last - first);
             dns.set_ready(&all);
             // The old leader back: nobody flips back.
             std::thread::sleep(o.interval * 2);
@@ -380,6 +403,10 @@ fn run(o: Options) -> Res<()> {
         stats(
             "handover (leader leaves the ready set -> every output names the next)",
             handovers,
+        );
+        stats(
+            "split (first to last pod switching, two leaders named)",
+            splits,
         );
         if o.shared.runs("start") {
             stats(

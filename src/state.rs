@@ -193,6 +193,15 @@ pub fn remember_leader(
     }
     state.version = VERSION;
     state.pod_uid = pod_uid.map(str::to_owned);
+    // The first leader is chosen before the first render creates the
+    // outputs' folder.
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|source| write::WriteError::Io {
+            action: "create the folder of",
+            path: path.to_path_buf(),
+            source,
+        })?;
+    }
     state.leader = Some(LeaderRecord {
         name: name.to_string(),
         since_unix_ms: at
@@ -267,6 +276,13 @@ mod tests {
         let (again, _) = load(&path, Some("uid-a"));
         assert_eq!(again.installs, sample().installs);
         assert_eq!(again.leader.map(|l| l.name).as_deref(), Some("web-2.nginx"));
+        // A folder that does not exist yet is created.
+        let deeper = dir.path().join("out/conf").join(DEFAULT_NAME);
+        remember_leader(&deeper, None, "web-0.nginx", std::time::UNIX_EPOCH).expect("new folder");
+        assert_eq!(
+            remembered_leader(&deeper, None).map(|l| l.name).as_deref(),
+            Some("web-0.nginx")
+        );
         // Another pod's file is not this pod's memory.
         assert_eq!(remembered_leader(&path, Some("uid-b")), None);
         std::fs::write(&path, b"not json").expect("write");
