@@ -661,9 +661,7 @@ async fn ask(config: &LeaderConfig, me: &Identity, view: &View, first: bool) -> 
             .map(Event::LeaderHint),
         Policy::Probe {
             url, timeout, port, ..
-        } => Some(Event::Probed(
-            probe(url, *timeout, *port, me, view, first).await,
-        )),
+        } => Some(Event::Probed(probe(url, *timeout, *port, me, view).await)),
     }
 }
 
@@ -764,29 +762,12 @@ fn summarize(answers: &[String]) -> String {
         .join(", ")
 }
 
-/// Asks the app. A running pod asks the current leader first and stops
-/// there when it answers 2xx; otherwise (and at the first round, to see
-/// every claimant) every ready peer in parallel. The peers' sidecars
-/// (`GET /leader`) are asked when two or more claim, or when none does
-/// before a leader is known.
-async fn probe(
-    url: &str,
-    timeout: Duration,
-    port: u16,
-    me: &Identity,
-    view: &View,
-    first: bool,
-) -> ProbeRound {
+/// Asks the app: every ready peer (and the current leader even when not
+/// ready) in parallel, so the claimants' count is always whole. The peers'
+/// sidecars (`GET /leader`) are asked when two or more claim, or when none
+/// does before a leader is known.
+async fn probe(url: &str, timeout: Duration, port: u16, me: &Identity, view: &View) -> ProbeRound {
     let current = view.leader.as_deref().and_then(|l| view.peers.get(l));
-    if let Some(current) = current.filter(|_| !first) {
-        if probe_one(url, current, timeout).await {
-            return ProbeRound {
-                claimants: vec![current.fqdn.clone()],
-                named: Vec::new(),
-                url: url.to_string(),
-            };
-        }
-    }
     // The ready peers, and the current leader even when not ready.
     let asked: Vec<&Peer> = view
         .peers
