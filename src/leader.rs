@@ -316,21 +316,98 @@ impl Leadership {
     /// known leader stays (unconfirmed since now), and only a cold start
     /// (none ever known) uses `probe.fallback`.
     pub fn probed(&mut self, round: &ProbeRound, peers: &PeerSet, now: Instant) -> Option<Change> {
-        let fallback = match self.config.policy {
-            Policy::Probe { fallback, .. } => fallback,
-            _ => Fallback::Sticky,
-        };
-        let current = self.current.as_ref().map(|p| p.fqdn.clone());
-        let claimants: Vec<&Peer> = round
+        let names: Vec<String> = round
             .claimants
             .iter()
-            .filter_map(|c| peers.get(c))
+            .filter(|c| peers.get(c).is_some())
+            .cloned()
             .collect();
-        if claimants.is_empty() {
-            if self.confirmed && current.is_some() {
+        let Some(lowest) = names.first().cloned() else {
+            return self.no_claimant(round, peers, now);
+        };
+        self.confirmed = true;
+        if let Some(since) = self.unconfirmed_since.take() {
+            let gone = SystemTime::now().duration_since(since).unwrap_or_default();
+            tracing::info!(claimants = %crate::log::list(&names), unconfirmed_ms = crate::log::ms(gone), "a peer answers 2xx again");
+        }
+        let current = self.current.as_ref().map(|p| p.fqdn.clone());
+        let pick = if names.len() >= 2 {
+            self.pick_claimant(&names, round, current.as_deref(), peers)
+        } else {
+            self.warned_claimants.clear();
+            lowest
+        };
+        if current.as_deref() == Some(pick.as_str()) {
+            self.current = peers.get(&pick).cloned();
+            self.missing_since = None;
+            return self.first_choice();
+        }
+        let why = if names.len() >= 2 {
+            let named = if round.named.is_empty() {
+                "no peer named one".to_string()
+            } else {
+                summarize(&round.named)
+            };
+            format!(
+                "{pick} of {} peers answering 2xx at {} ({named})",
+                names.len(),
+                round.url
+            )
+        } else {
+            format!("{pick} answers 2xx at {}", round.url)
+        };
+        self.set(peers.get(&pick).cloned(), why)
+    }
+
+    /// Two or more claimants: the one the peers' sidecars name, then the
+    /// current leader, then the lowest ordinal (`names` is in ordinal
+    /// order); one WARN per set of claimants.
+    fn pick_claimant(
+        &mut self,
+        names: &[String],
+        round: &ProbeRound,
+        current: Option<&str>,
+        peers: &PeerSet,
+    ) -> String {
+        let named: Vec<String> = round
+            .named
+            .iter()
+            .filter(|n| names.contains(n))
+            .cloned()
+            .collect();
+        let by_peers = (!named.is_empty())
+            .then(|| plurality(&named, None, peers))
+            .flatten();
+        let (pick, how) = match (by_peers, current.filter(|c| names.iter().any(|n| n == c))) {
+            (Some(p), _) => (p, "the one the peers name"),
+            (None, Some(c)) => (c.to_string(), "the current leader"),
+            (None, None) => (
+                names.first().cloned().unwrap_or_default(),
+                "the lowest ordinal",
+            ),
+        };
+        if self.warned_claimants != names {
+            tracing::warn!(
+                claimants = %crate::log::list(names),
+                chose = %pick,
+                how,
+                url = %round.url,
+                "two or more peers answer 2xx (claim to lead); following one of them"
+            );
+            self.warned_claimants = names.to_vec();
+        }
+        pick
+    }
+
+    /// No peer answers 2xx: a known leader stays (unconfirmed since now);
+    /// else one the peers name or the state file remembers; else the cold
+    /// start's `probe.fallback`.
+    fn no_claimant(&mut self, round: &ProbeRound, peers: &PeerSet, now: Instant) -> Option<Change> {
+        if self.confirmed {
+            if let Some(current) = &self.current {
                 if self.unconfirmed_since.is_none() {
                     tracing::warn!(
-                        leader = current.as_deref().unwrap_or("none"),
+                        leader = %current.fqdn,
                         url = %round.url,
                         "the leader no longer answers 2xx and no other peer does; it stays the leader until another peer answers 2xx"
                     );
@@ -338,108 +415,44 @@ impl Leadership {
                 }
                 return self.first_choice();
             }
-            let named = plurality(&round.named, None, peers).and_then(|n| peers.get(&n).cloned());
-            let remembered = self
-                .remembered
-                .as_deref()
-                .and_then(|n| peers.get(n))
-                .cloned();
-            if let Some((peer, why)) = named
-                .map(|p| {
-                    let why = format!(
-                        "no peer answers 2xx at {}; the peers name {} ({})",
-                        round.url,
-                        p.fqdn,
-                        summarize(&round.named)
-                    );
-                    (p, why)
-                })
-                .or_else(|| {
-                    remembered.map(|p| {
-                        let why = format!(
-                            "no peer answers 2xx at {}; {} remembered in the state file",
-                            round.url, p.fqdn
-                        );
-                        (p, why)
-                    })
-                })
-            {
-                self.confirmed = true;
-                self.unconfirmed_since = Some(SystemTime::now());
-                return self.set(Some(peer), why);
-            }
-            return match fallback {
-                Fallback::Sticky => self.decide(peers, now),
-                Fallback::None => self.set(
-                    None,
-                    format!(
-                        "no peer answers 2xx at {} and none ever did (probe.fallback: none)",
-                        round.url
-                    ),
-                ),
-            };
         }
-        self.confirmed = true;
-        self.unconfirmed_since = None;
-        let names: Vec<String> = claimants.iter().map(|p| p.fqdn.clone()).collect();
-        let pick = if claimants.len() >= 2 {
-            let named: Vec<String> = round
-                .named
-                .iter()
-                .filter(|n| names.contains(n))
-                .cloned()
-                .collect();
-            let by_peers = (!named.is_empty())
-                .then(|| plurality(&named, None, peers))
-                .flatten();
-            let pick = by_peers
-                .clone()
-                .or_else(|| current.clone().filter(|c| names.contains(c)))
-                .unwrap_or_else(|| names[0].clone());
-            if self.warned_claimants != names {
-                let how = if by_peers.is_some() {
-                    "the one the peers name"
-                } else if current.as_deref() == Some(pick.as_str()) {
-                    "the current leader"
-                } else {
-                    "the lowest ordinal"
-                };
-                tracing::warn!(
-                    claimants = %crate::log::list(&names),
-                    chose = %pick,
-                    how,
-                    url = %round.url,
-                    "two or more peers answer 2xx (claim to lead); following one of them"
-                );
-                self.warned_claimants = names.clone();
-            }
-            pick
-        } else {
-            self.warned_claimants.clear();
-            names[0].clone()
-        };
-        let peer = peers.get(&pick).cloned();
-        if current.as_deref() == Some(pick.as_str()) {
-            self.current = peer;
-            self.missing_since = None;
-            return self.first_choice();
-        }
-        let why = if claimants.len() >= 2 {
-            format!(
-                "{} of {} peers answering 2xx at {} ({})",
-                pick,
-                claimants.len(),
-                round.url,
-                if round.named.is_empty() {
-                    "no peer named one".to_string()
-                } else {
+        let named = plurality(&round.named, None, peers)
+            .and_then(|n| peers.get(&n).cloned())
+            .map(|p| {
+                let why = format!(
+                    "no peer answers 2xx at {}; the peers name {} ({})",
+                    round.url,
+                    p.fqdn,
                     summarize(&round.named)
-                }
-            )
-        } else {
-            format!("{pick} answers 2xx at {}", round.url)
-        };
-        self.set(peer, why)
+                );
+                (p, why)
+            });
+        let known = named.or_else(|| {
+            let p = peers.get(self.remembered.as_deref()?)?.clone();
+            let why = format!(
+                "no peer answers 2xx at {}; {} remembered in the state file",
+                round.url, p.fqdn
+            );
+            Some((p, why))
+        });
+        if let Some((peer, why)) = known {
+            self.confirmed = true;
+            self.unconfirmed_since = Some(SystemTime::now());
+            return self.set(Some(peer), why);
+        }
+        match self.config.policy {
+            Policy::Probe {
+                fallback: Fallback::None,
+                ..
+            } => self.set(
+                None,
+                format!(
+                    "no peer answers 2xx at {} and none ever did (probe.fallback: none)",
+                    round.url
+                ),
+            ),
+            _ => self.decide(peers, now),
+        }
     }
 
     /// The first decision counts as a change (logged, hooked) even when it
