@@ -169,7 +169,7 @@ impl State {
     ) -> Result<String, (StatusCode, String)> {
         let refuse = |code: StatusCode, why: String| {
             self.metrics.resignation_ignored();
-            tracing::info!(why = %why, "ignored a resignation notice");
+            tracing::debug!(why = %why, "ignored a resignation notice");
             Err((code, format!("ignored: {why}\n")))
         };
         let notice = match body {
