@@ -1199,3 +1199,37 @@ fn probe_two_claimants_at_start_follows_the_one_the_peers_name_and_warns() {
         m.stop();
     }
 }
+
+#[test]
+fn a_resigning_leader_whose_peers_never_answer_still_exits_within_a_second() {
+    let mut set = Set::new(3, STICKY_30S);
+    set.start_all();
+    set.wait_all_follow(0, WAIT);
+    // web-1 and web-2 stop; in their place, listeners that accept and
+    // never answer (a peer that hangs), still listed ready by DNS.
+    let port = set.members[0].port;
+    set.members[1].stop();
+    set.members[2].stop();
+    let _hung: Vec<TcpListener> = [1, 2]
+        .iter()
+        .map(|k| TcpListener::bind((ip(*k), port)).expect("bind a silent peer"))
+        .collect();
+    let (status, took) = set.members[0].sigterm();
+    assert!(status.success(), "{status}\n{}", set.members[0].logs());
+    eprintln!("shutdown with silent peers took {took:?}");
+    // The resignation is bounded at 0.75 s, the runtime's stop at 0.2 s;
+    // the bound here leaves room for a loaded machine.
+    assert!(
+        took < Duration::from_millis(1500),
+        "shutdown took {took:?}\n{}",
+        set.members[0].logs()
+    );
+    let logs = set.members[0].logs();
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("resigned:") && l.contains("told=2") && l.contains("accepted=0")),
+        "{logs}"
+    );
+    // It still remembers its successor, never itself.
+    assert_eq!(set.members[0].state_file()["leader"]["name"], fqdn(1));
+}
