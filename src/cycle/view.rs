@@ -119,11 +119,15 @@ impl Loop {
     }
 
     /// Writes `name` as the last leader to the state file (only when it
-    /// differs from the one there: never on a timer).
+    /// differs from the one there: never on a timer). `ordinal` decides
+    /// from the set alone and needs no memory.
     pub(super) fn remember_leader(&self, name: &str) {
         let Some(path) = &self.config.state else {
             return;
         };
+        if self.config.leader.policy == Policy::Ordinal {
+            return;
+        }
         let uid = crate::state::pod_uid();
         if let Err(e) =
             crate::state::remember_leader(path, uid.as_deref(), name, std::time::SystemTime::now())
