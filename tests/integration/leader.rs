@@ -5,6 +5,16 @@
 //! server's A records map `web-N` to them) with the same admin port, asking
 //! each other `GET /leader`; real `redis-server` instances for `probe`, with
 //! a small HTTP role endpoint in front of each (200 for a master).
+//!
+//! Issue 20: a leader's SIGTERM names its successor everywhere within
+//! seconds although `grace` is 30 s (the DNS server keeps the old leader
+//! ready, so only the resignation can hand over); a follower's SIGTERM and a
+//! forged `POST /leader/resign` change nothing; a restart with no peer
+//! answering follows the leader in the state file, with the WARN; `probe`
+//! against tiny role endpoints (a status per pod, set by the test) keeps a
+//! confirmed leader through a failover longer than 3x grace, adopts a new
+//! claimant, and at a start with two claimants follows the one the peers
+//! name.
 
 use std::fs;
 use std::io::{Read, Write};
