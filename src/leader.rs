@@ -488,6 +488,20 @@ impl Leadership {
     }
 }
 
+/// The leader the policy's rule names from `peers` alone, with no one to
+/// ask (`render`, `check`'s trial render): peer 0 for `ordinal`, else the
+/// first ready peer (also under `probe.fallback: none`, so a template that
+/// uses `leader` is tried with one).
+pub fn by_rule(config: &LeaderConfig, peers: &PeerSet) -> Option<Peer> {
+    let mut config = config.clone();
+    if let Policy::Probe { fallback, .. } = &mut config.policy {
+        *fallback = Fallback::Sticky;
+    }
+    let mut leadership = Leadership::new(config);
+    leadership.decide(peers, Instant::now());
+    leadership.current().cloned()
+}
+
 fn round(d: Duration) -> Duration {
     Duration::from_millis(d.as_millis().try_into().unwrap_or(u64::MAX))
 }
@@ -1055,6 +1069,11 @@ mod tests {
         // A new peer set does not guess either.
         assert_eq!(l.decide(&all, Instant::now()), None);
         assert_eq!(l.current(), None);
+        // `render` and `check` still try templates with the rule's pick.
+        assert_eq!(
+            by_rule(&probe(Fallback::None).config, &all).map(|p| p.fqdn),
+            Some("db-0.s".to_string())
+        );
         // A peer's /leader names one: not a guess.
         let mut l = probe(Fallback::None);
         assert_eq!(
