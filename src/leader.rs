@@ -278,7 +278,7 @@ impl Leadership {
             if !self.unanswered_warned {
                 tracing::warn!(
                     asked,
-                    kept = self.current.as_ref().map_or("none", |p| p.fqdn.as_str()),
+                    kept = %self.current.as_ref().map_or("none", |p| p.fqdn.as_str()),
                     "no peer answered who leads (GET /leader); keeping the current leader"
                 );
             }
@@ -306,7 +306,7 @@ impl Leadership {
         let change = self.decide(peers, now);
         tracing::warn!(
             asked,
-            chose = self.current.as_ref().map_or("none", |p| p.fqdn.as_str()),
+            chose = %self.current.as_ref().map_or("none", |p| p.fqdn.as_str()),
             "no peer answered who leads (GET /leader) and none is remembered; choosing by the rule (the first ready peer)"
         );
         change

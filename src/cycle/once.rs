@@ -18,6 +18,9 @@ impl Loop {
         self.asked_once = true;
         match leader::ask_once(&self.config.leader, &self.me, &view).await {
             Some(Event::LeaderHint(hint)) => {
+                if hint.unanswered > 0 {
+                    self.metrics.leader_unanswered();
+                }
                 let change = self.leadership.hint(&hint, &view.peers, Instant::now());
                 self.apply_leader(change);
             }

@@ -98,9 +98,15 @@ impl Member {
     }
 
     fn start(&mut self) {
-        let cmd = self
+        self.start_as(&format!("uid-web-{}", self.k));
+    }
+
+    /// Starts the pod's sidecar with `POD_UID` (a new pod has a new one).
+    fn start_as(&mut self, pod_uid: &str) {
+        let mut cmd = self
             .sb
             .peerplate(["--config", &self.config.display().to_string(), "run"]);
+        cmd.env("POD_UID", pod_uid);
         self.daemon = Some(Daemon::spawn(cmd));
     }
 
@@ -1033,6 +1039,33 @@ fn a_pod_restarted_while_no_peer_answers_follows_its_remembered_leader() {
         metric(&scrape, "peerplate_leader_unanswered_total").is_some_and(|n| n >= 1.0),
         "{scrape}"
     );
+    assert_eq!(set.members[2].state_file()["pod_uid"], "uid-web-2");
+    // A new pod (another POD_UID) with the same folder does not trust the
+    // file: the rule (web-0, the first ready peer), and the WARN says so.
+    set.members[2].stop();
+    fs::remove_file(set.members[2].sb.join("out.txt")).expect("remove output");
+    set.members[2].start_as("uid-new-pod");
+    assert!(
+        poll_until(WAIT, || set.members[2].verdict() == "leader=web-0 me=False"),
+        "{}",
+        set.members[2].logs()
+    );
+    let logs = set.members[2].logs();
+    assert!(
+        logs.contains(
+            "the state file was written by another pod (POD_UID uid-web-2); starting without it"
+        ),
+        "{logs}"
+    );
+    let warn = logs
+        .lines()
+        .find(|l| l.contains("no peer answered who leads"))
+        .unwrap_or_default();
+    assert!(
+        warn.contains("none is remembered; choosing by the rule"),
+        "{warn}"
+    );
+    assert!(warn.contains(&format!("chose={}", fqdn(0))), "{warn}");
     set.members[2].stop();
 }
 
