@@ -12,7 +12,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, Config, PeerSource, Template};
 use crate::error::Error;
-use crate::leader::Leadership;
 use crate::peers::PeerSet;
 use crate::render::{self, Renderer};
 
@@ -201,9 +200,8 @@ fn check(cli: &Cli) -> Result<(), Error> {
         );
     }
     let (peers, with) = check_peers(&mut config)?;
-    let mut leadership = Leadership::new(config.leader.clone());
-    leadership.decide(&peers, tokio::time::Instant::now());
-    let context = render::context(&config, &peers, leadership.current());
+    let leader = crate::leader::by_rule(&config.leader, &peers);
+    let context = render::context(&config, &peers, leader.as_ref());
     let errors: Vec<_> = (0..config.templates.len())
         .filter_map(|i| renderer.render(i, &context).err())
         .collect();
@@ -367,9 +365,7 @@ async fn render_command(cli: &Cli, args: &RenderArgs) -> Result<(), Error> {
                     "render takes the leader from the peer set alone (the first ready peer); run and once also ask the peers or the app, so they may choose another: try it with --leader NAME"
                 );
             }
-            let mut leadership = Leadership::new(config.leader.clone());
-            leadership.decide(&peers, tokio::time::Instant::now());
-            leadership.current().cloned()
+            crate::leader::by_rule(&config.leader, &peers)
         }
     };
     let base = config

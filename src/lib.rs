@@ -36,7 +36,8 @@
 //!    with its wire client apart), [`watch`] (templates, `file()` inputs,
 //!    the config), [`render`], [`write`], [`reload`] (signals), [`action`]
 //!    (one reload action and the app's verdict), [`leader`] (the policies
-//!    and the worker that asks peers and apps), [`hooks`], over [`process`]
+//!    and the worker that asks peers and apps), [`resign`] (a leader's
+//!    hand-over on shutdown and the check a follower makes), [`hooks`], over [`process`]
 //!    (child processes and `/proc`), [`http_client`] and [`redact`]
 //!    (`file()` inputs kept out of the log); [`seed`] for `once`; [`admin`],
 //!    the HTTP side.
@@ -71,6 +72,7 @@ pub mod process;
 pub(crate) mod redact;
 pub(crate) mod reload;
 pub mod render;
+pub(crate) mod resign;
 pub(crate) mod seed;
 pub(crate) mod state;
 pub(crate) mod watch;

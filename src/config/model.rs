@@ -23,9 +23,6 @@ fn location(line: Option<usize>, column: Option<usize>) -> String {
     }
 }
 
-/// The file name of the default `state:` path, in the first output's folder.
-pub const STATE_DEFAULT_NAME: &str = ".peerplate-state.json";
-
 /// The resolved config every command works from.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -54,10 +51,15 @@ pub struct Config {
     /// How the leader is chosen (`leader:`; none means `policy: ordinal`).
     pub leader: Leader,
     /// The state file (`state:`, relative paths against the config's
-    /// folder); default [`STATE_DEFAULT_NAME`] in the first output's
+    /// folder); default [`DEFAULT_STATE_NAME`] in the first output's
     /// folder; `None` when there is no output to put it beside.
     pub state: Option<PathBuf>,
 }
+
+/// The file name of the default `state:` path, in the first output's
+/// folder (here, below `state`, which reads and writes the file, so the
+/// config does not import it).
+pub const DEFAULT_STATE_NAME: &str = ".peerplate-state.json";
 
 /// `leader:`: how this pod chooses the leader among its peers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,7 +94,20 @@ pub enum Policy {
         interval: Duration,
         /// As for `Sticky`, when there is an admin listener (else 0: no asking).
         port: u16,
+        /// What decides a cold start, when no leader was ever confirmed.
+        fallback: Fallback,
     },
+}
+
+/// `leader.probe.fallback`: who leads at a cold start, before any peer's app
+/// answered 2xx (none remembered, none named by a peer). Once a leader has
+/// been confirmed, `probe` never falls back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fallback {
+    /// The `sticky` rule: the first ready peer in ordinal order.
+    Sticky,
+    /// No leader until an app answers 2xx.
+    None,
 }
 
 impl Policy {

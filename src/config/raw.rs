@@ -271,6 +271,17 @@ pub(super) struct RawProbe {
     pub(super) timeout: Duration,
     #[serde(default = "two_seconds", deserialize_with = "duration")]
     pub(super) interval: Duration,
+    #[serde(default)]
+    pub(super) fallback: RawFallback,
+}
+
+/// `leader.probe.fallback`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum RawFallback {
+    #[default]
+    Sticky,
+    None,
 }
 
 fn thirty_seconds() -> Duration {

@@ -220,7 +220,19 @@ impl Loop {
             &hook_names(&config),
         );
         let awaiting_leader = mode == Mode::Run && config.leader.policy != Policy::Ordinal;
-        let leadership = Leadership::new(config.leader.clone());
+        let mut leadership = Leadership::new(config.leader.clone());
+        if mode == Mode::Run && config.leader.policy != Policy::Ordinal {
+            // The leader before a restart of this container.
+            leadership.remember(
+                config
+                    .state
+                    .as_deref()
+                    .and_then(|p| {
+                        crate::state::remembered_leader(p, crate::state::pod_uid().as_deref())
+                    })
+                    .map(|l| l.name),
+            );
+        }
         let state = Arc::new(State::new(Arc::clone(&metrics)));
         state.set_leader(None, leadership.policy(), leadership.since());
         Loop {
@@ -366,10 +378,24 @@ impl Loop {
             }
         };
         worker_shutdown.cancel();
+        // A leader stopped on purpose hands over (bounded by
+        // resign::BUDGET) while the other workers stop.
+        let admin = self.tokens.get("admin").map(|(t, _)| t.clone());
+        let resign = async {
+            if shutdown.is_cancelled() {
+                self.resign().await;
+            }
+            if let Some(admin) = admin {
+                admin.cancel();
+            }
+        };
         let all = async { while workers.join_next().await.is_some() {} };
-        if tokio::time::timeout(SHUTDOWN_WAIT, all).await.is_err() {
+        // The admin worker ends with the resignation, the others at once.
+        let bound = SHUTDOWN_WAIT.max(crate::resign::BUDGET) + Duration::from_millis(50);
+        let (_, waited) = tokio::join!(resign, tokio::time::timeout(bound, all));
+        if waited.is_err() {
             tracing::debug!(
-                wait_ms = crate::log::ms(SHUTDOWN_WAIT),
+                wait_ms = crate::log::ms(bound),
                 "a worker did not stop in time; leaving it"
             );
             workers.detach_all();
@@ -454,8 +480,30 @@ impl Loop {
             Event::LeaderHint(hint) => {
                 let first = std::mem::take(&mut self.awaiting_leader);
                 let peers = self.peers.clone().unwrap_or_default();
+                if hint.unanswered > 0 {
+                    self.metrics.leader_unanswered();
+                }
                 let change = self.leadership.hint(&hint, &peers, Instant::now());
                 if !self.apply_leader(change) && !first {
+                    return;
+                }
+            }
+            Event::Probed(round) => {
+                let first = std::mem::take(&mut self.awaiting_leader);
+                let peers = self.peers.clone().unwrap_or_default();
+                let change = self.leadership.probed(&round, &peers, Instant::now());
+                let unconfirmed = self.leadership.unconfirmed_since();
+                self.metrics
+                    .leader_probe(round.claimants.len(), unconfirmed);
+                self.state.set_unconfirmed(unconfirmed);
+                if !self.apply_leader(change) && !first {
+                    return;
+                }
+            }
+            Event::Resigned(resigned) => {
+                let peers = self.peers.clone().unwrap_or_default();
+                let change = self.leadership.resigned(&resigned, &peers);
+                if !self.apply_leader(change) {
                     return;
                 }
             }

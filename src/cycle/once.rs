@@ -13,15 +13,23 @@ impl Loop {
             peers: self.peers.clone().unwrap_or_default(),
             leader: None,
             ask_now: 0,
+            confirmed: false,
         };
         self.asked_once = true;
         match leader::ask_once(&self.config.leader, &self.me, &view).await {
-            Some(hint) => {
+            Some(Event::LeaderHint(hint)) => {
+                if hint.unanswered > 0 {
+                    self.metrics.leader_unanswered();
+                }
                 let change = self.leadership.hint(&hint, &view.peers, Instant::now());
                 self.apply_leader(change);
             }
+            Some(Event::Probed(round)) => {
+                let change = self.leadership.probed(&round, &view.peers, Instant::now());
+                self.apply_leader(change);
+            }
             // Nobody to ask (no http.listen): the rule from the set.
-            None => self.decide_leader(),
+            _ => self.decide_leader(),
         }
     }
 

@@ -73,7 +73,10 @@ impl Loop {
                 }
             })?;
             let state = Arc::clone(&self.state);
-            let shutdown = ctx.shutdown.clone();
+            // Not a child of the loop's shutdown: a resigning leader answers
+            // `GET /leader` with its successor until the loop lets it go.
+            let shutdown = CancellationToken::new();
+            self.tokens.insert("admin", (shutdown.clone(), "admin"));
             spawn(
                 workers,
                 "admin",
@@ -111,14 +114,26 @@ impl Loop {
     ) -> Result<(), Error> {
         self.retire("leader");
         self.leader_views = None;
+        self.state.set_notices(None);
         if self.config.leader.policy != Policy::Ordinal {
             let (tx, rx) = watch::channel(leader::View::default());
             self.leader_views = Some(tx);
+            // Resignation notices (sticky): one check at a time.
+            let (notice_tx, notices) = mpsc::channel(1);
+            if let Policy::Sticky { .. } = self.config.leader.policy {
+                self.state.set_notices(Some(notice_tx));
+            }
             let ctx = self.restartable("leader", "leader", ctx);
             spawn(
                 workers,
                 "leader",
-                leader::worker(self.config.leader.clone(), self.me.clone(), rx, ctx)?,
+                leader::worker(
+                    self.config.leader.clone(),
+                    self.me.clone(),
+                    rx,
+                    notices,
+                    ctx,
+                )?,
             );
         }
         Ok(())
