@@ -142,6 +142,12 @@ impl Renderer {
     pub fn load_for(config: &Config, mode: Mode) -> Renderer {
         let templates = &config.templates;
         let mut env = Environment::new();
+        // minijinja turns its debug info on only under debug_assertions;
+        // without it an error loses the names ("`nope` is undefined") the
+        // hints need, so the shipped (release) build sets it explicitly.
+        // Its Debug forms print variables' values: only the one-line
+        // form ([`convert`]) is ever logged.
+        env.set_debug(true);
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.set_auto_escape_callback(|_| AutoEscape::None);
         env.set_formatter(|out, state, value| {
