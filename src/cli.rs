@@ -283,6 +283,14 @@ const SAMPLE_PORT: u16 = 65535;
 
 async fn render_command(cli: &Cli, args: &RenderArgs) -> Result<(), Error> {
     let mut config = cli.load_config(false)?;
+    // No config (the default path is absent) and no template file: nothing
+    // to render is a mistake, as in `check` and `once`.
+    if config.path.as_os_str().is_empty() && args.template.is_none() {
+        return Err(Error::Usage(format!(
+            "nothing to render: no config file was read ({} does not exist); give one with --config (or $PEERPLATE_CONFIG), or a template file with --template FILE",
+            config::DEFAULT_PATH
+        )));
+    }
     if let Some(hostname) = &args.hostname {
         config.set_hostname(hostname);
     }

@@ -96,7 +96,8 @@ impl Leadership {
         match self.config.policy {
             Policy::Ordinal => None,
             _ if self.no_candidate => None,
-            _ => self.missing_since.map(|at| at + self.config.grace),
+            _ => self.missing_since
+                .map(|at| crate::limits::later(at, self.config.grace)),
         }
     }
 
@@ -296,7 +297,7 @@ pub fn worker(
                     return Ok(());
                 }
             }
-            let next = tokio::time::Instant::now() + pause;
+            let next = crate::limits::later(tokio::time::Instant::now(), pause);
             loop {
                 tokio::select! {
                     _ = ctx.shutdown.cancelled() => return Ok(()),

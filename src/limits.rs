@@ -1,8 +1,9 @@
 //! The bounds on what peerplate reads, and the one way it reads a file
 //! within them.
 //!
-//! Every file that comes from outside (a template, the peers file) is read
-//! by [`read_regular`]: only a regular file (a FIFO would block the reader
+//! Every file that comes from outside (the config, also when re-read live,
+//! a template, a `file()` input, the peers file, a pid file, resolv.conf)
+//! is read by [`read_regular`]: only a regular file (a FIFO would block the reader
 //! forever, `/dev/zero` would fill the memory), opened without blocking, and
 //! never more than its limit. The limits fit the 32 MiB sidecar `deploy/`
 //! runs.
@@ -18,7 +19,14 @@ pub const PEERS_FILE_MAX_BYTES: u64 = 1024 * 1024;
 /// The most names a peers file may hold.
 pub const PEERS_MAX_NAMES: usize = 10_000;
 
-/// The largest template source: 1 MiB.
+/// The largest config file: 1 MiB.
+pub const CONFIG_MAX_BYTES: u64 = 1024 * 1024;
+
+/// The largest small system file (resolv.conf, a namespace file, a pid
+/// file): 64 KiB.
+pub const SMALL_FILE_MAX_BYTES: u64 = 64 * 1024;
+
+/// The largest template source, and the largest `file()` input: 1 MiB.
 pub const TEMPLATE_MAX_BYTES: u64 = 1024 * 1024;
 
 /// Reads `path` (through symlinks) if it is a regular file of at most `max`
@@ -69,4 +77,25 @@ pub fn read_regular(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
         return Err(too_large());
     }
     Ok(bytes)
+}
+
+/// The furthest peerplate ever waits: 30 years, tokio's "far future". Every
+/// `instant + duration` goes through [`later`], so no configured duration,
+/// however large, can overflow an `Instant` (a panic, and with
+/// `panic = "abort"`, exit 134).
+const FAR: std::time::Duration = std::time::Duration::from_secs(30 * 365 * 86_400);
+
+/// `at + d`, or the far future (`at` + 30 years, else `at` itself) when
+/// that overflows.
+pub fn later(at: tokio::time::Instant, d: std::time::Duration) -> tokio::time::Instant {
+    at.checked_add(d)
+        .or_else(|| at.checked_add(FAR))
+        .unwrap_or(at)
+}
+
+/// [`later`] for a `std` instant.
+pub fn later_std(at: std::time::Instant, d: std::time::Duration) -> std::time::Instant {
+    at.checked_add(d)
+        .or_else(|| at.checked_add(FAR))
+        .unwrap_or(at)
 }

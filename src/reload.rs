@@ -98,8 +98,9 @@ fn signal_target(proc: &Path, reload: &ReloadConfig, before: impl FnOnce(&[i32])
             prefer_signallable(proc, name, pids, me.as_ref())
         }
         ReloadTarget::PidFile { path, process } => {
-            let text = match std::fs::read_to_string(path) {
-                Ok(text) => text,
+            let read = crate::limits::read_regular(path, crate::limits::SMALL_FILE_MAX_BYTES);
+            let text = match read {
+                Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
                 Err(e) => {
                     return Outcome::NoProcess(format!("cannot read {}: {e}", path.display()))
                 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::diagnostics::line_of;
 use super::model::{Action, ActionKind, ConfigError, HttpAction, Reload, ReloadTarget};
+use super::ranges::{within_named, Range};
 use super::raw::{RawAction, RawReloadRef, RawVerify};
 
 /// The name the single `reload:` goes by (the `action` label).
@@ -53,6 +54,10 @@ pub(super) fn actions(
             ));
         }
         let misplaced = |what: &str| fail(&keys, format!("{key}: {what}"));
+        let in_range = |sub: &[&str], value: Duration, range: Range| {
+            within_named(fail, &[keys.as_slice(), sub].concat(), value, range)
+        };
+        in_range(&["min_interval"], r.min_interval, Range::MIN_INTERVAL)?;
         let kind = if signal_target {
             if r.timeout.is_some() {
                 return Err(misplaced("timeout is for exec; a signal action waits verify_timeout (with verify: children)"));
@@ -71,6 +76,7 @@ pub(super) fn actions(
                     if t.is_zero() {
                         return Err(misplaced("verify_timeout must be more than 0s, like 5s"));
                     }
+                    in_range(&["verify_timeout"], t, Range::VERIFY_TIMEOUT)?;
                     Some(t)
                 }
                 (None, Some(_)) => return Err(misplaced("verify_timeout needs verify: children")),
@@ -129,6 +135,7 @@ pub(super) fn actions(
                         format!("{key}.http.timeout must be more than 0s, like 5s"),
                     ));
                 }
+                in_range(&["http", "timeout"], http.timeout, Range::HTTP_TIMEOUT)?;
                 ActionKind::Http(HttpAction {
                     url,
                     method,
@@ -141,6 +148,7 @@ pub(super) fn actions(
                 if timeout.is_zero() {
                     return Err(misplaced("timeout must be more than 0s, like 10s"));
                 }
+                in_range(&["timeout"], timeout, Range::EXEC_TIMEOUT)?;
                 ActionKind::Exec { command, timeout }
             }
         };

@@ -302,7 +302,7 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
             "{DURATION_ERROR}{text:?}: durations need a unit: {trimmed}s (or {trimmed}ms, {trimmed}m)"
         )));
     }
-    humantime::parse_duration(trimmed).map_err(|e| {
+    let parsed = humantime::parse_duration(trimmed).map_err(|e| {
         let why = e.to_string();
         // humantime's own examples ("5sec") read as another format; ours only.
         let why = match why.split_once(", for example") {
@@ -312,7 +312,16 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         serde::de::Error::custom(format!(
             "{DURATION_ERROR}{text:?} ({why}); write it like 250ms, 1s or 2m"
         ))
-    })
+    })?;
+    // The one checked conversion every duration key goes through: nothing
+    // longer than any key accepts, so no clock arithmetic can overflow.
+    if parsed > super::ranges::Range::LARGEST {
+        return Err(serde::de::Error::custom(format!(
+            "{DURATION_ERROR}{text:?} (longer than any duration key accepts: at most {}); see the README, \"Durations\"",
+            humantime::format_duration(super::ranges::Range::LARGEST)
+        )));
+    }
+    Ok(parsed)
 }
 
 /// How every duration error starts; followed by the value as written, quoted.

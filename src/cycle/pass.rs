@@ -124,7 +124,9 @@ impl Loop {
                     state.wanted = true;
                     return true;
                 }
-                match state.last_run.map(|last| last + action.min_interval) {
+                match state
+                    .last_run
+                    .map(|last| crate::limits::later(last, action.min_interval)) {
                     Some(free_at) if free_at > now => {
                         state.retry_at = Some(free_at);
                         true
@@ -271,7 +273,7 @@ impl Loop {
             .retry
             .get_or_insert_with(|| (Instant::now(), install_retries()));
         let delay = delays.next().unwrap_or(Duration::from_secs(30));
-        *at = Instant::now() + delay;
+        *at = crate::limits::later(Instant::now(), delay);
         tracing::info!(
             retry_in_ms = crate::log::ms(delay),
             "an install failed; trying again"

@@ -286,7 +286,7 @@ impl Poller {
         self.log_poll(why.as_str(), &polled, now);
         self.unsettled = self.unsettled || polled.is_err();
         if let (Some(check), true) = (self.serial.as_mut(), polled.is_ok()) {
-            check.next_refresh = Some(now + check.refresh);
+            check.next_refresh = Some(crate::limits::later_std(now, check.refresh));
         }
         if why == Fetch::Refresh && matches!(polled, Ok(Some(_))) {
             self.distrust(now);
