@@ -7,14 +7,16 @@
 //! (see `templates[].log_output`).
 //!
 //! Both steps are linear, so an input of 150,000 lines (within the 1 MiB
-//! cap) costs milliseconds: building hashes each distinct line once (a hash
-//! set, not a scan of the lines so far), and [`Redactor::apply`] rolls one
+//! cap) costs milliseconds, and only when something is logged: building
+//! the index (on the first use) hashes each distinct line once (a hash set,
+//! not a scan of the lines so far), and [`Redactor::apply`] rolls one
 //! hash (Rabin-Karp) over the text per distinct needle length, at most
 //! about 1,450 lengths for 1 MiB of needles, and compares bytes only on a
 //! hash hit.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
+use std::sync::{Arc, OnceLock};
 
 /// Lines shorter than this (after trimming) are not replaced on their own:
 /// a `{` or a `1` is no secret, and replacing it everywhere would garble the
@@ -24,13 +26,21 @@ pub const MIN_LINE: usize = 3;
 /// The rolling hash's base (odd, so multiplication mod 2^64 is invertible).
 const BASE: u64 = 0x100_0000_01b3;
 
-/// The texts to hide and what stands for them.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// The texts to hide and what stands for them. Building one only copies
+/// the inputs; the index is built on the first [`Redactor::apply`] of a
+/// non-empty text, so a render that logs nothing pays nothing.
+#[derive(Debug, Clone, Default)]
 pub struct Redactor {
-    /// Each distinct needle and the index of its mark in `marks`.
+    /// `[file PATH]` and the input's text, per input.
+    inputs: Vec<(String, String)>,
+    index: Arc<OnceLock<Index>>,
+}
+
+/// Every needle, and where to find it by length and hash.
+#[derive(Debug, Default)]
+struct Index {
+    /// Each distinct needle and the index of its input's mark.
     needles: Vec<(String, usize)>,
-    /// `[file PATH]`, one per input.
-    marks: Vec<String>,
     /// Needle length (bytes) -> hash -> indices into `needles`.
     by_len: BTreeMap<usize, HashMap<u64, Vec<usize>>>,
 }
@@ -42,14 +52,12 @@ fn hash(bytes: &[u8]) -> u64 {
         .fold(0u64, |h, &b| h.wrapping_mul(BASE).wrapping_add(u64::from(b)))
 }
 
-impl Redactor {
-    /// A redactor for these inputs (path, text); linear in their size.
-    pub fn new<'a>(inputs: impl IntoIterator<Item = (&'a Path, &'a str)>) -> Redactor {
-        let mut r = Redactor::default();
-        let mut seen: HashSet<&'a str> = HashSet::new();
-        for (path, text) in inputs {
-            let mark = r.marks.len();
-            r.marks.push(format!("[file {}]", path.display()));
+impl Index {
+    /// Every input's whole text and each line of it; linear in their size.
+    fn build(inputs: &[(String, String)]) -> Index {
+        let mut index = Index::default();
+        let mut seen: HashSet<&str> = HashSet::new();
+        for (mark, (_, text)) in inputs.iter().enumerate() {
             let whole = text.trim();
             let lines = text
                 .lines()
@@ -59,32 +67,62 @@ impl Redactor {
                 if needle.is_empty() || !seen.insert(needle) {
                     continue;
                 }
-                let index = r.needles.len();
-                r.by_len
+                let at = index.needles.len();
+                index
+                    .by_len
                     .entry(needle.len())
                     .or_default()
                     .entry(hash(needle.as_bytes()))
                     .or_default()
-                    .push(index);
-                r.needles.push((needle.to_string(), mark));
+                    .push(at);
+                index.needles.push((needle.to_string(), mark));
             }
         }
-        r
+        index
+    }
+
+    /// The mark of the candidate needle equal to `text[at..at + len]`, if
+    /// that is a whole UTF-8 slice and one is.
+    fn matching(&self, candidates: &[usize], text: &str, at: usize, len: usize) -> Option<usize> {
+        let window = text.get(at..at + len)?;
+        candidates
+            .iter()
+            .map(|&c| &self.needles[c])
+            .find(|(n, _)| n == window)
+            .map(|(_, mark)| *mark)
+    }
+}
+
+impl Redactor {
+    /// A redactor for these inputs (path, text).
+    pub fn new<'a>(inputs: impl IntoIterator<Item = (&'a Path, &'a str)>) -> Redactor {
+        Redactor {
+            inputs: inputs
+                .into_iter()
+                .filter(|(_, text)| !text.trim().is_empty())
+                .map(|(path, text)| (format!("[file {}]", path.display()), text.to_string()))
+                .collect(),
+            index: Arc::new(OnceLock::new()),
+        }
     }
 
     /// Whether there is nothing to hide.
     pub fn is_empty(&self) -> bool {
-        self.needles.is_empty()
+        self.inputs.is_empty()
     }
 
     /// `text` with every input replaced by `[file PATH]`: longer needles
     /// first, then left to right, never overlapping.
     pub fn apply(&self, text: &str) -> String {
+        if self.inputs.is_empty() || text.is_empty() {
+            return text.to_string();
+        }
+        let index = self.index.get_or_init(|| Index::build(&self.inputs));
         let bytes = text.as_bytes();
         // starts: the mark and length of each match, by its first byte.
         let mut starts: BTreeMap<usize, (usize, usize)> = BTreeMap::new();
         let mut taken = vec![false; bytes.len()];
-        for (&len, table) in self.by_len.iter().rev() {
+        for (&len, table) in index.by_len.iter().rev() {
             if len == 0 || len > bytes.len() {
                 continue;
             }
@@ -102,7 +140,7 @@ impl Redactor {
             let mut i = 0;
             loop {
                 if i >= free_from && before[i + len] == before[i] {
-                    if let Some(mark) = table.get(&h).and_then(|c| self.matching(c, text, i, len))
+                    if let Some(mark) = table.get(&h).and_then(|c| index.matching(c, text, i, len))
                     {
                         taken[i..i + len].iter_mut().for_each(|t| *t = true);
                         starts.insert(i, (mark, len));
@@ -126,22 +164,11 @@ impl Redactor {
         let mut at = 0;
         for (start, (mark, len)) in starts {
             out.push_str(&text[at..start]);
-            out.push_str(&self.marks[mark]);
+            out.push_str(&self.inputs[mark].0);
             at = start + len;
         }
         out.push_str(&text[at..]);
         out
-    }
-
-    /// The mark of the candidate needle equal to `text[at..at + len]`, if
-    /// that is a whole UTF-8 slice and one is.
-    fn matching(&self, candidates: &[usize], text: &str, at: usize, len: usize) -> Option<usize> {
-        let window = text.get(at..at + len)?;
-        candidates
-            .iter()
-            .map(|&c| &self.needles[c])
-            .find(|(n, _)| n == window)
-            .map(|(_, mark)| *mark)
     }
 }
 
