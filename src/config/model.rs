@@ -50,6 +50,9 @@ pub struct Config {
     pub pod_fqdn: Option<String>,
     /// How the leader is chosen (`leader:`; none means `policy: ordinal`).
     pub leader: Leader,
+    /// What `run` and `once` refuse to start with but `check` and `render`
+    /// only warn about (no DNS server to ask), each as `FILE:LINE: message`.
+    pub run_refuses: Vec<String>,
 }
 
 /// `leader:`: how this pod chooses the leader among its peers.

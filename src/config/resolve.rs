@@ -108,7 +108,15 @@ pub(super) fn resolve(
 
     let policy = raw.leader.as_ref().map(|l| l.policy).unwrap_or_default();
     let asks_peers = policy != RawPolicy::Ordinal;
-    let peers = peers(raw.peers, &identity, resolv, asks_peers, &src)?;
+    let mut run_refuses = Vec::new();
+    let peers = peers(
+        raw.peers,
+        &identity,
+        resolv,
+        asks_peers,
+        &src,
+        &mut run_refuses,
+    )?;
 
     let wait = Wait {
         min: raw.wait.min,
@@ -163,6 +171,7 @@ pub(super) fn resolve(
         nameservers,
         pod_fqdn,
         leader,
+        run_refuses,
     })
 }
 
@@ -173,6 +182,7 @@ fn peers(
     resolv: &ResolvConf,
     asks_peers: bool,
     src: &Source<'_>,
+    run_refuses: &mut Vec<String>,
 ) -> Result<Peers, ConfigError> {
     let fail = |keys: &[&str], message: String| src.fail(keys, message);
     let within = |keys: &[&str], value: Duration, range: Range| src.within(keys, value, range);
@@ -234,10 +244,12 @@ fn peers(
                     ));
                 }
                 if dns.nameservers.is_empty() && resolv.nameservers.is_empty() {
-                    return Err(fail(
+                    // `check` (a linter) and `render --peer` run anywhere;
+                    // only `run` and `once` need a server.
+                    run_refuses.push(fail(
                         &["peers", "dns"],
-                        "peers.dns: no DNS server to ask; set peers.dns.nameservers or give the pod an /etc/resolv.conf with a nameserver line".into(),
-                    ));
+                        "peers.dns: no DNS server to ask (no peers.dns.nameservers, and no nameserver line in /etc/resolv.conf); `run` and `once` refuse to start without one: set peers.dns.nameservers, or give the pod an /etc/resolv.conf with a nameserver line".into(),
+                    ).to_string());
                 }
                 within(
                     &["peers", "dns", "interval"],
