@@ -149,6 +149,11 @@ pub struct Dns {
     /// over the same pods *without* publishNotReadyAddresses, so it lists
     /// only ready pods (`peer.ready`).
     pub ready_query: Option<String>,
+    /// `peers.dns.any_target`: take every SRV target as a peer. Off (the
+    /// default), a target must be one label under the queried Service's
+    /// name (less a leading `_port._proto`), as Kubernetes names pods;
+    /// others are refused with a warning.
+    pub any_target: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq)]

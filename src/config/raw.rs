@@ -78,6 +78,8 @@ pub(super) struct RawDns {
     #[serde(default)]
     pub(super) addresses: bool,
     pub(super) ready_service: Option<String>,
+    #[serde(default)]
+    pub(super) any_target: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]

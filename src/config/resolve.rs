@@ -277,6 +277,7 @@ fn peers(
                     // Peers are asked who leads at the addresses DNS gives.
                     addresses: dns.addresses || asks_peers,
                     ready_query,
+                    any_target: dns.any_target,
                 })
             } else {
                 unreachable!("exactly one source was checked above")

@@ -280,3 +280,48 @@ fn out_of_range_durations_are_refused_by_check() {
         insta::assert_snapshot!(format!("duration_{name}"), out.stderr);
     }
 }
+
+/// An SRV target outside the Service (`web-9.evil.example.com`, and a name
+/// two labels under it) is refused with one warning and never becomes a
+/// peer, so never the `ordinal` leader either; `peers.dns.any_target: true`
+/// (DNS outside Kubernetes) takes it.
+#[test]
+fn srv_targets_outside_the_service_are_refused_unless_any_target() {
+    let dns = DnsServer::start("cluster.local");
+    dns.scale(2);
+    dns.set_extra_targets(&[
+        "web-9.evil.example.com",
+        "a.web-3.nginx.default.svc.cluster.local",
+    ]);
+    let template = "leader={{ leader.hostname }} peers={% for p in peers %}{{ p.fqdn }} {% endfor %}";
+    let pod = crate::pod::Pod::builder()
+        .dns(&[&dns.nameserver()], "200ms")
+        .dns_option("refresh: 0s")
+        .template("t.j2", template, "out.txt")
+        .build();
+    let mut d = pod.start();
+    pod.wait_for(
+        &mut d,
+        "leader=web-0 peers=web-0.nginx.default.svc.cluster.local web-1.nginx.default.svc.cluster.local ",
+    );
+    let line = d.wait_for_line(0, &["WARN", "web-9.evil.example.com"], WAIT);
+    assert!(line.contains("refusing an SRV target outside the Service"), "{line}");
+    d.wait_for_line(0, &["WARN", "a.web-3.nginx.default.svc.cluster.local"], WAIT);
+    // Warned once each, though every poll brings them back.
+    std::thread::sleep(Duration::from_millis(600));
+    let logs = d.logs();
+    assert_eq!(logs.matches("web-9.evil.example.com").count(), 1, "{logs}");
+    drop(d);
+
+    let pod = crate::pod::Pod::builder()
+        .dns(&[&dns.nameserver()], "200ms")
+        .dns_option("refresh: 0s")
+        .dns_option("any_target: true")
+        .template("t.j2", template, "out.txt")
+        .build();
+    let mut d = pod.start();
+    pod.wait_for_output_where(&mut d, "the outside target taken", |o| {
+        o.contains("web-9.evil.example.com")
+    });
+    assert!(!d.logs().contains("refusing"), "{}", d.logs());
+}
