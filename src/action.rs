@@ -229,9 +229,10 @@ async fn exec(command: &[String], timeout: Duration, redact: &Redactor) -> Verdi
     }
 }
 
-/// What the app said, redacted and cut to a few lines.
+/// What the app said, redacted (or withheld, see [`Redactor::shown`]) and
+/// cut to a few lines.
 pub fn complaint(text: &str, redact: &Redactor) -> String {
-    let text = redact.apply(text.trim());
+    let text = redact.shown(text);
     if text.is_empty() {
         return "(no output)".into();
     }

@@ -31,9 +31,11 @@ const BASE: u64 = 0x100_0000_01b3;
 /// non-empty text, so a render that logs nothing pays nothing.
 #[derive(Debug, Clone, Default)]
 pub struct Redactor {
-    /// `[file PATH]` and the input's text, per input.
-    inputs: Vec<(String, String)>,
+    /// `[file PATH]` or `[env NAME]` and the input's text, per input.
+    inputs: Arc<Vec<(String, String)>>,
     index: Arc<OnceLock<Index>>,
+    /// Log no output at all, only its size (see [`Redactor::shown`]).
+    withhold: bool,
 }
 
 /// Every needle, and where to find it by length and hash.
@@ -96,14 +98,55 @@ impl Index {
 impl Redactor {
     /// A redactor for these inputs (path, text).
     pub fn new<'a>(inputs: impl IntoIterator<Item = (&'a Path, &'a str)>) -> Redactor {
+        Redactor::with_env(inputs, std::iter::empty())
+    }
+
+    /// A redactor for these `file()` inputs (path, text) and `env()`
+    /// variables (name, value).
+    pub fn with_env<'a>(
+        inputs: impl IntoIterator<Item = (&'a Path, &'a str)>,
+        env: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Redactor {
+        let files = inputs
+            .into_iter()
+            .map(|(path, text)| (format!("[file {}]", path.display()), text));
+        let vars = env.into_iter().map(|(name, value)| (format!("[env {name}]"), value));
         Redactor {
-            inputs: inputs
-                .into_iter()
-                .filter(|(_, text)| !text.trim().is_empty())
-                .map(|(path, text)| (format!("[file {}]", path.display()), text.to_string()))
-                .collect(),
+            inputs: Arc::new(
+                files
+                    .chain(vars)
+                    .filter(|(_, text)| !text.trim().is_empty())
+                    .map(|(mark, text)| (mark, text.to_string()))
+                    .collect(),
+            ),
             index: Arc::new(OnceLock::new()),
+            withhold: false,
         }
+    }
+
+    /// This redactor, withholding output altogether when `withhold` (a
+    /// template that read inputs and does not set `log_output: true`).
+    pub fn withholding(&self, withhold: bool) -> Redactor {
+        Redactor {
+            withhold,
+            ..self.clone()
+        }
+    }
+
+    /// What may be logged of an app's output `text` (a check's stderr, an
+    /// exec action's stderr, an HTTP reload's body): with
+    /// [`Redactor::withholding`] only its size and how to see it (an
+    /// encoded or transformed secret, like its base64, cannot be found by
+    /// search, so it is not logged at all); else the text, redacted.
+    pub fn shown(&self, text: &str) -> String {
+        let size = text.len();
+        let text = text.trim();
+        if self.withhold && !text.is_empty() {
+            return format!(
+                "[{size} bytes of output not logged: the template read file() or env() inputs, which the output may quote; run the command by hand to see it, or set templates[].log_output: true]"
+            );
+        }
+        self.apply(text)
     }
 
     /// Whether there is nothing to hide.
@@ -184,6 +227,18 @@ mod tests {
             "bad value '[file /s/pw]' near [file /s/pw] {"
         );
         assert!(Redactor::new([]).is_empty());
+    }
+
+    #[test]
+    fn withheld_output_is_only_its_size_and_env_values_are_redacted() {
+        let r = Redactor::with_env([], [("DB_PASSWORD", "pa55word")]);
+        assert_eq!(r.shown("bad: pa55word\n"), "bad: [env DB_PASSWORD]");
+        let w = r.withholding(true);
+        assert_eq!(
+            w.shown("cGE1NXdvcmQ= PA55WORD\n"),
+            "[22 bytes of output not logged: the template read file() or env() inputs, which the output may quote; run the command by hand to see it, or set templates[].log_output: true]"
+        );
+        assert_eq!(w.shown("  \n"), "");
     }
 
     #[test]

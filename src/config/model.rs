@@ -181,6 +181,11 @@ pub struct Template {
     pub fuel: u64,
     /// Strip the spaces before a block tag on its line (`lstrip_blocks`).
     pub lstrip_blocks: bool,
+    /// `log_output`: log the output of this template's check and reload
+    /// action even when its render read `file()` inputs or `env()`
+    /// variables (redacted: their texts are replaced). Off, such output is
+    /// logged only as its exit status and byte count.
+    pub log_output: bool,
 }
 
 /// A template with no `destination`: compiled, never rendered alone,
@@ -217,6 +222,7 @@ impl Template {
             max_size: Template::DEFAULT_MAX_SIZE,
             fuel: Template::DEFAULT_FUEL,
             lstrip_blocks: false,
+            log_output: false,
         }
     }
 }

@@ -108,6 +108,8 @@ pub(super) struct RawTemplate {
     pub(super) max_size: Option<u64>,
     pub(super) fuel: Option<u64>,
     pub(super) lstrip_blocks: Option<bool>,
+    #[serde(default)]
+    pub(super) log_output: bool,
 }
 
 /// A template's `reload:`: `true`, `false` or an action's name.

@@ -323,6 +323,7 @@ fn templates(
                 ("reload", t.reload.is_some()),
                 ("max_size", t.max_size.is_some()),
                 ("fuel", t.fuel.is_some()),
+                ("log_output", t.log_output),
             ];
             if let Some((key, _)) = output_only.iter().find(|(_, given)| *given) {
                 return Err(fail(
@@ -383,6 +384,7 @@ fn templates(
             max_size,
             fuel,
             lstrip_blocks,
+            log_output: t.log_output,
         });
     }
     let mut seen = std::collections::HashSet::new();

@@ -325,3 +325,129 @@ fn srv_targets_outside_the_service_are_refused_unless_any_target() {
     });
     assert!(!d.logs().contains("refusing"), "{}", d.logs());
 }
+
+/// An HTTP server on 127.0.0.1:`port` that answers every request 400 with
+/// the current text of `file` as its body (an app quoting its config).
+fn quoting_app(file: std::path::PathBuf) -> (u16, FixedAnswer) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    listener.set_nonblocking(true).expect("nonblocking");
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    let thread = std::thread::spawn(move || {
+        while !flag.load(Ordering::Relaxed) {
+            match listener.accept() {
+                Ok((mut conn, _)) => {
+                    let _ = conn.set_nonblocking(false);
+                    let _ = conn.set_read_timeout(Some(Duration::from_secs(1)));
+                    let mut buf = [0u8; 4096];
+                    let _ = conn.read(&mut buf);
+                    let body = std::fs::read_to_string(&file).unwrap_or_default();
+                    let reply = format!(
+                        "HTTP/1.1 400 Bad Request\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = conn.write_all(reply.as_bytes());
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+    });
+    (
+        port,
+        FixedAnswer {
+            stop,
+            thread: Some(thread),
+        },
+    )
+}
+
+/// A template that prints a `file()` secret and an `env()` secret only in
+/// encoded and transformed forms (base64, JSON, upper case), under a check,
+/// an `exec` action and an HTTP reload that each quote the whole output on
+/// failure: at `-vv` no log line holds the secrets in any of those forms,
+/// only the output's size and how to see it. With `log_output: true` the
+/// output is logged, the raw secret replaced by `[file PATH]`.
+#[test]
+fn encoded_forms_of_a_secret_never_reach_the_log() {
+    use base64::Engine;
+    let secret = "hunter2-Secret-Value";
+    let token = "tok-Env-Secret-9";
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let forms = [
+        secret.to_string(),
+        b64(secret),
+        secret.to_uppercase(),
+        token.to_string(),
+        b64(token),
+        token.to_uppercase(),
+    ];
+    let template = "pw={{ file(\"secret/pw\") | trim | b64encode }}\njson={{ file(\"secret/pw\") | trim | tojson }}\nup={{ file(\"secret/pw\") | trim | upper }}\ntok={{ env(\"DB_TOKEN\") | b64encode }} {{ env(\"DB_TOKEN\") | upper }}\n";
+    let sb = Sandbox::new();
+    sb.write("secret/pw", &format!("{secret}\n"));
+    sb.write("app.j2", template);
+    // The check exits $CHECK_EXIT, the app 1; both print the output.
+    for (script, exit) in [("check.sh", "${CHECK_EXIT:-1}"), ("app.sh", "1")] {
+        let path = sb.write(script, &format!("#!/bin/sh\ncat \"$1\" >&2\nexit {exit}\n"));
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("chmod");
+    }
+    let out = sb.join("out/app.conf");
+    let (port, _app) = quoting_app(out.clone());
+    let root = sb.path().display().to_string();
+    // (what, the template's extra keys, the reload, the check's exit)
+    let cases = [
+        ("check", "", "reload: {exec: \"ROOT/app.sh ROOT/out/app.conf\"}", "1"),
+        ("exec", "", "reload: {exec: \"ROOT/app.sh ROOT/out/app.conf\"}", "0"),
+        ("http", "", "reload: {http: {url: \"http://127.0.0.1:PORT/reload\", retries: 0}}", "0"),
+    ];
+    for (what, keys, reload, check_exit) in cases {
+        let _ = std::fs::remove_file(&out);
+        sb.write(
+            "peerplate.yaml",
+            &format!(
+                "identity: {{hostname: web-1}}\ntemplates:\n  - source: app.j2\n    destination: out/app.conf\n    check: \"ROOT/check.sh {{staged}}\"\n{keys}{}\n",
+                reload.replace("PORT", &port.to_string())
+            )
+            .replace("ROOT", &root),
+        );
+        let run = run(sb
+            .peerplate(["-vv", "--config", "peerplate.yaml", "once"])
+            .env("DB_TOKEN", token)
+            .env("CHECK_EXIT", check_exit));
+        let log = run.raw_stderr.clone();
+        assert!(
+            log.contains("bytes of output not logged: the template read file() or env() inputs"),
+            "{what}: the output's size is logged instead\n{}",
+            run.dump()
+        );
+        for form in &forms {
+            assert!(
+                !log.contains(form.as_str()),
+                "{what}: {form} reached the log\n{}",
+                run.dump()
+            );
+        }
+    }
+
+    // log_output: true: the check's output is logged, the raw text of the
+    // file() input (here inside the JSON form) replaced.
+    sb.write(
+        "peerplate.yaml",
+        &format!(
+            "identity: {{hostname: web-1}}\ntemplates:\n  - source: app.j2\n    destination: out/app.conf\n    check: \"{root}/check.sh {{staged}}\"\n    log_output: true\n"
+        ),
+    );
+    let run = run(sb
+        .peerplate(["--config", "peerplate.yaml", "once"])
+        .env("DB_TOKEN", token)
+        .env("CHECK_EXIT", "1"));
+    assert_eq!(run.code, Some(1), "{}", run.dump());
+    // The path as the template named it, relative to the config's folder.
+    assert!(
+        run.raw_stderr.contains("json=\"[file secret/pw]\""),
+        "{}",
+        run.dump()
+    );
+    assert!(!run.raw_stderr.contains(secret), "{}", run.dump());
+}
