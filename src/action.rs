@@ -180,7 +180,7 @@ async fn call(http: &HttpAction, redact: &Redactor) -> Verdict {
             Ok(r) if retry => Verdict::Failed(format!(
                 "{what}: HTTP {} after {} attempt(s): {}",
                 r.status,
-                http.retries + 1,
+                http.retries.saturating_add(1),
                 complaint(&String::from_utf8_lossy(&r.body), redact)
             )),
             Ok(r) => Verdict::Rejected(format!(
@@ -190,7 +190,7 @@ async fn call(http: &HttpAction, redact: &Redactor) -> Verdict {
             )),
             Err(HttpError::Connect(why)) => Verdict::NoProcess(format!(
                 "{what}: {why} (after {} attempt(s))",
-                http.retries + 1
+                http.retries.saturating_add(1)
             )),
             Err(e) => Verdict::Failed(format!("{what}: {e}")),
         };

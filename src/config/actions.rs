@@ -10,6 +10,9 @@ use super::model::{Action, ActionKind, ConfigError, HttpAction, Reload, ReloadTa
 use super::ranges::{within_named, Range};
 use super::raw::{RawAction, RawReloadRef, RawVerify};
 
+/// The most `http.retries` an action may have (each waits up to 2 s).
+pub const MAX_RETRIES: u32 = 100;
+
 /// The name the single `reload:` goes by (the `action` label).
 pub const DEFAULT_ACTION: &str = "default";
 
@@ -136,6 +139,15 @@ pub(super) fn actions(
                     ));
                 }
                 in_range(&["http", "timeout"], http.timeout, Range::HTTP_TIMEOUT)?;
+                if http.retries > MAX_RETRIES {
+                    return Err(fail(
+                        &[keys.as_slice(), &["http", "retries"]].concat(),
+                        format!(
+                            "{key}.http.retries {} is out of range; give a number from 0 to {MAX_RETRIES}",
+                            http.retries
+                        ),
+                    ));
+                }
                 ActionKind::Http(HttpAction {
                     url,
                     method,

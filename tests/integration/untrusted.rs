@@ -253,16 +253,21 @@ fn render_with_no_config_and_no_template_exits_2_naming_both() {
     assert_eq!(out.stdout, "n=1\n");
 }
 
-/// Durations far out of range are refused by `check`, with the file and
-/// line, for keys `run` used to take unchecked (`min_interval` made `run`
-/// abort with exit 134 at the second change).
+/// Durations and numbers far out of range are refused by `check`, with the
+/// file and line, for keys `run` used to take unchecked (`min_interval`
+/// made `run` abort with exit 134 at the second change; `retries` near
+/// u32::MAX overflowed a counter).
 #[test]
-fn out_of_range_durations_are_refused_by_check() {
+fn out_of_range_durations_and_numbers_are_refused_by_check() {
     let cases = [
         ("min_interval_huge", "reloads:\n  app:\n    exec: \"true\"\n    min_interval: 18000000000000000000s\n"),
         ("exec_timeout", "reloads:\n  app:\n    exec: \"true\"\n    timeout: 2h\n"),
         ("http_timeout", "reloads:\n  app:\n    http: {url: \"http://127.0.0.1:1/\", timeout: 5h}\n"),
         ("verify_timeout", "reloads:\n  app:\n    process: nginx\n    verify: children\n    verify_timeout: 3h\n"),
+        (
+            "http_retries",
+            "reloads:\n  app:\n    http:\n      url: \"http://127.0.0.1:1/\"\n      retries: 4294967295\n",
+        ),
         (
             "dns_refresh",
             "peers:\n  dns:\n    service: nginx\n    nameservers: [\"127.0.0.1:53\"]\n    refresh: 20ms\n",
