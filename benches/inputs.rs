@@ -31,7 +31,9 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(60);
 /// `lines + extra` lines of 6 bytes: each version of the input differs in
 /// length, so the output (the length) tells which one was rendered.
 fn input(lines: usize, extra: usize) -> String {
-    (0..lines + extra).map(|i| format!("{:05x}\n", i % 0x100000)).collect()
+    (0..lines + extra)
+        .map(|i| format!("{:05x}\n", i % 0x100000))
+        .collect()
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -56,7 +58,10 @@ fn one_size(root: &Path, bin: &Path, lines: usize) -> Res<()> {
     )
     .map_err(e("write the config"))?;
     let mut cmd = std::process::Command::new(bin);
-    cmd.arg("--config").arg(&config).arg("run").current_dir(&dir);
+    cmd.arg("--config")
+        .arg(&config)
+        .arg("run")
+        .current_dir(&dir);
     let daemon = helpers::Daemon::spawn_in(cmd, &dir);
     let out = dir.join("out/t");
     let mut slowest = Duration::ZERO;
@@ -91,7 +96,7 @@ fn one_size(root: &Path, bin: &Path, lines: usize) -> Res<()> {
         .filter(|l| l.contains(" rendered ") && l.contains("changed=true"))
         .filter_map(|l| l.split("elapsed_ms=").nth(1))
         .filter_map(|v| v.split_whitespace().next())
-        .last()
+        .next_back()
         .unwrap_or("?")
         .to_string();
     println!(

@@ -96,7 +96,8 @@ impl Leadership {
         match self.config.policy {
             Policy::Ordinal => None,
             _ if self.no_candidate => None,
-            _ => self.missing_since
+            _ => self
+                .missing_since
                 .map(|at| crate::limits::later(at, self.config.grace)),
         }
     }

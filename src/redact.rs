@@ -49,9 +49,9 @@ struct Index {
 
 /// The polynomial hash of `bytes` (mod 2^64).
 fn hash(bytes: &[u8]) -> u64 {
-    bytes
-        .iter()
-        .fold(0u64, |h, &b| h.wrapping_mul(BASE).wrapping_add(u64::from(b)))
+    bytes.iter().fold(0u64, |h, &b| {
+        h.wrapping_mul(BASE).wrapping_add(u64::from(b))
+    })
 }
 
 impl Index {
@@ -110,7 +110,9 @@ impl Redactor {
         let files = inputs
             .into_iter()
             .map(|(path, text)| (format!("[file {}]", path.display()), text));
-        let vars = env.into_iter().map(|(name, value)| (format!("[env {name}]"), value));
+        let vars = env
+            .into_iter()
+            .map(|(name, value)| (format!("[env {name}]"), value));
         Redactor {
             inputs: Arc::new(
                 files
@@ -243,10 +245,7 @@ mod tests {
 
     #[test]
     fn longer_needles_win_and_text_without_needles_is_kept() {
-        let r = Redactor::new([
-            (Path::new("/a"), "abc"),
-            (Path::new("/b"), "xxabcxx\nzzz"),
-        ]);
+        let r = Redactor::new([(Path::new("/a"), "abc"), (Path::new("/b"), "xxabcxx\nzzz")]);
         assert_eq!(r.apply("1 xxabcxx 2 abc 3"), "1 [file /b] 2 [file /a] 3");
         assert_eq!(r.apply("née ünïcode"), "née ünïcode");
         assert_eq!(r.apply("ab"), "ab");
@@ -260,7 +259,13 @@ mod tests {
         let r = Redactor::new([(Path::new("/big"), text.as_str())]);
         let quoted: String = (0..2_000).map(|i| format!("bad {i:06x};")).collect();
         let out = r.apply(&quoted);
-        assert!(out.starts_with("bad [file /big];bad [file /big];"), "{out:.80}");
-        eprintln!("150,000 lines: built and applied in {:?}", started.elapsed());
+        assert!(
+            out.starts_with("bad [file /big];bad [file /big];"),
+            "{out:.80}"
+        );
+        eprintln!(
+            "150,000 lines: built and applied in {:?}",
+            started.elapsed()
+        );
     }
 }

@@ -256,7 +256,11 @@ fn peers(
                     dns.interval,
                     Range::DNS_INTERVAL,
                 )?;
-                within(&["peers", "dns", "refresh"], dns.refresh, Range::DNS_REFRESH)?;
+                within(
+                    &["peers", "dns", "refresh"],
+                    dns.refresh,
+                    Range::DNS_REFRESH,
+                )?;
                 let ready_query = dns
                     .ready_service
                     .as_ref()

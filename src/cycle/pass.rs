@@ -94,9 +94,11 @@ impl Loop {
         // inputs and does not set log_output.
         let withhold: Vec<bool> = (0..config.actions.len())
             .map(|k| {
-                config.templates.iter().enumerate().any(|(i, t)| {
-                    t.reload == Some(k) && !t.log_output && self.read_secrets(i)
-                })
+                config
+                    .templates
+                    .iter()
+                    .enumerate()
+                    .any(|(i, t)| t.reload == Some(k) && !t.log_output && self.read_secrets(i))
             })
             .collect();
 
@@ -136,7 +138,8 @@ impl Loop {
                 }
                 match state
                     .last_run
-                    .map(|last| crate::limits::later(last, action.min_interval)) {
+                    .map(|last| crate::limits::later(last, action.min_interval))
+                {
                     Some(free_at) if free_at > now => {
                         state.retry_at = Some(free_at);
                         true
@@ -186,12 +189,11 @@ impl Loop {
             state.busy = true;
             state.last_run = Some(now);
             state.retry_at = None;
-            self.verdicts
-                .spawn(actions::run_group(
-                    action.clone(),
-                    outputs,
-                    redact.withholding(withhold.get(k).copied().unwrap_or(true)),
-                ));
+            self.verdicts.spawn(actions::run_group(
+                action.clone(),
+                outputs,
+                redact.withholding(withhold.get(k).copied().unwrap_or(true)),
+            ));
         }
         self.rendered = true;
         self.publish(&outcomes);

@@ -703,7 +703,11 @@ fn sticky_config_errors_name_the_fix() {
     );
     let out = run(&mut sb.peerplate(["--config", "peerplate.yaml", "check"]));
     assert_eq!(out.code, Some(0), "{}", out.dump());
-    assert!(out.stderr.contains("`run` would refuse this config"), "{}", out.dump());
+    assert!(
+        out.stderr.contains("`run` would refuse this config"),
+        "{}",
+        out.dump()
+    );
     // `check --strict` fails on what `run` refuses.
     let out = run(&mut sb.peerplate(["--config", "peerplate.yaml", "check", "--strict"]));
     assert_eq!(out.code, Some(2), "{}", out.dump());

@@ -41,7 +41,10 @@ fn template_errors_name_the_expression_and_the_fix() {
         ("undefined_name", "{{ nope }}\n"),
         // minijinja names these only with its debug info, which it turns on
         // by itself only in debug builds: the release build sets it.
-        ("misspelt_indexed_peer_attribute", "{{ peers[0].hostnme }}\n"),
+        (
+            "misspelt_indexed_peer_attribute",
+            "{{ peers[0].hostnme }}\n",
+        ),
         ("misspelt_context_name_bare", "{{ pods }}\n"),
         (
             "misspelt_context_name",

@@ -9,9 +9,7 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
-use crate::helpers::{
-    free_port, http_get, poll_until, redact_timestamps, run, Daemon, Sandbox,
-};
+use crate::helpers::{free_port, http_get, poll_until, redact_timestamps, run, Daemon, Sandbox};
 
 fn get(port: u16, path: &str) -> Option<(u16, String)> {
     http_get(port, path).ok().map(|r| (r.status, r.body))
@@ -164,7 +162,10 @@ fn check_rejects_an_invalid_dns_name_with_file_and_line() {
 #[test]
 fn no_dns_server_is_a_warning_for_check_and_render_and_an_error_for_run() {
     let sb = Sandbox::new();
-    sb.write("t.j2", "{% for p in peers %}{{ p.hostname }} {% endfor %}\n");
+    sb.write(
+        "t.j2",
+        "{% for p in peers %}{{ p.hostname }} {% endfor %}\n",
+    );
     sb.write("peerplate.yaml", "identity: {hostname: web-0}\npeers:\n  dns:\n    service: nginx\ntemplates:\n  - {source: t.j2, destination: out.txt}\n");
     let empty = sb.write("empty-resolv.conf", "search svc.cluster.local\n");
     let missing = sb.join("no-such-resolv.conf");
@@ -173,14 +174,28 @@ fn no_dns_server_is_a_warning_for_check_and_render_and_an_error_for_run() {
             .peerplate(["--config", "peerplate.yaml", "check"])
             .env("PEERPLATE_RESOLV_CONF", resolv));
         assert_eq!(check.code, Some(0), "{}", check.dump());
-        insta::assert_snapshot!("check_warns_dns_with_no_server_to_ask", redact_timestamps(&sb.redact(&check.stderr)));
+        insta::assert_snapshot!(
+            "check_warns_dns_with_no_server_to_ask",
+            redact_timestamps(&sb.redact(&check.stderr))
+        );
         let strict = run(sb
             .peerplate(["--config", "peerplate.yaml", "check", "--strict"])
             .env("PEERPLATE_RESOLV_CONF", resolv));
         assert_eq!(strict.code, Some(2), "{}", strict.dump());
-        insta::assert_snapshot!("check_strict_refuses_dns_with_no_server_to_ask", redact_timestamps(&sb.redact(&strict.stderr)));
+        insta::assert_snapshot!(
+            "check_strict_refuses_dns_with_no_server_to_ask",
+            redact_timestamps(&sb.redact(&strict.stderr))
+        );
         let render = run(sb
-            .peerplate(["--config", "peerplate.yaml", "render", "--peer", "web-0.nginx.default.svc.cluster.local", "--peer", "web-1.nginx.default.svc.cluster.local"])
+            .peerplate([
+                "--config",
+                "peerplate.yaml",
+                "render",
+                "--peer",
+                "web-0.nginx.default.svc.cluster.local",
+                "--peer",
+                "web-1.nginx.default.svc.cluster.local",
+            ])
             .env("PEERPLATE_RESOLV_CONF", resolv));
         assert_eq!(render.code, Some(0), "{}", render.dump());
         assert_eq!(render.stdout, "web-0 web-1 ");
@@ -189,7 +204,10 @@ fn no_dns_server_is_a_warning_for_check_and_render_and_an_error_for_run() {
                 .peerplate(["--config", "peerplate.yaml", command])
                 .env("PEERPLATE_RESOLV_CONF", resolv));
             assert_eq!(out.code, Some(2), "{command}: {}", out.dump());
-            insta::assert_snapshot!("run_refuses_dns_with_no_server_to_ask", sb.redact(&out.stderr));
+            insta::assert_snapshot!(
+                "run_refuses_dns_with_no_server_to_ask",
+                sb.redact(&out.stderr)
+            );
         }
     }
     assert!(!sb.join("out.txt").exists());

@@ -88,7 +88,10 @@ fn a_forged_newline_in_a_peers_leader_answer_is_escaped_in_the_text_log() {
         &serde_json::json!({ "leader": forged }).to_string(),
     );
     let sb = Sandbox::new();
-    sb.write("t.j2", "leader={{ leader.hostname if leader else 'none' }}\n");
+    sb.write(
+        "t.j2",
+        "leader={{ leader.hostname if leader else 'none' }}\n",
+    );
     sb.write(
         "peerplate.yaml",
         &format!(
@@ -99,7 +102,9 @@ fn a_forged_newline_in_a_peers_leader_answer_is_escaped_in_the_text_log() {
     let out = run(&mut sb.peerplate(["--config", "peerplate.yaml", "once"]));
     let raw = out.raw_stderr.clone();
     assert!(
-        raw.contains(&format!("\\n{FORGED_TIME} ERROR forged line\\x1b[2K\\u{{202e}}")),
+        raw.contains(&format!(
+            "\\n{FORGED_TIME} ERROR forged line\\x1b[2K\\u{{202e}}"
+        )),
         "the answer is in the log, escaped\n{}",
         out.dump()
     );
@@ -110,8 +115,16 @@ fn a_forged_newline_in_a_peers_leader_answer_is_escaped_in_the_text_log() {
             out.dump()
         );
     }
-    assert!(!raw.contains('\u{1b}'), "no raw escape byte\n{}", out.dump());
-    assert!(!raw.contains('\u{202e}'), "no raw bidi control\n{}", out.dump());
+    assert!(
+        !raw.contains('\u{1b}'),
+        "no raw escape byte\n{}",
+        out.dump()
+    );
+    assert!(
+        !raw.contains('\u{202e}'),
+        "no raw bidi control\n{}",
+        out.dump()
+    );
 }
 
 /// `peerplate.yaml` replaced under a running daemon by a FIFO (no writer),
@@ -134,9 +147,10 @@ fn a_config_replaced_by_a_fifo_dev_zero_or_a_huge_file_is_an_error_not_a_hang() 
     let huge = sb.join("huge.yaml");
     std::fs::write(&huge, vec![b'#'; 45 * 1024 * 1024]).expect("write 45 MB");
     let fifo = sb.join("fifo.yaml");
-    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644))
-        .expect("mkfifo");
-    let cases: [(&str, &dyn Fn(&std::path::Path), &str); 3] = [
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644)).expect("mkfifo");
+    /// What replaces the config, how it is made at a path, what the error says.
+    type Case<'a> = (&'a str, &'a dyn Fn(&std::path::Path), &'a str);
+    let cases: [Case<'_>; 3] = [
         (
             "a FIFO",
             &|tmp| {
@@ -162,7 +176,10 @@ fn a_config_replaced_by_a_fifo_dev_zero_or_a_huge_file_is_an_error_not_a_hang() 
         make(&tmp);
         std::fs::rename(&tmp, &config).expect("rename over the config");
         let line = d.wait_for_line(mark, &["peerplate.yaml", said], WAIT);
-        assert!(line.contains("cannot read the config file"), "{what}: {line}");
+        assert!(
+            line.contains("cannot read the config file"),
+            "{what}: {line}"
+        );
         let started = Instant::now();
         assert_eq!(http_status(port, "/healthz"), 200, "{what}\n{}", d.logs());
         assert!(
@@ -179,10 +196,7 @@ fn a_config_replaced_by_a_fifo_dev_zero_or_a_huge_file_is_an_error_not_a_hang() 
         assert!(out.stderr.contains(said), "{what}\n{}", out.dump());
     }
     assert_eq!(sb.read("out/t").as_deref(), Some("peers=2\n"));
-    let (status, took) = d.stop_with(
-        nix::sys::signal::Signal::SIGTERM,
-        Duration::from_secs(5),
-    );
+    let (status, took) = d.stop_with(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(5));
     assert!(status.success(), "{status:?} after {took:?}\n{}", d.logs());
 }
 
@@ -298,7 +312,8 @@ fn srv_targets_outside_the_service_are_refused_unless_any_target() {
         "web-9.evil.example.com",
         "a.web-3.nginx.default.svc.cluster.local",
     ]);
-    let template = "leader={{ leader.hostname }} peers={% for p in peers %}{{ p.fqdn }} {% endfor %}";
+    let template =
+        "leader={{ leader.hostname }} peers={% for p in peers %}{{ p.fqdn }} {% endfor %}";
     let pod = crate::pod::Pod::builder()
         .dns(&[&dns.nameserver()], "200ms")
         .dns_option("refresh: 0s")
@@ -310,8 +325,15 @@ fn srv_targets_outside_the_service_are_refused_unless_any_target() {
         "leader=web-0 peers=web-0.nginx.default.svc.cluster.local web-1.nginx.default.svc.cluster.local ",
     );
     let line = d.wait_for_line(0, &["WARN", "web-9.evil.example.com"], WAIT);
-    assert!(line.contains("refusing an SRV target outside the Service"), "{line}");
-    d.wait_for_line(0, &["WARN", "a.web-3.nginx.default.svc.cluster.local"], WAIT);
+    assert!(
+        line.contains("refusing an SRV target outside the Service"),
+        "{line}"
+    );
+    d.wait_for_line(
+        0,
+        &["WARN", "a.web-3.nginx.default.svc.cluster.local"],
+        WAIT,
+    );
     // Warned once each, though every poll brings them back.
     std::thread::sleep(Duration::from_millis(600));
     let logs = d.logs();
@@ -402,9 +424,24 @@ fn encoded_forms_of_a_secret_never_reach_the_log() {
     let root = sb.path().display().to_string();
     // (what, the template's extra keys, the reload, the check's exit)
     let cases = [
-        ("check", "", "reload: {exec: \"ROOT/app.sh ROOT/out/app.conf\"}", "1"),
-        ("exec", "", "reload: {exec: \"ROOT/app.sh ROOT/out/app.conf\"}", "0"),
-        ("http", "", "reload: {http: {url: \"http://127.0.0.1:PORT/reload\", retries: 0}}", "0"),
+        (
+            "check",
+            "",
+            "reload: {exec: \"ROOT/app.sh ROOT/out/app.conf\"}",
+            "1",
+        ),
+        (
+            "exec",
+            "",
+            "reload: {exec: \"ROOT/app.sh ROOT/out/app.conf\"}",
+            "0",
+        ),
+        (
+            "http",
+            "",
+            "reload: {http: {url: \"http://127.0.0.1:PORT/reload\", retries: 0}}",
+            "0",
+        ),
     ];
     for (what, keys, reload, check_exit) in cases {
         let _ = std::fs::remove_file(&out);
