@@ -99,3 +99,37 @@ pub fn later_std(at: std::time::Instant, d: std::time::Duration) -> std::time::I
         .or_else(|| at.checked_add(FAR))
         .unwrap_or(at)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn later_saturates_instead_of_overflowing() {
+        let now = tokio::time::Instant::now();
+        let huge = Duration::from_secs(18_000_000_000_000_000_000);
+        assert!(later(now, huge) > later(now, Duration::from_secs(86_400)));
+        assert_eq!(
+            later(now, Duration::from_secs(1)),
+            now + Duration::from_secs(1)
+        );
+        let std_now = std::time::Instant::now();
+        assert!(later_std(std_now, huge) > std_now);
+    }
+
+    #[test]
+    fn a_fifo_and_a_device_are_refused_without_blocking() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644))
+            .expect("mkfifo");
+        let e = read_regular(&fifo, 10).expect_err("a FIFO");
+        assert_eq!(e.to_string(), "it is a FIFO, not a regular file");
+        let e = read_regular(Path::new("/dev/zero"), 10).expect_err("a device");
+        assert_eq!(
+            e.to_string(),
+            "it is a character device, not a regular file"
+        );
+    }
+}
