@@ -184,7 +184,7 @@ async fn call(http: &HttpAction, redact: &Redactor) -> Verdict {
             Ok(r) if retry => Verdict::Failed(format!(
                 "{what}: HTTP {} after {} attempt(s): {}",
                 r.status,
-                http.retries + 1,
+                http.retries.saturating_add(1),
                 complaint(&String::from_utf8_lossy(&r.body), redact)
             )),
             Ok(r) => Verdict::Rejected(format!(
@@ -194,7 +194,7 @@ async fn call(http: &HttpAction, redact: &Redactor) -> Verdict {
             )),
             Err(HttpError::Connect(why)) => Verdict::NoProcess(format!(
                 "{what}: {why} (after {} attempt(s))",
-                http.retries + 1
+                http.retries.saturating_add(1)
             )),
             Err(e) => Verdict::Failed(format!("{what}: {e}")),
         };
@@ -236,6 +236,11 @@ async fn exec(command: &[String], timeout: Duration, redact: &Redactor) -> Verdi
 /// What an `exec` action wrote to stderr, redacted, cut by the rule of a
 /// check's output (its first and last lines, [`write::CHECK_OUTPUT`]).
 fn exec_complaint(stderr: &process::Captured, redact: &Redactor) -> String {
+    if stderr.total() > 0 {
+        if let Some(line) = redact.withheld(stderr.total()) {
+            return line;
+        }
+    }
     let text = stderr.excerpt(write::CHECK_OUTPUT, |text| redact.apply(text));
     if text.is_empty() {
         return "(no output)".into();
@@ -243,9 +248,10 @@ fn exec_complaint(stderr: &process::Captured, redact: &Redactor) -> String {
     text
 }
 
-/// What the app said, redacted and cut to a few lines.
+/// What the app said, redacted (or withheld, see [`Redactor::shown`]) and
+/// cut to a few lines.
 pub fn complaint(text: &str, redact: &Redactor) -> String {
-    let text = redact.apply(text.trim());
+    let text = redact.shown(text);
     if text.is_empty() {
         return "(no output)".into();
     }

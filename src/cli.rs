@@ -80,13 +80,21 @@ pub enum Command {
     /// Print what the templates would render; writes nothing, signals nothing
     Render(RenderArgs),
     /// Validate the config and compile every template; exit 0 or explain
-    Check,
+    Check(CheckArgs),
     /// Drop-in for Kubernetes' peer-finder (its flags, stdin, logs, exit codes)
     #[command(disable_help_flag = true)]
     PeerFinder {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    /// Also fail (exit 2) on every warning about something `run` refuses:
+    /// no DNS server to ask, leader.policy sticky without http.listen
+    #[arg(long)]
+    pub strict: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -141,6 +149,9 @@ pub async fn execute(cli: &Cli, shutdown: CancellationToken) -> Result<(), Error
     match &cli.command {
         Command::Run | Command::Once => {
             let config = cli.load_config(true)?;
+            if let Some(refused) = config.run_refuses.first() {
+                return Err(Error::Usage(refused.clone()));
+            }
             // `once` (an init container) must not succeed without its
             // outputs: a template that cannot compile stops it. `run` starts
             // anyway (alive, not ready), logs and counts the error, and
@@ -170,7 +181,7 @@ pub async fn execute(cli: &Cli, shutdown: CancellationToken) -> Result<(), Error
                 crate::cycle::once(config, shutdown).await
             }
         }
-        Command::Check => check(cli),
+        Command::Check(args) => check(cli, args),
         Command::Render(args) => render_command(cli, args).await,
         Command::PeerFinder { args } => match crate::peer_finder::main(args, shutdown).await {
             0 => Ok(()),
@@ -184,8 +195,32 @@ pub async fn execute(cli: &Cli, shutdown: CancellationToken) -> Result<(), Error
 /// peers file) or else a sample set of three peers that includes this pod.
 /// Outside the pod, `env()` without a default gives a placeholder and a
 /// warning; only errors of a template's own logic fail.
-fn check(cli: &Cli) -> Result<(), Error> {
+fn check(cli: &Cli, args: &CheckArgs) -> Result<(), Error> {
     let mut config = cli.load_config(true)?;
+    // What `run` refuses: a warning here (check runs anywhere: CI, a
+    // laptop without a network), an error with --strict.
+    let mut refused = config.run_refuses.clone();
+    if let crate::config::Policy::Sticky { port: 0, .. } = config.leader.policy {
+        refused.push(format!(
+            "{}: leader.policy sticky without http.listen: `once` accepts it (it cannot ask the peers), `run` refuses to start; set http.listen, like 0.0.0.0:9090",
+            config.path.display()
+        ));
+    }
+    for why in &refused {
+        tracing::warn!(detail = %why, "`run` would refuse this config");
+    }
+    if args.strict {
+        if let Some(first) = refused.first() {
+            return Err(Error::Usage(format!(
+                "check --strict: {first}{}",
+                if refused.len() > 1 {
+                    format!(" (and {} more warnings above)", refused.len() - 1)
+                } else {
+                    String::new()
+                }
+            )));
+        }
+    }
     let renderer = Renderer::load_for(&config, render::Mode::Check);
     let errors: Vec<_> = renderer.errors().into_iter().cloned().collect();
     if !errors.is_empty() {
@@ -207,11 +242,6 @@ fn check(cli: &Cli) -> Result<(), Error> {
         .collect();
     if !errors.is_empty() {
         return Err(Error::Templates(errors));
-    }
-    if let crate::config::Policy::Sticky { port: 0, .. } = config.leader.policy {
-        tracing::warn!(
-            "leader.policy sticky without http.listen: `once` accepts it (it cannot ask the peers), `run` refuses to start; set http.listen, like 0.0.0.0:9090"
-        );
     }
     println!(
         "{}: ok, {} template(s) compile and render with {with}",
@@ -311,6 +341,14 @@ const SAMPLE_PORT: u16 = 65535;
 
 async fn render_command(cli: &Cli, args: &RenderArgs) -> Result<(), Error> {
     let mut config = cli.load_config(false)?;
+    // No config (the default path is absent) and no template file: nothing
+    // to render is a mistake, as in `check` and `once`.
+    if config.path.as_os_str().is_empty() && args.template.is_none() {
+        return Err(Error::Usage(format!(
+            "nothing to render: no config file was read ({} does not exist); give one with --config (or $PEERPLATE_CONFIG), or a template file with --template FILE",
+            config::DEFAULT_PATH
+        )));
+    }
     if let Some(hostname) = &args.hostname {
         config.set_hostname(hostname);
     }

@@ -143,7 +143,9 @@ impl Leadership {
             Policy::Ordinal => None,
             _ if self.no_candidate => None,
             Policy::Probe { .. } if self.confirmed => None,
-            _ => self.missing_since.map(|at| at + self.config.grace),
+            _ => self
+                .missing_since
+                .map(|at| crate::limits::later(at, self.config.grace)),
         }
     }
 
@@ -603,7 +605,7 @@ pub fn worker(
                     return Ok(());
                 }
             }
-            let next = tokio::time::Instant::now() + pause;
+            let next = crate::limits::later(tokio::time::Instant::now(), pause);
             loop {
                 tokio::select! {
                     _ = ctx.shutdown.cancelled() => return Ok(()),

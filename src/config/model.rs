@@ -54,6 +54,9 @@ pub struct Config {
     /// folder); default [`DEFAULT_STATE_NAME`] in the first output's
     /// folder; `None` when there is no output to put it beside.
     pub state: Option<PathBuf>,
+    /// What `run` and `once` refuse to start with but `check` and `render`
+    /// only warn about (no DNS server to ask), each as `FILE:LINE: message`.
+    pub run_refuses: Vec<String>,
 }
 
 /// The file name of the default `state:` path, in the first output's
@@ -168,6 +171,11 @@ pub struct Dns {
     /// over the same pods *without* publishNotReadyAddresses, so it lists
     /// only ready pods (`peer.ready`).
     pub ready_query: Option<String>,
+    /// `peers.dns.any_target`: take every SRV target as a peer. Off (the
+    /// default), a target must be one label under the queried Service's
+    /// name (less a leading `_port._proto`), as Kubernetes names pods;
+    /// others are refused with a warning.
+    pub any_target: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -195,6 +203,11 @@ pub struct Template {
     pub fuel: u64,
     /// Strip the spaces before a block tag on its line (`lstrip_blocks`).
     pub lstrip_blocks: bool,
+    /// `log_output`: log the output of this template's check and reload
+    /// action even when its render read `file()` inputs or `env()`
+    /// variables (redacted: their texts are replaced). Off, such output is
+    /// logged only as its exit status and byte count.
+    pub log_output: bool,
 }
 
 /// A template with no `destination`: compiled, never rendered alone,
@@ -231,6 +244,7 @@ impl Template {
             max_size: Template::DEFAULT_MAX_SIZE,
             fuel: Template::DEFAULT_FUEL,
             lstrip_blocks: false,
+            log_output: false,
         }
     }
 }

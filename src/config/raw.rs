@@ -80,6 +80,8 @@ pub(super) struct RawDns {
     #[serde(default)]
     pub(super) addresses: bool,
     pub(super) ready_service: Option<String>,
+    #[serde(default)]
+    pub(super) any_target: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -108,6 +110,8 @@ pub(super) struct RawTemplate {
     pub(super) max_size: Option<u64>,
     pub(super) fuel: Option<u64>,
     pub(super) lstrip_blocks: Option<bool>,
+    #[serde(default)]
+    pub(super) log_output: bool,
 }
 
 /// A template's `reload:`: `true`, `false` or an action's name.
@@ -315,7 +319,7 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
             "{DURATION_ERROR}{text:?}: durations need a unit: {trimmed}s (or {trimmed}ms, {trimmed}m)"
         )));
     }
-    humantime::parse_duration(trimmed).map_err(|e| {
+    let parsed = humantime::parse_duration(trimmed).map_err(|e| {
         let why = e.to_string();
         // humantime's own examples ("5sec") read as another format; ours only.
         let why = match why.split_once(", for example") {
@@ -325,7 +329,16 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         serde::de::Error::custom(format!(
             "{DURATION_ERROR}{text:?} ({why}); write it like 250ms, 1s or 2m"
         ))
-    })
+    })?;
+    // The one checked conversion every duration key goes through: nothing
+    // longer than any key accepts, so no clock arithmetic can overflow.
+    if parsed > super::ranges::Range::LARGEST {
+        return Err(serde::de::Error::custom(format!(
+            "{DURATION_ERROR}{text:?} (longer than any duration key accepts: at most {}); see the README, \"Durations\"",
+            humantime::format_duration(super::ranges::Range::LARGEST)
+        )));
+    }
+    Ok(parsed)
 }
 
 /// How every duration error starts; followed by the value as written, quoted.

@@ -108,7 +108,15 @@ pub(super) fn resolve(
 
     let policy = raw.leader.as_ref().map(|l| l.policy).unwrap_or_default();
     let asks_peers = policy != RawPolicy::Ordinal;
-    let peers = peers(raw.peers, &identity, resolv, asks_peers, &src)?;
+    let mut run_refuses = Vec::new();
+    let peers = peers(
+        raw.peers,
+        &identity,
+        resolv,
+        asks_peers,
+        &src,
+        &mut run_refuses,
+    )?;
 
     let wait = Wait {
         min: raw.wait.min,
@@ -171,6 +179,7 @@ pub(super) fn resolve(
         pod_fqdn,
         leader,
         state,
+        run_refuses,
     })
 }
 
@@ -181,6 +190,7 @@ fn peers(
     resolv: &ResolvConf,
     asks_peers: bool,
     src: &Source<'_>,
+    run_refuses: &mut Vec<String>,
 ) -> Result<Peers, ConfigError> {
     let fail = |keys: &[&str], message: String| src.fail(keys, message);
     let within = |keys: &[&str], value: Duration, range: Range| src.within(keys, value, range);
@@ -242,15 +252,22 @@ fn peers(
                     ));
                 }
                 if dns.nameservers.is_empty() && resolv.nameservers.is_empty() {
-                    return Err(fail(
+                    // `check` (a linter) and `render --peer` run anywhere;
+                    // only `run` and `once` need a server.
+                    run_refuses.push(fail(
                         &["peers", "dns"],
-                        "peers.dns: no DNS server to ask; set peers.dns.nameservers or give the pod an /etc/resolv.conf with a nameserver line".into(),
-                    ));
+                        "peers.dns: no DNS server to ask (no peers.dns.nameservers, and no nameserver line in /etc/resolv.conf); `run` and `once` refuse to start without one: set peers.dns.nameservers, or give the pod an /etc/resolv.conf with a nameserver line".into(),
+                    ).to_string());
                 }
                 within(
                     &["peers", "dns", "interval"],
                     dns.interval,
                     Range::DNS_INTERVAL,
+                )?;
+                within(
+                    &["peers", "dns", "refresh"],
+                    dns.refresh,
+                    Range::DNS_REFRESH,
                 )?;
                 let ready_query = dns
                     .ready_service
@@ -272,6 +289,7 @@ fn peers(
                     // Peers are asked who leads at the addresses DNS gives.
                     addresses: dns.addresses || asks_peers,
                     ready_query,
+                    any_target: dns.any_target,
                 })
             } else {
                 unreachable!("exactly one source was checked above")
@@ -317,6 +335,7 @@ fn templates(
                 ("reload", t.reload.is_some()),
                 ("max_size", t.max_size.is_some()),
                 ("fuel", t.fuel.is_some()),
+                ("log_output", t.log_output),
             ];
             if let Some((key, _)) = output_only.iter().find(|(_, given)| *given) {
                 return Err(fail(
@@ -377,6 +396,7 @@ fn templates(
             max_size,
             fuel,
             lstrip_blocks,
+            log_output: t.log_output,
         });
     }
     let mut seen = std::collections::HashSet::new();

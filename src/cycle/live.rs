@@ -23,6 +23,11 @@ impl Loop {
                 return false;
             }
         };
+        if let Some(refused) = new.run_refuses.first() {
+            tracing::error!(config = %path.display(), error = %refused, "the new config is invalid; the running config stays");
+            self.metrics.config_reload(metrics::ConfigReload::Invalid);
+            return false;
+        }
         let old = Arc::clone(&self.config);
         // What needs a restart is logged and otherwise ignored.
         if new.identity != old.identity {

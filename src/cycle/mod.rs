@@ -106,11 +106,11 @@ impl Pending {
         if self.now {
             return self.last;
         }
-        let quiet = self.last + wait.min;
+        let quiet = crate::limits::later(self.last, wait.min);
         if wait.max.is_zero() {
             quiet
         } else {
-            quiet.min(self.first + wait.max)
+            quiet.min(crate::limits::later(self.first, wait.max))
         }
     }
 }
@@ -313,7 +313,7 @@ impl Loop {
         self.ctx = Some(ctx);
 
         let give_up = match (self.mode, self.config.peers.timeout) {
-            (Mode::Once, t) if !t.is_zero() => Some(Instant::now() + t),
+            (Mode::Once, t) if !t.is_zero() => Some(crate::limits::later(Instant::now(), t)),
             _ => None,
         };
 
@@ -366,7 +366,7 @@ impl Loop {
                 _ = sleep_until(install_retry), if install_retry.is_some() => {
                     if let Some((at, _)) = &mut self.retry {
                         // Far off until the pass sets the next try.
-                        *at += Duration::from_secs(86_400);
+                        *at = crate::limits::later(*at, Duration::from_secs(86_400));
                     }
                     self.mark_pending(true);
                 }

@@ -28,7 +28,8 @@ pub(super) enum Step {
     Held,
 }
 
-/// A check's stderr with the `file()` inputs hidden.
+/// A check's stderr with the `file()` and `env()` inputs hidden, or only
+/// its size (see [`Redactor::shown`]).
 pub(super) fn redacted(e: WriteError, redact: &Redactor) -> WriteError {
     match e {
         WriteError::CheckFailed {
@@ -38,7 +39,7 @@ pub(super) fn redacted(e: WriteError, redact: &Redactor) -> WriteError {
         } => WriteError::CheckFailed {
             command,
             status,
-            stderr: redact.apply(&stderr),
+            stderr: redact.shown(&stderr),
         },
         other => other,
     }
@@ -89,6 +90,17 @@ impl Loop {
         self.inputs = inputs;
         self.update_watched();
         let redact = self.redactor();
+        // An action's output is withheld when a template of its group read
+        // inputs and does not set log_output.
+        let withhold: Vec<bool> = (0..config.actions.len())
+            .map(|k| {
+                config
+                    .templates
+                    .iter()
+                    .enumerate()
+                    .any(|(i, t)| t.reload == Some(k) && !t.log_output && self.read_secrets(i))
+            })
+            .collect();
 
         // 2. All or nothing per reload group: the outputs of one action
         // form a group; each output without an action is its own. A group
@@ -124,7 +136,10 @@ impl Loop {
                     state.wanted = true;
                     return true;
                 }
-                match state.last_run.map(|last| last + action.min_interval) {
+                match state
+                    .last_run
+                    .map(|last| crate::limits::later(last, action.min_interval))
+                {
                     Some(free_at) if free_at > now => {
                         state.retry_at = Some(free_at);
                         true
@@ -166,7 +181,7 @@ impl Loop {
         // 3. Each action that had an output installed runs once, started in
         // the order written, beside the loop: its verdict comes back through
         // `verdicts`.
-        for (action, outputs) in actions.iter().zip(groups) {
+        for (k, (action, outputs)) in actions.iter().zip(groups).enumerate() {
             if outputs.is_empty() {
                 continue;
             }
@@ -174,8 +189,11 @@ impl Loop {
             state.busy = true;
             state.last_run = Some(now);
             state.retry_at = None;
-            self.verdicts
-                .spawn(actions::run_group(action.clone(), outputs, redact.clone()));
+            self.verdicts.spawn(actions::run_group(
+                action.clone(),
+                outputs,
+                redact.withholding(withhold.get(k).copied().unwrap_or(true)),
+            ));
         }
         self.rendered = true;
         self.publish(&outcomes);
@@ -210,14 +228,23 @@ impl Loop {
     ) -> (Result<Step, CycleError>, Vec<Input>) {
         let (rendered, read) =
             render::render_detached(Arc::clone(&self.renderer), i, context.clone()).await;
-        if !read.is_empty() {
-            // A check quoting this output's inputs is redacted too.
+        let env = self.renderer.env_read(i);
+        if !read.is_empty() || !env.is_empty() {
+            // A check quoting this output's inputs is redacted too, or (the
+            // default) not logged at all.
             let mut all: Vec<&Input> = self.inputs.iter().flatten().collect();
             all.extend(read.iter());
-            *redact = Redactor::new(
+            let vars = self.env_read_all();
+            *redact = Redactor::with_env(
                 all.into_iter()
                     .filter_map(|i| Some((i.path.as_path(), i.text.as_deref()?))),
-            );
+                vars.iter()
+                    .chain(&env)
+                    .map(|(n, v)| (n.as_str(), v.as_str())),
+            )
+            .withholding(!template.log_output);
+        } else {
+            *redact = redact.withholding(false);
         }
         let result = match rendered {
             Err(e) => Err(CycleError::Render(e)),
@@ -271,7 +298,7 @@ impl Loop {
             .retry
             .get_or_insert_with(|| (Instant::now(), install_retries()));
         let delay = delays.next().unwrap_or(Duration::from_secs(30));
-        *at = Instant::now() + delay;
+        *at = crate::limits::later(Instant::now(), delay);
         tracing::info!(
             retry_in_ms = crate::log::ms(delay),
             "an install failed; trying again"

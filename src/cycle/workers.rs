@@ -224,14 +224,30 @@ impl Loop {
         }
     }
 
-    /// Everything the last pass read with `file()`, to hide from the log.
+    /// Everything the last pass read with `file()` and `env()`, to hide
+    /// from the log.
     pub(super) fn redactor(&self) -> Redactor {
-        Redactor::new(
+        let vars = self.env_read_all();
+        Redactor::with_env(
             self.inputs
                 .iter()
                 .flatten()
                 .filter_map(|i| Some((i.path.as_path(), i.text.as_deref()?))),
+            vars.iter().map(|(n, v)| (n.as_str(), v.as_str())),
         )
+    }
+
+    /// The `env()` variables (name, value) every template's last render read.
+    pub(super) fn env_read_all(&self) -> Vec<(String, String)> {
+        (0..self.config.templates.len())
+            .flat_map(|i| self.renderer.env_read(i))
+            .collect()
+    }
+
+    /// Whether template `i`'s last render read a `file()` input or an
+    /// `env()` variable.
+    pub(super) fn read_secrets(&self, i: usize) -> bool {
+        self.inputs.get(i).is_some_and(|r| !r.is_empty()) || !self.renderer.env_read(i).is_empty()
     }
 }
 

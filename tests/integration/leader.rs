@@ -745,6 +745,18 @@ fn sticky_config_errors_name_the_fix() {
     );
     let out = run(&mut sb.peerplate(["--config", "peerplate.yaml", "check"]));
     assert_eq!(out.code, Some(0), "{}", out.dump());
+    assert!(
+        out.stderr.contains("`run` would refuse this config"),
+        "{}",
+        out.dump()
+    );
+    // `check --strict` fails on what `run` refuses.
+    let out = run(&mut sb.peerplate(["--config", "peerplate.yaml", "check", "--strict"]));
+    assert_eq!(out.code, Some(2), "{}", out.dump());
+    insta::assert_snapshot!(
+        "sticky_check_strict_without_http",
+        crate::helpers::redact_timestamps(&sb.redact(&out.stderr))
+    );
     let out = run(&mut sb.peerplate(["--config", "peerplate.yaml", "run"]));
     assert_eq!(out.code, Some(2), "{}", out.dump());
     insta::assert_snapshot!("sticky_run_without_http", sb.redact(&out.stderr));

@@ -49,5 +49,6 @@ mod seed;
 mod structure;
 mod supervision;
 mod templates;
+mod untrusted;
 mod usability;
 mod verify;
