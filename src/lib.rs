@@ -65,6 +65,7 @@ pub mod leader;
 pub mod limits;
 pub mod log;
 pub mod metrics;
+pub mod owed;
 pub mod peer_finder;
 pub mod peers;
 pub mod process;

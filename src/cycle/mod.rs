@@ -62,6 +62,7 @@ use crate::event::{Context, Event, SourceError, Worker};
 use crate::hooks;
 use crate::leader::{self, Leadership};
 use crate::metrics::{self, Metrics};
+use crate::owed::{self, Owed};
 use crate::peers::{self, Identity, PeerSet};
 use crate::redact::Redactor;
 use crate::render::{self, Input, Renderer};
@@ -164,6 +165,13 @@ struct Loop {
     /// Bytes an app rejected, by destination: not installed again until an
     /// input (a template, a `file()`, the config) changes.
     rejected: HashMap<PathBuf, Vec<u8>>,
+    /// Rollbacks that failed (`run`): tried again with backoff until the
+    /// refused bytes are gone from disk.
+    rollbacks: Vec<Owed<InstalledOutput>>,
+    /// A changed config that did not load (`run`): read again with backoff
+    /// (a template it names may arrive a moment later, in another
+    /// ConfigMap), until it loads or the file changes back.
+    config_owed: Option<Owed<()>>,
     /// The `file()` inputs of the last pass, per template.
     inputs: Vec<Vec<Input>>,
     /// Where the loop tells the file watcher what to watch.
@@ -253,6 +261,8 @@ impl Loop {
             action_states: HashMap::new(),
             verdicts: JoinSet::new(),
             rejected: HashMap::new(),
+            rollbacks: Vec::new(),
+            config_owed: None,
             inputs: Vec::new(),
             watched: None,
             ctx: None,
@@ -336,6 +346,8 @@ impl Loop {
             let grace = self.leadership.deadline();
             let install_retry = self.retry.as_ref().map(|(at, _)| *at);
             let action_retry = self.action_retry();
+            let rollback_retry = owed::earliest(&self.rollbacks);
+            let config_retry = self.config_owed.as_ref().map(|o| o.due);
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break self.interrupted(),
@@ -345,6 +357,10 @@ impl Loop {
                 Some(ended) = workers.join_next() => self.worker_ended(ended),
                 // An action's min_interval ended: render its waiting outputs.
                 _ = sleep_until(action_retry), if action_retry.is_some() => self.retry_actions(),
+                // A failed rollback's next try.
+                _ = sleep_until(rollback_retry), if rollback_retry.is_some() => self.retry_rollbacks(),
+                // A config that did not load: read it again.
+                _ = sleep_until(config_retry), if config_retry.is_some() => self.retry_config(&mut workers),
                 // Due now: the top of the loop renders.
                 _ = sleep_until(due), if due.is_some() => {}
                 // A failed install's next try.

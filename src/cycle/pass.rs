@@ -124,6 +124,11 @@ impl Loop {
                     state.wanted = true;
                     return true;
                 }
+                // A reload owed and backing off: the new bytes wait for its
+                // next try (a newer state never shortens a backoff step).
+                if state.owed.as_ref().is_some_and(|o| !o.is_due(now)) {
+                    return true;
+                }
                 match state.last_run.map(|last| last + action.min_interval) {
                     Some(free_at) if free_at > now => {
                         state.retry_at = Some(free_at);
@@ -166,11 +171,19 @@ impl Loop {
         // 3. Each action that had an output installed runs once, started in
         // the order written, beside the loop: its verdict comes back through
         // `verdicts`.
+        // A reload still owed for bytes installed earlier is tried again
+        // when due, with whatever this pass installed for it.
         for (action, outputs) in actions.iter().zip(groups) {
+            let state = self.action_states.entry(action.name.clone()).or_default();
+            let outputs = match &mut state.owed {
+                Some(owed) if !state.busy && owed.is_due(now) => {
+                    actions::merge(std::mem::take(&mut owed.want), outputs)
+                }
+                _ => outputs,
+            };
             if outputs.is_empty() {
                 continue;
             }
-            let state = self.action_states.entry(action.name.clone()).or_default();
             state.busy = true;
             state.last_run = Some(now);
             state.retry_at = None;
@@ -283,7 +296,7 @@ impl Loop {
         for (i, o) in outcomes.iter().enumerate() {
             match &o.result {
                 Ok(Installed::Deferred) => {
-                    tracing::info!(template = %o.template, destination = %o.destination, "waiting: its reload action is busy or within min_interval; installed when it is free");
+                    tracing::info!(template = %o.template, destination = %o.destination, "waiting: its reload action is busy, within min_interval or waiting to try again; installed when it is free");
                 }
                 Ok(Installed::Held) => {
                     tracing::info!(template = %o.template, destination = %o.destination, "not installed: the app rejected these same bytes; waiting for a template, file() input or config change");

@@ -20,6 +20,7 @@ mod procfs;
 
 mod admin;
 mod check;
+mod converge;
 mod container_pod;
 mod deploy;
 mod dns;

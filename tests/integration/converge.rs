@@ -1,0 +1,213 @@
+//! Convergence through `peerplate run`: what was not done is owed and tried
+//! again with backoff (0.5 s doubling to 30 s) until it is done, never
+//! dropped after N tries:
+//!
+//! - an `http` reload answered 503 for 10 s, then 200, ends up reloaded with
+//!   the latest bytes (new bytes in between wait for the next try);
+//! - a failing `on_leader_change` runs again until it succeeds, for the
+//!   latest leader only;
+//! - a rollback that failed on a full disk (a tmpfs the test mounts) is
+//!   tried again until the refused bytes are gone;
+//! - a config that names a template arriving 2 s later converges when it
+//!   arrives, without SIGHUP;
+//! - `once` never waits on the backoff: nobody listening is done at once.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::helpers::{metric, peers, poll_until, run_with_timeout, ConfigMapDir, Daemon, Sandbox, WAIT};
+use crate::pod::Pod;
+use crate::reloads::{answer, Scripted};
+
+fn reloads(pod: &Pod, action: &str, result: &str) -> f64 {
+    metric(
+        pod.port,
+        &format!("peerplate_reloads_total{{action=\"{action}\",result=\"{result}\"}}"),
+    )
+    .unwrap_or(-1.0)
+}
+
+#[test]
+fn an_http_reload_answered_503_for_10s_then_200_ends_reloaded_with_the_latest_bytes() {
+    let app = Scripted::start();
+    app.answers(&[answer("503 Service Unavailable", "", "starting")]);
+    let pod = Pod::builder()
+        .peers_file(&peers(&[0, 1]))
+        .template_with(
+            "p.j2",
+            "{% for p in peers %}{{ p }}\n{% endfor %}",
+            "out/p",
+            "    reload: app\n",
+        )
+        .http()
+        .yaml(&format!(
+            "reloads:\n  app: {{http: {{url: \"http://127.0.0.1:{}/-/reload\", retries: 0, timeout: 2s}}}}\n",
+            app.port
+        ))
+        .build();
+    let started = Instant::now();
+    let mut d = pod.start();
+    d.wait_for_line(0, &["reload not answered; trying again", "action=app"], WAIT);
+    // New bytes while the reload is owed: installed at the next try, never
+    // the old ones replayed.
+    pod.replace("peers", &peers(&[0, 1, 2]));
+    std::thread::sleep(Duration::from_secs(10).saturating_sub(started.elapsed()));
+    let tries = app.requests().len();
+    // 0.5 s doubling from the first try: at most 6 tries in 10 s, not a flood.
+    assert!((3..=7).contains(&tries), "{tries} tries in 10 s\n{}", d.logs());
+    assert_eq!(reloads(&pod, "app", "accepted"), 0.0);
+    app.answers(&[answer("200 OK", "", "")]);
+    // Within one backoff step (at most 8 s +20 % here) of the app answering.
+    d.wait_until(WAIT, "accepted", |_| {
+        reloads(&pod, "app", "accepted") == 1.0
+    });
+    assert_eq!(pod.read_or_empty("out/p"), peers(&[0, 1, 2]));
+    let line = d.wait_for_line(0, &["reload answered after trying again", "action=app"], WAIT);
+    assert!(line.contains("tries="), "{line}");
+    // Converged: nothing more is owed, nothing more is sent.
+    let after = app.requests().len();
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(app.requests().len(), after, "{}", d.logs());
+    assert!(d.is_running());
+}
+
+#[test]
+fn a_failed_on_leader_change_runs_again_until_it_succeeds_for_the_latest_leader_only() {
+    // Fails while `fail` exists; every run appends the leader it got.
+    let pod = Pod::builder()
+        .peers_file(&peers(&[0, 1]))
+        .template("t.j2", "{{ leader }}\n", "out/t")
+        .yaml("hooks:\n  on_leader_change: \"cat >> leaders.txt; test ! -e fail\"\n  timeout: 5s\n")
+        .build();
+    pod.sb.write("fail", "");
+    let mut d = pod.start();
+    d.wait_for_line(0, &["hook failed; running it again", "on_leader_change"], WAIT);
+    d.wait_until(WAIT, "a second failed run", |d| {
+        d.stderr()
+            .matches("hook failed; running it again after the pause, for the leader latest then")
+            .count()
+            >= 2
+    });
+    // The leader changes while the hook is owed; then the hook can succeed.
+    pod.replace("peers", &peers(&[1, 2]));
+    pod.wait_for_file(&mut d, "out/t", &format!("{}", peers(&[1])));
+    std::fs::remove_file(pod.sb.join("fail")).expect("rm fail");
+    d.wait_for_line(0, &["hook ran", "on_leader_change", "exit status: 0"], WAIT);
+    let runs = pod.read_or_empty("leaders.txt");
+    let last = runs.lines().last().unwrap_or_default().to_string();
+    assert_eq!(format!("{last}\n"), peers(&[1]), "ends on the latest leader: {runs}");
+    // Converged: no more runs, and none for the old leader after the change.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(pod.read_or_empty("leaders.txt"), runs);
+    let old = peers(&[0]);
+    let first_new = runs.find(&peers(&[1])).expect("the new leader ran");
+    assert!(!runs[first_new..].contains(&old), "a stale leader ran again: {runs}");
+}
+
+/// A tmpfs of `size` mounted at `dir`, unmounted on drop.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &std::path::Path, size: &str) -> Option<Tmpfs> {
+        std::fs::create_dir_all(dir).ok()?;
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| Tmpfs(dir.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_rollback_that_failed_on_a_full_disk_is_tried_again_until_the_refused_bytes_are_gone() {
+    let pod = Pod::builder()
+        .peers_file(&peers(&[0, 1]))
+        .template_with("p.j2", "v1 {{ peers | length }}\n", "out/p", "    reload: app\n")
+        // Rejects only when `reject` exists, after filling the disk: the
+        // rollback then has no room to write the previous file.
+        .yaml("reloads:\n  app: {exec: \"sh -c 'test -e reject || exit 0; dd if=/dev/zero of=out/fill bs=4k count=1000 2>/dev/null; echo refused >&2; exit 1'\"}\n")
+        .build();
+    let Some(_tmpfs) = Tmpfs::mount(&pod.sb.join("out"), "256k") else {
+        crate::helpers::skip("cannot mount a tmpfs here");
+        return;
+    };
+    let mut d = pod.start();
+    pod.wait_for_file(&mut d, "out/p", "v1 2\n");
+    pod.sb.write("reject", "");
+    let mark = d.mark();
+    pod.sb.replace("p.j2", "v2 {{ peers | length }}\n");
+    d.wait_for_line(mark, &["could not roll back", "trying again until the refused bytes are gone"], WAIT);
+    assert_eq!(pod.read_or_empty("out/p"), "v2 2\n", "the refused bytes, for now");
+    // Still full: tried again, still failing, and said so.
+    d.wait_for_line(mark, &["could not roll back yet; trying again"], WAIT);
+    // Room again: the next try puts the previous file back.
+    std::fs::remove_file(pod.sb.join("out/fill")).expect("rm fill");
+    d.wait_for_line(mark, &["rolled back: the file on disk is again what the app runs", "tries="], WAIT);
+    assert_eq!(pod.read_or_empty("out/p"), "v1 2\n");
+    assert!(d.is_running());
+}
+
+#[test]
+fn a_config_that_arrives_before_its_template_converges_when_the_template_arrives() {
+    let sb = Sandbox::new();
+    sb.write("peers", &peers(&[0, 1]));
+    sb.write("a.j2", "a {{ peers | length }}\n");
+    sb.mkdir("out");
+    let root = sb.path().display().to_string();
+    let config = |with_b: bool| {
+        let b = if with_b {
+            format!("  - {{source: {root}/b.j2, destination: {root}/out/b}}\n")
+        } else {
+            String::new()
+        };
+        format!("identity: {{hostname: web-1, namespace: default}}\npeers:\n  file: {root}/peers\ntemplates:\n  - {{source: {root}/a.j2, destination: {root}/out/a}}\n{b}wait: {{min: 0s, max: 0s}}\n")
+    };
+    let mut cm = ConfigMapDir::create(&sb.join("cfg"), &[("peerplate.yaml", &config(false))]);
+    let path = cm.path("peerplate.yaml");
+    let cmd = sb.peerplate(["--config", &path.display().to_string(), "run"]);
+    let mut d = Daemon::spawn(cmd);
+    d.wait_until(WAIT, "out/a", |_| sb.read("out/a").as_deref() == Some("a 2\n"));
+    let mark = d.mark();
+    cm.update(&[("peerplate.yaml", &config(true))]);
+    d.wait_for_line(mark, &["ERROR", "running config stays", "reading it again with backoff"], WAIT);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(sb.read("out/b"), None);
+    // The template arrives (another ConfigMap, a moment later).
+    sb.write("b.j2", "b {{ peers | length }}\n");
+    let arrived = Instant::now();
+    let converged = poll_until(WAIT, || {
+        sb.read("out/b").as_deref() == Some("b 2\n")
+    });
+    assert!(converged, "never converged\n{}", d.logs());
+    // Within one backoff step (the step at 2 s is 2 s, +20 %), bounded generously.
+    assert!(arrived.elapsed() < Duration::from_secs(6), "{:?}", arrived.elapsed());
+    d.wait_for_line(mark, &["the config file loads now"], WAIT);
+    let errors = d.lines_since(mark).iter().filter(|l| l.contains("ERROR")).count();
+    assert_eq!(errors, 1, "one ERROR, not one per try\n{}", d.logs());
+}
+
+#[test]
+fn once_with_nobody_listening_is_done_at_once_and_never_waits_on_the_backoff() {
+    let port = crate::helpers::free_port();
+    let pod = Pod::builder()
+        .peers_file(&peers(&[0, 1]))
+        .template_with("p.j2", "{{ peers | length }}\n", "out/p", "    reload: app\n")
+        .yaml(&format!(
+            "reloads:\n  app: {{http: {{url: \"http://127.0.0.1:{port}/-/reload\", retries: 0}}}}\n"
+        ))
+        .build();
+    let started = Instant::now();
+    let out = run_with_timeout(&mut pod.command("once"), Duration::from_secs(10));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert!(out.stderr.contains("no process to reload"), "{}", out.stderr);
+    assert!(!out.stderr.contains("trying again"), "{}", out.stderr);
+    assert_eq!(pod.output().as_deref(), Some("2\n"));
+}
