@@ -266,6 +266,15 @@ pub struct Reload {
     pub signal: nix::sys::signal::Signal,
     /// Who gets it.
     pub target: ReloadTarget,
+    /// `min_age` (default 2 s): a process younger than this is waited for
+    /// before it is signalled (Go programs such as Prometheus catch every
+    /// signal in the runtime at once but exit on a HUP for the first
+    /// ~30 ms).
+    pub min_age: Duration,
+    /// `catch_wait` (default 30 s): how long a process that neither catches
+    /// nor blocks the signal is waited for (re-checked with backoff) before
+    /// the reload fails; the signal is never sent uncaught.
+    pub catch_wait: Duration,
 }
 
 /// Who gets the reload signal.

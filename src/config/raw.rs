@@ -137,6 +137,10 @@ pub(super) struct RawAction {
     pub(super) verify: Option<RawVerify>,
     #[serde(default, deserialize_with = "some_duration")]
     pub(super) verify_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "some_duration")]
+    pub(super) min_age: Option<Duration>,
+    #[serde(default, deserialize_with = "some_duration")]
+    pub(super) catch_wait: Option<Duration>,
     pub(super) http: Option<RawHttpAction>,
     #[serde(default, deserialize_with = "command")]
     pub(super) exec: Option<Vec<String>>,

@@ -104,6 +104,8 @@ pub struct InstalledOutput {
     pub previous: Previous,
     /// What was installed.
     pub bytes: Vec<u8>,
+    /// When it was installed (a process started later read it already).
+    pub installed: Instant,
 }
 
 /// What a group's run came to.
@@ -128,7 +130,12 @@ pub async fn run_group(
     redact: Redactor,
 ) -> GroupReport {
     let started = Instant::now();
-    let verdict = action::run(&action, &redact).await;
+    let installed = outputs
+        .iter()
+        .map(|o| o.installed)
+        .max()
+        .unwrap_or(started);
+    let verdict = action::run(&action, &redact, installed.into_std()).await;
     let took = started.elapsed();
     let decided = Instant::now();
     let rejected = matches!(verdict, Verdict::Rejected(_));
@@ -222,6 +229,7 @@ mod tests {
                 mode: 0o644,
             },
             bytes: bytes.to_vec(),
+            installed: tokio::time::Instant::now(),
         }
     }
 

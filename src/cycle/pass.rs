@@ -161,6 +161,7 @@ impl Loop {
                             destination: template.destination.clone(),
                             previous,
                             bytes,
+                            installed: Instant::now(),
                         });
                     }
                 }

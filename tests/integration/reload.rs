@@ -5,7 +5,9 @@
 //! only the top-most process of that name gets it (not its same-named
 //! child); no such process is logged at info level and the loop goes on; a
 //! process peerplate may not signal gives a warning naming the fix (the same
-//! user as the app).
+//! user as the app); a process that ignores the signal gets an error naming
+//! what works instead, and one that neither catches nor blocks it is never
+//! sent it (it would die of it).
 
 use std::fs;
 use std::path::Path;
@@ -188,9 +190,10 @@ fn a_process_peerplate_may_not_signal_gives_a_warning_with_the_fix() {
     if !require_component("setpriv") {
         return;
     }
+    // An app that catches HUP (one that did not would never be signalled).
     let app = Daemon::spawn({
-        let mut c = Command::new("sleep");
-        c.arg("30");
+        let mut c = Command::new("sh");
+        c.args(["-c", "trap 'echo hup' HUP; while :; do sleep 1; done"]);
         c
     });
     let pid_file = Sandbox::new();
@@ -215,7 +218,7 @@ fn a_process_peerplate_may_not_signal_gives_a_warning_with_the_fix() {
     assert!(line.contains("WARN"), "{line}");
     assert!(
         line.contains(&format!(
-            "not allowed to send SIGHUP to pid {} (sleep, uid 0) (peerplate runs as uid 65534): run peerplate as the same user as the app (uid 0)",
+            "not allowed to send SIGHUP to pid {} (sh, uid 0) (peerplate runs as uid 65534): run peerplate as the same user as the app (uid 0)",
             app.pid()
         )),
         "the warning names the fix: {line}"
@@ -223,4 +226,49 @@ fn a_process_peerplate_may_not_signal_gives_a_warning_with_the_fix() {
     assert!(!line.contains("CAP_KILL"), "no capability advice: {line}");
     assert!(d.is_running(), "{}", d.logs());
     drop(app);
+}
+
+#[test]
+fn a_process_that_ignores_or_does_not_catch_the_signal_is_never_sent_it() {
+    // Ignores HUP, like Redis 7.
+    let deaf = Daemon::spawn({
+        let mut c = Command::new("sh");
+        c.args(["-c", "trap '' HUP; while :; do sleep 1; done"]);
+        c
+    });
+    let files = Sandbox::new();
+    let pid_path = files.write("app.pid", &format!("{}\n", deaf.pid()));
+    let pod = reload_pod(&format!(
+        "{{signal: HUP, pid_file: {}, min_age: 0s}}",
+        pid_path.display()
+    ));
+    let mut d = pod.start();
+    let line = d.wait_for_line(0, &["reload signal not sent", "ignores SIGHUP"], WAIT);
+    assert!(line.contains("ERROR"), "{line}");
+    assert!(
+        line.contains("use an exec or http action if the app offers one (for Redis, which reads redis.conf only when it starts: reload: false"),
+        "names what works instead: {line}"
+    );
+    assert!(signal_lines(&d, 0).is_empty(), "{}", d.logs());
+    drop(d);
+    drop(deaf);
+
+    // Neither catches nor blocks HUP (sleep): waited for up to catch_wait,
+    // then an error; the process lives on.
+    let mut bare = Daemon::spawn({
+        let mut c = Command::new("sleep");
+        c.arg("30");
+        c
+    });
+    let pid_path = files.write("bare.pid", &format!("{}\n", bare.pid()));
+    let pod = reload_pod(&format!(
+        "{{signal: HUP, pid_file: {}, min_age: 0s, catch_wait: 1s}}",
+        pid_path.display()
+    ));
+    let mut d = pod.start();
+    d.wait_for_line(0, &["waiting for the process to catch the signal before sending it"], WAIT);
+    let line = d.wait_for_line(0, &["reload signal not sent", "(catch_wait)"], WAIT);
+    assert!(line.contains("the signal is never sent uncaught"), "{line}");
+    assert!(signal_lines(&d, 0).is_empty(), "{}", d.logs());
+    assert!(bare.is_running(), "the app was not killed");
 }
