@@ -16,7 +16,9 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Hooks;
-use crate::metrics::{Hook, Metrics};
+use crate::admin::State;
+use crate::metrics::Hook;
+use crate::status::{self, Owing};
 use crate::owed::{self, Backoff};
 use crate::peers::PeerSet;
 use crate::process;
@@ -129,7 +131,7 @@ impl HookError {
 /// then, until it succeeds; no `on_change` runs before `on_start` did.
 pub fn queue(
     hooks: Hooks,
-    metrics: Arc<Metrics>,
+    state: Arc<State>,
     shutdown: CancellationToken,
 ) -> (
     watch::Sender<Option<PeerSet>>,
@@ -137,8 +139,10 @@ pub fn queue(
 ) {
     let (tx, mut rx) = watch::channel::<Option<PeerSet>>(None);
     let body = async move {
+        let metrics = Arc::clone(&state.metrics);
         let mut seen: Option<PeerSet> = None;
         let mut retry = Backoff::default();
+        let mut owed = Failures::default();
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -171,9 +175,11 @@ pub fn queue(
                 Ok(()) => {
                     seen = Some(set);
                     retry = Backoff::default();
+                    owed.done(&state, "on_change", which);
                 }
                 Err(e) => {
                     let wait = retry.step(owed::jitter());
+                    owed.failed(&state, "on_change", format!("{which} for a set of {} peer(s)", set.len()), &e, wait);
                     tracing::warn!(hook = which, error = %e, retry_in_ms = crate::log::ms(wait), "hook failed; running it again after the pause, with the latest peer set");
                     if !owe(&mut rx, wait, &shutdown).await {
                         return;
@@ -183,6 +189,46 @@ pub fn queue(
         }
     };
     (tx, body)
+}
+
+/// A hook's failures since its last success, published for `/status`.
+#[derive(Debug, Default)]
+struct Failures {
+    since: Option<std::time::SystemTime>,
+    tries: u32,
+}
+
+impl Failures {
+    fn failed(
+        &mut self,
+        state: &State,
+        key: &'static str,
+        what: String,
+        error: &HookError,
+        wait: Duration,
+    ) {
+        let since = *self.since.get_or_insert_with(std::time::SystemTime::now);
+        self.tries += 1;
+        state.set_hook_owed(
+            key,
+            Some(Owing {
+                what,
+                since: status::rfc3339(since),
+                tries: self.tries,
+                last_error: Some(error.to_string()),
+                next_try_in_ms: Some(wait.as_millis() as u64),
+            }),
+        );
+    }
+
+    fn done(&mut self, state: &State, key: &'static str, which: &str) {
+        if let Some(since) = self.since.take() {
+            let owed_ms = since.elapsed().map(crate::log::ms).unwrap_or_default();
+            tracing::info!(hook = which, tries = self.tries + 1, owed_ms, "hook succeeded after running again");
+        }
+        self.tries = 0;
+        state.set_hook_owed(key, None);
+    }
 }
 
 /// A failed hook: waits `wait` (unless shut down: false), then marks the
@@ -205,7 +251,7 @@ async fn owe<T>(rx: &mut watch::Receiver<T>, wait: Duration, shutdown: &Cancella
 pub fn leader_queue(
     command: String,
     timeout: Duration,
-    metrics: Arc<Metrics>,
+    state: Arc<State>,
     shutdown: CancellationToken,
 ) -> (
     watch::Sender<Option<String>>,
@@ -213,7 +259,9 @@ pub fn leader_queue(
 ) {
     let (tx, mut rx) = watch::channel::<Option<String>>(None);
     let body = async move {
+        let metrics = Arc::clone(&state.metrics);
         let mut retry = Backoff::default();
+        let mut owed = Failures::default();
         // The leader the hook last ran for with success.
         let mut done: Option<String> = None;
         loop {
@@ -227,6 +275,7 @@ pub fn leader_queue(
             if retry != Backoff::default() && done.as_ref() == Some(&leader) {
                 // Back to the leader it ran for: nothing owed any more.
                 retry = Backoff::default();
+                owed.done(&state, "on_leader_change", "on_leader_change");
                 continue;
             }
             let result = tokio::select! {
@@ -243,9 +292,11 @@ pub fn leader_queue(
                 Ok(()) => {
                     done = Some(leader);
                     retry = Backoff::default();
+                    owed.done(&state, "on_leader_change", "on_leader_change");
                 }
                 Err(e) => {
                     let wait = retry.step(owed::jitter());
+                    owed.failed(&state, "on_leader_change", format!("on_leader_change for {}", if leader.is_empty() { "no leader" } else { &leader }), &e, wait);
                     tracing::warn!(hook = "on_leader_change", error = %e, retry_in_ms = crate::log::ms(wait), "hook failed; running it again after the pause, for the leader latest then");
                     if !owe(&mut rx, wait, &shutdown).await {
                         return;

@@ -74,6 +74,7 @@ pub mod reload;
 pub mod render;
 pub mod seed;
 pub mod state;
+pub mod status;
 pub mod watch;
 pub mod write;
 

@@ -62,6 +62,16 @@ label_values!(
     Held { SelfMissing => "self_missing", TooFew => "too_few" }
 );
 label_values!(
+    /// What kind of item is owed and not done yet (`/status` lists them).
+    Pending {
+        Reload => "reload",
+        Hook => "hook",
+        Rollback => "rollback",
+        Config => "config",
+        Install => "install",
+    }
+);
+label_values!(
     /// How a hook run went.
     Hook { Ok => "ok", Failed => "failed", Timeout => "timeout" }
 );
@@ -110,6 +120,11 @@ struct HeldLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: String,
 }
@@ -130,6 +145,7 @@ pub struct Metrics {
     is_leader: Gauge,
     leader_changes: Counter,
     held: Family<HeldLabels, Counter>,
+    pending: Family<KindLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -172,6 +188,17 @@ impl Metrics {
         for reason in Held::ALL {
             let _ = held.get_or_create(&HeldLabels {
                 reason: reason.as_str(),
+            });
+        }
+        let pending = Family::<KindLabels, Gauge>::default();
+        registry.register(
+            "pending_items",
+            "Items owed and not done yet (tried again with backoff), by kind",
+            pending.clone(),
+        );
+        for kind in Pending::ALL {
+            let _ = pending.get_or_create(&KindLabels {
+                kind: kind.as_str(),
             });
         }
         registry.register("peers", "Peers in the current peer set", peers.clone());
@@ -232,7 +259,17 @@ impl Metrics {
             is_leader,
             leader_changes,
             held,
+            pending,
         }
+    }
+
+    /// How many items of `kind` are owed now.
+    pub fn pending(&self, kind: Pending, count: usize) {
+        self.pending
+            .get_or_create(&KindLabels {
+                kind: kind.as_str(),
+            })
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
     }
 
     pub fn peers(&self, count: usize) {

@@ -46,6 +46,8 @@ pub struct ActionState {
     /// A reload the app has not answered yet (`run`): the outputs it is
     /// owed for (empty while a try runs) and when to try again.
     pub owed: Option<Owed<Vec<InstalledOutput>>>,
+    /// The last verdict, as `/status` shows it (`accepted: HTTP 200`).
+    pub last_verdict: Option<String>,
 }
 
 impl ActionState {

@@ -22,6 +22,7 @@ impl Loop {
         if self.read_config(workers, true) {
             self.mark_pending(false);
         }
+        self.publish_status();
     }
 
     /// [`Loop::reload_config`]; `retry` is a backoff's read (a failure

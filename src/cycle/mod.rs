@@ -32,6 +32,7 @@ mod live;
 mod once;
 mod outcome;
 mod pass;
+mod status;
 mod verdicts;
 mod view;
 mod workers;
@@ -165,6 +166,14 @@ struct Loop {
     /// Bytes an app rejected, by destination: not installed again until an
     /// input (a template, a `file()`, the config) changes.
     rejected: HashMap<PathBuf, Vec<u8>>,
+    /// What each template should hold: the SHA-256 of its last render.
+    desired: Vec<Option<String>>,
+    /// What peerplate installed (or found equal) at each destination.
+    installed: HashMap<PathBuf, String>,
+    /// Each template's last error (render, check, install), for `/status`.
+    last_errors: Vec<Option<String>>,
+    /// Items already logged as pending past `status::OVERDUE`.
+    overdue_logged: std::collections::HashSet<String>,
     /// Rollbacks that failed (`run`): tried again with backoff until the
     /// refused bytes are gone from disk.
     rollbacks: Vec<Owed<InstalledOutput>>,
@@ -263,6 +272,10 @@ impl Loop {
             rejected: HashMap::new(),
             rollbacks: Vec::new(),
             config_owed: None,
+            desired: Vec::new(),
+            installed: HashMap::new(),
+            last_errors: Vec::new(),
+            overdue_logged: std::collections::HashSet::new(),
             inputs: Vec::new(),
             watched: None,
             ctx: None,
@@ -495,6 +508,7 @@ impl Loop {
             }
         }
         self.mark_pending(now);
+        self.publish_status();
     }
 
     /// A change to render: now (SIGHUP), or after the quiet time.

@@ -63,14 +63,16 @@ impl Loop {
         let mut staged = Vec::with_capacity(config.templates.len());
         let mut outcomes = Vec::with_capacity(config.templates.len());
         let mut inputs = Vec::with_capacity(config.templates.len());
+        let mut desired = Vec::with_capacity(config.templates.len());
         let mut redact = self.redactor();
         for (i, template) in config.templates.iter().enumerate() {
             let started = std::time::Instant::now();
             // Off the runtime thread: the admin listener and SIGTERM go on
             // while it runs; a shutdown abandons it (fuel ends it soon after).
-            let (result, read) = self
+            let (result, read, hash) = self
                 .render_and_stage(i, template, &context, &mut redact)
                 .await;
+            desired.push(hash);
             let (result, file) = match result {
                 Ok(Step::Staged(file, bytes)) => (Ok(Installed::Changed), Some((file, bytes))),
                 Ok(Step::Unchanged) => (Ok(Installed::Unchanged), None),
@@ -192,6 +194,7 @@ impl Loop {
                 .spawn(actions::run_group(action.clone(), outputs, redact.clone()));
         }
         self.rendered = true;
+        self.observe(&config, &outcomes, desired);
         self.publish(&outcomes);
         self.schedule_retry(&outcomes);
 
@@ -221,9 +224,13 @@ impl Loop {
         template: &Template,
         context: &minijinja::Value,
         redact: &mut Redactor,
-    ) -> (Result<Step, CycleError>, Vec<Input>) {
+    ) -> (Result<Step, CycleError>, Vec<Input>, Option<String>) {
         let (rendered, read) =
             render::render_detached(Arc::clone(&self.renderer), i, context.clone()).await;
+        let desired = rendered
+            .as_ref()
+            .ok()
+            .map(|o| crate::status::sha256(o.as_bytes()));
         if !read.is_empty() {
             // A check quoting this output's inputs is redacted too.
             let mut all: Vec<&Input> = self.inputs.iter().flatten().collect();
@@ -267,7 +274,7 @@ impl Loop {
                 }
             }
         };
-        (result, read)
+        (result, read, desired)
     }
 
     /// `run`: an install that failed on I/O (a full disk, a folder that

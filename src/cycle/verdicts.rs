@@ -58,6 +58,7 @@ impl Loop {
             match undone {
                 None => {}
                 Some(Ok(())) => {
+                    self.note_restored(out);
                     self.rejected
                         .insert(out.destination.clone(), out.bytes.clone());
                     // Counted as a rejected reload, not as a failed render:
@@ -91,6 +92,13 @@ impl Loop {
             return;
         };
         state.busy = false;
+        state.last_verdict = Some(match &report.verdict {
+            Verdict::Signalled(pids) => format!("signalled: pid {}", crate::log::list(pids)),
+            Verdict::Accepted(t)
+            | Verdict::Rejected(t)
+            | Verdict::NoProcess(t)
+            | Verdict::Failed(t) => format!("{}: {t}", report.verdict.metric().as_str()),
+        });
         let now = Instant::now();
         match settled {
             Settled::Pending(why) => {
@@ -108,6 +116,23 @@ impl Loop {
         }
         if std::mem::take(&mut state.wanted) {
             self.mark_pending(false);
+        }
+        self.publish_status();
+    }
+
+    /// A destination holds its previous bytes again: what `/status` shows
+    /// as installed.
+    fn note_restored(&mut self, out: &InstalledOutput) {
+        match &out.previous {
+            write::Previous::File { bytes, .. } => {
+                self.installed.insert(
+                    out.destination.clone(),
+                    crate::status::sha256(bytes),
+                );
+            }
+            _ => {
+                self.installed.remove(&out.destination);
+            }
         }
     }
 
@@ -130,6 +155,7 @@ impl Loop {
             }
             match write::restore(&out.destination, &out.previous) {
                 Ok(()) => {
+                    self.note_restored(out);
                     tracing::warn!(template = %out.template, destination = %out.destination.display(), tries = owed.failures + 1, owed_ms = crate::log::ms(now - owed.since), "rolled back: the file on disk is again what the app runs");
                 }
                 Err(e) => {
@@ -140,6 +166,7 @@ impl Loop {
             }
         }
         self.rollbacks = still;
+        self.publish_status();
     }
 
     /// The earliest end of an action's `min_interval` that outputs wait for.

@@ -143,7 +143,7 @@ impl Loop {
                 .map_or(Duration::from_secs(60), |h| h.timeout);
             let ctx = self.restartable("leader_hook", "leader_hook", ctx);
             let (tx, body) =
-                hooks::leader_queue(command, timeout, Arc::clone(&self.metrics), ctx.shutdown);
+                hooks::leader_queue(command, timeout, Arc::clone(&self.state), ctx.shutdown);
             self.leader_hook = Some(tx);
             spawn(
                 workers,
@@ -156,7 +156,7 @@ impl Loop {
         }
         if let Some(hooks) = self.config.hooks.clone() {
             let ctx = self.restartable("hooks", "hooks", ctx);
-            let (tx, body) = hooks::queue(hooks, Arc::clone(&self.metrics), ctx.shutdown);
+            let (tx, body) = hooks::queue(hooks, Arc::clone(&self.state), ctx.shutdown);
             self.hook_sets = Some(tx);
             spawn(
                 workers,
