@@ -58,6 +58,16 @@ impl Loop {
                     .map(|o| Owing::of(format!("reload {}", a.name), o, now)),
                 _ => None,
             };
+            // A rollback owed for its destination is what it waits for.
+            let pending = pending.or_else(|| {
+                self.rollbacks
+                    .iter()
+                    .find(|o| o.want.destination == template.destination)
+                    .map(|o| {
+                        let what = format!("roll back {}", o.want.destination.display());
+                        Owing::of(what, o, now)
+                    })
+            });
             templates.push(TemplateStatus {
                 template: self.renderer.name(i).to_string(),
                 destination: template.destination.display().to_string(),

@@ -133,6 +133,7 @@ fn a_rollback_that_failed_on_a_full_disk_is_tried_again_until_the_refused_bytes_
         // Rejects only when `reject` exists, after filling the disk: the
         // rollback then has no room to write the previous file.
         .yaml("reloads:\n  app: {exec: \"sh -c 'test -e reject || exit 0; dd if=/dev/zero of=out/fill bs=4k count=1000 2>/dev/null; echo refused >&2; exit 1'\"}\n")
+        .http()
         .build();
     let Some(_tmpfs) = Tmpfs::mount(&pod.sb.join("out"), "256k") else {
         crate::helpers::skip("cannot mount a tmpfs here");
@@ -147,11 +148,88 @@ fn a_rollback_that_failed_on_a_full_disk_is_tried_again_until_the_refused_bytes_
     assert_eq!(pod.read_or_empty("out/p"), "v2 2\n", "the refused bytes, for now");
     // Still full: tried again, still failing, and said so.
     d.wait_for_line(mark, &["could not roll back yet; trying again"], WAIT);
+    // /status says so meanwhile, and so does `peerplate status`.
+    let status = status_json(pod.port);
+    assert_eq!(status["converged"], false, "{status}");
+    let rollback = &status["rollbacks"][0];
+    assert_eq!(
+        rollback["what"].as_str(),
+        Some(format!("roll back {}", pod.sb.join("out/p").display()).as_str()),
+        "{status}"
+    );
+    assert!(rollback["tries"].as_u64() >= Some(1), "{status}");
+    assert!(
+        rollback["last_error"].as_str().is_some_and(|e| e.contains("No space left on device")),
+        "{status}"
+    );
+    let t = &status["templates"][0];
+    assert_eq!(t["verdict"].as_str().map(|v| v.starts_with("rejected: ")), Some(true), "{status}");
+    assert_eq!(t["pending"]["what"], rollback["what"], "{status}");
+    let shown = run_with_timeout(&mut pod.command("status"), WAIT);
+    assert_eq!(shown.code, Some(0), "{}", shown.dump());
+    assert!(shown.stdout.starts_with("NOT converged"), "{}", shown.stdout);
+    assert!(shown.stdout.contains("rollbacks owed:\n  roll back "), "{}", shown.stdout);
+
     // Room again: the next try puts the previous file back.
     std::fs::remove_file(pod.sb.join("out/fill")).expect("rm fill");
     d.wait_for_line(mark, &["rolled back: the file on disk is again what the app runs", "tries="], WAIT);
     assert_eq!(pod.read_or_empty("out/p"), "v1 2\n");
+    let status = status_json(pod.port);
+    assert_eq!(status["rollbacks"].as_array().map(Vec::len), Some(0), "{status}");
+    assert_eq!(metric(pod.port, "peerplate_pending_items{kind=\"rollback\"}"), Some(0.0));
     assert!(d.is_running());
+}
+
+/// `GET /status`, parsed.
+fn status_json(port: u16) -> serde_json::Value {
+    let reply = crate::helpers::http_get(port, "/status").expect("GET /status");
+    serde_json::from_str(&reply.body).unwrap_or_else(|e| panic!("{e}: {}", reply.body))
+}
+
+#[test]
+fn status_prints_convergence_for_a_person_and_says_when_there_is_no_listener() {
+    let pod = Pod::builder()
+        .peers_file(&peers(&[0, 1]))
+        .template("p.j2", "{{ peers | length }}\n", "out/p")
+        .http()
+        .build();
+    let mut d = pod.start();
+    pod.wait_for(&mut d, "2\n");
+    let hash = "53c234e5e847"; // sha256("2\n"), cut to 12
+    let shown = run_with_timeout(&mut pod.command("status"), WAIT);
+    assert_eq!(shown.code, Some(0), "{}", shown.dump());
+    let root = pod.sb.path().display().to_string();
+    let text = shown.stdout.replace(&root, "ROOT");
+    insta::assert_snapshot!("status_converged", text);
+    assert!(text.contains(&format!("desired {hash}  installed {hash} (same)")), "{text}");
+    // The rest of the config broken: status reads only http.listen.
+    let config = std::fs::read_to_string(&pod.config).expect("config");
+    std::fs::write(&pod.config, format!("{config}\nbogus: 1\n")).expect("break it");
+    assert_eq!(pod.run("check").code, Some(2), "the config is broken");
+    let shown = run_with_timeout(&mut pod.command("status"), WAIT);
+    assert_eq!(shown.code, Some(0), "{}", shown.dump());
+    assert!(shown.stdout.starts_with("converged"), "{}", shown.stdout);
+    // --url and --json.
+    let shown = run_with_timeout(
+        pod.command("status").args(["--json", "--url", &format!("http://127.0.0.1:{}/status", pod.port)]),
+        WAIT,
+    );
+    let json: serde_json::Value = serde_json::from_str(&shown.stdout).expect("json");
+    assert_eq!(json["converged"], true);
+    drop(d);
+
+    // No listener in the config: said so, with the fix.
+    let bare = Pod::builder()
+        .peers_file(&peers(&[0, 1]))
+        .template("p.j2", "x\n", "out/p")
+        .build();
+    let shown = run_with_timeout(&mut bare.command("status"), WAIT);
+    assert_eq!(shown.code, Some(2), "{}", shown.dump());
+    assert!(
+        shown.stderr.contains("no http.listen, so peerplate serves no /status; set http.listen (like 0.0.0.0:9090) or pass --url"),
+        "{}",
+        shown.stderr
+    );
 }
 
 #[test]
