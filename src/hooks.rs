@@ -154,7 +154,12 @@ pub fn queue(
             let (which, command) = match (&seen, &hooks.on_start, &hooks.on_change) {
                 (None, Some(c), _) => ("on_start", c),
                 (None, None, Some(c)) => ("on_change", c),
-                (Some(last), _, _) if *last == set => continue,
+                (Some(last), _, _) if *last == set => {
+                    // Back to the set the hooks last ran for: nothing owed.
+                    retry = Backoff::default();
+                    owed.clear(&state, "on_change");
+                    continue;
+                }
                 (Some(_), _, Some(c)) => ("on_change", c),
                 _ => {
                     seen = Some(set);
@@ -221,6 +226,13 @@ impl Failures {
         );
     }
 
+    /// Nothing owed any more, without a run (back to what last succeeded).
+    fn clear(&mut self, state: &State, key: &'static str) {
+        self.since = None;
+        self.tries = 0;
+        state.set_hook_owed(key, None);
+    }
+
     fn done(&mut self, state: &State, key: &'static str, which: &str) {
         if let Some(since) = self.since.take() {
             let owed_ms = since.elapsed().map(crate::log::ms).unwrap_or_default();
@@ -275,7 +287,7 @@ pub fn leader_queue(
             if retry != Backoff::default() && done.as_ref() == Some(&leader) {
                 // Back to the leader it ran for: nothing owed any more.
                 retry = Backoff::default();
-                owed.done(&state, "on_leader_change", "on_leader_change");
+                owed.clear(&state, "on_leader_change");
                 continue;
             }
             let result = tokio::select! {

@@ -24,7 +24,7 @@ use crate::write::{self, Previous};
 pub const VERSION: u32 = 1;
 
 /// The file name of the default `state:` path, in the first output's folder.
-pub const DEFAULT_NAME: &str = ".peerplate-state.json";
+pub const DEFAULT_NAME: &str = crate::config::DEFAULT_STATE_NAME;
 
 /// The largest state file peerplate reads back, in bytes.
 pub const MAX_SIZE: u64 = 1024 * 1024;

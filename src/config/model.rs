@@ -51,7 +51,7 @@ pub struct Config {
     /// How the leader is chosen (`leader:`; none means `policy: ordinal`).
     pub leader: Leader,
     /// The state file (`state:`, relative paths against the config's
-    /// folder); default [`crate::state::DEFAULT_NAME`] in the first output's
+    /// folder); default [`DEFAULT_STATE_NAME`] in the first output's
     /// folder; `None` when there is no output to put it beside.
     pub state: Option<PathBuf>,
 }
@@ -309,3 +309,8 @@ pub struct Seed {
 pub struct Http {
     pub listen: SocketAddr,
 }
+
+/// The state file's name when `state:` is not set (in the first output's
+/// folder); here rather than in [`crate::state`], which imports `write`,
+/// which imports `config`: modules import downward only.
+pub const DEFAULT_STATE_NAME: &str = ".peerplate-state.json";

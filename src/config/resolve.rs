@@ -151,7 +151,7 @@ pub(super) fn resolve(
         Some(p) => Some(src.at(p)),
         None => templates.first().map(|t| {
             let dir = t.destination.parent().unwrap_or(Path::new(""));
-            dir.join(crate::state::DEFAULT_NAME)
+            dir.join(super::model::DEFAULT_STATE_NAME)
         }),
     };
     Ok(Config {
