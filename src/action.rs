@@ -112,6 +112,10 @@ async fn until_ready(reload: &ReloadConfig, installed: std::time::Instant) -> Op
                 tracing::info!(reason = %why, "no process to reload; it reads the new file when it starts");
                 return Some(Verdict::NoProcess(why));
             }
+            reload::Readiness::Skipped(why) => {
+                tracing::warn!(reason = %why, "reload skipped");
+                return Some(Verdict::NoProcess(why));
+            }
             reload::Readiness::ReadAtStart(why) => {
                 tracing::info!(reason = %why, "not signalled: the process started after the file was installed");
                 return Some(Verdict::NoProcess(why));

@@ -68,6 +68,7 @@ pub mod metrics;
 pub mod owed;
 pub mod peer_finder;
 pub mod peers;
+pub mod prune;
 pub mod process;
 pub mod redact;
 pub mod reload;

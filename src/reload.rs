@@ -186,6 +186,8 @@ pub enum Readiness {
     Send,
     /// No process to signal (not started yet, or gone).
     NoProcess(String),
+    /// A process was found but must not be signalled; the text says why.
+    Skipped(String),
     /// Every process started after the bytes were installed: it read them
     /// when it started; no signal.
     ReadAtStart(String),
@@ -308,7 +310,8 @@ pub fn readiness(reload: &ReloadConfig, since_install: Duration) -> Readiness {
     let me = process::ids(&proc.join("self"));
     let targets = match targets(proc, reload, me.as_ref()) {
         Ok(t) => t,
-        Err(Outcome::NoProcess(why) | Outcome::Skipped(why)) => return Readiness::NoProcess(why),
+        Err(Outcome::NoProcess(why)) => return Readiness::NoProcess(why),
+        Err(Outcome::Skipped(why)) => return Readiness::Skipped(why),
         Err(Outcome::Failed(why)) => return Readiness::Failed(why),
         Err(Outcome::Signalled(_)) => return Readiness::Send,
     };

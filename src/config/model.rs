@@ -54,6 +54,9 @@ pub struct Config {
     /// folder); default [`DEFAULT_STATE_NAME`] in the first output's
     /// folder; `None` when there is no output to put it beside.
     pub state: Option<PathBuf>,
+    /// `prune: true` (default false): outputs peerplate installed that no
+    /// template produces any more are removed ([`crate::prune`]).
+    pub prune: bool,
 }
 
 /// `leader:`: how this pod chooses the leader among its peers.

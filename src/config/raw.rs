@@ -33,6 +33,9 @@ pub(super) struct RawConfig {
     pub(super) render: RawRender,
     /// `state:`: the state file (install records, the last leader).
     pub(super) state: Option<PathBuf>,
+    /// `prune:`: remove outputs of templates no longer in the config.
+    #[serde(default)]
+    pub(super) prune: bool,
 }
 
 /// `render:`: defaults for every template.

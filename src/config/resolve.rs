@@ -171,6 +171,7 @@ pub(super) fn resolve(
         pod_fqdn,
         leader,
         state,
+        prune: raw.prune,
     })
 }
 

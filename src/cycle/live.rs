@@ -98,6 +98,13 @@ impl Loop {
         let leader_changed = new.leader != old.leader;
         let hooks_changed = new.hooks != old.hooks;
         self.config = Arc::new(new);
+        // Outputs of the templates that left the config: named, or pruned.
+        let removed: Vec<PathBuf> = old
+            .templates
+            .iter()
+            .map(|t| t.destination.clone())
+            .collect();
+        crate::prune::sweep(&self.config, &removed);
         tracing::info!(config = %path.display(), templates = self.config.templates.len(), actions = %crate::log::list(action_names(&self.config)), "config reloaded");
         self.metrics.config_reload(metrics::ConfigReload::Applied);
         self.update_watched();

@@ -318,6 +318,8 @@ impl Loop {
         for template in &self.config.templates {
             write::remove_stale(template);
         }
+        // Outputs recorded in the state file that no template produces.
+        crate::prune::sweep(&self.config, &[]);
         self.start_workers(&mut workers, &ctx).await?;
         let worker_shutdown = ctx.shutdown.clone();
         // Kept to restart workers after a config change.

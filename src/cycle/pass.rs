@@ -141,6 +141,8 @@ impl Loop {
             })
             .collect();
         let mut groups: Vec<Vec<InstalledOutput>> = actions.iter().map(|_| Vec::new()).collect();
+        // What was installed, for the state file's records (`prune: true`).
+        let mut installed: Vec<(PathBuf, Vec<u8>)> = Vec::new();
         for ((template, outcome), file) in config.templates.iter().zip(&mut outcomes).zip(staged) {
             let Some((file, bytes)) = file else { continue };
             if let Some(k) = template.reload {
@@ -157,6 +159,9 @@ impl Loop {
             let previous = write::previous(&template.destination);
             match file.commit() {
                 Ok(()) => {
+                    if config.prune {
+                        installed.push((template.destination.clone(), bytes.clone()));
+                    }
                     if let Some(k) = template.reload {
                         groups[k].push(InstalledOutput {
                             template: outcome.template.clone(),
@@ -170,6 +175,12 @@ impl Loop {
                 Err(e) => outcome.result = Err(e.into()),
             }
         }
+
+        let records: Vec<(PathBuf, &[u8])> = installed
+            .iter()
+            .map(|(d, b)| (d.clone(), b.as_slice()))
+            .collect();
+        crate::prune::record(&config, &records);
 
         // 3. Each action that had an output installed runs once, started in
         // the order written, beside the loop: its verdict comes back through
