@@ -10,7 +10,10 @@
 //!   tried again until the refused bytes are gone;
 //! - a config that names a template arriving 2 s later converges when it
 //!   arrives, without SIGHUP;
-//! - `once` never waits on the backoff: nobody listening is done at once.
+//! - `once` never waits on the backoff: nobody listening is done at once;
+//! - `/status` and `peerplate status` show what is pending;
+//! - a removed template's output is named; `prune: true` removes it only
+//!   when it is still the file peerplate installed.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -288,4 +291,58 @@ fn once_with_nobody_listening_is_done_at_once_and_never_waits_on_the_backoff() {
     assert!(out.stderr.contains("no process to reload"), "{}", out.stderr);
     assert!(!out.stderr.contains("trying again"), "{}", out.stderr);
     assert_eq!(pod.output().as_deref(), Some("2\n"));
+}
+
+#[test]
+fn a_removed_templates_output_is_named_and_prune_removes_only_the_file_peerplate_installed() {
+    let sb = Sandbox::new();
+    sb.write("peers", &peers(&[0, 1]));
+    for name in ["a", "b", "c"] {
+        sb.write(&format!("{name}.j2"), &format!("{name} {{{{ peers | length }}}}\n"));
+    }
+    sb.mkdir("out");
+    let root = sb.path().display().to_string();
+    let config = |templates: &[&str], prune: bool| {
+        let list: String = templates
+            .iter()
+            .map(|t| format!("  - {{source: {root}/{t}.j2, destination: {root}/out/{t}.conf}}\n"))
+            .collect();
+        format!("identity: {{hostname: web-1, namespace: default}}\npeers:\n  file: {root}/peers\ntemplates:\n{list}wait: {{min: 0s, max: 0s}}\nprune: {prune}\n")
+    };
+    let mut cm = ConfigMapDir::create(&sb.join("cfg"), &[("peerplate.yaml", &config(&["a", "b", "c"], true))]);
+    let path = cm.path("peerplate.yaml");
+    let mut d = Daemon::spawn(sb.peerplate(["--config", &path.display().to_string(), "run"]));
+    d.wait_until(WAIT, "three outputs", |_| {
+        ["a", "b", "c"].iter().all(|t| sb.read(&format!("out/{t}.conf")).is_some())
+    });
+    // The install records are in the state file beside the first output.
+    d.wait_until(WAIT, "the install records", |_| {
+        sb.read("out/.peerplate-state.json")
+            .is_some_and(|s| s.contains(&format!("{root}/out/c.conf")))
+    });
+    // Someone edits c.conf: no longer the file peerplate installed.
+    std::fs::write(sb.join("out/c.conf"), "edited by hand\n").expect("edit");
+
+    let mark = d.mark();
+    cm.update(&[("peerplate.yaml", &config(&["a"], true))]);
+    let line = d.wait_for_line(mark, &["pruned", "b.conf"], WAIT);
+    assert!(line.contains("an output peerplate installed that no template produces any more"), "{line}");
+    let kept = d.wait_for_line(mark, &["output left behind, not pruned", "c.conf"], WAIT);
+    assert!(kept.contains("its content changed since peerplate installed it"), "{kept}");
+    assert_eq!(sb.read("out/b.conf"), None, "pruned");
+    assert_eq!(sb.read("out/c.conf").as_deref(), Some("edited by hand\n"), "kept");
+    assert_eq!(sb.read("out/a.conf").as_deref(), Some("a 2\n"));
+    drop(d);
+
+    // Without prune: a warning names each output left behind, nothing is removed.
+    let mut cm2 = ConfigMapDir::create(&sb.join("cfg2"), &[("peerplate.yaml", &config(&["a", "b"], false))]);
+    let path = cm2.path("peerplate.yaml");
+    let mut d = Daemon::spawn(sb.peerplate(["--config", &path.display().to_string(), "run"]));
+    d.wait_until(WAIT, "b again", |_| sb.read("out/b.conf").as_deref() == Some("b 2\n"));
+    let mark = d.mark();
+    cm2.update(&[("peerplate.yaml", &config(&["a"], false))]);
+    let line = d.wait_for_line(mark, &["output left behind", "b.conf"], WAIT);
+    assert!(line.contains("remove it, or set prune: true"), "{line}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(sb.read("out/b.conf").as_deref(), Some("b 2\n"), "not removed");
 }
