@@ -153,6 +153,10 @@ pub struct Dns {
     /// over the same pods *without* publishNotReadyAddresses, so it lists
     /// only ready pods (`peer.ready`).
     pub ready_query: Option<String>,
+    /// `peers.dns.port_name`: the named port whose SRV records are asked
+    /// (`_http._tcp.<service>...`, Kubernetes' DNS spec for headless
+    /// Services); `None` asks the Service's name, which lists every port.
+    pub port_name: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq)]

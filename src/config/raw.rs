@@ -83,6 +83,9 @@ pub(super) struct RawDns {
     #[serde(default)]
     pub(super) addresses: bool,
     pub(super) ready_service: Option<String>,
+    /// `port_name`: ask `_<port_name>._tcp.<service>...`, the SRV name
+    /// Kubernetes publishes per named port.
+    pub(super) port_name: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
