@@ -129,7 +129,10 @@ async fn until_ready(reload: &ReloadConfig, installed: std::time::Instant) -> Op
                 return Some(Verdict::Failed(why));
             }
             reload::Readiness::TooYoung(wait) => {
-                tracing::debug!(wait_ms = crate::log::ms(wait), "the process is younger than min_age; waiting before the signal");
+                tracing::debug!(
+                    wait_ms = crate::log::ms(wait),
+                    "the process is younger than min_age; waiting before the signal"
+                );
                 tokio::time::sleep(wait).await;
             }
             reload::Readiness::NotCaught(why) => {

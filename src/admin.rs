@@ -94,12 +94,10 @@ impl State {
             .map(|h| h.values().cloned().collect())
             .unwrap_or_default();
         status.converged = !status.pending();
-        serde_json::to_string_pretty(&status)
-            .ok()
-            .map(|mut body| {
-                body.push('\n');
-                body
-            })
+        serde_json::to_string_pretty(&status).ok().map(|mut body| {
+            body.push('\n');
+            body
+        })
     }
 
     pub fn is_ready(&self) -> bool {

@@ -195,8 +195,10 @@ async fn status_command(cli: &Cli, args: &StatusArgs) -> Result<(), Error> {
     let out = if args.json {
         String::from_utf8_lossy(&response.body).into_owned()
     } else {
-        let status: crate::status::Status = serde_json::from_slice(&response.body)
-            .map_err(|e| Error::Incomplete(format!("{url}: not a peerplate /status answer: {e}")))?;
+        let status: crate::status::Status =
+            serde_json::from_slice(&response.body).map_err(|e| {
+                Error::Incomplete(format!("{url}: not a peerplate /status answer: {e}"))
+            })?;
         crate::status::text(&status)
     };
     let mut stdout = std::io::stdout().lock();

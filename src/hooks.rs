@@ -15,13 +15,13 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Hooks;
 use crate::admin::State;
+use crate::config::Hooks;
 use crate::metrics::Hook;
-use crate::status::{self, Owing};
 use crate::owed::{self, Backoff};
 use crate::peers::PeerSet;
 use crate::process;
+use crate::status::{self, Owing};
 
 /// Why a hook did not succeed.
 #[derive(Debug, thiserror::Error)]
@@ -184,7 +184,13 @@ pub fn queue(
                 }
                 Err(e) => {
                     let wait = retry.step(owed::jitter());
-                    owed.failed(&state, "on_change", format!("{which} for a set of {} peer(s)", set.len()), &e, wait);
+                    owed.failed(
+                        &state,
+                        "on_change",
+                        format!("{which} for a set of {} peer(s)", set.len()),
+                        &e,
+                        wait,
+                    );
                     tracing::warn!(hook = which, error = %e, retry_in_ms = crate::log::ms(wait), "hook failed; running it again after the pause, with the latest peer set");
                     if !owe(&mut rx, wait, &shutdown).await {
                         return;
@@ -236,7 +242,12 @@ impl Failures {
     fn done(&mut self, state: &State, key: &'static str, which: &str) {
         if let Some(since) = self.since.take() {
             let owed_ms = since.elapsed().map(crate::log::ms).unwrap_or_default();
-            tracing::info!(hook = which, tries = self.tries + 1, owed_ms, "hook succeeded after running again");
+            tracing::info!(
+                hook = which,
+                tries = self.tries + 1,
+                owed_ms,
+                "hook succeeded after running again"
+            );
         }
         self.tries = 0;
         state.set_hook_owed(key, None);
@@ -308,7 +319,20 @@ pub fn leader_queue(
                 }
                 Err(e) => {
                     let wait = retry.step(owed::jitter());
-                    owed.failed(&state, "on_leader_change", format!("on_leader_change for {}", if leader.is_empty() { "no leader" } else { &leader }), &e, wait);
+                    owed.failed(
+                        &state,
+                        "on_leader_change",
+                        format!(
+                            "on_leader_change for {}",
+                            if leader.is_empty() {
+                                "no leader"
+                            } else {
+                                &leader
+                            }
+                        ),
+                        &e,
+                        wait,
+                    );
                     tracing::warn!(hook = "on_leader_change", error = %e, retry_in_ms = crate::log::ms(wait), "hook failed; running it again after the pause, for the leader latest then");
                     if !owe(&mut rx, wait, &shutdown).await {
                         return;

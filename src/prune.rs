@@ -54,7 +54,9 @@ pub fn decide(record: Option<&InstallRecord>, seen: Option<&Seen>, seed_target: 
         return keep("it is not a regular file (a symlink or folder is never removed)");
     }
     if (seen.dev, seen.ino) != (record.dev, record.ino) {
-        return keep("it is another file than the one peerplate installed (device or inode differ)");
+        return keep(
+            "it is another file than the one peerplate installed (device or inode differ)",
+        );
     }
     if seen.size != record.size || seen.sha256.as_deref() != Some(record.sha256.as_str()) {
         return keep("its content changed since peerplate installed it");
@@ -212,17 +214,30 @@ mod tests {
 
     #[test]
     fn only_the_very_file_peerplate_installed_is_removed() {
-        assert_eq!(decide(Some(&record()), Some(&seen()), false), Decision::Remove);
-        assert_eq!(kept(decide(Some(&record()), Some(&seen()), true)), "it is a seed: target");
+        assert_eq!(
+            decide(Some(&record()), Some(&seen()), false),
+            Decision::Remove
+        );
+        assert_eq!(
+            kept(decide(Some(&record()), Some(&seen()), true)),
+            "it is a seed: target"
+        );
         assert_eq!(
             kept(decide(None, Some(&seen()), false)),
             "no install record for it in the state file"
         );
-        let symlink = Seen { regular: false, sha256: None, ..seen() };
+        let symlink = Seen {
+            regular: false,
+            sha256: None,
+            ..seen()
+        };
         assert!(kept(decide(Some(&record()), Some(&symlink), false)).contains("not a regular file"));
         let replaced = Seen { ino: 9, ..seen() };
         assert!(kept(decide(Some(&record()), Some(&replaced), false)).contains("inode"));
-        let edited = Seen { sha256: Some("def".into()), ..seen() };
+        let edited = Seen {
+            sha256: Some("def".into()),
+            ..seen()
+        };
         assert!(kept(decide(Some(&record()), Some(&edited), false)).contains("content changed"));
         let grown = Seen { size: 4, ..seen() };
         assert!(kept(decide(Some(&record()), Some(&grown), false)).contains("content changed"));

@@ -239,7 +239,9 @@ pub fn decide(
     }
     let b = bit(signal);
     if masks.ignored & b != 0 {
-        return Readiness::Ignored(format!("it ignores {signal} (SigIgn in /proc), so the signal would do nothing"));
+        return Readiness::Ignored(format!(
+            "it ignores {signal} (SigIgn in /proc), so the signal would do nothing"
+        ));
     }
     if masks.caught & b != 0 || masks.blocked_in_all & b != 0 {
         return Readiness::Send;
@@ -565,7 +567,10 @@ mod tests {
         };
         let two_s = Duration::from_secs(2);
         // Old enough, catches it: sent.
-        assert_eq!(decide(hup, caught, ms(5000), ms(10), two_s), Readiness::Send);
+        assert_eq!(
+            decide(hup, caught, ms(5000), ms(10), two_s),
+            Readiness::Send
+        );
         // Started after the install: it read the file; no signal.
         assert!(matches!(
             decide(hup, caught, ms(5), ms(30), two_s),
@@ -592,7 +597,10 @@ mod tests {
             blocked_in_all: 1,
             ..Masks::default()
         };
-        assert_eq!(decide(hup, blocked, ms(5000), ms(10), two_s), Readiness::Send);
+        assert_eq!(
+            decide(hup, blocked, ms(5000), ms(10), two_s),
+            Readiness::Send
+        );
         // Neither: its default action (the end of it) would apply.
         assert!(matches!(
             decide(hup, Masks::default(), ms(5000), ms(10), two_s),

@@ -84,7 +84,9 @@ impl Owing {
 
 /// The wall-clock time `d` ago.
 pub fn ago(d: Duration) -> SystemTime {
-    SystemTime::now().checked_sub(d).unwrap_or(SystemTime::UNIX_EPOCH)
+    SystemTime::now()
+        .checked_sub(d)
+        .unwrap_or(SystemTime::UNIX_EPOCH)
 }
 
 /// `t` as RFC 3339 (seconds, UTC).
@@ -167,7 +169,9 @@ pub fn text(status: &Status) -> String {
             out.push_str(&format!(
                 "  action {}: {}\n",
                 escape(action),
-                t.verdict.as_deref().map_or_else(|| "no run yet".into(), escape)
+                t.verdict
+                    .as_deref()
+                    .map_or_else(|| "no run yet".into(), escape)
             ));
         }
         if let Some(p) = &t.pending {
@@ -177,7 +181,10 @@ pub fn text(status: &Status) -> String {
             out.push_str(&format!("  last error: {}\n", escape(e)));
         }
     }
-    for (title, items) in [("hooks owed", &status.hooks), ("rollbacks owed", &status.rollbacks)] {
+    for (title, items) in [
+        ("hooks owed", &status.hooks),
+        ("rollbacks owed", &status.rollbacks),
+    ] {
         if !items.is_empty() {
             out.push_str(&format!("\n{title}:\n"));
             for o in items {
@@ -190,7 +197,10 @@ pub fn text(status: &Status) -> String {
     }
     out.push_str(&format!(
         "\nleader: {}\npeers ({}):\n",
-        status.leader.as_deref().map_or_else(|| "none".into(), escape),
+        status
+            .leader
+            .as_deref()
+            .map_or_else(|| "none".into(), escape),
         status.peers.len()
     ));
     for p in &status.peers {
@@ -228,7 +238,10 @@ mod tests {
             ..Status::default()
         };
         let shown = text(&status);
-        assert!(!shown.contains('\u{1b}') && !shown.contains('\u{7}'), "{shown}");
+        assert!(
+            !shown.contains('\u{1b}') && !shown.contains('\u{7}'),
+            "{shown}"
+        );
         assert_eq!(
             shown,
             "NOT converged: something is pending (below)\n\

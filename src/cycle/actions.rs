@@ -132,11 +132,7 @@ pub async fn run_group(
     redact: Redactor,
 ) -> GroupReport {
     let started = Instant::now();
-    let installed = outputs
-        .iter()
-        .map(|o| o.installed)
-        .max()
-        .unwrap_or(started);
+    let installed = outputs.iter().map(|o| o.installed).max().unwrap_or(started);
     let verdict = action::run(&action, &redact, installed.into_std()).await;
     let took = started.elapsed();
     let decided = Instant::now();
@@ -211,8 +207,14 @@ mod tests {
         );
         // run, a signal with no process: converged
         assert_eq!(settle(&no, true, true), Settled::Done);
-        assert_eq!(settle(&Verdict::Signalled(vec![7]), true, true), Settled::Done);
-        assert_eq!(settle(&failed, true, true), pending("HTTP 503 after 1 attempt(s)"));
+        assert_eq!(
+            settle(&Verdict::Signalled(vec![7]), true, true),
+            Settled::Done
+        );
+        assert_eq!(
+            settle(&failed, true, true),
+            pending("HTTP 503 after 1 attempt(s)")
+        );
         // once never waits
         assert_eq!(settle(&no, false, false), Settled::Done);
         assert_eq!(settle(&failed, false, false), Settled::Done);
@@ -240,6 +242,9 @@ mod tests {
         let owed = vec![out("/a", b"ran", b"v1"), out("/b", b"b0", b"b1")];
         let merged = merge(owed, vec![out("/a", b"v1", b"v2")]);
         assert_eq!(merged, [out("/b", b"b0", b"b1"), out("/a", b"ran", b"v2")]);
-        assert_eq!(merge(Vec::new(), vec![out("/a", b"x", b"y")]), [out("/a", b"x", b"y")]);
+        assert_eq!(
+            merge(Vec::new(), vec![out("/a", b"x", b"y")]),
+            [out("/a", b"x", b"y")]
+        );
     }
 }

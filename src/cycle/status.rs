@@ -87,9 +87,10 @@ impl Loop {
                 Owing::of(what, o, now)
             })
             .collect();
-        let config = self.config_owed.as_ref().map(|o| {
-            Owing::of(format!("load {}", self.config.path.display()), o, now)
-        });
+        let config = self
+            .config_owed
+            .as_ref()
+            .map(|o| Owing::of(format!("load {}", self.config.path.display()), o, now));
         let reloads = self
             .action_states
             .values()
@@ -123,7 +124,11 @@ impl Loop {
         let mut overdue: Vec<(String, Duration, Option<String>)> = Vec::new();
         for (name, state) in &self.action_states {
             if let Some(o) = &state.owed {
-                overdue.push((format!("reload {name}"), now - o.since, o.last_error.clone()));
+                overdue.push((
+                    format!("reload {name}"),
+                    now - o.since,
+                    o.last_error.clone(),
+                ));
             }
         }
         for o in &self.rollbacks {
@@ -134,7 +139,11 @@ impl Loop {
             ));
         }
         if let Some(o) = &self.config_owed {
-            overdue.push(("load the config file".into(), now - o.since, o.last_error.clone()));
+            overdue.push((
+                "load the config file".into(),
+                now - o.since,
+                o.last_error.clone(),
+            ));
         }
         let still: HashSet<String> = overdue.iter().map(|(w, _, _)| w.clone()).collect();
         self.overdue_logged.retain(|w| still.contains(w));

@@ -125,10 +125,8 @@ impl Loop {
     fn note_restored(&mut self, out: &InstalledOutput) {
         match &out.previous {
             write::Previous::File { bytes, .. } => {
-                self.installed.insert(
-                    out.destination.clone(),
-                    crate::status::sha256(bytes),
-                );
+                self.installed
+                    .insert(out.destination.clone(), crate::status::sha256(bytes));
             }
             _ => {
                 self.installed.remove(&out.destination);

@@ -333,5 +333,4 @@ mod tests {
         let one = PeerSet::new(vec![peer(8080)]);
         assert_eq!(one.iter().next().unwrap().ports, [8080]);
     }
-
 }

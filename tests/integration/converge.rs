@@ -18,7 +18,9 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::helpers::{metric, peers, poll_until, run_with_timeout, ConfigMapDir, Daemon, Sandbox, WAIT};
+use crate::helpers::{
+    metric, peers, poll_until, run_with_timeout, ConfigMapDir, Daemon, Sandbox, WAIT,
+};
 use crate::pod::Pod;
 use crate::reloads::{answer, Scripted};
 
@@ -50,14 +52,22 @@ fn an_http_reload_answered_503_for_10s_then_200_ends_reloaded_with_the_latest_by
         .build();
     let started = Instant::now();
     let mut d = pod.start();
-    d.wait_for_line(0, &["reload not answered; trying again", "action=app"], WAIT);
+    d.wait_for_line(
+        0,
+        &["reload not answered; trying again", "action=app"],
+        WAIT,
+    );
     // New bytes while the reload is owed: installed at the next try, never
     // the old ones replayed.
     pod.replace("peers", &peers(&[0, 1, 2]));
     std::thread::sleep(Duration::from_secs(10).saturating_sub(started.elapsed()));
     let tries = app.requests().len();
     // 0.5 s doubling from the first try: at most 6 tries in 10 s, not a flood.
-    assert!((3..=7).contains(&tries), "{tries} tries in 10 s\n{}", d.logs());
+    assert!(
+        (3..=7).contains(&tries),
+        "{tries} tries in 10 s\n{}",
+        d.logs()
+    );
     assert_eq!(reloads(&pod, "app", "accepted"), 0.0);
     app.answers(&[answer("200 OK", "", "")]);
     // Within one backoff step (at most 8 s +20 % here) of the app answering.
@@ -65,7 +75,11 @@ fn an_http_reload_answered_503_for_10s_then_200_ends_reloaded_with_the_latest_by
         reloads(&pod, "app", "accepted") == 1.0
     });
     assert_eq!(pod.read_or_empty("out/p"), peers(&[0, 1, 2]));
-    let line = d.wait_for_line(0, &["reload answered after trying again", "action=app"], WAIT);
+    let line = d.wait_for_line(
+        0,
+        &["reload answered after trying again", "action=app"],
+        WAIT,
+    );
     assert!(line.contains("tries="), "{line}");
     // Converged: nothing more is owed, nothing more is sent.
     let after = app.requests().len();
@@ -84,7 +98,11 @@ fn a_failed_on_leader_change_runs_again_until_it_succeeds_for_the_latest_leader_
         .build();
     pod.sb.write("fail", "");
     let mut d = pod.start();
-    d.wait_for_line(0, &["hook failed; running it again", "on_leader_change"], WAIT);
+    d.wait_for_line(
+        0,
+        &["hook failed; running it again", "on_leader_change"],
+        WAIT,
+    );
     d.wait_until(WAIT, "a second failed run", |d| {
         d.stderr()
             .matches("hook failed; running it again after the pause, for the leader latest then")
@@ -93,18 +111,25 @@ fn a_failed_on_leader_change_runs_again_until_it_succeeds_for_the_latest_leader_
     });
     // The leader changes while the hook is owed; then the hook can succeed.
     pod.replace("peers", &peers(&[1, 2]));
-    pod.wait_for_file(&mut d, "out/t", &format!("{}", peers(&[1])));
+    pod.wait_for_file(&mut d, "out/t", &peers(&[1]));
     std::fs::remove_file(pod.sb.join("fail")).expect("rm fail");
     d.wait_for_line(0, &["hook ran", "on_leader_change", "exit status: 0"], WAIT);
     let runs = pod.read_or_empty("leaders.txt");
     let last = runs.lines().last().unwrap_or_default().to_string();
-    assert_eq!(format!("{last}\n"), peers(&[1]), "ends on the latest leader: {runs}");
+    assert_eq!(
+        format!("{last}\n"),
+        peers(&[1]),
+        "ends on the latest leader: {runs}"
+    );
     // Converged: no more runs, and none for the old leader after the change.
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(pod.read_or_empty("leaders.txt"), runs);
     let old = peers(&[0]);
     let first_new = runs.find(&peers(&[1])).expect("the new leader ran");
-    assert!(!runs[first_new..].contains(&old), "a stale leader ran again: {runs}");
+    assert!(
+        !runs[first_new..].contains(&old),
+        "a stale leader ran again: {runs}"
+    );
 }
 
 /// A tmpfs of `size` mounted at `dir`, unmounted on drop.
@@ -147,8 +172,19 @@ fn a_rollback_that_failed_on_a_full_disk_is_tried_again_until_the_refused_bytes_
     pod.sb.write("reject", "");
     let mark = d.mark();
     pod.sb.replace("p.j2", "v2 {{ peers | length }}\n");
-    d.wait_for_line(mark, &["could not roll back", "trying again until the refused bytes are gone"], WAIT);
-    assert_eq!(pod.read_or_empty("out/p"), "v2 2\n", "the refused bytes, for now");
+    d.wait_for_line(
+        mark,
+        &[
+            "could not roll back",
+            "trying again until the refused bytes are gone",
+        ],
+        WAIT,
+    );
+    assert_eq!(
+        pod.read_or_empty("out/p"),
+        "v2 2\n",
+        "the refused bytes, for now"
+    );
     // Still full: tried again, still failing, and said so.
     d.wait_for_line(mark, &["could not roll back yet; trying again"], WAIT);
     // /status says so meanwhile, and so does `peerplate status`.
@@ -162,24 +198,52 @@ fn a_rollback_that_failed_on_a_full_disk_is_tried_again_until_the_refused_bytes_
     );
     assert!(rollback["tries"].as_u64() >= Some(1), "{status}");
     assert!(
-        rollback["last_error"].as_str().is_some_and(|e| e.contains("No space left on device")),
+        rollback["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("No space left on device")),
         "{status}"
     );
     let t = &status["templates"][0];
-    assert_eq!(t["verdict"].as_str().map(|v| v.starts_with("rejected: ")), Some(true), "{status}");
+    assert_eq!(
+        t["verdict"].as_str().map(|v| v.starts_with("rejected: ")),
+        Some(true),
+        "{status}"
+    );
     assert_eq!(t["pending"]["what"], rollback["what"], "{status}");
     let shown = run_with_timeout(&mut pod.command("status"), WAIT);
     assert_eq!(shown.code, Some(0), "{}", shown.dump());
-    assert!(shown.stdout.starts_with("NOT converged"), "{}", shown.stdout);
-    assert!(shown.stdout.contains("rollbacks owed:\n  roll back "), "{}", shown.stdout);
+    assert!(
+        shown.stdout.starts_with("NOT converged"),
+        "{}",
+        shown.stdout
+    );
+    assert!(
+        shown.stdout.contains("rollbacks owed:\n  roll back "),
+        "{}",
+        shown.stdout
+    );
 
     // Room again: the next try puts the previous file back.
     std::fs::remove_file(pod.sb.join("out/fill")).expect("rm fill");
-    d.wait_for_line(mark, &["rolled back: the file on disk is again what the app runs", "tries="], WAIT);
+    d.wait_for_line(
+        mark,
+        &[
+            "rolled back: the file on disk is again what the app runs",
+            "tries=",
+        ],
+        WAIT,
+    );
     assert_eq!(pod.read_or_empty("out/p"), "v1 2\n");
     let status = status_json(pod.port);
-    assert_eq!(status["rollbacks"].as_array().map(Vec::len), Some(0), "{status}");
-    assert_eq!(metric(pod.port, "peerplate_pending_items{kind=\"rollback\"}"), Some(0.0));
+    assert_eq!(
+        status["rollbacks"].as_array().map(Vec::len),
+        Some(0),
+        "{status}"
+    );
+    assert_eq!(
+        metric(pod.port, "peerplate_pending_items{kind=\"rollback\"}"),
+        Some(0.0)
+    );
     assert!(d.is_running());
 }
 
@@ -204,7 +268,10 @@ fn status_prints_convergence_for_a_person_and_says_when_there_is_no_listener() {
     let root = pod.sb.path().display().to_string();
     let text = shown.stdout.replace(&root, "ROOT");
     insta::assert_snapshot!("status_converged", text);
-    assert!(text.contains(&format!("desired {hash}  installed {hash} (same)")), "{text}");
+    assert!(
+        text.contains(&format!("desired {hash}  installed {hash} (same)")),
+        "{text}"
+    );
     // The rest of the config broken: status reads only http.listen.
     let config = std::fs::read_to_string(&pod.config).expect("config");
     std::fs::write(&pod.config, format!("{config}\nbogus: 1\n")).expect("break it");
@@ -214,7 +281,11 @@ fn status_prints_convergence_for_a_person_and_says_when_there_is_no_listener() {
     assert!(shown.stdout.starts_with("converged"), "{}", shown.stdout);
     // --url and --json.
     let shown = run_with_timeout(
-        pod.command("status").args(["--json", "--url", &format!("http://127.0.0.1:{}/status", pod.port)]),
+        pod.command("status").args([
+            "--json",
+            "--url",
+            &format!("http://127.0.0.1:{}/status", pod.port),
+        ]),
         WAIT,
     );
     let json: serde_json::Value = serde_json::from_str(&shown.stdout).expect("json");
@@ -254,23 +325,39 @@ fn a_config_that_arrives_before_its_template_converges_when_the_template_arrives
     let path = cm.path("peerplate.yaml");
     let cmd = sb.peerplate(["--config", &path.display().to_string(), "run"]);
     let mut d = Daemon::spawn(cmd);
-    d.wait_until(WAIT, "out/a", |_| sb.read("out/a").as_deref() == Some("a 2\n"));
+    d.wait_until(WAIT, "out/a", |_| {
+        sb.read("out/a").as_deref() == Some("a 2\n")
+    });
     let mark = d.mark();
     cm.update(&[("peerplate.yaml", &config(true))]);
-    d.wait_for_line(mark, &["ERROR", "running config stays", "reading it again with backoff"], WAIT);
+    d.wait_for_line(
+        mark,
+        &[
+            "ERROR",
+            "running config stays",
+            "reading it again with backoff",
+        ],
+        WAIT,
+    );
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(sb.read("out/b"), None);
     // The template arrives (another ConfigMap, a moment later).
     sb.write("b.j2", "b {{ peers | length }}\n");
     let arrived = Instant::now();
-    let converged = poll_until(WAIT, || {
-        sb.read("out/b").as_deref() == Some("b 2\n")
-    });
+    let converged = poll_until(WAIT, || sb.read("out/b").as_deref() == Some("b 2\n"));
     assert!(converged, "never converged\n{}", d.logs());
     // Within one backoff step (the step at 2 s is 2 s, +20 %), bounded generously.
-    assert!(arrived.elapsed() < Duration::from_secs(6), "{:?}", arrived.elapsed());
+    assert!(
+        arrived.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        arrived.elapsed()
+    );
     d.wait_for_line(mark, &["the config file loads now"], WAIT);
-    let errors = d.lines_since(mark).iter().filter(|l| l.contains("ERROR")).count();
+    let errors = d
+        .lines_since(mark)
+        .iter()
+        .filter(|l| l.contains("ERROR"))
+        .count();
     assert_eq!(errors, 1, "one ERROR, not one per try\n{}", d.logs());
 }
 
@@ -279,7 +366,12 @@ fn once_with_nobody_listening_is_done_at_once_and_never_waits_on_the_backoff() {
     let port = crate::helpers::free_port();
     let pod = Pod::builder()
         .peers_file(&peers(&[0, 1]))
-        .template_with("p.j2", "{{ peers | length }}\n", "out/p", "    reload: app\n")
+        .template_with(
+            "p.j2",
+            "{{ peers | length }}\n",
+            "out/p",
+            "    reload: app\n",
+        )
         .yaml(&format!(
             "reloads:\n  app: {{http: {{url: \"http://127.0.0.1:{port}/-/reload\", retries: 0}}}}\n"
         ))
@@ -287,8 +379,16 @@ fn once_with_nobody_listening_is_done_at_once_and_never_waits_on_the_backoff() {
     let started = Instant::now();
     let out = run_with_timeout(&mut pod.command("once"), Duration::from_secs(10));
     assert_eq!(out.code, Some(0), "{}", out.stderr);
-    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
-    assert!(out.stderr.contains("no process to reload"), "{}", out.stderr);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        out.stderr.contains("no process to reload"),
+        "{}",
+        out.stderr
+    );
     assert!(!out.stderr.contains("trying again"), "{}", out.stderr);
     assert_eq!(pod.output().as_deref(), Some("2\n"));
 }
@@ -298,7 +398,10 @@ fn a_removed_templates_output_is_named_and_prune_removes_only_the_file_peerplate
     let sb = Sandbox::new();
     sb.write("peers", &peers(&[0, 1]));
     for name in ["a", "b", "c"] {
-        sb.write(&format!("{name}.j2"), &format!("{name} {{{{ peers | length }}}}\n"));
+        sb.write(
+            &format!("{name}.j2"),
+            &format!("{name} {{{{ peers | length }}}}\n"),
+        );
     }
     sb.mkdir("out");
     let root = sb.path().display().to_string();
@@ -309,11 +412,16 @@ fn a_removed_templates_output_is_named_and_prune_removes_only_the_file_peerplate
             .collect();
         format!("identity: {{hostname: web-1, namespace: default}}\npeers:\n  file: {root}/peers\ntemplates:\n{list}wait: {{min: 0s, max: 0s}}\nprune: {prune}\n")
     };
-    let mut cm = ConfigMapDir::create(&sb.join("cfg"), &[("peerplate.yaml", &config(&["a", "b", "c"], true))]);
+    let mut cm = ConfigMapDir::create(
+        &sb.join("cfg"),
+        &[("peerplate.yaml", &config(&["a", "b", "c"], true))],
+    );
     let path = cm.path("peerplate.yaml");
     let mut d = Daemon::spawn(sb.peerplate(["--config", &path.display().to_string(), "run"]));
     d.wait_until(WAIT, "three outputs", |_| {
-        ["a", "b", "c"].iter().all(|t| sb.read(&format!("out/{t}.conf")).is_some())
+        ["a", "b", "c"]
+            .iter()
+            .all(|t| sb.read(&format!("out/{t}.conf")).is_some())
     });
     // The install records are in the state file beside the first output.
     d.wait_until(WAIT, "the install records", |_| {
@@ -326,23 +434,42 @@ fn a_removed_templates_output_is_named_and_prune_removes_only_the_file_peerplate
     let mark = d.mark();
     cm.update(&[("peerplate.yaml", &config(&["a"], true))]);
     let line = d.wait_for_line(mark, &["pruned", "b.conf"], WAIT);
-    assert!(line.contains("an output peerplate installed that no template produces any more"), "{line}");
+    assert!(
+        line.contains("an output peerplate installed that no template produces any more"),
+        "{line}"
+    );
     let kept = d.wait_for_line(mark, &["output left behind, not pruned", "c.conf"], WAIT);
-    assert!(kept.contains("its content changed since peerplate installed it"), "{kept}");
+    assert!(
+        kept.contains("its content changed since peerplate installed it"),
+        "{kept}"
+    );
     assert_eq!(sb.read("out/b.conf"), None, "pruned");
-    assert_eq!(sb.read("out/c.conf").as_deref(), Some("edited by hand\n"), "kept");
+    assert_eq!(
+        sb.read("out/c.conf").as_deref(),
+        Some("edited by hand\n"),
+        "kept"
+    );
     assert_eq!(sb.read("out/a.conf").as_deref(), Some("a 2\n"));
     drop(d);
 
     // Without prune: a warning names each output left behind, nothing is removed.
-    let mut cm2 = ConfigMapDir::create(&sb.join("cfg2"), &[("peerplate.yaml", &config(&["a", "b"], false))]);
+    let mut cm2 = ConfigMapDir::create(
+        &sb.join("cfg2"),
+        &[("peerplate.yaml", &config(&["a", "b"], false))],
+    );
     let path = cm2.path("peerplate.yaml");
     let mut d = Daemon::spawn(sb.peerplate(["--config", &path.display().to_string(), "run"]));
-    d.wait_until(WAIT, "b again", |_| sb.read("out/b.conf").as_deref() == Some("b 2\n"));
+    d.wait_until(WAIT, "b again", |_| {
+        sb.read("out/b.conf").as_deref() == Some("b 2\n")
+    });
     let mark = d.mark();
     cm2.update(&[("peerplate.yaml", &config(&["a"], false))]);
     let line = d.wait_for_line(mark, &["output left behind", "b.conf"], WAIT);
     assert!(line.contains("remove it, or set prune: true"), "{line}");
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(sb.read("out/b.conf").as_deref(), Some("b 2\n"), "not removed");
+    assert_eq!(
+        sb.read("out/b.conf").as_deref(),
+        Some("b 2\n"),
+        "not removed"
+    );
 }

@@ -863,7 +863,8 @@ fn a_service_with_two_ports_gives_the_lowest_on_every_pod_and_port_name_picks_on
     let dns = DnsServer::start("cluster.local");
     dns.scale(2);
     dns.set_named_ports(&[("metrics", 9100), ("http", 80)]);
-    let template = "{% for p in peers %}{{ p.hostname }} {{ p.port }} {{ p.ports | join(',') }}\n{% endfor %}";
+    let template =
+        "{% for p in peers %}{{ p.hostname }} {{ p.port }} {{ p.ports | join(',') }}\n{% endfor %}";
     let pods: Vec<_> = ["web-0", "web-1"]
         .iter()
         .map(|h| {

@@ -574,16 +574,26 @@ impl Zone {
             }
             return;
         }
-        if name == self.service && count > 0 && !self.named_ports.is_empty() && query.query_type == RecordType::SRV {
+        if name == self.service
+            && count > 0
+            && !self.named_ports.is_empty()
+            && query.query_type == RecordType::SRV
+        {
             // Every pod once per port, the ports in a rotating order.
-            let turn = self.rotation.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let turn = self
+                .rotation
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let mut ports: Vec<u16> = self.named_ports.iter().map(|(_, p)| *p).collect();
             let len = ports.len();
             ports.rotate_left(turn % len);
             for port in ports {
                 for (target, _) in &pods {
                     let srv = SRV::new(0, 50, port, target.clone());
-                    response.add_answer(Record::from_rdata(self.service.clone(), self.ttl, RData::SRV(srv)));
+                    response.add_answer(Record::from_rdata(
+                        self.service.clone(),
+                        self.ttl,
+                        RData::SRV(srv),
+                    ));
                 }
             }
             return;

@@ -20,8 +20,8 @@ mod procfs;
 
 mod admin;
 mod check;
-mod converge;
 mod container_pod;
+mod converge;
 mod deploy;
 mod dns;
 mod dns_bind;

@@ -210,7 +210,11 @@ fn prometheus_whose_config_changes_0_to_50ms_after_it_starts_never_dies_of_the_r
         prom.wait_until(WAIT, "Prometheus with the new config", |_| {
             api(prom_port, "/api/v1/status/config").contains(&want)
         });
-        assert!(prom.is_running(), "round {round}: Prometheus died\n{}", prom.logs());
+        assert!(
+            prom.is_running(),
+            "round {round}: Prometheus died\n{}",
+            prom.logs()
+        );
         drop(prom);
     }
     assert!(d.is_running(), "{}", d.logs());

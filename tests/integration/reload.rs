@@ -266,7 +266,11 @@ fn a_process_that_ignores_or_does_not_catch_the_signal_is_never_sent_it() {
         pid_path.display()
     ));
     let mut d = pod.start();
-    d.wait_for_line(0, &["waiting for the process to catch the signal before sending it"], WAIT);
+    d.wait_for_line(
+        0,
+        &["waiting for the process to catch the signal before sending it"],
+        WAIT,
+    );
     let line = d.wait_for_line(0, &["reload signal not sent", "(catch_wait)"], WAIT);
     assert!(line.contains("the signal is never sent uncaught"), "{line}");
     assert!(signal_lines(&d, 0).is_empty(), "{}", d.logs());

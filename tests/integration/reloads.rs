@@ -303,7 +303,11 @@ fn http_retries_503_follows_same_host_redirects_and_takes_a_4xx_as_the_verdict()
     assert!(line.contains("only redirects on the same host"), "{line}");
     // Not an answer from the app: owed, and tried again with backoff.
     assert!(reloads(&pod, "app", "failed") >= 1.0);
-    d.wait_for_line(mark, &["reload not answered; trying again", "action=app"], WAIT);
+    d.wait_for_line(
+        mark,
+        &["reload not answered; trying again", "action=app"],
+        WAIT,
+    );
     assert_eq!(pod.read_or_empty("out/p"), peers(&[0, 1, 2, 3]));
 }
 
@@ -323,7 +327,11 @@ fn http_with_nobody_listening_is_no_process_and_the_file_stays() {
     assert!(line.contains("after 2 attempt(s)"), "{line}");
     assert!(reloads(&pod, "app", "no_process") >= 1.0);
     // A starting app: the reload is owed and tried again (`run`).
-    d.wait_for_line(0, &["reload not answered; trying again", "action=app"], WAIT);
+    d.wait_for_line(
+        0,
+        &["reload not answered; trying again", "action=app"],
+        WAIT,
+    );
     assert_eq!(pod.output().as_deref(), Some("2\n"));
 }
 

@@ -709,7 +709,15 @@ pub fn worker(
                 }
             }
             let warn_ports = dns.port_name.is_none();
-            poll_loop(poller, dns.interval, warn_ports, &metrics, events, errors, stopped);
+            poll_loop(
+                poller,
+                dns.interval,
+                warn_ports,
+                &metrics,
+                events,
+                errors,
+                stopped,
+            );
             let _ = done_tx.send(());
         })
         .map_err(|e| SourceError::Setup(format!("cannot start the DNS thread: {e}")))?;
