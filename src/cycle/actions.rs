@@ -224,7 +224,7 @@ mod tests {
         );
     }
 
-    fn out(dest: &str, previous: &[u8], bytes: &[u8]) -> InstalledOutput {
+    fn out(dest: &str, previous: &[u8], bytes: &[u8], at: tokio::time::Instant) -> InstalledOutput {
         InstalledOutput {
             template: dest.to_string(),
             destination: PathBuf::from(dest),
@@ -233,18 +233,22 @@ mod tests {
                 mode: 0o644,
             },
             bytes: bytes.to_vec(),
-            installed: tokio::time::Instant::now(),
+            installed: at,
         }
     }
 
     #[test]
     fn newer_bytes_replace_the_owed_ones_and_keep_what_the_app_ran() {
-        let owed = vec![out("/a", b"ran", b"v1"), out("/b", b"b0", b"b1")];
-        let merged = merge(owed, vec![out("/a", b"v1", b"v2")]);
-        assert_eq!(merged, [out("/b", b"b0", b"b1"), out("/a", b"ran", b"v2")]);
+        let at = tokio::time::Instant::now();
+        let owed = vec![out("/a", b"ran", b"v1", at), out("/b", b"b0", b"b1", at)];
+        let merged = merge(owed, vec![out("/a", b"v1", b"v2", at)]);
         assert_eq!(
-            merge(Vec::new(), vec![out("/a", b"x", b"y")]),
-            [out("/a", b"x", b"y")]
+            merged,
+            [out("/b", b"b0", b"b1", at), out("/a", b"ran", b"v2", at)]
+        );
+        assert_eq!(
+            merge(Vec::new(), vec![out("/a", b"x", b"y", at)]),
+            [out("/a", b"x", b"y", at)]
         );
     }
 }

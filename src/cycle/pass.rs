@@ -185,9 +185,28 @@ impl Loop {
         // 3. Each action that had an output installed runs once, started in
         // the order written, beside the loop: its verdict comes back through
         // `verdicts`.
-        // A reload still owed for bytes installed earlier is tried again
-        // when due, with whatever this pass installed for it.
-        for (action, outputs) in actions.iter().zip(groups) {
+        self.start_actions(&config, groups, now, &redact);
+        self.rendered = true;
+        self.observe(&config, &outcomes, desired);
+        self.publish(&outcomes);
+        self.schedule_retry(&outcomes);
+
+        // 4. Hooks, beside the render path (`run`); `once` runs them itself.
+        self.hand_to_hooks(peers);
+        outcomes
+    }
+
+    /// Starts each action that had an output installed, in the order
+    /// written; a reload still owed for bytes installed earlier is tried
+    /// again when due, with whatever this pass installed for it.
+    fn start_actions(
+        &mut self,
+        config: &Config,
+        groups: Vec<Vec<InstalledOutput>>,
+        now: Instant,
+        redact: &Redactor,
+    ) {
+        for (action, outputs) in config.actions.iter().zip(groups) {
             let state = self.action_states.entry(action.name.clone()).or_default();
             let outputs = match &mut state.owed {
                 Some(owed) if !state.busy && owed.is_due(now) => {
@@ -204,14 +223,12 @@ impl Loop {
             self.verdicts
                 .spawn(actions::run_group(action.clone(), outputs, redact.clone()));
         }
-        self.rendered = true;
-        self.observe(&config, &outcomes, desired);
-        self.publish(&outcomes);
-        self.schedule_retry(&outcomes);
+    }
 
-        // 4. Hooks, beside the render path (`run`); `once` runs them itself.
-        // on_leader_change runs after the installs and reloads that name
-        // the new leader, in a queue of its own.
+    /// Hands the hook queues what they are owed: the leader to
+    /// `on_leader_change` (after the installs and reloads that name it), the
+    /// peer set (one that holds this pod) to `on_start`/`on_change`.
+    fn hand_to_hooks(&mut self, peers: PeerSet) {
         if let (Some(queue), Some(leader)) = (&self.leader_hook, &self.leader_hook_due) {
             queue.send_replace(Some(leader.clone().unwrap_or_default()));
             self.leader_hook_due = None;
@@ -221,7 +238,6 @@ impl Loop {
                 queue.send_replace(Some(peers));
             }
         }
-        outcomes
     }
 
     /// Renders template `i` (off the runtime thread: the admin listener and
