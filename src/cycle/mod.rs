@@ -172,6 +172,9 @@ struct Loop {
     installed: HashMap<PathBuf, String>,
     /// Each template's last error (render, check, install), for `/status`.
     last_errors: Vec<Option<String>>,
+    /// Destinations changed by someone else since peerplate installed
+    /// them (logged once; left alone until their render changes).
+    drifted: std::collections::HashSet<PathBuf>,
     /// Items already logged as pending past `status::OVERDUE`.
     overdue_logged: std::collections::HashSet<String>,
     /// Rollbacks that failed (`run`): tried again with backoff until the
@@ -276,6 +279,7 @@ impl Loop {
             installed: HashMap::new(),
             last_errors: Vec::new(),
             overdue_logged: std::collections::HashSet::new(),
+            drifted: std::collections::HashSet::new(),
             inputs: Vec::new(),
             watched: None,
             ctx: None,

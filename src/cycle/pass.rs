@@ -26,6 +26,24 @@ pub(super) enum Step {
     Unchanged,
     /// The bytes an app rejected: not installed again.
     Held,
+    /// The destination was changed by someone else since peerplate
+    /// installed these very bytes: left alone until they change.
+    Drifted,
+}
+
+/// Whether a destination was changed by someone else since peerplate
+/// installed the bytes it would install again (`desired`, the hash of the
+/// render, equals `installed`, the hash peerplate installed there, and the
+/// file on disk holds other bytes than `rendered`). Such a file (Redis's
+/// `CONFIG REWRITE` rewrites `redis.conf`) is reported, not overwritten,
+/// until the render changes. A file that is gone is installed again.
+pub(super) fn changed_elsewhere(
+    desired: Option<&String>,
+    installed: Option<&String>,
+    on_disk: Option<&[u8]>,
+    rendered: &[u8],
+) -> bool {
+    desired.is_some() && desired == installed && on_disk.is_some_and(|d| d != rendered)
 }
 
 /// A check's stderr with the `file()` inputs hidden.
@@ -64,6 +82,7 @@ impl Loop {
         let mut outcomes = Vec::with_capacity(config.templates.len());
         let mut inputs = Vec::with_capacity(config.templates.len());
         let mut desired = Vec::with_capacity(config.templates.len());
+        let mut drifted = Vec::new();
         let mut redact = self.redactor();
         for (i, template) in config.templates.iter().enumerate() {
             let started = std::time::Instant::now();
@@ -77,6 +96,10 @@ impl Loop {
                 Ok(Step::Staged(file, bytes)) => (Ok(Installed::Changed), Some((file, bytes))),
                 Ok(Step::Unchanged) => (Ok(Installed::Unchanged), None),
                 Ok(Step::Held) => (Ok(Installed::Held), None),
+                Ok(Step::Drifted) => {
+                    drifted.push(template.destination.clone());
+                    (Ok(Installed::Unchanged), None)
+                }
                 Err(e) => (Err(e), None),
             };
             staged.push(file);
@@ -90,6 +113,7 @@ impl Loop {
         }
         self.inputs = inputs;
         self.update_watched();
+        self.note_drifted(&config, drifted);
         let redact = self.redactor();
 
         // 2. All or nothing per reload group: the outputs of one action
@@ -225,6 +249,22 @@ impl Loop {
         }
     }
 
+    /// Logs each destination changed by someone else once (until peerplate
+    /// installs there again), and forgets the others.
+    fn note_drifted(&mut self, config: &Config, drifted: Vec<PathBuf>) {
+        self.drifted.retain(|d| drifted.contains(d));
+        for dest in drifted {
+            let template = config.templates.iter().position(|t| t.destination == dest);
+            if self.drifted.insert(dest.clone()) {
+                tracing::warn!(
+                    template = %template.map(|i| self.renderer.name(i)).unwrap_or_default(),
+                    destination = %dest.display(),
+                    "changed on disk by someone else since peerplate installed it; left alone until its render changes (a template, file() input, config or peer change)"
+                );
+            }
+        }
+    }
+
     /// Hands the hook queues what they are owed: the leader to
     /// `on_leader_change` (after the installs and reloads that name it), the
     /// peer set (one that holds this pod) to `on_start`/`on_change`.
@@ -276,6 +316,17 @@ impl Loop {
                     .is_some_and(|bytes| *bytes == output.as_bytes()) =>
             {
                 Ok(Step::Held)
+            }
+            Ok(output)
+                if !template.create_only
+                    && changed_elsewhere(
+                        desired.as_ref(),
+                        self.installed.get(&template.destination),
+                        std::fs::read(&template.destination).ok().as_deref(),
+                        output.as_bytes(),
+                    ) =>
+            {
+                Ok(Step::Drifted)
             }
             Ok(output) => {
                 tracing::debug!(template = %self.renderer.name(i), bytes = output.len(), inputs = %crate::log::list(read.iter().map(|i| i.path.to_string_lossy())), "rendered");
@@ -383,5 +434,45 @@ impl Loop {
         {
             self.metrics.cycle_succeeded();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::cycle::pass::changed_elsewhere;
+
+    #[test]
+    fn a_file_someone_else_changed_is_left_alone_until_the_render_changes() {
+        let (a, b) = ("a".to_string(), "b".to_string());
+        // peerplate installed "a"'s bytes, the render is the same, the disk differs.
+        assert!(changed_elsewhere(
+            Some(&a),
+            Some(&a),
+            Some(b"edited"),
+            b"rendered"
+        ));
+        // The render changed: installed.
+        assert!(!changed_elsewhere(
+            Some(&b),
+            Some(&a),
+            Some(b"edited"),
+            b"rendered"
+        ));
+        // The disk holds the render: nothing to say.
+        assert!(!changed_elsewhere(
+            Some(&a),
+            Some(&a),
+            Some(b"rendered"),
+            b"rendered"
+        ));
+        // Gone: installed again.
+        assert!(!changed_elsewhere(Some(&a), Some(&a), None, b"rendered"));
+        // Nothing installed by peerplate yet (the start): the disk is what is.
+        assert!(!changed_elsewhere(
+            Some(&a),
+            None,
+            Some(b"edited"),
+            b"rendered"
+        ));
     }
 }

@@ -32,8 +32,8 @@ impl Loop {
             .map(|o| o.result.as_ref().err().map(|e| e.to_string()))
             .collect();
         for ((template, outcome), hash) in config.templates.iter().zip(outcomes).zip(&desired) {
-            if let (Ok(Installed::Changed | Installed::Unchanged), Some(hash)) =
-                (&outcome.result, hash)
+            if let (Ok(Installed::Changed | Installed::Unchanged), Some(hash), false) =
+                (&outcome.result, hash, template.create_only)
             {
                 self.installed
                     .insert(template.destination.clone(), hash.clone());
@@ -76,7 +76,11 @@ impl Loop {
                 action: action.map(|a| a.name.clone()),
                 verdict: state.and_then(|s| s.last_verdict.clone()),
                 pending,
-                last_error: self.last_errors.get(i).cloned().flatten(),
+                last_error: self.last_errors.get(i).cloned().flatten().or_else(|| {
+                    self.drifted.contains(&template.destination).then(|| {
+                        "changed on disk by someone else since peerplate installed it; left alone until its render changes".to_string()
+                    })
+                }),
             });
         }
         let rollbacks: Vec<Owing> = self

@@ -473,3 +473,46 @@ fn a_removed_templates_output_is_named_and_prune_removes_only_the_file_peerplate
         "not removed"
     );
 }
+
+#[test]
+fn a_destination_someone_else_changed_is_reported_once_and_left_until_its_render_changes() {
+    // a.j2 does not depend on the peers; b.j2 does: a peer change is a pass
+    // in which a's render stays the same.
+    let pod = Pod::builder()
+        .peers_file(&peers(&[0, 1]))
+        .template("a.j2", "a static\n", "out/a")
+        .template("b.j2", "b {{ peers | length }}\n", "out/b")
+        .http()
+        .build();
+    let mut d = pod.start();
+    pod.wait_for_file(&mut d, "out/a", "a static\n");
+    pod.wait_for_file(&mut d, "out/b", "b 2\n");
+    // The app rewrites its own config (Redis's CONFIG REWRITE).
+    std::fs::write(pod.sb.join("out/a"), "rewritten by the app\n").expect("rewrite");
+    for (k, ks) in [(3, &[0, 1, 2][..]), (4, &[0, 1, 2, 3][..])] {
+        pod.replace("peers", &peers(ks));
+        pod.wait_for_file(&mut d, "out/b", &format!("b {k}\n"));
+    }
+    assert_eq!(
+        pod.read("out/a").as_deref(),
+        Some("rewritten by the app\n"),
+        "left alone"
+    );
+    let said: Vec<String> = d
+        .lines_since(0)
+        .into_iter()
+        .filter(|l| l.contains("changed on disk by someone else"))
+        .collect();
+    assert_eq!(said.len(), 1, "reported once: {said:?}");
+    assert!(said[0].contains("template=a.j2"), "{}", said[0]);
+    let status = status_json(pod.port);
+    assert!(
+        status["templates"][0]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("changed on disk by someone else")),
+        "{status}"
+    );
+    // Its render changes: installed again.
+    pod.sb.replace("a.j2", "a new\n");
+    pod.wait_for_file(&mut d, "out/a", "a new\n");
+}
