@@ -4,8 +4,17 @@
 //! counted, the running config stays, and the file is read again with
 //! backoff until it loads (a template it names may arrive a moment later).
 
-use super::*;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::time::Instant;
+
+use super::{action_names, base_dir, hook_names, Loop, Mode, Workers};
+use crate::config::{Config, PeerSource, Policy};
+use crate::leader::Leadership;
+use crate::metrics;
 use crate::owed::{self, Owed};
+use crate::render::Renderer;
 
 impl Loop {
     /// Re-reads the config file. A valid, changed one replaces the running

@@ -37,13 +37,12 @@ mod verdicts;
 mod view;
 mod workers;
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
+use backon::ExponentialBackoff;
 
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
@@ -53,22 +52,18 @@ use tokio_util::sync::CancellationToken;
 pub use outcome::{CycleError, Installed, Outcome};
 
 use self::actions::{ActionState, GroupReport, InstalledOutput};
-use crate::action::Verdict;
-use crate::admin::{self, State};
-use crate::config::ActionKind;
+use crate::admin::State;
 use crate::config::Policy;
 use crate::config::{Config, PeerSource, Wait};
 use crate::error::Error;
 use crate::event::{Context, Event, SourceError, Worker};
-use crate::hooks;
 use crate::leader::{self, Leadership};
 use crate::metrics::{self, Metrics};
 use crate::owed::{self, Owed};
-use crate::peers::{self, Identity, PeerSet};
-use crate::redact::Redactor;
-use crate::render::{self, Input, Renderer};
-use crate::watch::{self as file_watch, Watched};
-use crate::write::{self, Plan, WriteError};
+use crate::peers::{Identity, PeerSet};
+use crate::render::{Input, Renderer};
+use crate::watch::Watched;
+use crate::write;
 
 /// How long shutdown waits for the workers to return.
 const SHUTDOWN_WAIT: Duration = Duration::from_millis(500);

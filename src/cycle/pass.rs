@@ -4,8 +4,23 @@
 //! readiness derived from the outcomes; failed installs retried with
 //! backoff.
 
-use super::*;
+use std::borrow::Cow;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
+use tokio::time::Instant;
+
+use super::actions::{self, InstalledOutput};
+use super::{base_dir, CycleError, Installed, Loop, Mode, Outcome};
+use crate::config::Config;
 use crate::config::Template;
+use crate::metrics;
+use crate::peers::PeerSet;
+use crate::redact::Redactor;
+use crate::render::{self, Input, Renderer};
+use crate::write::{self, Plan, WriteError};
 
 /// The delays between retries of an install that failed on I/O (`run`):
 /// from 1 s, doubling, at most 30 s apart, with jitter, until it succeeds.

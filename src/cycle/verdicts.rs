@@ -4,9 +4,15 @@
 //! again with backoff; rollbacks that failed, tried again until the refused
 //! bytes are gone; and actions waiting out `min_interval`.
 
-use super::*;
+use tokio::time::Instant;
+
+use super::actions::{self, GroupReport, InstalledOutput};
+use super::{Loop, Mode};
+use crate::action::Verdict;
+use crate::config::ActionKind;
 use crate::cycle::actions::Settled;
 use crate::owed::{self, Owed};
+use crate::write;
 
 impl Loop {
     /// An action's run ended: count and log its verdict; after a rejection,

@@ -4,7 +4,22 @@
 //! telling the file watcher what to watch as the config and the `file()`
 //! inputs change.
 
-use super::*;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::{spawn, Loop, Mode, Workers};
+use crate::admin;
+use crate::config::{PeerSource, Policy};
+use crate::error::Error;
+use crate::event::{Context, Event, SourceError, Worker};
+use crate::hooks;
+use crate::leader;
+use crate::peers;
+use crate::redact::Redactor;
+use crate::watch::{self as file_watch, Watched};
 
 impl Loop {
     /// A context for the worker `name` whose shutdown token a config change
