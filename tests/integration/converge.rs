@@ -69,6 +69,17 @@ fn an_http_reload_answered_503_for_10s_then_200_ends_reloaded_with_the_latest_by
         d.logs()
     );
     assert_eq!(reloads(&pod, "app", "accepted"), 0.0);
+    let pending = "peerplate_pending_items{kind=\"reload\"}";
+    assert_eq!(metric(pod.port, pending), Some(1.0));
+    let status = status_json(pod.port);
+    let owed = &status["templates"][0]["pending"];
+    assert_eq!(owed["what"], "reload app", "{status}");
+    assert!(
+        owed["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("HTTP 503")),
+        "{status}"
+    );
     app.answers(&[answer("200 OK", "", "")]);
     // Within one backoff step (at most 8 s +20 % here) of the app answering.
     d.wait_until(WAIT, "accepted", |_| {
@@ -85,6 +96,8 @@ fn an_http_reload_answered_503_for_10s_then_200_ends_reloaded_with_the_latest_by
     let after = app.requests().len();
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(app.requests().len(), after, "{}", d.logs());
+    assert_eq!(metric(pod.port, pending), Some(0.0));
+    assert_eq!(status_json(pod.port)["converged"], true);
     assert!(d.is_running());
 }
 
@@ -95,6 +108,7 @@ fn a_failed_on_leader_change_runs_again_until_it_succeeds_for_the_latest_leader_
         .peers_file(&peers(&[0, 1]))
         .template("t.j2", "{{ leader }}\n", "out/t")
         .yaml("hooks:\n  on_leader_change: \"cat >> leaders.txt; test ! -e fail\"\n  timeout: 5s\n")
+        .http()
         .build();
     pod.sb.write("fail", "");
     let mut d = pod.start();
@@ -109,6 +123,16 @@ fn a_failed_on_leader_change_runs_again_until_it_succeeds_for_the_latest_leader_
             .count()
             >= 2
     });
+    // /status lists the hook owed.
+    let status = status_json(pod.port);
+    let owed = &status["hooks"][0];
+    assert!(
+        owed["what"]
+            .as_str()
+            .is_some_and(|w| w.starts_with("on_leader_change for web-0.")),
+        "{status}"
+    );
+    assert!(owed["tries"].as_u64() >= Some(2), "{status}");
     // The leader changes while the hook is owed; then the hook can succeed.
     pod.replace("peers", &peers(&[1, 2]));
     pod.wait_for_file(&mut d, "out/t", &peers(&[1]));
@@ -123,6 +147,10 @@ fn a_failed_on_leader_change_runs_again_until_it_succeeds_for_the_latest_leader_
     );
     // Converged: no more runs, and none for the old leader after the change.
     std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        status_json(pod.port)["hooks"].as_array().map(Vec::len),
+        Some(0)
+    );
     assert_eq!(pod.read_or_empty("leaders.txt"), runs);
     let old = peers(&[0]);
     let first_new = runs.find(&peers(&[1])).expect("the new leader ran");
