@@ -161,17 +161,8 @@ struct Loop {
     /// Bytes an app rejected, by destination: not installed again until an
     /// input (a template, a `file()`, the config) changes.
     rejected: HashMap<PathBuf, Vec<u8>>,
-    /// What each template should hold: the SHA-256 of its last render.
-    desired: Vec<Option<String>>,
-    /// What peerplate installed (or found equal) at each destination.
-    installed: HashMap<PathBuf, String>,
-    /// Each template's last error (render, check, install), for `/status`.
-    last_errors: Vec<Option<String>>,
-    /// Destinations changed by someone else since peerplate installed
-    /// them (logged once; left alone until their render changes).
-    drifted: std::collections::HashSet<PathBuf>,
-    /// Items already logged as pending past `status::OVERDUE`.
-    overdue_logged: std::collections::HashSet<String>,
+    /// What the outputs should hold and what they hold (`/status`).
+    observed: status::Observed,
     /// Rollbacks that failed (`run`): tried again with backoff until the
     /// refused bytes are gone from disk.
     rollbacks: Vec<Owed<InstalledOutput>>,
@@ -270,11 +261,7 @@ impl Loop {
             rejected: HashMap::new(),
             rollbacks: Vec::new(),
             config_owed: None,
-            desired: Vec::new(),
-            installed: HashMap::new(),
-            last_errors: Vec::new(),
-            overdue_logged: std::collections::HashSet::new(),
-            drifted: std::collections::HashSet::new(),
+            observed: status::Observed::default(),
             inputs: Vec::new(),
             watched: None,
             ctx: None,

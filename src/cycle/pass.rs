@@ -267,10 +267,10 @@ impl Loop {
     /// Logs each destination changed by someone else once (until peerplate
     /// installs there again), and forgets the others.
     fn note_drifted(&mut self, config: &Config, drifted: Vec<PathBuf>) {
-        self.drifted.retain(|d| drifted.contains(d));
+        self.observed.drifted.retain(|d| drifted.contains(d));
         for dest in drifted {
             let template = config.templates.iter().position(|t| t.destination == dest);
-            if self.drifted.insert(dest.clone()) {
+            if self.observed.drifted.insert(dest.clone()) {
                 tracing::warn!(
                     template = %template.map(|i| self.renderer.name(i)).unwrap_or_default(),
                     destination = %dest.display(),
@@ -336,7 +336,7 @@ impl Loop {
                 if !template.create_only
                     && changed_elsewhere(
                         desired.as_ref(),
-                        self.installed.get(&template.destination),
+                        self.observed.installed.get(&template.destination),
                         std::fs::read(&template.destination).ok().as_deref(),
                         output.as_bytes(),
                     ) =>

@@ -4,7 +4,8 @@
 //! kind; one log line when an item has been pending past
 //! [`OVERDUE`] (and one when it converges, logged where it converges).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -14,6 +15,22 @@ use super::Loop;
 use crate::config::Config;
 use crate::metrics::Pending;
 use crate::status::{Owing, Status, TemplateStatus};
+
+/// What each output should hold against what it holds, as plain data.
+#[derive(Debug, Default)]
+pub(super) struct Observed {
+    /// What each template should hold: the SHA-256 of its last render.
+    pub desired: Vec<Option<String>>,
+    /// What peerplate installed (or found equal) at each destination.
+    pub installed: HashMap<PathBuf, String>,
+    /// Each template's last error (render, check, install).
+    pub last_errors: Vec<Option<String>>,
+    /// Destinations changed by someone else since peerplate installed them
+    /// (logged once; left alone until their render changes).
+    pub drifted: HashSet<PathBuf>,
+    /// Items already logged as pending past [`OVERDUE`].
+    pub overdue_logged: HashSet<String>,
+}
 
 /// An item pending this long is logged once, as a warning.
 pub(super) const OVERDUE: Duration = Duration::from_secs(60);
@@ -27,7 +44,7 @@ impl Loop {
         outcomes: &[Outcome],
         desired: Vec<Option<String>>,
     ) {
-        self.last_errors = outcomes
+        self.observed.last_errors = outcomes
             .iter()
             .map(|o| o.result.as_ref().err().map(|e| e.to_string()))
             .collect();
@@ -35,11 +52,12 @@ impl Loop {
             if let (Ok(Installed::Changed | Installed::Unchanged), Some(hash), false) =
                 (&outcome.result, hash, template.create_only)
             {
-                self.installed
+                self.observed
+                    .installed
                     .insert(template.destination.clone(), hash.clone());
             }
         }
-        self.desired = desired;
+        self.observed.desired = desired;
         self.publish_status();
     }
 
@@ -71,13 +89,13 @@ impl Loop {
             templates.push(TemplateStatus {
                 template: self.renderer.name(i).to_string(),
                 destination: template.destination.display().to_string(),
-                desired_sha256: self.desired.get(i).cloned().flatten(),
-                installed_sha256: self.installed.get(&template.destination).cloned(),
+                desired_sha256: self.observed.desired.get(i).cloned().flatten(),
+                installed_sha256: self.observed.installed.get(&template.destination).cloned(),
                 action: action.map(|a| a.name.clone()),
                 verdict: state.and_then(|s| s.last_verdict.clone()),
                 pending,
-                last_error: self.last_errors.get(i).cloned().flatten().or_else(|| {
-                    self.drifted.contains(&template.destination).then(|| {
+                last_error: self.observed.last_errors.get(i).cloned().flatten().or_else(|| {
+                    self.observed.drifted.contains(&template.destination).then(|| {
                         "changed on disk by someone else since peerplate installed it; left alone until its render changes".to_string()
                     })
                 }),
@@ -150,9 +168,9 @@ impl Loop {
             ));
         }
         let still: HashSet<String> = overdue.iter().map(|(w, _, _)| w.clone()).collect();
-        self.overdue_logged.retain(|w| still.contains(w));
+        self.observed.overdue_logged.retain(|w| still.contains(w));
         for (what, age, error) in overdue {
-            if age >= OVERDUE && self.overdue_logged.insert(what.clone()) {
+            if age >= OVERDUE && self.observed.overdue_logged.insert(what.clone()) {
                 tracing::warn!(item = %what, pending_ms = crate::log::ms(age), last_error = error.as_deref().unwrap_or(""), "still pending; trying again with backoff (peerplate status shows what is owed)");
             }
         }

@@ -131,11 +131,12 @@ impl Loop {
     fn note_restored(&mut self, out: &InstalledOutput) {
         match &out.previous {
             write::Previous::File { bytes, .. } => {
-                self.installed
+                self.observed
+                    .installed
                     .insert(out.destination.clone(), crate::status::sha256(bytes));
             }
             _ => {
-                self.installed.remove(&out.destination);
+                self.observed.installed.remove(&out.destination);
             }
         }
     }
