@@ -7,7 +7,8 @@
 //! process peerplate may not signal gives a warning naming the fix (the same
 //! user as the app); a process that ignores the signal gets an error naming
 //! what works instead, and one that neither catches nor blocks it is never
-//! sent it (it would die of it).
+//! sent it (it would die of it), and one started after the install is not
+//! signalled (it read the file).
 
 use std::fs;
 use std::path::Path;
@@ -275,4 +276,60 @@ fn a_process_that_ignores_or_does_not_catch_the_signal_is_never_sent_it() {
     assert!(line.contains("the signal is never sent uncaught"), "{line}");
     assert!(signal_lines(&d, 0).is_empty(), "{}", d.logs());
     assert!(bare.is_running(), "the app was not killed");
+}
+
+#[test]
+fn a_process_started_after_the_install_is_not_signalled() {
+    // A copy of sh under a name of its own, so `process:` finds only ours.
+    let files = Sandbox::new();
+    let name = format!("ppr{}", std::process::id() % 1_000_000);
+    let real = fs::canonicalize(find_program("sh").expect("sh")).expect("real sh");
+    let program = files.join(&name);
+    fs::copy(real, &program).expect("copy sh");
+    let start = |tag: &str| {
+        let log = files.join(&format!("{tag}.hups"));
+        let script = files.write(&format!("{tag}.sh"), &hup_recorder(&log, tag));
+        let mut c = Command::new(&program);
+        c.arg(script);
+        (Daemon::spawn(c), log)
+    };
+    // The first app is young when the file is installed: it is waited for
+    // (min_age 2 s). Meanwhile it is replaced by a second one, which starts
+    // after the install and so reads the new file itself.
+    let (first, _) = start("first");
+    let pod = reload_pod(&format!("{{signal: HUP, process: {name}}}"));
+    // -v: the wait for min_age is a debug line.
+    let mut args = vec!["-v".to_string()];
+    args.extend(pod.args("run"));
+    let mut d = Daemon::spawn(pod.peerplate(&args));
+    d.wait_for_line(
+        0,
+        &["younger than min_age; waiting before the signal"],
+        WAIT,
+    );
+    drop(first);
+    std::thread::sleep(Duration::from_millis(200));
+    let (second, second_log) = start("second");
+    let line = d.wait_for_line(
+        0,
+        &["not signalled: the process started after the file was installed"],
+        WAIT,
+    );
+    assert!(line.contains(&format!("({name})")), "{line}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        lines(&second_log),
+        Vec::<String>::new(),
+        "no HUP to the second"
+    );
+    assert!(signal_lines(&d, 0).is_empty(), "{}", d.logs());
+    drop(second);
+}
+
+fn lines(path: &Path) -> Vec<String> {
+    fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
 }
