@@ -1,4 +1,5 @@
-//! The HTTP side: `/healthz`, `/readyz`, `/metrics` and `/leader`.
+//! The HTTP side: `/healthz`, `/readyz`, `/metrics`, `/leader` and
+//! `/status` (what has converged and what is pending, [`crate::status`]).
 //!
 //! [`State`] is what the loop publishes and this server reads: liveness
 //! (`/healthz`: 200 while the loop and every worker run, 503 once one has
@@ -19,7 +20,7 @@
 //! [`MAX_HEADER_BYTES`] of them buffered per connection, and a growing pause
 //! after a failed accept (out of file descriptors) instead of a busy loop.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -35,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
 use crate::resign::{self, Notice};
+use crate::status::{Owing, Status};
 
 /// What `GET /leader` says.
 #[derive(Debug, Clone)]
@@ -65,6 +67,12 @@ pub struct State {
     notices: Mutex<Option<mpsc::Sender<Notice>>>,
     /// Which leader a notice last had checked, and when.
     last_check: Mutex<Option<(String, tokio::time::Instant)>>,
+    /// What the loop last published for `GET /status`.
+    status: Mutex<Status>,
+    /// The hooks owed, by hook, as their queues publish them.
+    hooks_owed: Mutex<BTreeMap<&'static str, Owing>>,
+    /// At most one `/status` body is built at a time.
+    status_flight: Semaphore,
 }
 
 impl State {
@@ -83,7 +91,47 @@ impl State {
             leader_asks: AtomicU64::new(0),
             notices: Mutex::new(None),
             last_check: Mutex::new(None),
+            status: Mutex::new(Status::default()),
+            hooks_owed: Mutex::new(BTreeMap::new()),
+            status_flight: Semaphore::new(1),
         }
+    }
+
+    /// What the loop knows now, for `GET /status` (the hooks owed are kept
+    /// apart: their queues publish them).
+    pub fn set_status(&self, status: Status) {
+        if let Ok(mut slot) = self.status.lock() {
+            *slot = status;
+        }
+    }
+
+    /// Hook `which` is owed (`Some`) or done (`None`).
+    pub fn set_hook_owed(&self, which: &'static str, owing: Option<Owing>) {
+        if let Ok(mut hooks) = self.hooks_owed.lock() {
+            match owing {
+                Some(o) => hooks.insert(which, o),
+                None => hooks.remove(which),
+            };
+            self.metrics
+                .pending(crate::metrics::Pending::Hook, hooks.len());
+        }
+    }
+
+    /// The body of `GET /status`, built now; `None` while another one is
+    /// being built (at most one in flight).
+    pub fn status_json(&self) -> Option<String> {
+        let _permit = self.status_flight.try_acquire().ok()?;
+        let mut status = self.status.lock().ok()?.clone();
+        status.hooks = self
+            .hooks_owed
+            .lock()
+            .map(|h| h.values().cloned().collect())
+            .unwrap_or_default();
+        status.converged = !status.pending();
+        serde_json::to_string_pretty(&status).ok().map(|mut body| {
+            body.push('\n');
+            body
+        })
     }
 
     pub fn is_ready(&self) -> bool {
@@ -226,7 +274,7 @@ impl State {
 /// Binds the admin listener now, so a taken port fails the start.
 pub async fn bind(listen: SocketAddr) -> std::io::Result<TcpListener> {
     let listener = TcpListener::bind(listen).await?;
-    tracing::info!(listen = %listen, "serving /healthz, /readyz, /metrics and /leader");
+    tracing::info!(listen = %listen, "serving /healthz, /readyz, /metrics, /leader and /status");
     Ok(listener)
 }
 
@@ -370,6 +418,14 @@ async fn answer(
         (&hyper::Method::GET, "/leader") => {
             (StatusCode::OK, "application/json", state.leader_json())
         }
+        (&hyper::Method::GET, "/status") => match state.status_json() {
+            Some(body) => (StatusCode::OK, "application/json", body),
+            None => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                "another /status is being built; try again\n".to_string(),
+            ),
+        },
         (&hyper::Method::GET, "/metrics") => (
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
@@ -378,7 +434,7 @@ async fn answer(
         (&hyper::Method::GET, _) => (
             StatusCode::NOT_FOUND,
             "text/plain",
-            "try /healthz, /readyz, /metrics or /leader\n".to_string(),
+            "try /healthz, /readyz, /metrics, /leader or /status\n".to_string(),
         ),
         _ => (
             StatusCode::METHOD_NOT_ALLOWED,

@@ -81,6 +81,8 @@ pub enum Command {
     Render(RenderArgs),
     /// Validate the config and compile every template; exit 0 or explain
     Check(CheckArgs),
+    /// Print what has converged and what is pending (GET /status of the running sidecar)
+    Status(StatusArgs),
     /// Drop-in for Kubernetes' peer-finder (its flags, stdin, logs, exit codes)
     #[command(disable_help_flag = true)]
     PeerFinder {
@@ -95,6 +97,17 @@ pub struct CheckArgs {
     /// no DNS server to ask, leader.policy sticky without http.listen
     #[arg(long)]
     pub strict: bool,
+}
+
+/// `peerplate status`.
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// Ask this URL instead of the config's http.listen, like http://127.0.0.1:9090/status
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
+    /// Print the JSON as served
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -182,12 +195,95 @@ pub async fn execute(cli: &Cli, shutdown: CancellationToken) -> Result<(), Error
             }
         }
         Command::Check(args) => check(cli, args),
+        Command::Status(args) => status_command(cli, args).await,
         Command::Render(args) => render_command(cli, args).await,
         Command::PeerFinder { args } => match crate::peer_finder::main(args, shutdown).await {
             0 => Ok(()),
             code => Err(Error::Exit(code)),
         },
     }
+}
+
+/// How long `status` waits for the answer.
+const STATUS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// `status`: fetches `/status` from the admin listener (`--url`, or the
+/// config's `http.listen`, the only key read, so it works while the rest of
+/// the config is broken; 0.0.0.0 and :: mean this host's loopback) and
+/// prints it for a person (or as JSON with `--json`).
+async fn status_command(cli: &Cli, args: &StatusArgs) -> Result<(), Error> {
+    let url = match &args.url {
+        Some(url) => url.clone(),
+        None => {
+            let (path, _) = cli.config_path();
+            format!("http://{}/status", admin_address(&path)?)
+        }
+    };
+    let response = crate::http_client::request("GET", &url, STATUS_TIMEOUT)
+        .await
+        .map_err(|e| {
+            Error::Incomplete(format!(
+                "{url}: {e} (is `peerplate run` running with this config? pass --url to ask another address)"
+            ))
+        })?;
+    if response.status != 200 {
+        return Err(Error::Incomplete(format!(
+            "{url}: HTTP {}: {}",
+            response.status,
+            crate::status::escape(String::from_utf8_lossy(&response.body).trim())
+        )));
+    }
+    let out = if args.json {
+        String::from_utf8_lossy(&response.body).into_owned()
+    } else {
+        let status: crate::status::Status =
+            serde_json::from_slice(&response.body).map_err(|e| {
+                Error::Incomplete(format!("{url}: not a peerplate /status answer: {e}"))
+            })?;
+        crate::status::text(&status)
+    };
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(out.as_bytes());
+    let _ = stdout.flush();
+    Ok(())
+}
+
+/// `http.listen` of the config at `path`, read alone; an unspecified
+/// address (0.0.0.0, ::) becomes the loopback of its family.
+fn admin_address(path: &Path) -> Result<std::net::SocketAddr, Error> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let yaml: serde_yaml::Value = serde_yaml::from_str(&text).map_err(|e| {
+        Error::Usage(format!(
+            "{}: cannot read http.listen: {e}; pass --url, like --url http://127.0.0.1:9090/status",
+            path.display()
+        ))
+    })?;
+    let listen = yaml
+        .get("http")
+        .and_then(|h| h.get("listen"))
+        .and_then(|l| l.as_str())
+        .ok_or_else(|| {
+            Error::Usage(format!(
+                "{}: no http.listen, so peerplate serves no /status; set http.listen (like 0.0.0.0:9090) or pass --url",
+                path.display()
+            ))
+        })?;
+    let mut addr: std::net::SocketAddr = listen.parse().map_err(|_| {
+        Error::Usage(format!(
+            "{}: http.listen {listen:?} is not an address like 0.0.0.0:9090; pass --url",
+            path.display()
+        ))
+    })?;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr.ip() {
+            std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    Ok(addr)
 }
 
 /// `check`: the config resolves, every template compiles, and every

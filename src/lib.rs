@@ -66,15 +66,18 @@ pub(crate) mod leader;
 pub(crate) mod limits;
 pub mod log;
 pub(crate) mod metrics;
+pub(crate) mod owed;
 pub mod peer_finder;
 pub mod peers;
 pub mod process;
+pub(crate) mod prune;
 pub(crate) mod redact;
 pub(crate) mod reload;
 pub mod render;
 pub(crate) mod resign;
 pub(crate) mod seed;
 pub(crate) mod state;
+pub(crate) mod status;
 pub(crate) mod watch;
 pub(crate) mod write;
 

@@ -73,6 +73,16 @@ label_values!(
     }
 );
 label_values!(
+    /// What kind of item is owed and not done yet (`/status` lists them).
+    Pending {
+        Reload => "reload",
+        Hook => "hook",
+        Rollback => "rollback",
+        Config => "config",
+        Install => "install",
+    }
+);
+label_values!(
     /// How a hook run went.
     Hook { Ok => "ok", Failed => "failed", Timeout => "timeout" }
 );
@@ -151,6 +161,7 @@ pub struct Metrics {
     leader_unanswered: Counter,
     leader_claimants: Gauge,
     leader_unconfirmed_since: Gauge<f64, AtomicU64>,
+    pending: Family<KindLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -218,6 +229,17 @@ impl Metrics {
         for reason in Held::ALL {
             let _ = held.get_or_create(&HeldLabels {
                 reason: reason.as_str(),
+            });
+        }
+        let pending = Family::<KindLabels, Gauge>::default();
+        registry.register(
+            "pending_items",
+            "Items owed and not done yet (tried again with backoff), by kind",
+            pending.clone(),
+        );
+        for kind in Pending::ALL {
+            let _ = pending.get_or_create(&KindLabels {
+                kind: kind.as_str(),
             });
         }
         registry.register("peers", "Peers in the current peer set", peers.clone());
@@ -293,7 +315,17 @@ impl Metrics {
             leader_unanswered,
             leader_claimants,
             leader_unconfirmed_since,
+            pending,
         }
+    }
+
+    /// How many items of `kind` are owed now.
+    pub fn pending(&self, kind: Pending, count: usize) {
+        self.pending
+            .get_or_create(&KindLabels {
+                kind: kind.as_str(),
+            })
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
     }
 
     pub fn peers(&self, count: usize) {

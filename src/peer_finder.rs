@@ -170,6 +170,7 @@ pub async fn main(args: &[String], shutdown: CancellationToken) -> i32 {
         addresses: false,
         ready_query: None,
         any_target: false,
+        port_name: None,
     };
     let mut poller = match Poller::new(&dns, &resolv.nameservers) {
         Ok(p) => p,

@@ -89,12 +89,19 @@ pub(super) fn actions(
                 reload: Reload {
                     signal: r.signal.unwrap_or(nix::sys::signal::Signal::SIGHUP),
                     target,
+                    min_age: r.min_age.unwrap_or(Duration::from_secs(2)),
+                    catch_wait: r.catch_wait.unwrap_or(Duration::from_secs(30)),
                 },
                 verify,
             }
         } else {
-            if r.signal.is_some() || r.verify.is_some() || r.verify_timeout.is_some() {
-                return Err(misplaced("signal, verify and verify_timeout are for a signal action (process or pid_file); http and exec are verified by their answer"));
+            if r.signal.is_some()
+                || r.verify.is_some()
+                || r.verify_timeout.is_some()
+                || r.min_age.is_some()
+                || r.catch_wait.is_some()
+            {
+                return Err(misplaced("signal, verify, verify_timeout, min_age and catch_wait are for a signal action (process or pid_file); http and exec are verified by their answer"));
             }
             if let Some(http) = r.http {
                 if r.timeout.is_some() {

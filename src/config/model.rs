@@ -57,6 +57,9 @@ pub struct Config {
     /// What `run` and `once` refuse to start with but `check` and `render`
     /// only warn about (no DNS server to ask), each as `FILE:LINE: message`.
     pub run_refuses: Vec<String>,
+    /// `prune: true` (default false): outputs peerplate installed that no
+    /// template produces any more are removed ([`crate::prune`]).
+    pub prune: bool,
 }
 
 /// The file name of the default `state:` path, in the first output's
@@ -176,6 +179,10 @@ pub struct Dns {
     /// name (less a leading `_port._proto`), as Kubernetes names pods;
     /// others are refused with a warning.
     pub any_target: bool,
+    /// `peers.dns.port_name`: the named port whose SRV records are asked
+    /// (`_http._tcp.<service>...`, Kubernetes' DNS spec for headless
+    /// Services); `None` asks the Service's name, which lists every port.
+    pub port_name: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -298,6 +305,15 @@ pub struct Reload {
     pub signal: nix::sys::signal::Signal,
     /// Who gets it.
     pub target: ReloadTarget,
+    /// `min_age` (default 2 s): a process younger than this is waited for
+    /// before it is signalled (Go programs such as Prometheus catch every
+    /// signal in the runtime at once but exit on a HUP for the first
+    /// ~30 ms).
+    pub min_age: Duration,
+    /// `catch_wait` (default 30 s): how long a process that neither catches
+    /// nor blocks the signal is waited for (re-checked with backoff) before
+    /// the reload fails; the signal is never sent uncaught.
+    pub catch_wait: Duration,
 }
 
 /// Who gets the reload signal.

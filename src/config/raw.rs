@@ -33,6 +33,9 @@ pub(super) struct RawConfig {
     pub(super) render: RawRender,
     /// `state:`: the state file (install records, the last leader).
     pub(super) state: Option<PathBuf>,
+    /// `prune:`: remove outputs of templates no longer in the config.
+    #[serde(default)]
+    pub(super) prune: bool,
 }
 
 /// `render:`: defaults for every template.
@@ -82,6 +85,9 @@ pub(super) struct RawDns {
     pub(super) ready_service: Option<String>,
     #[serde(default)]
     pub(super) any_target: bool,
+    /// `port_name`: ask `_<port_name>._tcp.<service>...`, the SRV name
+    /// Kubernetes publishes per named port.
+    pub(super) port_name: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -141,6 +147,10 @@ pub(super) struct RawAction {
     pub(super) verify: Option<RawVerify>,
     #[serde(default, deserialize_with = "some_duration")]
     pub(super) verify_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "some_duration")]
+    pub(super) min_age: Option<Duration>,
+    #[serde(default, deserialize_with = "some_duration")]
+    pub(super) catch_wait: Option<Duration>,
     pub(super) http: Option<RawHttpAction>,
     #[serde(default, deserialize_with = "command")]
     pub(super) exec: Option<Vec<String>>,

@@ -180,6 +180,7 @@ pub(super) fn resolve(
         leader,
         state,
         run_refuses,
+        prune: raw.prune,
     })
 }
 
@@ -273,8 +274,34 @@ fn peers(
                     .ready_service
                     .as_ref()
                     .map(|ready| format!("{ready}.{}.svc.{cluster_domain}", identity.namespace));
+                // A named port: `_<name>._tcp.` before each SRV name.
+                let named = |name: String| match &dns.port_name {
+                    Some(port) => format!("_{port}._tcp.{name}"),
+                    None => name,
+                };
+                if let Some(port) = &dns.port_name {
+                    let valid = !port.is_empty()
+                        && port.len() <= 15
+                        && port
+                            .bytes()
+                            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                        && port.bytes().any(|b| b.is_ascii_lowercase())
+                        && !port.starts_with('-')
+                        && !port.ends_with('-');
+                    if !valid {
+                        return Err(fail(
+                            &["peers", "dns", "port_name"],
+                            format!(
+                                "peers.dns.port_name: {port:?} is not a Kubernetes port name; give the name of a port of the Service (at most 15 lower-case letters, digits and '-', like http)"
+                            ),
+                        ));
+                    }
+                }
+                let soa_query_name = query.clone();
+                let query = named(query);
+                let ready_query = ready_query.map(named);
                 let soa_query = if dns.name.is_some() {
-                    query.clone()
+                    soa_query_name
                 } else {
                     cluster_domain.trim_end_matches('.').to_string()
                 };
@@ -290,6 +317,7 @@ fn peers(
                     addresses: dns.addresses || asks_peers,
                     ready_query,
                     any_target: dns.any_target,
+                    port_name: dns.port_name,
                 })
             } else {
                 unreachable!("exactly one source was checked above")

@@ -2,7 +2,16 @@
 //! the render, then the exit status from the outcomes and the hooks, which
 //! must succeed too.
 
-use super::*;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::{CycleError, Loop, Outcome};
+use crate::action::Verdict;
+use crate::error::Error;
+use crate::event::Event;
+use crate::hooks;
+use crate::leader;
+use crate::metrics;
 
 impl Loop {
     /// `once` with `sticky` or `probe`: one round of asking (bounded by the

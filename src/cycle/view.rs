@@ -3,7 +3,15 @@
 //! this pod to appear at start, and choosing the leader from the accepted
 //! sets and the leader worker's hints.
 
-use super::*;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::{Loop, Mode};
+use crate::config::Policy;
+use crate::leader;
+use crate::metrics;
+use crate::peers::PeerSet;
 
 impl Loop {
     /// Whether a new set from the source may be rendered. After this pod's

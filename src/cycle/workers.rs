@@ -4,7 +4,23 @@
 //! telling the file watcher what to watch as the config and the `file()`
 //! inputs change.
 
-use super::*;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::{spawn, Loop, Mode, Workers};
+use crate::admin;
+use crate::config::{PeerSource, Policy};
+use crate::error::Error;
+use crate::event::{Context, Event, SourceError, Worker};
+use crate::hooks;
+use crate::leader;
+use crate::peers;
+use crate::redact::Redactor;
+use crate::watch::{self as file_watch, Watched};
 
 impl Loop {
     /// A context for the worker `name` whose shutdown token a config change
@@ -158,7 +174,7 @@ impl Loop {
                 .map_or(Duration::from_secs(60), |h| h.timeout);
             let ctx = self.restartable("leader_hook", "leader_hook", ctx);
             let (tx, body) =
-                hooks::leader_queue(command, timeout, Arc::clone(&self.metrics), ctx.shutdown);
+                hooks::leader_queue(command, timeout, Arc::clone(&self.state), ctx.shutdown);
             self.leader_hook = Some(tx);
             spawn(
                 workers,
@@ -171,7 +187,7 @@ impl Loop {
         }
         if let Some(hooks) = self.config.hooks.clone() {
             let ctx = self.restartable("hooks", "hooks", ctx);
-            let (tx, body) = hooks::queue(hooks, Arc::clone(&self.metrics), ctx.shutdown);
+            let (tx, body) = hooks::queue(hooks, Arc::clone(&self.state), ctx.shutdown);
             self.hook_sets = Some(tx);
             spawn(
                 workers,

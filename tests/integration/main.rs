@@ -22,6 +22,7 @@ mod admin;
 mod bounded;
 mod check;
 mod container_pod;
+mod converge;
 mod deploy;
 mod dns;
 mod dns_bind;

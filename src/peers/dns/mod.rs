@@ -760,7 +760,16 @@ pub fn worker(
                     return;
                 }
             }
-            poll_loop(poller, dns.interval, &metrics, events, errors, stopped);
+            let warn_ports = dns.port_name.is_none();
+            poll_loop(
+                poller,
+                dns.interval,
+                warn_ports,
+                &metrics,
+                events,
+                errors,
+                stopped,
+            );
             let _ = done_tx.send(());
         })
         .map_err(|e| SourceError::Setup(format!("cannot start the DNS thread: {e}")))?;
@@ -781,9 +790,18 @@ pub fn worker(
     }))
 }
 
+/// The ports of the first peer listed with several (a Service with several
+/// ports and no `port_name`), for the warning.
+pub fn several_ports(set: &PeerSet) -> Option<(&str, &[u16])> {
+    set.iter()
+        .find(|p| p.ports.len() > 1)
+        .map(|p| (p.fqdn.as_str(), p.ports.as_slice()))
+}
+
 fn poll_loop(
     mut poller: Poller,
     interval: Duration,
+    mut warn_ports: bool,
     metrics: &Metrics,
     events: tokio::sync::mpsc::Sender<Event>,
     errors: tokio::sync::mpsc::Sender<SourceError>,
@@ -805,7 +823,13 @@ fn poll_loop(
                     let _ = events.blocking_send(Event::Recovered);
                 }
                 match answer {
-                    Some(set) => events.blocking_send(Event::Peers(set)).is_ok(),
+                    Some(set) => {
+                        if let (true, Some((peer, ports))) = (warn_ports, several_ports(&set)) {
+                            tracing::warn!(query = %query, peer, ports = %crate::log::list(ports), "the Service has several ports: peer.port is the lowest, peer.ports lists them all; set peers.dns.port_name to the name of the one you mean (like http)");
+                            warn_ports = false;
+                        }
+                        events.blocking_send(Event::Peers(set)).is_ok()
+                    }
                     None => true,
                 }
             }
