@@ -595,6 +595,35 @@ impl PeerFinder {
 
 // ---- the measurements -------------------------------------------------------------
 
+/// Per thread of `pid`: its name and its context switches so far (voluntary
+/// and not): each is a wake-up at idle.
+fn context_switches(pid: u32) -> std::collections::BTreeMap<u32, (String, u64)> {
+    let mut out = std::collections::BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for task in tasks.flatten() {
+        let Some(tid) = task.file_name().to_str().and_then(|t| t.parse().ok()) else {
+            continue;
+        };
+        let Ok(status) = std::fs::read_to_string(task.path().join("status")) else {
+            continue;
+        };
+        let field = |key: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .map(|v| v.trim().to_string())
+        };
+        let n: u64 = ["voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:"]
+            .iter()
+            .filter_map(|k| field(k)?.parse::<u64>().ok())
+            .sum();
+        out.insert(tid, (field("Name:").unwrap_or_default(), n));
+    }
+    out
+}
+
 /// One row of the summary at the end.
 #[derive(Default, Clone)]
 struct Row {
@@ -657,9 +686,19 @@ fn idle(
     }
     let m0 = server.meter().counts();
     let pf0 = pf.map(|pf| pf.meter.counts());
+    let switches0 = context_switches(pid);
     let (per_min, theirs) = common::idle_cpu_all(pid, opts.cpu_window, &others)?;
+    let switches1 = context_switches(pid);
+    let minutes = opts.cpu_window.as_secs_f64() / 60.0;
+    let wakeups: Vec<String> = switches1
+        .iter()
+        .map(|(tid, (name, n))| {
+            let before = switches0.get(tid).map_or(0, |(_, b)| *b);
+            format!("{name} {:.0}", (n - before.min(*n)) as f64 / minutes)
+        })
+        .collect();
+    println!("  context switches per minute, by thread: {}", wakeups.join(", "));
     if let (Some(pf), Some(pf0)) = (pf, pf0) {
-        let minutes = opts.cpu_window.as_secs_f64() / 60.0;
         let pf1 = pf.meter.counts();
         let (mut q, mut b) = (0.0, 0.0);
         for (t, (q1, b1)) in &pf1 {
@@ -682,7 +721,6 @@ fn idle(
         );
     }
     let m1 = server.meter().counts();
-    let minutes = opts.cpu_window.as_secs_f64() / 60.0;
     let (mut queries, mut bytes) = (0.0, 0.0);
     for (t, (q, b)) in &m1 {
         let (q0, b0) = m0.get(t).copied().unwrap_or_default();
