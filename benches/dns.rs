@@ -697,7 +697,10 @@ fn idle(
             format!("{name} {:.0}", (n - before.min(*n)) as f64 / minutes)
         })
         .collect();
-    println!("  context switches per minute, by thread: {}", wakeups.join(", "));
+    println!(
+        "  context switches per minute, by thread: {}",
+        wakeups.join(", ")
+    );
     if let (Some(pf), Some(pf0)) = (pf, pf0) {
         let pf1 = pf.meter.counts();
         let (mut q, mut b) = (0.0, 0.0);
