@@ -162,6 +162,30 @@ pub(super) fn resolve(
             dir.join(super::model::DEFAULT_STATE_NAME)
         }),
     };
+    if let Some(state) = &state {
+        // peerplate rewrites the state file whole: it must be a file of its
+        // own, never one it reads or installs.
+        let mut others: Vec<(&Path, String)> = vec![(path, "the config file itself".into())];
+        for t in &templates {
+            others.push((&t.source, format!("the template {}", t.source.display())));
+            others.push((&t.destination, format!("the output {}", t.destination.display())));
+        }
+        for p in &partials {
+            others.push((&p.source, format!("the template {}", p.source.display())));
+        }
+        if let PeerSource::File(peers_file) = &peers.source {
+            others.push((peers_file, "the peers file".into()));
+        }
+        if let Some((_, what)) = others.iter().find(|(p, _)| same_path(p, state)) {
+            return Err(fail(
+                &["state"],
+                format!(
+                    "state: {} is {what}; peerplate rewrites its state file whole, so give it a file of its own, or drop the state: key for the default (.peerplate-state.json beside the first output)",
+                    state.display()
+                ),
+            ));
+        }
+    }
     Ok(Config {
         path: path.to_path_buf(),
         identity,
@@ -485,5 +509,14 @@ pub(super) fn pod_fqdn(identity: &Identity, source: &PeerSource) -> Option<Strin
             )
         }),
         _ => None,
+    }
+}
+
+/// Whether `a` and `b` name the same file: the same canonical path when
+/// both exist, else the same path once `.` components are dropped.
+fn same_path(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a.components().collect::<PathBuf>() == b.components().collect::<PathBuf>(),
     }
 }

@@ -198,6 +198,20 @@ fn config_errors_point_at_the_fix() {
             "partial_with_an_output_key",
             "templates:\n  - source: t.j2\n    mode: \"0644\"\n",
         ),
+        // The state file is rewritten whole: never the config, a template
+        // or an output.
+        (
+            "state_is_the_config",
+            "templates:\n  - {source: t.j2, destination: out/t.conf}\nstate: ./peerplate.yaml\n",
+        ),
+        (
+            "state_is_an_output",
+            "templates:\n  - {source: t.j2, destination: out/t.conf}\nstate: out/t.conf\n",
+        ),
+        (
+            "state_is_a_template",
+            "templates:\n  - {source: t.j2, destination: out/t.conf}\nstate: t.j2\n",
+        ),
     ];
     for (name, body) in cases {
         let sb = Sandbox::new();
