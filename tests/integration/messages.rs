@@ -191,6 +191,18 @@ fn config_errors_point_at_the_fix() {
             "partial_with_an_output_key",
             "templates:\n  - source: t.j2\n    mode: \"0644\"\n",
         ),
+        // Wrong shapes: what to write, never a Rust type's name.
+        ("reload_true", "reload: true\n"),
+        ("reload_a_number", "reload: 5\n"),
+        ("peers_a_list", "peers: [web-0]\n"),
+        (
+            "template_reload_a_list",
+            "templates:\n  - source: t.j2\n    destination: out/t.conf\n    reload: [a]\n",
+        ),
+        (
+            "template_size_a_list",
+            "templates:\n  - source: t.j2\n    destination: out/t.conf\n    max_size: [1]\n",
+        ),
     ];
     for (name, body) in cases {
         let sb = Sandbox::new();
@@ -301,4 +313,52 @@ fn partials_are_included_never_rendered_alone() {
     let out = peerplate(&sb, &["render"]);
     assert_eq!(out.code, Some(2), "{}", out.dump());
     insta::assert_snapshot!("partial_error", seen(&sb, &out));
+}
+
+/// Top-level `reload: false` is no reload, like a template's: `check` and
+/// `once` accept it and signal nothing.
+#[test]
+fn top_level_reload_false_means_no_reload() {
+    let sb = Sandbox::new();
+    sb.write("t.j2", "x\n");
+    sb.write(
+        "peerplate.yaml",
+        "identity: {hostname: web-1}\ntemplates:\n  - source: t.j2\n    destination: out/t.conf\nreload: false\n",
+    );
+    let out = peerplate(&sb, &["check"]);
+    assert_eq!(out.code, Some(0), "{}", out.dump());
+    let out = peerplate(&sb, &["once"]);
+    assert_eq!(out.code, Some(0), "{}", out.dump());
+    assert_eq!(
+        std::fs::read_to_string(sb.join("out/t.conf")).expect("rendered"),
+        "x\n"
+    );
+    assert!(!out.stderr.contains("reload"), "{}", out.dump());
+}
+
+/// Every message in the catalogue (the snapshots of this binary) is free of
+/// Rust's own type names: a user never wrote `RawAction`.
+#[test]
+fn no_message_in_the_catalogue_names_an_internal_type() {
+    let dir = crate::helpers::repo_file("tests/integration/snapshots");
+    let mut scanned = 0;
+    for entry in std::fs::read_dir(&dir).expect("read snapshots") {
+        let path = entry.expect("entry").path();
+        let text = std::fs::read_to_string(&path).expect("read snapshot");
+        scanned += 1;
+        for word in text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+            let internal = word.len() > 3
+                && word.starts_with("Raw")
+                && word[3..].starts_with(|c: char| c.is_ascii_uppercase());
+            assert!(!internal, "{}: names {word}\n{text}", path.display());
+        }
+        for phrase in ["expected struct ", "untagged enum ", "expected enum "] {
+            assert!(
+                !text.contains(phrase),
+                "{}: says {phrase:?}\n{text}",
+                path.display()
+            );
+        }
+    }
+    assert!(scanned > 100, "only {scanned} snapshots in {}", dir.display());
 }
