@@ -150,6 +150,24 @@ fn every_template_has_a_header_and_a_readme_row() {
             text.contains("vars"),
             "templates/{name}'s header says which vars it takes"
         );
+        let header = &text[..text.find("-#}").expect("header end")];
+        assert!(
+            header.contains("\n    Reload: "),
+            "templates/{name}'s header has a `Reload:` paragraph: how its app takes a new file"
+        );
+        let reload_table = readme
+            .split_once("## How each app reloads")
+            .expect("templates/README.md has \"## How each app reloads\"")
+            .1
+            .split("\n## ")
+            .next()
+            .unwrap_or_default();
+        assert!(
+            reload_table
+                .lines()
+                .any(|l| l.starts_with('|') && l.contains(&format!("`{name}`"))),
+            "templates/README.md's reload table has a row for `{name}`"
+        );
         assert!(
             readme
                 .lines()
