@@ -810,6 +810,13 @@ fn the_documented_snippet_is_the_add_sidecar_kustomization() {
         assert_eq!(a, b, "line {} of the snippet differs from the file", i + 1);
     }
     assert_eq!(shown.len(), real.len(), "the snippet and the file have other lengths");
+    // Its template is the library's, which templates.rs renders and runs
+    // under redis-server (as uid 999, through the fsGroup).
+    assert_eq!(
+        fs::read_to_string(repo_file("deploy/overlays/add-sidecar/redis.conf.j2")).expect("read"),
+        fs::read_to_string(repo_file("templates/redis.conf.j2")).expect("read"),
+        "deploy/overlays/add-sidecar/redis.conf.j2 is a copy of templates/redis.conf.j2"
+    );
 }
 
 /// add-sidecar under a namePrefix (how an operator runs a second copy):
