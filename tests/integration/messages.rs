@@ -70,6 +70,24 @@ fn template_errors_name_the_expression_and_the_fix() {
             "unclosed_if_and_for",
             "{% if peers %}\nupstream app {\n{% for p in peers %}\n  server {{ p }};\n}\n",
         ),
+        // The block open is a for: say so, and which tag closes it.
+        (
+            "endif_closes_a_for",
+            "upstream app {\n{% for p in peers %}\n  server {{ p }};\n{% endif %}\n}\n",
+        ),
+        // Reported on the line of the open `{{`, not the next one.
+        (
+            "unclosed_expression",
+            "server {\n  listen {{ vars.listen\n  server_name x;\n}\n",
+        ),
+        (
+            "missing_argument_names_the_filter",
+            "{{ pod.hostname | replace(\"web\") }}\n",
+        ),
+        (
+            "include_of_an_undeclared_file",
+            "{% include \"common.j2\" %}\n",
+        ),
     ];
     for (name, template) in cases {
         let sb = Sandbox::new();
@@ -125,7 +143,7 @@ fn unused_vars_are_warned_with_a_suggestion() {
     assert_eq!(out.code, Some(0), "{}", out.dump());
     assert!(
         out.stderr.contains(
-            "a vars key no template reads key=vars.lisen detail=set in vars, but no template reads it; did you mean vars.listen?"
+            "a vars key no template reads key=vars.lisen detail=set in vars, but no template reads it; a template reads vars.listen, which vars does not set: one of the two names is misspelt; fix that one (this key, or the template)"
         ),
         "{}",
         out.dump()
@@ -361,4 +379,67 @@ fn no_message_in_the_catalogue_names_an_internal_type() {
         }
     }
     assert!(scanned > 100, "only {scanned} snapshots in {}", dir.display());
+}
+
+/// `check` reports every broken template, not only the first: one that does
+/// not compile and two that fail to render, all three in one run.
+#[test]
+fn check_reports_every_broken_template() {
+    let sb = Sandbox::new();
+    sb.write("a.j2", "{% for p in peers %}\n{{ p }}\n");
+    sb.write("b.j2", "{{ nope }}\n");
+    sb.write("c.j2", "{{ pod.hostname | replace(\"web\") }}\n");
+    sb.write("ok.j2", "fine\n");
+    sb.write(
+        "peerplate.yaml",
+        "identity: {hostname: web-1}\npeers:\n  static: [web-0.nginx, web-1.nginx]\ntemplates:\n  - {source: a.j2, destination: out/a}\n  - {source: b.j2, destination: out/b}\n  - {source: ok.j2, destination: out/ok}\n  - {source: c.j2, destination: out/c}\n",
+    );
+    let out = peerplate(&sb, &["check"]);
+    assert_eq!(out.code, Some(2), "{}", out.dump());
+    let text = seen(&sb, &out);
+    for name in ["a.j2 line 1", "b.j2 line 1", "c.j2 line 1"] {
+        assert!(text.contains(name), "{name} is reported\n{text}");
+    }
+    insta::assert_snapshot!("check_every_broken_template", text);
+}
+
+/// A first-time author with a static list of three peers and `{{ p.port }}`
+/// gets the render error (what to write), not a warning that something
+/// "changed": nothing changed for them.
+#[test]
+fn a_first_time_author_gets_no_meaning_changed_warning() {
+    let sb = Sandbox::new();
+    sb.write(
+        "t.j2",
+        "upstream app {\n{% for p in peers %}\n  server {{ p.fqdn }}:{{ p.port }};\n{% endfor %}\n}\n",
+    );
+    sb.write(
+        "peerplate.yaml",
+        "identity: {hostname: web-1}\npeers:\n  static: [web-0.nginx, web-1.nginx, web-2.nginx]\ntemplates:\n  - source: t.j2\n    destination: out/t.conf\n",
+    );
+    let out = peerplate(&sb, &["check"]);
+    assert_eq!(out.code, Some(2), "{}", out.dump());
+    let text = seen(&sb, &out);
+    assert!(!text.contains("meaning changed"), "{text}");
+    assert!(text.contains("| default(80)"), "{text}");
+    insta::assert_snapshot!("static_peers_port_first_time", text);
+}
+
+/// The key under `vars` is the misspelt one (`lisen`) and the template is
+/// right (`vars.listen`): neither message tells the author to copy the
+/// typo into the template; both say one of the two names is wrong.
+#[test]
+fn a_misspelt_vars_key_is_not_suggested_to_the_template() {
+    let sb = Sandbox::new();
+    sb.write("t.j2", "listen {{ vars.listen }};\n");
+    sb.write(
+        "peerplate.yaml",
+        "identity: {hostname: web-1}\ntemplates:\n  - source: t.j2\n    destination: out/t.conf\nvars:\n  lisen: 8080\n",
+    );
+    let out = peerplate(&sb, &["check"]);
+    assert_eq!(out.code, Some(2), "{}", out.dump());
+    let text = seen(&sb, &out);
+    assert!(!text.contains("did you mean"), "{text}");
+    assert!(text.contains("one of the two names is misspelt"), "{text}");
+    insta::assert_snapshot!("misspelt_vars_key", text);
 }
