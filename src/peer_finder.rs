@@ -278,15 +278,14 @@ pub async fn main(args: &[String], shutdown: CancellationToken) -> i32 {
                     } else {
                         "on_change"
                     };
-                    if let Err(e) =
-                        crate::hooks::run_in(
-                            script_shell(std::env::var_os("PATH").as_deref()),
-                            hook,
-                            &script,
-                            &latest,
-                            Duration::from_secs(3600),
-                        )
-                        .await
+                    if let Err(e) = crate::hooks::run_in(
+                        script_shell(std::env::var_os("PATH").as_deref()),
+                        hook,
+                        &script,
+                        &latest,
+                        Duration::from_secs(3600),
+                    )
+                    .await
                     {
                         log(
                             &format!("Failed to execute {script}: {e}"),

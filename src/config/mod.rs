@@ -191,7 +191,8 @@ mod tests {
         // Not a StatefulSet pod (no line in /etc/hosts for web-2).
         let e = parse("identity: {hostname: web-2}\npeers:\n  dns: {}\n").unwrap_err();
         assert!(
-            e.to_string().contains("/etc/hosts has no line naming this pod web-2.<service>"),
+            e.to_string()
+                .contains("/etc/hosts has no line naming this pod web-2.<service>"),
             "{e}"
         );
     }

@@ -384,7 +384,10 @@ pub fn rewrite(
         let mut called = called_name(expression).or_else(|| called_name(text))?;
         // minijinja points at `replace("a")` alone: a filter if the line
         // pipes into that name.
-        if let Some(name) = called.strip_prefix("the function `").and_then(|n| n.strip_suffix("()`")) {
+        if let Some(name) = called
+            .strip_prefix("the function `")
+            .and_then(|n| n.strip_suffix("()`"))
+        {
             let compact: String = text.split_whitespace().collect();
             if compact.contains(&format!("|{name}(")) || compact.contains(&format!("|{name}")) {
                 called = format!("the filter `{name}`");
@@ -419,7 +422,12 @@ fn stray_end(source: &str, line: usize, end: &str) -> Option<String> {
         .find(|(_, e)| *e == end)
         .map(|(start, _)| *start)
         .or_else(|| (end == "endset").then_some("set"))?;
-    let word = |tag: &str| tag.split_whitespace().next().unwrap_or_default().to_string();
+    let word = |tag: &str| {
+        tag.split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    };
     let before: String = source
         .lines()
         .take(line.saturating_sub(1))
@@ -575,7 +583,13 @@ mod tests {
         )
         .unwrap();
         assert_eq!(endif.0, Some(3));
-        assert!(endif.1.contains("the {% for %} of line 1, which needs {% endfor %}"), "{}", endif.1);
+        assert!(
+            endif
+                .1
+                .contains("the {% for %} of line 1, which needs {% endfor %}"),
+            "{}",
+            endif.1
+        );
         let open = rewrite(
             ErrorKind::SyntaxError,
             "unexpected identifier, expected end of variable block",
@@ -585,8 +599,14 @@ mod tests {
         )
         .unwrap();
         assert_eq!(open.0, Some(2));
-        assert_eq!(called_name("\"a\" | replace(\"a\")").as_deref(), Some("the filter `replace`"));
-        assert_eq!(called_name("range()").as_deref(), Some("the function `range()`"));
+        assert_eq!(
+            called_name("\"a\" | replace(\"a\")").as_deref(),
+            Some("the filter `replace`")
+        );
+        assert_eq!(
+            called_name("range()").as_deref(),
+            Some("the function `range()`")
+        );
     }
 
     #[test]

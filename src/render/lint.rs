@@ -212,7 +212,9 @@ mod tests {
         let what: Vec<&str> = found.iter().map(|f| f.what.as_str()).collect();
         assert_eq!(what, ["vars.lisen", "vars.tls.cert"]);
         assert!(
-            found[0].message.contains("a template reads vars.listen, which vars does not set"),
+            found[0]
+                .message
+                .contains("a template reads vars.listen, which vars does not set"),
             "{}",
             found[0].message
         );

@@ -809,7 +809,11 @@ fn the_documented_snippet_is_the_add_sidecar_kustomization() {
     for (i, (a, b)) in shown.iter().zip(&real).enumerate() {
         assert_eq!(a, b, "line {} of the snippet differs from the file", i + 1);
     }
-    assert_eq!(shown.len(), real.len(), "the snippet and the file have other lengths");
+    assert_eq!(
+        shown.len(),
+        real.len(),
+        "the snippet and the file have other lengths"
+    );
     // Its template is the library's, which templates.rs renders and runs
     // under redis-server (as uid 999, through the fsGroup).
     assert_eq!(
@@ -835,12 +839,18 @@ fn add_sidecar_under_a_name_prefix_needs_no_edit_of_peerplate_yaml() {
         "kustomize-prefixed",
         "namePrefix: blue-\nresources: [DEPLOY/overlays/add-sidecar]\n",
     );
-    let services: Vec<String> = named(&docs, "Service").into_iter().map(|(n, _)| n).collect();
+    let services: Vec<String> = named(&docs, "Service")
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
     assert_eq!(services, ["blue-redis", "blue-redis-ready"], "{text}");
     let sets = statefulsets(&docs);
     assert_eq!(sets.len(), 1, "{text}");
     assert_eq!(sets[0].0, "blue-redis");
-    assert_eq!(sets[0].1["spec"]["serviceName"].as_str(), Some("blue-redis"));
+    assert_eq!(
+        sets[0].1["spec"]["serviceName"].as_str(),
+        Some("blue-redis")
+    );
     let config_maps = named(&docs, "ConfigMap");
     assert!(
         config_maps
@@ -864,7 +874,10 @@ fn add_sidecar_under_a_name_prefix_needs_no_edit_of_peerplate_yaml() {
     let configs = lay_out_configs(&docs, &root);
     assert_eq!(configs.len(), 1);
     let (_, local) = &configs[0];
-    let hosts = sb.write("kubelet-hosts", &kubelet_hosts("blue-redis-1", "blue-redis"));
+    let hosts = sb.write(
+        "kubelet-hosts",
+        &kubelet_hosts("blue-redis-1", "blue-redis"),
+    );
     let out = crate::helpers::run(
         sb.peerplate(["--config".as_ref(), local.as_os_str(), "check".as_ref()])
             .env("POD_NAMESPACE", "default")
@@ -880,7 +893,8 @@ fn add_sidecar_under_a_name_prefix_needs_no_edit_of_peerplate_yaml() {
     );
     assert_eq!(out.code, Some(2), "{}", out.dump());
     assert!(
-        out.stderr.contains("/etc/hosts has no line naming this pod blue-redis-1.<service>"),
+        out.stderr
+            .contains("/etc/hosts has no line naming this pod blue-redis-1.<service>"),
         "{}",
         out.dump()
     );
@@ -1001,4 +1015,109 @@ fn the_monitor_rules_use_metrics_that_peerplate_exports() {
         alerts, 5,
         "renders failing, sets held, lookups failing, reloads rejected, last success too old"
     );
+}
+
+/// deploy/'s `images:` entry is a real override: every peerplate container
+/// of `kubectl kustomize deploy` runs the image the README builds and loads
+/// (`localhost/peerplate:dev`), none the placeholder; and the README shows
+/// that very entry.
+#[test]
+fn the_images_entry_points_every_peerplate_container_at_the_loaded_image() {
+    let kustomization =
+        fs::read_to_string(repo_file("deploy/kustomization.yaml")).expect("read kustomization");
+    let entry = &kustomization[kustomization.find("images:\n").expect("an images: entry")..];
+    let readme = fs::read_to_string(repo_file("deploy/README.md")).expect("deploy/README.md");
+    assert!(
+        readme.contains(&format!("```yaml\n{entry}```")),
+        "deploy/README.md shows deploy/kustomization.yaml's entry as it is:\n{entry}"
+    );
+    for command in [
+        "podman build -t localhost/peerplate:dev .",
+        "kind load docker-image localhost/peerplate:dev",
+        "minikube image load localhost/peerplate:dev",
+        "ctr -n k8s.io images import",
+    ] {
+        assert!(
+            readme.contains(command),
+            "deploy/README.md shows `{command}`"
+        );
+    }
+    if !require_component("kubectl") {
+        return;
+    }
+    let sb = Sandbox::new();
+    let run = run_tool(
+        &sb,
+        "kustomize-deploy",
+        Command::new("kubectl")
+            .arg("kustomize")
+            .arg(repo_file("deploy")),
+    );
+    assert_eq!(run.code, Some(0), "{}", run.output);
+    let text = fs::read_to_string(sb.join("kustomize-deploy.out")).expect("read");
+    assert!(!text.contains("ghcr.io/peerplate/peerplate"), "{text}");
+    let docs = documents(&text);
+    let mut peerplate_containers = 0;
+    for (_, sts) in statefulsets(&docs) {
+        let spec = &sts["spec"]["template"]["spec"];
+        for c in ["initContainers", "containers"]
+            .iter()
+            .filter_map(|k| spec[*k].as_sequence())
+            .flatten()
+        {
+            let image = c["image"].as_str().expect("image");
+            if image.contains("peerplate") {
+                assert_eq!(image, "localhost/peerplate:dev");
+                peerplate_containers += 1;
+            }
+        }
+    }
+    assert_eq!(peerplate_containers, 1, "the sidecar of web\n{text}");
+}
+
+/// The admin port (9090: /leader, /metrics) is open only to the
+/// StatefulSet's own pods and a namespace labelled for monitoring, in every
+/// NetworkPolicy that opens it; the app's port stays open; the file says
+/// why kubelet's probes need no rule.
+#[test]
+fn the_admin_port_is_open_only_to_its_own_pods_and_monitoring() {
+    for file in [
+        "deploy/base/networkpolicy.yaml",
+        "deploy/overlays/add-sidecar/networkpolicy.yaml",
+    ] {
+        let text = fs::read_to_string(repo_file(file)).expect("read policy");
+        assert!(
+            text.contains("kubelet's") && text.contains("come from the node"),
+            "{file} says why kubelet's probes need no rule"
+        );
+        let doc = &documents(&text)[0];
+        let own = &doc["spec"]["podSelector"];
+        let rules = doc["spec"]["ingress"].as_sequence().expect("ingress rules");
+        let is_admin = |p: &serde_yaml::Value| {
+            p["port"].as_str() == Some("admin") || p["port"].as_u64() == Some(9090)
+        };
+        let mut admin_rules = 0;
+        for rule in rules {
+            let ports = rule["ports"].as_sequence().expect("ports");
+            if !ports.iter().any(is_admin) {
+                assert!(rule["from"].is_null(), "{file}: the app's port is open");
+                continue;
+            }
+            admin_rules += 1;
+            assert_eq!(
+                ports.len(),
+                1,
+                "{file}: the admin rule opens only the admin port"
+            );
+            let from = rule["from"].as_sequence().expect("admin port has a from");
+            assert_eq!(from.len(), 2, "{file}: {from:?}");
+            assert_eq!(&from[0]["podSelector"], own, "{file}: its own pods");
+            assert_eq!(
+                from[1]["namespaceSelector"]["matchLabels"]["peerplate.io/monitoring"].as_str(),
+                Some("true"),
+                "{file}: the monitoring namespace"
+            );
+        }
+        assert_eq!(admin_rules, 1, "{file}");
+    }
 }

@@ -886,7 +886,8 @@ fn the_service_comes_from_the_pods_line_in_etc_hosts() {
     let out = once(&sb);
     assert_eq!(out.code, Some(2), "{}", out.dump());
     assert!(
-        out.stderr.contains("/etc/hosts has no line naming this pod web-1.<service>"),
+        out.stderr
+            .contains("/etc/hosts has no line naming this pod web-1.<service>"),
         "{}",
         out.dump()
     );

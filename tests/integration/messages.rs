@@ -378,7 +378,11 @@ fn no_message_in_the_catalogue_names_an_internal_type() {
             );
         }
     }
-    assert!(scanned > 100, "only {scanned} snapshots in {}", dir.display());
+    assert!(
+        scanned > 100,
+        "only {scanned} snapshots in {}",
+        dir.display()
+    );
 }
 
 /// `check` reports every broken template, not only the first: one that does

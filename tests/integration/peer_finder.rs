@@ -261,8 +261,13 @@ fn scripts_run_with_bash_where_it_exists_else_sh() {
     let dns = DnsServer::start("cluster.local");
     dns.scale(2);
     let pod = finder_pod(&dns, "cluster.local");
-    let script = r#"-on-start=name=web-1; [[ -n "$name" && $name == web-* ]] && echo "shell=$0" && cat"#;
-    let out = run(&mut cmd(&pod, true, &[script, "-service=nginx", "-ns=default"]));
+    let script =
+        r#"-on-start=name=web-1; [[ -n "$name" && $name == web-* ]] && echo "shell=$0" && cat"#;
+    let out = run(&mut cmd(
+        &pod,
+        true,
+        &[script, "-service=nginx", "-ns=default"],
+    ));
     assert_eq!(out.code, Some(0), "{}", out.dump());
     assert_eq!(out.stdout, format!("shell=bash\n{}", peers(0..2)));
 
@@ -277,7 +282,8 @@ fn scripts_run_with_bash_where_it_exists_else_sh() {
     let out = run(cmd(&pod, true, &[posix, "-service=nginx", "-ns=default"]).env("PATH", &only_sh));
     assert_eq!(out.code, Some(0), "{}", out.dump());
     assert_eq!(out.stdout, format!("shell=sh\n{}", peers(0..2)));
-    let out = run(cmd(&pod, true, &[script, "-service=nginx", "-ns=default"]).env("PATH", &only_sh));
+    let out =
+        run(cmd(&pod, true, &[script, "-service=nginx", "-ns=default"]).env("PATH", &only_sh));
     assert_eq!(out.code, Some(1), "{}", out.dump());
     assert!(out.stderr.contains("Failed to execute"), "{}", out.dump());
 }

@@ -573,7 +573,12 @@ fn redis_reads_its_0640_file_through_the_pods_fs_group() {
         },
     );
     let mut conn = conn.expect("connected");
-    assert_eq!(redis_call(&mut conn, &["PING"]), "+PONG", "{}", daemon.logs());
+    assert_eq!(
+        redis_call(&mut conn, &["PING"]),
+        "+PONG",
+        "{}",
+        daemon.logs()
+    );
     let info = redis_call(&mut conn, &["INFO", "replication"]);
     assert!(info.contains("role:master\r\n"), "{info}");
     assert!(daemon.terminate().success(), "{}", daemon.logs());
