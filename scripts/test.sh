@@ -14,6 +14,19 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=scripts/test-deps.sh
 source scripts/test-deps.sh
 
+# The binary under test is the one that ships (tests/integration/helpers.rs
+# `bin`): the release build of scripts/build-release.sh, built here once
+# (test-deps.sh built it already for the images, so this is quick) unless
+# PEERPLATE_TEST_BIN names one (a developer's debug build for a quick loop;
+# CI=true refuses anything but the release build).
+if [ -z "${PEERPLATE_TEST_BIN:-}" ]; then
+  printf '\n==> the release binary under test (scripts/build-release.sh)\n' >&2
+  built=$(date +%s)
+  PEERPLATE_TEST_BIN=$(scripts/build-release.sh | tail -n1)
+  export PEERPLATE_TEST_BIN
+  printf 'release build: %ss\n' "$(( $(date +%s) - built ))" >&2
+fi
+
 skips="${CARGO_TARGET_DIR:-target}/tmp/skipped-tests.txt"
 rm -f "$skips"
 printf '\n==> cargo test\n' >&2

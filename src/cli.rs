@@ -16,9 +16,39 @@ use crate::leader::Leadership;
 use crate::peers::PeerSet;
 use crate::render::{self, Renderer};
 
+/// What `peerplate --version` prints after the name: the version, the
+/// build profile (`release` when built without debug assertions, as
+/// `scripts/build-release.sh` and the image build it; `debug` otherwise)
+/// and the optional features compiled in (`https`, or `none`). The test
+/// suite reads it to refuse, under `CI=true`, any binary but the one that
+/// ships.
+pub const VERSION: &str = {
+    macro_rules! version {
+        ($profile:literal, $features:literal) => {
+            concat!(
+                env!("CARGO_PKG_VERSION"),
+                " (",
+                $profile,
+                ", features: ",
+                $features,
+                ")"
+            )
+        };
+    }
+    #[cfg(all(not(debug_assertions), feature = "https"))]
+    let v = version!("release", "https");
+    #[cfg(all(not(debug_assertions), not(feature = "https")))]
+    let v = version!("release", "none");
+    #[cfg(all(debug_assertions, feature = "https"))]
+    let v = version!("debug", "https");
+    #[cfg(all(debug_assertions, not(feature = "https")))]
+    let v = version!("debug", "none");
+    v
+};
+
 /// Renders config files from a StatefulSet's peers and reloads the app.
 #[derive(Debug, Parser)]
-#[command(name = "peerplate", version, about, propagate_version = true)]
+#[command(name = "peerplate", version = VERSION, about, propagate_version = true)]
 pub struct Cli {
     /// The config file [default: $PEERPLATE_CONFIG, then /etc/peerplate/peerplate.yaml]
     #[arg(long, global = true, env = "PEERPLATE_CONFIG", value_name = "PATH")]
@@ -538,5 +568,26 @@ async fn configured_peers(config: &Config) -> Result<PeerSet, Error> {
                 ))
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    /// clap checks a command's definition (conflicting flags, bad
+    /// defaults) only in debug builds, at parse time; the suite drives the
+    /// release binary, so the check runs here.
+    #[test]
+    fn the_command_line_definition_is_sound() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn version_names_the_profile_and_the_features() {
+        assert!(VERSION.starts_with(env!("CARGO_PKG_VERSION")), "{VERSION}");
+        assert!(VERSION.contains("(debug, features: "), "{VERSION}");
     }
 }

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, SourceErrorKind};
 use crate::peers::model::PeerSet;
 
 /// What a source tells the loop.
@@ -69,13 +69,13 @@ pub enum SourceError {
 
 impl SourceError {
     /// The `kind` label of `peerplate_source_errors_total`.
-    pub fn metric_label(&self) -> &'static str {
+    pub fn kind(&self) -> SourceErrorKind {
         match self {
-            SourceError::Watch(_) => "watch",
-            SourceError::PeerFile(_) => "peer_file",
-            SourceError::Lookup { .. } => "lookup",
-            SourceError::Setup(_) => "setup",
-            SourceError::Ended { .. } => "ended",
+            SourceError::Watch(_) => SourceErrorKind::Watch,
+            SourceError::PeerFile(_) => SourceErrorKind::PeerFile,
+            SourceError::Lookup { .. } => SourceErrorKind::Lookup,
+            SourceError::Setup(_) => SourceErrorKind::Setup,
+            SourceError::Ended { .. } => SourceErrorKind::Ended,
         }
     }
 }

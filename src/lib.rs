@@ -52,28 +52,29 @@
 //! supervised by the loop in a `JoinSet`. [`run`] takes its shutdown token
 //! as a parameter, so tests drive the whole loop with a token of their own.
 
-pub mod action;
-pub mod admin;
+pub(crate) mod action;
+pub(crate) mod admin;
 pub mod cli;
 pub mod config;
-pub mod cycle;
+pub(crate) mod cycle;
 pub mod error;
-pub mod event;
-pub mod hooks;
-pub mod http_client;
-pub mod leader;
-pub mod limits;
+pub(crate) mod event;
+pub(crate) mod hooks;
+pub(crate) mod http_client;
+pub(crate) mod leader;
+pub(crate) mod limits;
 pub mod log;
-pub mod metrics;
+pub(crate) mod metrics;
 pub mod peer_finder;
 pub mod peers;
 pub mod process;
-pub mod redact;
-pub mod reload;
+pub(crate) mod redact;
+pub(crate) mod reload;
 pub mod render;
-pub mod seed;
-pub mod watch;
-pub mod write;
+pub(crate) mod seed;
+pub(crate) mod state;
+pub(crate) mod watch;
+pub(crate) mod write;
 
 pub use config::Config;
 pub use cycle::{once, run};

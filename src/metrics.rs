@@ -62,6 +62,17 @@ label_values!(
     Held { SelfMissing => "self_missing", TooFew => "too_few" }
 );
 label_values!(
+    /// What kind of error a worker reported while running
+    /// ([`crate::event::SourceError`]).
+    SourceErrorKind {
+        Watch => "watch",
+        PeerFile => "peer_file",
+        Lookup => "lookup",
+        Setup => "setup",
+        Ended => "ended",
+    }
+);
+label_values!(
     /// How a hook run went.
     Hook { Ok => "ok", Failed => "failed", Timeout => "timeout" }
 );
@@ -110,6 +121,11 @@ struct HeldLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: String,
 }
@@ -127,6 +143,7 @@ pub struct Metrics {
     hooks: Family<HookLabels, Counter>,
     last_success: Gauge<f64, AtomicU64>,
     workers_ended: Family<WorkerLabels, Counter>,
+    source_errors: Family<KindLabels, Counter>,
     is_leader: Gauge,
     leader_changes: Counter,
     held: Family<HeldLabels, Counter>,
@@ -151,6 +168,7 @@ impl Metrics {
         let last_success = Gauge::<f64, AtomicU64>::default();
         let build = Family::<BuildLabels, Gauge>::default();
         let workers_ended = Family::<WorkerLabels, Counter>::default();
+        let source_errors = Family::<KindLabels, Counter>::default();
         let is_leader = Gauge::default();
         let leader_changes = Counter::default();
         let held = Family::<HeldLabels, Counter>::default();
@@ -212,6 +230,16 @@ impl Metrics {
             "Workers (peer sources, watchers) that stopped while the loop ran, by worker",
             workers_ended.clone(),
         );
+        registry.register(
+            "source_errors",
+            "Errors the workers reported while running, by kind",
+            source_errors.clone(),
+        );
+        for kind in SourceErrorKind::ALL {
+            let _ = source_errors.get_or_create(&KindLabels {
+                kind: kind.as_str(),
+            });
+        }
         registry.register("build_info", "peerplate's version", build.clone());
         build
             .get_or_create(&BuildLabels {
@@ -229,6 +257,7 @@ impl Metrics {
             hooks,
             last_success,
             workers_ended,
+            source_errors,
             is_leader,
             leader_changes,
             held,
@@ -334,6 +363,15 @@ impl Metrics {
         self.workers_ended
             .get_or_create(&WorkerLabels {
                 worker: worker.into(),
+            })
+            .inc();
+    }
+
+    /// A worker reported an error while running.
+    pub fn source_error(&self, kind: SourceErrorKind) {
+        self.source_errors
+            .get_or_create(&KindLabels {
+                kind: kind.as_str(),
             })
             .inc();
     }

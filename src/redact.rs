@@ -40,11 +40,6 @@ impl Redactor {
         Redactor { needles }
     }
 
-    /// Whether there is nothing to hide.
-    pub fn is_empty(&self) -> bool {
-        self.needles.is_empty()
-    }
-
     /// `text` with every input replaced by `[file PATH]`.
     pub fn apply(&self, text: &str) -> String {
         let mut out = text.to_string();
@@ -68,6 +63,6 @@ mod tests {
             r.apply("bad value 'hunter22' near second-line {"),
             "bad value '[file /s/pw]' near [file /s/pw] {"
         );
-        assert!(Redactor::new([]).is_empty());
+        assert_eq!(Redactor::new([]).apply("hunter22"), "hunter22");
     }
 }

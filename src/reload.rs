@@ -27,7 +27,6 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use crate::config::{Reload as ReloadConfig, ReloadTarget};
-use crate::metrics::Reload;
 use crate::process::{self, Ids};
 
 /// Names that are an infra container's, never an app's: PID 1 with one of
@@ -47,18 +46,6 @@ pub enum Outcome {
     Failed(String),
 }
 
-impl Outcome {
-    /// The `result` label of `peerplate_reloads_total` (a skipped pid counts
-    /// as `no_process`: the app's own process was not there).
-    pub fn metric(&self) -> Reload {
-        match self {
-            Outcome::Signalled(_) => Reload::Signalled,
-            Outcome::NoProcess(_) | Outcome::Skipped(_) => Reload::NoProcess,
-            Outcome::Failed(_) => Reload::Failed,
-        }
-    }
-}
-
 /// A process that is to get the signal.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Target {
@@ -67,13 +54,9 @@ struct Target {
     uid: Option<u32>,
 }
 
-/// Sends the reload signal to the configured target and logs what happened.
-pub fn send(reload: &ReloadConfig) -> Outcome {
-    send_with(reload, |_| {})
-}
-
-/// [`send`], calling `before` with the pids about to be signalled, just
-/// before the signal (`verify: children` notes their children there).
+/// Sends the reload signal to the configured target and logs what happened,
+/// calling `before` with the pids about to be signalled, just before the
+/// signal (`verify: children` notes their children there).
 pub fn send_with(reload: &ReloadConfig, before: impl FnOnce(&[i32])) -> Outcome {
     let outcome = signal_target(Path::new("/proc"), reload, before);
     match &outcome {

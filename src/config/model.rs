@@ -23,6 +23,9 @@ fn location(line: Option<usize>, column: Option<usize>) -> String {
     }
 }
 
+/// The file name of the default `state:` path, in the first output's folder.
+pub const STATE_DEFAULT_NAME: &str = ".peerplate-state.json";
+
 /// The resolved config every command works from.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -50,6 +53,10 @@ pub struct Config {
     pub pod_fqdn: Option<String>,
     /// How the leader is chosen (`leader:`; none means `policy: ordinal`).
     pub leader: Leader,
+    /// The state file (`state:`, relative paths against the config's
+    /// folder); default [`STATE_DEFAULT_NAME`] in the first output's
+    /// folder; `None` when there is no output to put it beside.
+    pub state: Option<PathBuf>,
 }
 
 /// `leader:`: how this pod chooses the leader among its peers.

@@ -33,6 +33,8 @@ pub(super) struct RawConfig {
     pub(super) leader: Option<RawLeader>,
     #[serde(default)]
     pub(super) render: RawRender,
+    /// `state:`: the state file (install records, the last leader).
+    pub(super) state: Option<PathBuf>,
 }
 
 /// `render:`: defaults for every template.

@@ -147,6 +147,13 @@ pub(super) fn resolve(
     };
 
     let pod_fqdn = pod_fqdn(&identity, &peers.source);
+    let state = match raw.state {
+        Some(p) => Some(src.at(p)),
+        None => templates.first().map(|t| {
+            let dir = t.destination.parent().unwrap_or(Path::new(""));
+            dir.join(super::model::STATE_DEFAULT_NAME)
+        }),
+    };
     Ok(Config {
         path: path.to_path_buf(),
         identity,
@@ -163,6 +170,7 @@ pub(super) fn resolve(
         nameservers,
         pod_fqdn,
         leader,
+        state,
     })
 }
 

@@ -341,7 +341,10 @@ impl Loop {
                 _ = shutdown.cancelled() => break self.interrupted(),
                 Some(done) = self.verdicts.join_next(), if !self.verdicts.is_empty() => self.on_verdict(done),
                 Some(event) = events.recv() => self.on_event(event, &mut workers),
-                Some(error) = errors.recv() => tracing::warn!(error = %error, "a worker reported an error"),
+                Some(error) = errors.recv() => {
+                    self.metrics.source_error(error.kind());
+                    tracing::warn!(error = %error, "a worker reported an error");
+                }
                 Some(ended) = workers.join_next() => self.worker_ended(ended),
                 // An action's min_interval ended: render its waiting outputs.
                 _ = sleep_until(action_retry), if action_retry.is_some() => self.retry_actions(),

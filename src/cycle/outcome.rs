@@ -26,25 +26,8 @@ pub enum CycleError {
     /// fine, was not installed either (all or nothing).
     #[error("not installed because {0} failed in the same cycle (all or nothing per reload)")]
     Group(String),
-    #[error("{0}")]
-    Reload(String),
     #[error(transparent)]
     Hook(#[from] HookError),
-}
-
-impl CycleError {
-    /// The `stage` label under which this failure is counted.
-    pub fn metric_label(&self) -> &'static str {
-        match self {
-            CycleError::Source(_) => "source",
-            CycleError::Render(_) => "render",
-            CycleError::Write(_) => "write",
-            CycleError::Check(_) => "check",
-            CycleError::Group(_) => "group",
-            CycleError::Reload(_) => "reload",
-            CycleError::Hook(_) => "hook",
-        }
-    }
 }
 
 impl From<WriteError> for CycleError {

@@ -384,25 +384,61 @@ fn readyz_stays_503_while_one_of_two_templates_fails_every_render() {
 
 // --- metrics ---------------------------------------------------------------
 
-/// Every family the contract names, with its OpenMetrics type.
-const FAMILIES: [(&str, &str); 13] = [
-    ("peerplate_peers", "gauge"),
-    ("peerplate_dns_lookups", "counter"),
-    ("peerplate_renders", "counter"),
-    ("peerplate_checks_failed", "counter"),
-    ("peerplate_reloads", "counter"),
-    ("peerplate_config_reloads", "counter"),
-    ("peerplate_hook_runs", "counter"),
-    ("peerplate_last_success_timestamp_seconds", "gauge"),
-    ("peerplate_build_info", "gauge"),
-    ("peerplate_workers_ended", "counter"),
-    ("peerplate_is_leader", "gauge"),
-    ("peerplate_leader_changes", "counter"),
-    ("peerplate_peer_sets_held", "counter"),
-];
+/// One row of README's metrics table: the family, its OpenMetrics type and
+/// its label names.
+#[derive(Debug)]
+struct Documented {
+    family: String,
+    kind: String,
+    labels: Vec<String>,
+}
+
+/// README.md's "Metrics" table (`| name | type | labels | meaning |`): the
+/// contract this test holds `/metrics` to. Label names are the backticked
+/// words of the labels column outside parentheses (which list values).
+fn documented_metrics() -> Vec<Documented> {
+    let readme =
+        std::fs::read_to_string(crate::helpers::repo_file("README.md")).expect("README.md");
+    let table = readme
+        .split_once("| name | type | labels | meaning |")
+        .map(|(_, rest)| rest)
+        .expect("README.md has the metrics table (| name | type | labels | meaning |)");
+    let backticked = |cell: &str| -> Vec<String> {
+        let mut depth = 0;
+        let mut outside = String::new();
+        for c in cell.chars() {
+            match c {
+                '(' => depth += 1,
+                ')' => depth -= 1,
+                _ if depth == 0 => outside.push(c),
+                _ => {}
+            }
+        }
+        outside
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_string)
+            .collect()
+    };
+    table
+        .lines()
+        .skip(2) // the rest of the header line, and |---|
+        .take_while(|line| line.starts_with('|'))
+        .map(|line| {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            assert!(cells.len() >= 5, "a metrics row with 4 cells: {line}");
+            Documented {
+                family: cells[1].trim_matches('`').to_string(),
+                kind: cells[2].to_string(),
+                labels: backticked(cells[3]),
+            }
+        })
+        .collect()
+}
 
 #[test]
-fn metrics_is_openmetrics_text_a_real_parser_accepts() {
+fn every_documented_metric_is_exported_as_openmetrics_text() {
     if !parser_available() {
         crate::helpers::skip("python3 with prometheus_client not installed");
         return;
@@ -462,20 +498,42 @@ fn metrics_is_openmetrics_text_a_real_parser_accepts() {
     );
     assert!(reply.body.ends_with("# EOF\n"), "{}", reply.body);
     let m = Metrics::parse_strict(&reply.body);
-    for (family, kind) in FAMILIES {
+    let documented = documented_metrics();
+    assert!(
+        documented.len() >= 10,
+        "README's metrics table has {} rows: {documented:?}",
+        documented.len()
+    );
+    for row in &documented {
         assert_eq!(
-            m.families.get(family).map(String::as_str),
-            Some(kind),
-            "family {family}\n{}",
+            m.families.get(&row.family).map(String::as_str),
+            Some(row.kind.as_str()),
+            "family {} (README: {})\n{}",
+            row.family,
+            row.kind,
             m.text
         );
+        for label in &row.labels {
+            assert!(
+                m.samples
+                    .iter()
+                    .any(|(name, labels, _)| name.starts_with(&row.family)
+                        && labels.contains_key(label)),
+                "no sample of {} has the label {label} that README documents\n{}",
+                row.family,
+                m.text
+            );
+        }
     }
     let others: Vec<&String> = m
         .families
         .keys()
-        .filter(|f| !FAMILIES.iter().any(|(name, _)| name == f))
+        .filter(|f| !documented.iter().any(|row| &row.family == *f))
         .collect();
-    assert!(others.is_empty(), "unexpected families {others:?}");
+    assert!(
+        others.is_empty(),
+        "families missing from README's metrics table: {others:?}"
+    );
 
     assert_eq!(m.value("peerplate_peers", &[]), 3.0, "{}", m.text);
     assert!(
@@ -839,6 +897,20 @@ fn dns_lookups_count_answers_and_servfail_failures() {
     assert_eq!(m.value("peerplate_peers", &[]), 2.0, "{}", m.text);
     assert_eq!(pod.read("out/t").as_deref(), Some("count=2\n"));
     assert_eq!(http_status(pod.port, "/readyz"), 200);
+    // The outage is one source error of its kind (logged once), however
+    // many polls fail in it.
+    assert_eq!(
+        m.value("peerplate_source_errors_total", &[("kind", "lookup")]),
+        1.0,
+        "{}",
+        m.text
+    );
+    assert_eq!(
+        m.value("peerplate_source_errors_total", &[("kind", "watch")]),
+        0.0,
+        "{}",
+        m.text
+    );
 
     // Back: answers count again, failures stop.
     dns.set_mode(Mode::Normal);

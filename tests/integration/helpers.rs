@@ -116,9 +116,70 @@ pub fn replace_file(path: &Path, contents: impl AsRef<[u8]>) {
     fs::rename(&tmp, path).expect("rename over");
 }
 
-/// The binary under test.
+/// The binary under test: the one that ships.
+///
+/// `PEERPLATE_TEST_BIN` names it (a path, relative ones against the
+/// repository); unset, `scripts/build-release.sh` builds it once per run of
+/// this test binary (the release profile, static, with the image's
+/// features) and every test uses that. A developer may point the variable
+/// at `target/debug/peerplate` for a quicker loop; under `CI=true` anything
+/// but a release build with the image's features (`--version` says which)
+/// fails the run, so the suite's verdict is the shipped binary's.
 pub fn bin() -> &'static str {
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let bin = match std::env::var("PEERPLATE_TEST_BIN") {
+            Ok(path) if !path.is_empty() => {
+                let path = repo_file(&path);
+                assert!(
+                    path.is_file(),
+                    "PEERPLATE_TEST_BIN={} is not a file",
+                    path.display()
+                );
+                path.display().to_string()
+            }
+            _ => build_release(),
+        };
+        let version = Command::new(&bin)
+            .arg("--version")
+            .output()
+            .expect("run the binary under test with --version");
+        let version = String::from_utf8_lossy(&version.stdout).trim().to_string();
+        if std::env::var("CI").as_deref() == Ok("true") {
+            assert!(
+                version.contains("(release, features: https)"),
+                "CI=true tests the shipped build only, and {bin} is {version:?}: \
+                 unset PEERPLATE_TEST_BIN (the tests build it with scripts/build-release.sh)"
+            );
+        }
+        eprintln!("binary under test: {bin} ({version})");
+        bin
+    })
+}
+
+/// The debug build cargo made for this test binary: only for the test that
+/// needs a fault hook compiled into debug builds alone (it says so).
+pub fn debug_bin() -> &'static str {
     env!("CARGO_BIN_EXE_peerplate")
+}
+
+/// Runs `scripts/build-release.sh` (cargo's own lock keeps parallel builds
+/// apart; this runs once per test binary) and returns the path it prints.
+fn build_release() -> String {
+    let out = Command::new(repo_file("scripts/build-release.sh"))
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run scripts/build-release.sh");
+    assert!(
+        out.status.success(),
+        "scripts/build-release.sh failed ({}); set PEERPLATE_TEST_BIN to a built binary",
+        out.status
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .expect("scripts/build-release.sh prints the binary's path last")
+        .to_string()
 }
 
 /// A file of the repository, e.g. `repo_file("templates/nginx.conf.j2")`.

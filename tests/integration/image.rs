@@ -167,7 +167,10 @@ fn version_runs_read_only_as_65532_and_there_is_no_shell() {
     }
     let out = run_image(&["--network", "none"], &["--version"]);
     assert_eq!(out.code, Some(0), "{}", out.dump());
-    assert_eq!(out.stdout, format!("peerplate {VERSION}\n"));
+    assert_eq!(
+        out.stdout,
+        format!("peerplate {VERSION} (release, features: https)\n")
+    );
 
     let out = podman::run(&[
         "run",

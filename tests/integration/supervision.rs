@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
-use crate::helpers::{free_port, http_get, poll_until, run, Daemon, Sandbox};
+use std::process::Command;
+
+use crate::helpers::{debug_bin, free_port, http_get, poll_until, run, Daemon, Sandbox};
 
 fn get(port: u16, path: &str) -> Option<(u16, String)> {
     http_get(port, path).ok().map(|r| (r.status, r.body))
@@ -30,8 +32,12 @@ fn a_worker_that_ends_early_fails_healthz_is_logged_and_counted() {
             "identity: {{hostname: web-1}}\npeers: {{file: peers}}\ntemplates:\n  - {{source: t.j2, destination: out.txt}}\nhttp: {{listen: \"127.0.0.1:{port}\"}}\n"
         ),
     );
-    let mut cmd = sb.peerplate(["--config", &config.display().to_string(), "run"]);
-    // Debug builds only: the `file` worker returns after its first event.
+    // The fault hook is compiled into debug builds only, so this one test
+    // runs the debug binary cargo built, not the shipped one.
+    let mut cmd = Command::new(debug_bin());
+    cmd.args(["--config", &config.display().to_string(), "run"]);
+    sb.clean_env(&mut cmd);
+    // The `file` worker returns after its first event.
     cmd.env("PEERPLATE_TEST_END_WORKER", "file");
     let mut d = Daemon::spawn(cmd);
     d.wait_for_line(
