@@ -1121,3 +1121,81 @@ fn the_admin_port_is_open_only_to_its_own_pods_and_monitoring() {
         assert_eq!(admin_rules, 1, "{file}");
     }
 }
+
+/// The shipped procedure without a cluster: add-sidecar's peerplate.yaml,
+/// exactly as kustomize puts it in the ConfigMap (it names no Service), in
+/// pod redis-2 whose /etc/hosts kubelet wrote: `once` finds the Service
+/// `redis` and its `redis-ready` twin in DNS, and renders redis.conf as a
+/// replica of the first ready pod, redis-1, mode 0640.
+#[test]
+fn the_add_sidecar_config_finds_its_service_and_renders_a_replica() {
+    use std::os::unix::fs::PermissionsExt;
+    if !require_component("kubectl") {
+        return;
+    }
+    let sb = Sandbox::new();
+    let (_, docs) = kustomize_here(
+        &sb,
+        "kustomize-redis",
+        "resources: [DEPLOY/overlays/add-sidecar]\n",
+    );
+    let configs = lay_out_configs(&docs, &sb.mkdir("pod"));
+    assert_eq!(configs.len(), 1);
+    let local = &configs[0].1;
+    let dns = crate::dns_server::DnsServer::start_service("cluster.local", "redis");
+    dns.set_pod_ips(&[
+        ("redis-0", "127.0.0.2".parse().expect("ip")),
+        ("redis-1", "127.0.0.3".parse().expect("ip")),
+        ("redis-2", "127.0.0.4".parse().expect("ip")),
+    ]);
+    // redis-0 is not ready: the leader comes from `redis-ready`, which
+    // the config does not name either.
+    dns.set_ready(&["redis-1", "redis-2"]);
+    // Only what a pod has and a test cannot: the DNS server, the emptyDir,
+    // a free admin port.
+    let shipped = fs::read_to_string(local).expect("read config");
+    let conf = sb.mkdir("conf");
+    let [admin] = crate::helpers::free_ports();
+    let config = shipped
+        .replace(
+            "  dns:\n    interval: 1s\n",
+            &format!(
+                "  dns:\n    interval: 1s\n    nameservers: [\"{}\"]\n",
+                dns.nameserver()
+            ),
+        )
+        .replace(
+            "/conf/redis.conf",
+            &conf.join("redis.conf").display().to_string(),
+        )
+        // `once` listens on nothing; it asks the peers (127.0.0.x) on it.
+        .replace("0.0.0.0:9090", &format!("0.0.0.0:{admin}"));
+    for gone in [
+        "  dns:\n    interval: 1s\n",
+        "/conf/redis.conf",
+        "0.0.0.0:9090",
+    ] {
+        assert!(shipped.contains(gone), "the shipped config has {gone:?}");
+    }
+    assert!(!config.contains("service:"), "{config}");
+    fs::write(local, &config).expect("write config");
+    let hosts = sb.write("kubelet-hosts", &kubelet_hosts("redis-2", "redis"));
+    let out = crate::helpers::run(
+        sb.peerplate(["--config".as_ref(), local.as_os_str(), "once".as_ref()])
+            .env("POD_NAMESPACE", "default")
+            .env("HOSTNAME", "redis-2")
+            .env("PEERPLATE_HOSTS", &hosts),
+    );
+    assert_eq!(out.code, Some(0), "{}", out.dump());
+    let file = conf.join("redis.conf");
+    let text = fs::read_to_string(&file).expect("redis.conf rendered");
+    assert!(
+        text.contains("replicaof redis-1.redis.default.svc.cluster.local 6379\n"),
+        "{text}\n{}",
+        out.dump()
+    );
+    assert_eq!(
+        fs::metadata(&file).expect("stat").permissions().mode() & 0o7777,
+        0o640
+    );
+}
