@@ -8,7 +8,10 @@
 //!   again with backoff up to `retries` times; any other status is the app's
 //!   verdict at once, and its body (cut to a few lines) is the complaint;
 //! - `exec`: the words of the command, no shell, bounded by `timeout`, reaped;
-//!   exit 0 accepts, another exit rejects with the stderr as the complaint.
+//!   exit 0 accepts, another exit rejects with the stderr as the complaint
+//!   (held bounded and cut as a check's output is, see
+//!   [`process::Captured`]). The verdict is the exit status: a background
+//!   child still holding the pipes is given a second, then left.
 //!
 //! Only an answer from the app rejects: an app that never answered
 //! (connection refused through every retry, a command that could not
@@ -29,6 +32,7 @@ use crate::metrics::Reload;
 use crate::process;
 use crate::redact::Redactor;
 use crate::reload;
+use crate::write;
 
 /// How often `verify: children` looks for new children.
 const VERIFY_POLL: Duration = Duration::from_millis(1);
@@ -220,13 +224,23 @@ async fn exec(command: &[String], timeout: Duration, redact: &Redactor) -> Verdi
         Ok(done) => Verdict::Rejected(format!(
             "`{shown}` {}: {}",
             done.status,
-            complaint(&String::from_utf8_lossy(&done.stderr), redact)
+            exec_complaint(&done.stderr, redact)
         )),
         Err(process::RunError::Start(e)) => {
             Verdict::NoProcess(format!("`{shown}` could not start: {e}"))
         }
         Err(e) => Verdict::Failed(format!("`{shown}`: {e}")),
     }
+}
+
+/// What an `exec` action wrote to stderr, redacted, cut by the rule of a
+/// check's output (its first and last lines, [`write::CHECK_OUTPUT`]).
+fn exec_complaint(stderr: &process::Captured, redact: &Redactor) -> String {
+    let text = stderr.excerpt(write::CHECK_OUTPUT, |text| redact.apply(text));
+    if text.is_empty() {
+        return "(no output)".into();
+    }
+    text
 }
 
 /// What the app said, redacted and cut to a few lines.

@@ -12,7 +12,8 @@
 //! thinks leads, as JSON; `sticky` pods ask each other there.
 //!
 //! The listener is bounded: [`MAX_CONNECTIONS`] at once (a new one closes
-//! the oldest), [`HEADER_TIMEOUT`] to send the headers, and a growing pause
+//! the oldest), [`HEADER_TIMEOUT`] to send the headers, at most
+//! [`MAX_HEADER_BYTES`] of them buffered per connection, and a growing pause
 //! after a failed accept (out of file descriptors) instead of a busy loop.
 
 use std::collections::VecDeque;
@@ -106,6 +107,11 @@ pub const MAX_CONNECTIONS: usize = 64;
 /// A client has this long to send a request's headers.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The most a connection may buffer of a request: its line and headers
+/// (hyper answers 431 and closes beyond it). hyper's default, about 400 KB,
+/// let 64 slow clients hold 26 MB; the admin paths need a few hundred bytes.
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+
 /// No connection lives longer than this.
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -168,6 +174,7 @@ pub async fn serve(listener: TcpListener, state: Arc<State>, shutdown: Cancellat
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
+                .max_buf_size(MAX_HEADER_BYTES)
                 .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
             // A scrape that hangs up early is not our problem.
             tokio::select! {

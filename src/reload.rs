@@ -70,6 +70,9 @@ pub fn send_with(reload: &ReloadConfig, before: impl FnOnce(&[i32])) -> Outcome 
     outcome
 }
 
+/// The largest pid file read: a pid is a few digits.
+const PID_FILE_MAX_BYTES: u64 = 4096;
+
 fn signal_target(proc: &Path, reload: &ReloadConfig, before: impl FnOnce(&[i32])) -> Outcome {
     let me = process::ids(&proc.join("self"));
     let targets = match &reload.target {
@@ -81,8 +84,10 @@ fn signal_target(proc: &Path, reload: &ReloadConfig, before: impl FnOnce(&[i32])
             prefer_signallable(proc, name, pids, me.as_ref())
         }
         ReloadTarget::PidFile { path, process } => {
-            let text = match std::fs::read_to_string(path) {
-                Ok(text) => text,
+            // Anyone who can write the pid file's folder can put a FIFO or
+            // /dev/zero there: read only a small regular file.
+            let text = match crate::limits::read_regular(path, PID_FILE_MAX_BYTES) {
+                Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
                 Err(e) => {
                     return Outcome::NoProcess(format!("cannot read {}: {e}", path.display()))
                 }

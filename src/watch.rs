@@ -18,6 +18,11 @@
 //! instance is left (`fs.inotify.max_user_instances`), the files are polled
 //! once a second instead, with one warning.
 //!
+//! Events are never queued: notify's thread folds each into one flag and
+//! one error ([`Burst`]) and wakes the worker, so a flood of events (a
+//! process rewriting a watched folder in a loop) costs no memory and one
+//! read of the files per wake-up.
+//!
 //! Files are read with [`limits::read_regular`]: a FIFO or a device in
 //! their place is an error, never a hang or a memory blow-up.
 //!
@@ -33,11 +38,12 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use notify::event::{AccessKind, AccessMode, ModifyKind};
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{watch, Notify};
 
 use crate::event::{Context, Event, SourceError, Worker};
 use crate::limits;
@@ -58,7 +64,7 @@ enum Backend {
     Notify {
         // Dropping the watcher stops inotify; it lives as long as this struct.
         watcher: RecommendedWatcher,
-        raw: mpsc::UnboundedReceiver<notify::Result<notify::Event>>,
+        inbox: Arc<Inbox>,
         watched: BTreeSet<PathBuf>,
     },
     Poll(tokio::time::Interval),
@@ -147,22 +153,16 @@ impl ContentWatcher {
                 }
                 Backend::Notify {
                     watcher,
-                    raw,
+                    inbox,
                     watched,
                 } => {
-                    let first = raw.recv().await?;
-                    let mut relevant = is_relevant(&first);
-                    let mut failure = first.err();
-                    // A ConfigMap swap is half a dozen events; read the files
-                    // once for the whole burst that has already arrived.
-                    while let Ok(event) = raw.try_recv() {
-                        relevant |= is_relevant(&event);
-                        failure = failure.or(event.err());
+                    // A ConfigMap swap is half a dozen events; the files are
+                    // read once for the whole burst that has arrived.
+                    let burst = inbox.next().await?;
+                    if let Some(e) = burst.failure {
+                        return Some(Err(SourceError::Watch(e)));
                     }
-                    if let Some(e) = failure {
-                        return Some(Err(SourceError::Watch(e.to_string())));
-                    }
-                    if !relevant {
+                    if !burst.relevant {
                         continue;
                     }
                     // Follow the new inodes (a swapped subfolder, a new file).
@@ -211,10 +211,10 @@ enum Fallback {
 }
 
 fn start_notify(paths: &[PathBuf]) -> Result<Backend, Fallback> {
-    let (tx, raw) = mpsc::unbounded_channel();
-    let mut watcher = notify::recommended_watcher(move |event| {
-        // The receiver is gone only when the worker stopped; nothing to do then.
-        let _ = tx.send(event);
+    let inbox = Arc::new(Inbox::default());
+    let reporter = Reporter(Arc::clone(&inbox));
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        reporter.report(&event);
     })
     .map_err(|e| Fallback::Poll(e.to_string()))?;
     // notify starts its thread without checking that it started, and its
@@ -248,9 +248,80 @@ fn start_notify(paths: &[PathBuf]) -> Result<Backend, Fallback> {
     rewatch(&mut watcher, &mut watched, paths);
     Ok(Backend::Notify {
         watcher,
-        raw,
+        inbox,
         watched,
     })
+}
+
+/// What notify's thread has reported since the worker last looked, folded
+/// as it arrives: however many events a burst (or a flood) holds, this is
+/// one flag and one error, never a queue.
+#[derive(Debug, Default)]
+struct Burst {
+    /// Some event may have changed a file.
+    relevant: bool,
+    /// The first error reported.
+    failure: Option<String>,
+    /// notify's handler is gone: no event will come again.
+    closed: bool,
+}
+
+/// Where notify's thread leaves the [`Burst`] and wakes the worker.
+#[derive(Debug, Default)]
+struct Inbox {
+    burst: Mutex<Burst>,
+    wake: Notify,
+}
+
+impl Inbox {
+    /// Waits for events and takes what they came to; `None` once notify's
+    /// handler is gone and nothing is left.
+    async fn next(&self) -> Option<Burst> {
+        loop {
+            let burst = std::mem::take(&mut *self.lock());
+            if burst.relevant || burst.failure.is_some() {
+                if burst.closed {
+                    self.lock().closed = true;
+                }
+                return Some(burst);
+            }
+            if burst.closed {
+                self.lock().closed = true;
+                return None;
+            }
+            self.wake.notified().await;
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Burst> {
+        self.burst
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// notify's side of the [`Inbox`]: folds each event in, and says so when
+/// notify drops it.
+struct Reporter(Arc<Inbox>);
+
+impl Reporter {
+    fn report(&self, event: &notify::Result<notify::Event>) {
+        {
+            let mut burst = self.0.lock();
+            burst.relevant |= is_relevant(event);
+            if let Err(e) = event {
+                burst.failure.get_or_insert_with(|| e.to_string());
+            }
+        }
+        self.0.wake.notify_one();
+    }
+}
+
+impl Drop for Reporter {
+    fn drop(&mut self) {
+        self.0.lock().closed = true;
+        self.0.wake.notify_one();
+    }
 }
 
 /// Everything to watch for `paths`: each file's folder, the folder of every
@@ -444,4 +515,46 @@ pub fn worker(mut set: watch::Receiver<Watched>, ctx: Context) -> Result<Worker,
             }
         }
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(kind: EventKind) -> notify::Result<notify::Event> {
+        Ok(notify::Event::new(kind))
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_events_is_one_burst_in_constant_memory() {
+        let inbox = Arc::new(Inbox::default());
+        let reporter = Reporter(Arc::clone(&inbox));
+        for _ in 0..1_000_000 {
+            reporter.report(&event(EventKind::Access(AccessKind::Open(AccessMode::Any))));
+        }
+        reporter.report(&event(EventKind::Create(notify::event::CreateKind::File)));
+        reporter.report(&Err(notify::Error::generic("first")));
+        reporter.report(&Err(notify::Error::generic("second")));
+        let burst = inbox.next().await.expect("a burst");
+        assert!(burst.relevant);
+        assert_eq!(burst.failure.as_deref(), Some("first"));
+        // Only reads since: nothing to look at, and once notify drops its
+        // handler, the inbox ends.
+        reporter.report(&event(EventKind::Access(AccessKind::Open(AccessMode::Any))));
+        drop(reporter);
+        assert!(inbox.next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn events_after_a_look_wake_the_next_one() {
+        let inbox = Arc::new(Inbox::default());
+        let reporter = Reporter(Arc::clone(&inbox));
+        let waiting = {
+            let inbox = Arc::clone(&inbox);
+            tokio::spawn(async move { inbox.next().await.map(|b| b.relevant) })
+        };
+        tokio::task::yield_now().await;
+        reporter.report(&event(EventKind::Remove(notify::event::RemoveKind::File)));
+        assert_eq!(waiting.await.expect("join"), Some(true));
+    }
 }

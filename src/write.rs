@@ -32,42 +32,7 @@ pub const CHECK_OUTPUT: Excerpt = Excerpt {
     line_chars: 300,
 };
 
-/// How much of a long text [`excerpt`] keeps.
-#[derive(Debug, Clone, Copy)]
-pub struct Excerpt {
-    pub head_lines: usize,
-    pub tail_lines: usize,
-    /// A longer line is cut, with `...`.
-    pub line_chars: usize,
-}
-
-/// `text` trimmed; when longer than the head and tail together, its first
-/// and last lines with a marker between saying how many were left out.
-pub fn excerpt(text: &str, keep: Excerpt) -> String {
-    let cut = |line: &str| {
-        if line.chars().count() > keep.line_chars {
-            let short: String = line.chars().take(keep.line_chars).collect();
-            format!("{short}...")
-        } else {
-            line.to_string()
-        }
-    };
-    let lines: Vec<&str> = text.trim().lines().collect();
-    if lines.len() <= keep.head_lines + keep.tail_lines {
-        return lines.iter().map(|l| cut(l)).collect::<Vec<_>>().join("\n");
-    }
-    let left_out = lines.len() - keep.head_lines - keep.tail_lines;
-    let head = lines[..keep.head_lines].iter().map(|l| cut(l));
-    let tail = lines[lines.len() - keep.tail_lines..]
-        .iter()
-        .map(|l| cut(l));
-    head.chain(std::iter::once(format!(
-        "[... {left_out} lines left out ...]"
-    )))
-    .chain(tail)
-    .collect::<Vec<_>>()
-    .join("\n")
-}
+pub use crate::process::{excerpt, Excerpt};
 
 /// Why an output was not installed.
 #[derive(Debug, thiserror::Error)]
@@ -285,10 +250,13 @@ impl Staged {
         if output.status.success() {
             return Ok(());
         }
-        Err(failed(
-            output.status.to_string(),
-            &String::from_utf8_lossy(&output.stderr),
-        ))
+        Err(WriteError::CheckFailed {
+            command: shown.clone(),
+            status: output.status.to_string(),
+            stderr: output
+                .stderr
+                .excerpt(CHECK_OUTPUT, |text| text.replace(&staged, &destination)),
+        })
     }
 
     /// Renames the staged file over the destination and flushes the directory.

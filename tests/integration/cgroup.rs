@@ -75,6 +75,16 @@ impl MemoryCgroup {
             .unwrap_or(0)
     }
 
+    /// The group's anonymous memory now (`rss` of `memory.stat`), in
+    /// bytes: what its processes hold, without the page cache.
+    pub fn rss(&self) -> u64 {
+        self.read("memory.stat")
+            .lines()
+            .find_map(|l| l.strip_prefix("rss "))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
     /// The most memory the group has used, in bytes.
     pub fn max_usage(&self) -> u64 {
         self.read("memory.max_usage_in_bytes")

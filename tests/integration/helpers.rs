@@ -116,6 +116,9 @@ pub fn replace_file(path: &Path, contents: impl AsRef<[u8]>) {
     fs::rename(&tmp, path).expect("rename over");
 }
 
+/// The binary under test and what its `--version` printed.
+static BIN: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
+
 /// The binary under test: the one that ships.
 ///
 /// `PEERPLATE_TEST_BIN` names it (a path, relative ones against the
@@ -126,7 +129,6 @@ pub fn replace_file(path: &Path, contents: impl AsRef<[u8]>) {
 /// but a release build with the image's features (`--version` says which)
 /// fails the run, so the suite's verdict is the shipped binary's.
 pub fn bin() -> &'static str {
-    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     BIN.get_or_init(|| {
         let bin = match std::env::var("PEERPLATE_TEST_BIN") {
             Ok(path) if !path.is_empty() => {
@@ -153,8 +155,17 @@ pub fn bin() -> &'static str {
             );
         }
         eprintln!("binary under test: {bin} ({version})");
-        bin
+        (bin, version)
     })
+    .0
+    .as_str()
+}
+
+/// Whether the binary under test is a release build (`--version` says).
+pub fn release_under_test() -> bool {
+    bin();
+    BIN.get()
+        .is_some_and(|(_, version)| version.contains("(release,"))
 }
 
 /// The debug build cargo made for this test binary: only for the test that

@@ -185,3 +185,94 @@ fn as_pid_1_peerplate_reaps_the_orphans_hooks_leave() {
     }
     assert!(d.is_running(), "{}", d.logs());
 }
+
+#[test]
+fn as_pid_1_setsid_orphans_are_reaped_and_exec_verdicts_keep_their_exit_codes() {
+    if !procfs::pid_namespaces_work() {
+        return;
+    }
+    // Every hook run and every exec action leaves a grandchild that called
+    // setsid (it leads a session and a group of its own), lives about a
+    // second, and exits while the next actions run.
+    let marker = format!("1.{:09}", 100_000_000 + std::process::id());
+    let orphan = format!("setsid sleep {marker} & setsid sh -c 'sleep {marker}; exit 9' &");
+    let pod = Pod::builder()
+        .peers_file(&peers(0..2))
+        .template_with("a.j2", "a {{ peers | length }}\n", "out/a", "    reload: ok\n")
+        .template_with("b.j2", "b {{ peers | length }}\n", "out/b", "    reload: bad\n")
+        .http()
+        .yaml(&format!(
+            "hooks:\n  on_change: \"{orphan} exit 0\"\n  timeout: 5s\nreloads:\n  ok: {{exec: \"sh -c \\\"{orphan} exit 0\\\"\"}}\n  bad: {{exec: \"sh -c \\\"{orphan} echo refused >&2; exit 7\\\"\"}}\n",
+        ))
+        .build();
+    let mut cmd = procfs::unshare();
+    cmd.arg(bin()).args(pod.args("run"));
+    pod.clean_env(&mut cmd);
+    let mut d = Daemon::spawn(cmd);
+    let mut pp = 0;
+    d.wait_until(WAIT, "peerplate to run as PID 1 of its namespace", |d| {
+        pp = procfs::namespace_init(d.pid()).unwrap_or(0);
+        pp != 0 && procfs::ns_pids(pp).last() == Some(&1)
+    });
+    let port = pod.port;
+    let reloads = |action: &str, result: &str| {
+        crate::helpers::metric(
+            port,
+            &format!("peerplate_reloads_total{{action=\"{action}\",result=\"{result}\"}}"),
+        )
+        .unwrap_or(0.0)
+    };
+    let rounds = 4;
+    for round in 0..rounds {
+        let n = round as f64 + 1.0;
+        d.wait_until(WAIT, "both verdicts of this round", |_| {
+            reloads("ok", "accepted") == n && reloads("bad", "rejected") == n
+        });
+        // The setsid orphans are peerplate's now...
+        let adopted = poll_until(WAIT, || {
+            procfs::children(pp)
+                .iter()
+                .filter(|s| procfs::cmdline(s.pid).contains(&marker))
+                .count()
+                >= 2
+        });
+        assert!(
+            adopted,
+            "round {round}: no orphan re-parented to peerplate (pid {pp}): {:?}\n{}",
+            procfs::with_marker(&marker),
+            d.logs()
+        );
+        if round + 1 < rounds {
+            // ...and the next round's actions run while they exit.
+            pod.replace("peers", &peers(0..(3 + round)));
+        }
+    }
+    let reaped = poll_until(Duration::from_secs(5), || {
+        procfs::with_marker(&marker).is_empty() && procfs::zombie_children(pp).is_empty()
+    });
+    assert!(
+        reaped,
+        "zombies of peerplate (PID 1): {:?}\n{}",
+        procfs::zombie_children(pp),
+        d.logs()
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(procfs::zombie_children(pp), vec![]);
+    // No status was taken from under a run: every verdict is the exit code.
+    for result in ["failed", "no_process"] {
+        assert_eq!(reloads("ok", result), 0.0, "ok {result}\n{}", d.logs());
+        assert_eq!(reloads("bad", result), 0.0, "bad {result}\n{}", d.logs());
+    }
+    assert_eq!(reloads("ok", "accepted"), rounds as f64);
+    assert_eq!(reloads("bad", "rejected"), rounds as f64);
+    let stderr = d.stderr();
+    let rejected: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("reload rejected by the app"))
+        .collect();
+    assert_eq!(rejected.len(), rounds, "{stderr}");
+    for line in rejected {
+        assert!(line.contains("exit status: 7"), "{line}");
+    }
+    assert!(d.is_running(), "{}", d.logs());
+}

@@ -19,6 +19,7 @@ mod podman;
 mod procfs;
 
 mod admin;
+mod bounded;
 mod check;
 mod container_pod;
 mod deploy;
