@@ -14,14 +14,21 @@
 //!   whose peers already chose another leader) to its first output, which
 //!   includes asking its ready peers (`GET /leader`, one request each, at
 //!   most five, bounded by the timeout): median and max over the rounds.
+//! - `resign` (issue 20): `--pods` pods with `sticky` and `--resign-grace`
+//!   (30 s, the default grace); the leader's app stops first (it leaves the
+//!   ready set, the native-sidecar order) and its peerplate gets SIGTERM at
+//!   the same moment. The clock stops when every other pod's output names
+//!   the successor; the split is the time between the first and the last
+//!   pod switching (two leaders named at once). The old leader comes back
+//!   as a fresh pod between rounds. `--rounds` hand-overs (use 10).
 //! - `idle`: idle CPU (scheduler time, `/proc/PID/task/*/schedstat`) and
 //!   VmRSS of one pod over `--cpu-window` (30 s), `ordinal` with one SRV
 //!   name, and `sticky` with the ready service (two SRV names, and `GET
 //!   /leader` of up to five peers every `grace`).
 //!
 //! Run: `cargo bench --bench leader -- --bin "$(scripts/build-release.sh | tail -n1)"`
-//! Options after `--`: `--bin PATH`, `--only handover|start|idle`, `--pods N`,
-//! `--rounds N`, `--grace SECS` (2), `--interval SECS` (1), `--cpu-window
+//! Options after `--`: `--bin PATH`, `--only handover|start|resign|idle`, `--pods N`,
+//! `--rounds N`, `--grace SECS` (2), `--resign-grace SECS` (30), `--interval SECS` (1), `--cpu-window
 //! SECS`, `--daemon-env K=V`, `--dir DIR`. Every wait is bounded; the
 //! daemons are stopped on exit. Numbers are informational; no test asserts
 //! them.
@@ -46,6 +53,7 @@ struct Options {
     pods: usize,
     rounds: usize,
     grace: Duration,
+    resign_grace: Duration,
     interval: Duration,
     cpu_window: Duration,
     dir: PathBuf,
@@ -57,6 +65,7 @@ fn options() -> Res<Options> {
         pods: 3,
         rounds: 5,
         grace: Duration::from_secs(2),
+        resign_grace: Duration::from_secs(30),
         interval: Duration::from_secs(1),
         cpu_window: Duration::from_secs(30),
         dir: PathBuf::from(env!("CARGO_TARGET_TMPDIR")),
@@ -78,6 +87,7 @@ fn options() -> Res<Options> {
                     .ok_or("--rounds takes 1 to 50")?
             }
             "--grace" => o.grace = common::secs_arg(args.next(), 60.0)?,
+            "--resign-grace" => o.resign_grace = common::secs_arg(args.next(), 600.0)?,
             "--interval" => o.interval = common::secs_arg(args.next(), 10.0)?,
             "--cpu-window" => o.cpu_window = common::secs_arg(args.next(), 600.0)?,
             "--dir" => o.dir = args.next().ok_or("--dir takes a path")?.into(),
@@ -191,6 +201,112 @@ fn stats(name: &str, mut v: Vec<Duration>) {
     );
 }
 
+/// When the first and the last pod other than `skip` rendered `want`,
+/// sampling every millisecond from `t0`; `None` if not all did by `deadline`.
+fn switch_times(
+    set: &[Pod],
+    skip: usize,
+    want: &str,
+    t0: Instant,
+    deadline: Duration,
+) -> Option<(Duration, Duration)> {
+    let mut switched: Vec<Option<Duration>> = vec![None; set.len()];
+    if let Some(s) = switched.get_mut(skip) {
+        *s = Some(Duration::ZERO);
+    }
+    while switched.iter().any(Option::is_none) && t0.elapsed() < deadline {
+        for (k, pod) in set.iter().enumerate() {
+            if switched[k].is_none() && pod.output() == want {
+                switched[k] = Some(t0.elapsed());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let times: Vec<Duration> = switched
+        .iter()
+        .enumerate()
+        .filter(|(k, _)| *k != skip)
+        .map(|(_, t)| *t)
+        .collect::<Option<_>>()?;
+    Some((*times.iter().min()?, *times.iter().max()?))
+}
+
+/// Leader SIGTERM -> every other output names the successor, and the split
+/// per hand-over.
+fn resign(o: &Options, root: &Path, dns: &DnsServer, port: u16, all: &[&str]) -> Res<()> {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let sticky = format!(
+        "  policy: sticky\n  grace: {}ms\n",
+        o.resign_grace.as_millis()
+    );
+    println!(
+        "resign: {} pods, sticky grace {:?}, DNS interval {:?}",
+        o.pods, o.resign_grace, o.interval
+    );
+    let mut set: Vec<Pod> = (0..o.pods)
+        .map(|k| start_pod(o, root, k, &config(k, dns, port, &sticky, o.interval)))
+        .collect::<Res<_>>()?;
+    wait_all(&set, 0, Duration::from_secs(30)).ok_or("the set never agreed on web-0")?;
+    let (mut totals, mut splits) = (Vec::new(), Vec::new());
+    let mut leader = 0;
+    for round in 0..o.rounds {
+        let next = if leader == 0 { 1 } else { 0 };
+        let want = format!("leader={}\n", host(next));
+        let ready: Vec<&str> = all
+            .iter()
+            .enumerate()
+            .filter(|(k, _)| *k != leader)
+            .map(|(_, h)| *h)
+            .collect();
+        let pid = set[leader]
+            .daemon
+            .as_ref()
+            .map(Daemon::pid)
+            .ok_or("no daemon")?;
+        let pid = Pid::from_raw(i32::try_from(pid).map_err(|_| "pid")?);
+        dns.set_ready(&ready);
+        let t0 = Instant::now();
+        kill(pid, Signal::SIGTERM).map_err(|e| format!("SIGTERM: {e}"))?;
+        let (first, last) = switch_times(
+            &set,
+            leader,
+            &want,
+            t0,
+            o.resign_grace + Duration::from_secs(15),
+        )
+        .ok_or_else(|| format!("round {round}: not every pod followed {}", host(next)))?;
+        println!(
+            "  round {round}: web-{leader} -> web-{next}: every output after {:.0} ms, split {:.0} ms",
+            last.as_secs_f64() * 1e3,
+            (last - first).as_secs_f64() * 1e3
+        );
+        totals.push(last);
+        splits.push(last - first);
+        // The old leader comes back as a new pod (a fresh emptyDir).
+        drop(set[leader].daemon.take());
+        dns.set_ready(all);
+        set[leader] = start_pod(
+            o,
+            root,
+            leader,
+            &config(leader, dns, port, &sticky, o.interval),
+        )?;
+        wait_all(&set, next, Duration::from_secs(30))
+            .ok_or_else(|| format!("round {round}: the new pod did not follow"))?;
+        leader = next;
+    }
+    stats(
+        "resign (leader SIGTERM -> every other output names the successor)",
+        totals,
+    );
+    stats(
+        "split (first to last pod switching, two leaders named)",
+        splits,
+    );
+    Ok(())
+}
+
 fn run(o: Options) -> Res<()> {
     common::describe_binary(&o.shared.bin)?;
     let root = common::temp_root("leader", &o.dir)?;
@@ -229,6 +345,7 @@ fn run(o: Options) -> Res<()> {
             .collect::<Res<_>>()?;
         wait_all(&set, 0, Duration::from_secs(30)).ok_or("the set never agreed on web-0")?;
         let mut handovers = Vec::new();
+        let mut splits = Vec::new();
         let mut starts = Vec::new();
         let mut leader = 0;
         for round in 0..o.rounds {
@@ -241,13 +358,24 @@ fn run(o: Options) -> Res<()> {
                 .map(|(_, h)| *h)
                 .collect();
             dns.set_ready(&ready);
-            let took = wait_all(
+            let t0 = Instant::now();
+            let want = format!("leader={}\n", host(next));
+            // The old leader's own output counts too: it is still running.
+            let (first, last) = switch_times(
                 &set,
-                next,
+                usize::MAX,
+                &want,
+                t0,
                 o.grace + 10 * o.interval + Duration::from_secs(5),
             )
             .ok_or_else(|| format!("round {round}: not every pod followed {}", host(next)))?;
-            handovers.push(took);
+            println!(
+                "  round {round}: every output after {:.0} ms, split {:.0} ms",
+                last.as_secs_f64() * 1e3,
+                (last - first).as_secs_f64() * 1e3
+            );
+            handovers.push(last);
+            splits.push(last - first);
             dns.set_ready(&all);
             // The old leader back: nobody flips back.
             std::thread::sleep(o.interval * 2);
@@ -276,12 +404,20 @@ fn run(o: Options) -> Res<()> {
             "handover (leader leaves the ready set -> every output names the next)",
             handovers,
         );
+        stats(
+            "split (first to last pod switching, two leaders named)",
+            splits,
+        );
         if o.shared.runs("start") {
             stats(
                 "restarted pod: start -> first output following its peers",
                 starts,
             );
         }
+    }
+
+    if o.shared.runs("resign") {
+        resign(&o, root.path(), &dns, port, &all)?;
     }
 
     if o.shared.runs("idle") {

@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 
-use crate::config::{Action, ActionKind, HttpAction};
+use crate::config::{Action, ActionKind, HttpAction, Reload as ReloadConfig};
 use crate::http_client::{self, HttpError};
 use crate::metrics::Reload;
 use crate::process;
@@ -71,9 +71,12 @@ impl Verdict {
 
 /// Runs `action` once and returns its verdict; `redact` hides `file()`
 /// inputs in whatever the app says.
-pub async fn run(action: &Action, redact: &Redactor) -> Verdict {
+pub async fn run(action: &Action, redact: &Redactor, installed: std::time::Instant) -> Verdict {
     match &action.kind {
         ActionKind::Signal { reload, verify } => {
+            if let Some(verdict) = until_ready(reload, installed).await {
+                return verdict;
+            }
             let mut before: Vec<(i32, BTreeSet<i32>)> = Vec::new();
             let outcome = reload::send_with(reload, |pids| {
                 if verify.is_some() {
@@ -94,6 +97,65 @@ pub async fn run(action: &Action, redact: &Redactor) -> Verdict {
         }
         ActionKind::Http(http) => call(http, redact).await,
         ActionKind::Exec { command, timeout } => exec(command, *timeout, redact).await,
+    }
+}
+
+/// Waits until the processes can take the signal (`None`: send it now), or
+/// returns the verdict without a signal: no process, one started after the
+/// install (it read the file), one that ignores the signal (an error naming
+/// what works instead), or one that did not catch it within `catch_wait`.
+/// The signal is never sent to a process that would die of it.
+async fn until_ready(reload: &ReloadConfig, installed: std::time::Instant) -> Option<Verdict> {
+    let started = tokio::time::Instant::now();
+    let mut backoff = crate::owed::Backoff::default();
+    let mut logged = false;
+    loop {
+        match reload::readiness(reload, installed.elapsed()) {
+            reload::Readiness::Send => return None,
+            reload::Readiness::NoProcess(why) => {
+                tracing::info!(reason = %why, "no process to reload; it reads the new file when it starts");
+                return Some(Verdict::NoProcess(why));
+            }
+            reload::Readiness::Skipped(why) => {
+                tracing::warn!(reason = %why, "reload skipped");
+                return Some(Verdict::NoProcess(why));
+            }
+            reload::Readiness::ReadAtStart(why) => {
+                tracing::info!(reason = %why, "not signalled: the process started after the file was installed");
+                return Some(Verdict::NoProcess(why));
+            }
+            reload::Readiness::Failed(why) => return Some(Verdict::Failed(why)),
+            reload::Readiness::Ignored(why) => {
+                let why = format!(
+                    "{why}; use an exec or http action if the app offers one (for Redis, which reads redis.conf only when it starts: reload: false, see templates/README.md)"
+                );
+                tracing::error!(signal = %reload.signal, reason = %why, "reload signal not sent");
+                return Some(Verdict::Failed(why));
+            }
+            reload::Readiness::TooYoung(wait) => {
+                tracing::debug!(
+                    wait_ms = crate::log::ms(wait),
+                    "the process is younger than min_age; waiting before the signal"
+                );
+                tokio::time::sleep(wait).await;
+            }
+            reload::Readiness::NotCaught(why) => {
+                if started.elapsed() >= reload.catch_wait {
+                    let why = format!(
+                        "{why}; waited {} (catch_wait); the signal is never sent uncaught",
+                        humantime::format_duration(reload.catch_wait)
+                    );
+                    tracing::error!(signal = %reload.signal, reason = %why, "reload signal not sent");
+                    return Some(Verdict::Failed(why));
+                }
+                if !logged {
+                    tracing::info!(signal = %reload.signal, reason = %why, catch_wait_ms = crate::log::ms(reload.catch_wait), "waiting for the process to catch the signal before sending it");
+                    logged = true;
+                }
+                let left = reload.catch_wait.saturating_sub(started.elapsed());
+                tokio::time::sleep(backoff.step(crate::owed::jitter()).min(left)).await;
+            }
+        }
     }
 }
 
@@ -184,7 +246,7 @@ async fn call(http: &HttpAction, redact: &Redactor) -> Verdict {
             Ok(r) if retry => Verdict::Failed(format!(
                 "{what}: HTTP {} after {} attempt(s): {}",
                 r.status,
-                http.retries + 1,
+                http.retries.saturating_add(1),
                 complaint(&String::from_utf8_lossy(&r.body), redact)
             )),
             Ok(r) => Verdict::Rejected(format!(
@@ -194,7 +256,7 @@ async fn call(http: &HttpAction, redact: &Redactor) -> Verdict {
             )),
             Err(HttpError::Connect(why)) => Verdict::NoProcess(format!(
                 "{what}: {why} (after {} attempt(s))",
-                http.retries + 1
+                http.retries.saturating_add(1)
             )),
             Err(e) => Verdict::Failed(format!("{what}: {e}")),
         };
@@ -236,6 +298,11 @@ async fn exec(command: &[String], timeout: Duration, redact: &Redactor) -> Verdi
 /// What an `exec` action wrote to stderr, redacted, cut by the rule of a
 /// check's output (its first and last lines, [`write::CHECK_OUTPUT`]).
 fn exec_complaint(stderr: &process::Captured, redact: &Redactor) -> String {
+    if stderr.total() > 0 {
+        if let Some(line) = redact.withheld(stderr.total()) {
+            return line;
+        }
+    }
     let text = stderr.excerpt(write::CHECK_OUTPUT, |text| redact.apply(text));
     if text.is_empty() {
         return "(no output)".into();
@@ -243,9 +310,10 @@ fn exec_complaint(stderr: &process::Captured, redact: &Redactor) -> String {
     text
 }
 
-/// What the app said, redacted and cut to a few lines.
+/// What the app said, redacted (or withheld, see [`Redactor::shown`]) and
+/// cut to a few lines.
 pub fn complaint(text: &str, redact: &Redactor) -> String {
-    let text = redact.apply(text.trim());
+    let text = redact.shown(text);
     if text.is_empty() {
         return "(no output)".into();
     }

@@ -12,7 +12,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, Config, PeerSource, Template};
 use crate::error::Error;
-use crate::leader::Leadership;
 use crate::peers::PeerSet;
 use crate::render::{self, Renderer};
 
@@ -81,13 +80,34 @@ pub enum Command {
     /// Print what the templates would render; writes nothing, signals nothing
     Render(RenderArgs),
     /// Validate the config and compile every template; exit 0 or explain
-    Check,
+    Check(CheckArgs),
+    /// Print what has converged and what is pending (GET /status of the running sidecar)
+    Status(StatusArgs),
     /// Drop-in for Kubernetes' peer-finder (its flags, stdin, logs, exit codes)
     #[command(disable_help_flag = true)]
     PeerFinder {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    /// Also fail (exit 2) on every warning about something `run` refuses:
+    /// no DNS server to ask, leader.policy sticky without http.listen
+    #[arg(long)]
+    pub strict: bool,
+}
+
+/// `peerplate status`.
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// Ask this URL instead of the config's http.listen, like http://127.0.0.1:9090/status
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
+    /// Print the JSON as served
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -142,6 +162,9 @@ pub async fn execute(cli: &Cli, shutdown: CancellationToken) -> Result<(), Error
     match &cli.command {
         Command::Run | Command::Once => {
             let config = cli.load_config(true)?;
+            if let Some(refused) = config.run_refuses.first() {
+                return Err(Error::Usage(refused.clone()));
+            }
             // `once` (an init container) must not succeed without its
             // outputs: a template that cannot compile stops it. `run` starts
             // anyway (alive, not ready), logs and counts the error, and
@@ -171,7 +194,8 @@ pub async fn execute(cli: &Cli, shutdown: CancellationToken) -> Result<(), Error
                 crate::cycle::once(config, shutdown).await
             }
         }
-        Command::Check => check(cli),
+        Command::Check(args) => check(cli, args),
+        Command::Status(args) => status_command(cli, args).await,
         Command::Render(args) => render_command(cli, args).await,
         Command::PeerFinder { args } => match crate::peer_finder::main(args, shutdown).await {
             0 => Ok(()),
@@ -180,13 +204,119 @@ pub async fn execute(cli: &Cli, shutdown: CancellationToken) -> Result<(), Error
     }
 }
 
+/// How long `status` waits for the answer.
+const STATUS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// `status`: fetches `/status` from the admin listener (`--url`, or the
+/// config's `http.listen`, the only key read, so it works while the rest of
+/// the config is broken; 0.0.0.0 and :: mean this host's loopback) and
+/// prints it for a person (or as JSON with `--json`).
+async fn status_command(cli: &Cli, args: &StatusArgs) -> Result<(), Error> {
+    let url = match &args.url {
+        Some(url) => url.clone(),
+        None => {
+            let (path, _) = cli.config_path();
+            format!("http://{}/status", admin_address(&path)?)
+        }
+    };
+    let response = crate::http_client::request("GET", &url, STATUS_TIMEOUT)
+        .await
+        .map_err(|e| {
+            Error::Incomplete(format!(
+                "{url}: {e} (is `peerplate run` running with this config? pass --url to ask another address)"
+            ))
+        })?;
+    if response.status != 200 {
+        return Err(Error::Incomplete(format!(
+            "{url}: HTTP {}: {}",
+            response.status,
+            crate::status::escape(String::from_utf8_lossy(&response.body).trim())
+        )));
+    }
+    let out = if args.json {
+        String::from_utf8_lossy(&response.body).into_owned()
+    } else {
+        let status: crate::status::Status =
+            serde_json::from_slice(&response.body).map_err(|e| {
+                Error::Incomplete(format!("{url}: not a peerplate /status answer: {e}"))
+            })?;
+        crate::status::text(&status)
+    };
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(out.as_bytes());
+    let _ = stdout.flush();
+    Ok(())
+}
+
+/// `http.listen` of the config at `path`, read alone; an unspecified
+/// address (0.0.0.0, ::) becomes the loopback of its family.
+fn admin_address(path: &Path) -> Result<std::net::SocketAddr, Error> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let yaml: serde_yaml::Value = serde_yaml::from_str(&text).map_err(|e| {
+        Error::Usage(format!(
+            "{}: cannot read http.listen: {e}; pass --url, like --url http://127.0.0.1:9090/status",
+            path.display()
+        ))
+    })?;
+    let listen = yaml
+        .get("http")
+        .and_then(|h| h.get("listen"))
+        .and_then(|l| l.as_str())
+        .ok_or_else(|| {
+            Error::Usage(format!(
+                "{}: no http.listen, so peerplate serves no /status; set http.listen (like 0.0.0.0:9090) or pass --url",
+                path.display()
+            ))
+        })?;
+    let mut addr: std::net::SocketAddr = listen.parse().map_err(|_| {
+        Error::Usage(format!(
+            "{}: http.listen {listen:?} is not an address like 0.0.0.0:9090; pass --url",
+            path.display()
+        ))
+    })?;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr.ip() {
+            std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    Ok(addr)
+}
+
 /// `check`: the config resolves, every template compiles, and every
 /// template renders once, with the configured peers (`static`, a readable
 /// peers file) or else a sample set of three peers that includes this pod.
 /// Outside the pod, `env()` without a default gives a placeholder and a
 /// warning; only errors of a template's own logic fail.
-fn check(cli: &Cli) -> Result<(), Error> {
+fn check(cli: &Cli, args: &CheckArgs) -> Result<(), Error> {
     let mut config = cli.load_config(true)?;
+    // What `run` refuses: a warning here (check runs anywhere: CI, a
+    // laptop without a network), an error with --strict.
+    let mut refused = config.run_refuses.clone();
+    if let crate::config::Policy::Sticky { port: 0, .. } = config.leader.policy {
+        refused.push(format!(
+            "{}: leader.policy sticky without http.listen: `once` accepts it (it cannot ask the peers), `run` refuses to start; set http.listen, like 0.0.0.0:9090",
+            config.path.display()
+        ));
+    }
+    for why in &refused {
+        tracing::warn!(detail = %why, "`run` would refuse this config");
+    }
+    if args.strict {
+        if let Some(first) = refused.first() {
+            return Err(Error::Usage(format!(
+                "check --strict: {first}{}",
+                if refused.len() > 1 {
+                    format!(" (and {} more warnings above)", refused.len() - 1)
+                } else {
+                    String::new()
+                }
+            )));
+        }
+    }
     let renderer = Renderer::load_for(&config, render::Mode::Check);
     // Every broken template is reported, not only the first: those that do
     // not compile, then each one that compiles but fails to render.
@@ -206,9 +336,8 @@ fn check(cli: &Cli) -> Result<(), Error> {
         Err(_) if !compile_errors.is_empty() => return Err(Error::Templates(compile_errors)),
         Err(e) => return Err(e),
     };
-    let mut leadership = Leadership::new(config.leader.clone());
-    leadership.decide(&peers, tokio::time::Instant::now());
-    let context = render::context(&config, &peers, leadership.current());
+    let leader = crate::leader::by_rule(&config.leader, &peers);
+    let context = render::context(&config, &peers, leader.as_ref());
     let mut errors = compile_errors;
     for i in 0..config.templates.len() {
         if let Err(e) = renderer.render(i, &context) {
@@ -219,11 +348,6 @@ fn check(cli: &Cli) -> Result<(), Error> {
     }
     if !errors.is_empty() {
         return Err(Error::Templates(errors));
-    }
-    if let crate::config::Policy::Sticky { port: 0, .. } = config.leader.policy {
-        tracing::warn!(
-            "leader.policy sticky without http.listen: `once` accepts it (it cannot ask the peers), `run` refuses to start; set http.listen, like 0.0.0.0:9090"
-        );
     }
     println!(
         "{}: ok, {} template(s) compile and render with {with}",
@@ -323,6 +447,14 @@ const SAMPLE_PORT: u16 = 65535;
 
 async fn render_command(cli: &Cli, args: &RenderArgs) -> Result<(), Error> {
     let mut config = cli.load_config(false)?;
+    // No config (the default path is absent) and no template file: nothing
+    // to render is a mistake, as in `check` and `once`.
+    if config.path.as_os_str().is_empty() && args.template.is_none() {
+        return Err(Error::Usage(format!(
+            "nothing to render: no config file was read ({} does not exist); give one with --config (or $PEERPLATE_CONFIG), or a template file with --template FILE",
+            config::DEFAULT_PATH
+        )));
+    }
     if let Some(hostname) = &args.hostname {
         config.set_hostname(hostname);
     }
@@ -377,9 +509,7 @@ async fn render_command(cli: &Cli, args: &RenderArgs) -> Result<(), Error> {
                     "render takes the leader from the peer set alone (the first ready peer); run and once also ask the peers or the app, so they may choose another: try it with --leader NAME"
                 );
             }
-            let mut leadership = Leadership::new(config.leader.clone());
-            leadership.decide(&peers, tokio::time::Instant::now());
-            leadership.current().cloned()
+            crate::leader::by_rule(&config.leader, &peers)
         }
     };
     let base = config

@@ -38,6 +38,32 @@ pub enum Event {
     Recovered,
     /// What the leader worker learnt from the peers or the app.
     LeaderHint(LeaderHint),
+    /// The leader this pod follows confirmed, at its own `GET /leader`, that
+    /// it resigned and named a successor.
+    Resigned(Resigned),
+    /// One `probe` round: which peers' apps claim to lead.
+    Probed(ProbeRound),
+}
+
+/// A resignation the resigning leader itself confirmed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resigned {
+    /// The leader that resigned (the one this pod followed), FQDN.
+    pub leader: String,
+    /// The successor it named, FQDN.
+    pub successor: String,
+}
+
+/// What one `probe` round saw.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProbeRound {
+    /// The peers whose app answered 2xx at `probe.url`, in ordinal order.
+    pub claimants: Vec<String>,
+    /// What the ready peers' sidecars answered at `GET /leader` (asked only
+    /// when two or more claim, or when none does before any was confirmed).
+    pub named: Vec<String>,
+    /// `probe.url`, for the log line.
+    pub url: String,
 }
 
 /// A leader named by the peers (plurality of their `GET /leader`) or by the
@@ -47,6 +73,9 @@ pub struct LeaderHint {
     pub leader: Option<String>,
     /// For the log line: who said so.
     pub why: String,
+    /// How many ready peers were asked when none of them answered (0 when
+    /// one did, or when there was nobody to ask).
+    pub unanswered: usize,
 }
 
 /// Trouble a worker reports: at setup (it stops the start) or while it runs

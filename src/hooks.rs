@@ -12,14 +12,16 @@ use std::process::ExitStatus;
 use std::sync::Arc;
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBuilder};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::admin::State;
 use crate::config::Hooks;
-use crate::metrics::{Hook, Metrics};
+use crate::metrics::Hook;
+use crate::owed::{self, Backoff};
 use crate::peers::PeerSet;
 use crate::process;
+use crate::status::{self, Owing};
 
 /// Why a hook did not succeed.
 #[derive(Debug, thiserror::Error)]
@@ -146,16 +148,16 @@ impl HookError {
 /// The hook queue of `run`: hooks run beside the render path, never in
 /// front of it. The loop publishes every peer set that holds this pod on the
 /// returned sender and goes on at once; this worker runs `on_start` for the
-/// first (retried with backoff, from 1 s up to a minute, until it succeeds;
-/// `on_change` stands in when there is no `on_start`, as in peer-finder),
-/// then `on_change` for each later set that differs from the one the hooks
-/// last saw. A set published while a hook runs replaces any set still
-/// waiting: the hook always gets the latest set, once. A failed `on_change`
-/// is not retried until the next change (a hook that always fails must not
-/// run every interval).
+/// first (`on_change` stands in when there is no `on_start`, as in
+/// peer-finder), then `on_change` for each later set that differs from the
+/// one the hooks last ran for with success. A set published while a hook
+/// runs replaces any set still waiting: the hook always gets the latest
+/// set, once. A failed hook is owed: it runs again after a backoff step
+/// ([`crate::owed`]: 0.5 s doubling to 30 s, +-20 %), with the latest set
+/// then, until it succeeds; no `on_change` runs before `on_start` did.
 pub fn queue(
     hooks: Hooks,
-    metrics: Arc<Metrics>,
+    state: Arc<State>,
     shutdown: CancellationToken,
 ) -> (
     watch::Sender<Option<PeerSet>>,
@@ -163,12 +165,10 @@ pub fn queue(
 ) {
     let (tx, mut rx) = watch::channel::<Option<PeerSet>>(None);
     let body = async move {
+        let metrics = Arc::clone(&state.metrics);
         let mut seen: Option<PeerSet> = None;
-        let mut retry = ExponentialBuilder::default()
-            .with_min_delay(Duration::from_secs(1))
-            .with_max_delay(Duration::from_secs(60))
-            .without_max_times()
-            .build();
+        let mut retry = Backoff::default();
+        let mut owed = Failures::default();
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -180,7 +180,12 @@ pub fn queue(
             let (which, command) = match (&seen, &hooks.on_start, &hooks.on_change) {
                 (None, Some(c), _) => ("on_start", c),
                 (None, None, Some(c)) => ("on_change", c),
-                (Some(last), _, _) if *last == set => continue,
+                (Some(last), _, _) if *last == set => {
+                    // Back to the set the hooks last ran for: nothing owed.
+                    retry = Backoff::default();
+                    owed.clear(&state, "on_change");
+                    continue;
+                }
                 (Some(_), _, Some(c)) => ("on_change", c),
                 _ => {
                     seen = Some(set);
@@ -198,22 +203,24 @@ pub fn queue(
                     .map_or_else(HookError::metric, |()| Hook::Ok),
             );
             match result {
-                Ok(()) => seen = Some(set),
-                Err(e) if seen.is_none() => {
-                    let wait = retry.next().unwrap_or(Duration::from_secs(60));
-                    tracing::warn!(hook = which, error = %e, retry_in_ms = crate::log::ms(wait), "hook failed; no on_change runs before it succeeds");
-                    // Run again after the pause, with whatever set is latest then.
-                    rx.mark_changed();
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        _ = tokio::time::sleep(wait) => {}
-                    }
+                Ok(()) => {
+                    seen = Some(set);
+                    retry = Backoff::default();
+                    owed.done(&state, "on_change", which);
                 }
                 Err(e) => {
-                    if !matches!(e, HookError::Timeout { .. }) {
-                        tracing::warn!(hook = which, error = %e, "hook failed");
+                    let wait = retry.step(owed::jitter());
+                    owed.failed(
+                        &state,
+                        "on_change",
+                        format!("{which} for a set of {} peer(s)", set.len()),
+                        &e,
+                        wait,
+                    );
+                    tracing::warn!(hook = which, error = %e, retry_in_ms = crate::log::ms(wait), "hook failed; running it again after the pause, with the latest peer set");
+                    if !owe(&mut rx, wait, &shutdown).await {
+                        return;
                     }
-                    seen = Some(set);
                 }
             }
         }
@@ -221,14 +228,79 @@ pub fn queue(
     (tx, body)
 }
 
+/// A hook's failures since its last success, published for `/status`.
+#[derive(Debug, Default)]
+struct Failures {
+    since: Option<std::time::SystemTime>,
+    tries: u32,
+}
+
+impl Failures {
+    fn failed(
+        &mut self,
+        state: &State,
+        key: &'static str,
+        what: String,
+        error: &HookError,
+        wait: Duration,
+    ) {
+        let since = *self.since.get_or_insert_with(std::time::SystemTime::now);
+        self.tries += 1;
+        state.set_hook_owed(
+            key,
+            Some(Owing {
+                what,
+                since: status::rfc3339(since),
+                tries: self.tries,
+                last_error: Some(error.to_string()),
+                next_try_in_ms: Some(wait.as_millis() as u64),
+            }),
+        );
+    }
+
+    /// Nothing owed any more, without a run (back to what last succeeded).
+    fn clear(&mut self, state: &State, key: &'static str) {
+        self.since = None;
+        self.tries = 0;
+        state.set_hook_owed(key, None);
+    }
+
+    fn done(&mut self, state: &State, key: &'static str, which: &str) {
+        if let Some(since) = self.since.take() {
+            let owed_ms = since.elapsed().map(crate::log::ms).unwrap_or_default();
+            tracing::info!(
+                hook = which,
+                tries = self.tries + 1,
+                owed_ms,
+                "hook succeeded after running again"
+            );
+        }
+        self.tries = 0;
+        state.set_hook_owed(key, None);
+    }
+}
+
+/// A failed hook: waits `wait` (unless shut down: false), then marks the
+/// queue changed so the hook runs again with whatever is latest then.
+async fn owe<T>(rx: &mut watch::Receiver<T>, wait: Duration, shutdown: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = shutdown.cancelled() => return false,
+        _ = tokio::time::sleep(wait) => {}
+    }
+    rx.mark_changed();
+    true
+}
+
 /// The queue of `on_leader_change`: each new leader (its FQDN; empty when
-/// there is none) is run once, with that one line on stdin; a leader
-/// published while the hook runs replaces any still waiting, so the hook
-/// always ends on the latest. Never merged with `on_change`.
+/// there is none) is run with that one line on stdin; a leader published
+/// while the hook runs replaces any still waiting, so the hook always ends
+/// on the latest. A failed run is owed: it runs again after a backoff step
+/// (0.5 s doubling to 30 s, +-20 %), for the leader latest then (never a
+/// stale one), until it succeeds. Never merged with `on_change`.
 pub fn leader_queue(
     command: String,
     timeout: Duration,
-    metrics: Arc<Metrics>,
+    state: Arc<State>,
     shutdown: CancellationToken,
 ) -> (
     watch::Sender<Option<String>>,
@@ -236,6 +308,11 @@ pub fn leader_queue(
 ) {
     let (tx, mut rx) = watch::channel::<Option<String>>(None);
     let body = async move {
+        let metrics = Arc::clone(&state.metrics);
+        let mut retry = Backoff::default();
+        let mut owed = Failures::default();
+        // The leader the hook last ran for with success.
+        let mut done: Option<String> = None;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -244,6 +321,12 @@ pub fn leader_queue(
             let Some(leader) = rx.borrow_and_update().clone() else {
                 continue;
             };
+            if retry != Backoff::default() && done.as_ref() == Some(&leader) {
+                // Back to the leader it ran for: nothing owed any more.
+                retry = Backoff::default();
+                owed.clear(&state, "on_leader_change");
+                continue;
+            }
             let result = tokio::select! {
                 _ = shutdown.cancelled() => return,
                 result = run_with_stdin("on_leader_change", &command, format!("{leader}\n"), timeout) => result,
@@ -254,9 +337,32 @@ pub fn leader_queue(
                     .as_ref()
                     .map_or_else(HookError::metric, |()| Hook::Ok),
             );
-            if let Err(e) = result {
-                if !matches!(e, HookError::Timeout { .. }) {
-                    tracing::warn!(hook = "on_leader_change", error = %e, "hook failed");
+            match result {
+                Ok(()) => {
+                    done = Some(leader);
+                    retry = Backoff::default();
+                    owed.done(&state, "on_leader_change", "on_leader_change");
+                }
+                Err(e) => {
+                    let wait = retry.step(owed::jitter());
+                    owed.failed(
+                        &state,
+                        "on_leader_change",
+                        format!(
+                            "on_leader_change for {}",
+                            if leader.is_empty() {
+                                "no leader"
+                            } else {
+                                &leader
+                            }
+                        ),
+                        &e,
+                        wait,
+                    );
+                    tracing::warn!(hook = "on_leader_change", error = %e, retry_in_ms = crate::log::ms(wait), "hook failed; running it again after the pause, for the leader latest then");
+                    if !owe(&mut rx, wait, &shutdown).await {
+                        return;
+                    }
                 }
             }
         }

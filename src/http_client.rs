@@ -8,7 +8,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 
 /// The most of a body that is read.
@@ -56,13 +56,43 @@ pub async fn get(
         port: addr.port(),
         addr: Some(addr),
     };
-    exchange(&target, &hyper::Method::GET, path, timeout)
+    exchange(&target, &hyper::Method::GET, path, Bytes::new(), timeout)
         .await
         .map(|r| (r.status, r.body))
         .map_err(|e| match e {
             HttpError::Connect(why) => format!("connect {addr}: {why}"),
             other => other.to_string(),
         })
+}
+
+/// One HTTP/1.1 POST of a JSON `body` to `addr` with `Host: host`, bounded
+/// by `timeout` as a whole; the status and body (at most 64 KiB).
+pub async fn post_json(
+    addr: SocketAddr,
+    host: &str,
+    path: &str,
+    body: Vec<u8>,
+    timeout: Duration,
+) -> Result<(u16, Vec<u8>), String> {
+    let target = Target {
+        tls: false,
+        host: host.to_string(),
+        port: addr.port(),
+        addr: Some(addr),
+    };
+    exchange(
+        &target,
+        &hyper::Method::POST,
+        path,
+        Bytes::from(body),
+        timeout,
+    )
+    .await
+    .map(|r| (r.status, r.body))
+    .map_err(|e| match e {
+        HttpError::Connect(why) => format!("connect {addr}: {why}"),
+        other => other.to_string(),
+    })
 }
 
 /// Where a URL points.
@@ -130,7 +160,7 @@ pub async fn request(method: &str, url: &str, timeout: Duration) -> Result<Respo
     for _ in 0..=5 {
         let target = Target::of(&uri)?;
         let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
-        let response = exchange(&target, &method, &path, timeout).await?;
+        let response = exchange(&target, &method, &path, Bytes::new(), timeout).await?;
         let redirect = matches!(response.status, 301 | 302 | 303 | 307 | 308);
         let Some(location) = response.location.clone().filter(|_| redirect) else {
             return Ok(response);
@@ -192,6 +222,7 @@ async fn exchange(
     target: &Target,
     method: &hyper::Method,
     path: &str,
+    body: Bytes,
     timeout: Duration,
 ) -> Result<Response, HttpError> {
     let work = async {
@@ -201,8 +232,11 @@ async fn exchange(
                 .await
                 .map_err(|e| HttpError::Exchange(e.to_string()))?;
         let conn = tokio::spawn(conn);
-        let request = hyper::Request::builder()
-            .method(method.clone())
+        let mut request = hyper::Request::builder().method(method.clone());
+        if !body.is_empty() {
+            request = request.header(hyper::header::CONTENT_TYPE, "application/json");
+        }
+        let request = request
             .uri(path)
             .header(hyper::header::HOST, target.host_header())
             .header(hyper::header::CONNECTION, "close")
@@ -210,7 +244,7 @@ async fn exchange(
                 hyper::header::USER_AGENT,
                 concat!("peerplate/", env!("CARGO_PKG_VERSION")),
             )
-            .body(Empty::<Bytes>::new())
+            .body(Full::new(body))
             .map_err(|e| HttpError::Url(e.to_string()))?;
         let response = sender
             .send_request(request)

@@ -12,9 +12,17 @@
 //!   sets agree; with none ready, peer 0. A pod that starts asks its ready
 //!   peers (`GET /leader` on their admin port) and adopts the plurality, so a
 //!   returning `web-0` follows the leader chosen while it was away.
-//! - `probe`: the app says who leads: a 2xx from the peer's URL. The current
-//!   leader stays while it answers 2xx; otherwise the first ready peer in
-//!   ordinal order that does; when none does, the `sticky` rule.
+//!   A leader stopped on purpose resigns ([`crate::resign`]): its
+//!   followers adopt the successor it names as soon as it confirms, at its
+//!   own `GET /leader`, that it resigned ([`Leadership::resigned`]). A pod
+//!   that starts and gets no answer from any ready peer follows the leader
+//!   remembered in its state file, while that peer is in the set.
+//! - `probe`: the app says who leads: a 2xx from the peer's URL
+//!   ([`Leadership::probed`]). A leader confirmed by a 2xx stays the leader
+//!   until another peer answers 2xx, however long the app's own failover
+//!   takes; `probe.fallback` decides only a cold start. With two or more
+//!   claimants, the one the peers' sidecars name wins, then the current
+//!   one, then the lowest ordinal.
 //!
 //! The network half is [`worker`], one worker of the usual shape: it asks
 //! (peers every `grace` and on request; the app every `interval`) and sends
@@ -28,13 +36,14 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use crate::config::{Leader as LeaderConfig, Policy};
-use crate::event::{Context, Event, LeaderHint, SourceError, Worker};
+use crate::config::{Fallback, Leader as LeaderConfig, Policy};
+use crate::event::{Context, Event, LeaderHint, ProbeRound, Resigned, SourceError, Worker};
 use crate::http_client::get;
 use crate::peers::{Identity, Peer, PeerSet};
+use crate::resign::{self, Notice};
 
 /// How many peers a `sticky` pod asks every `grace`, besides the lowest.
 const ASK_OTHERS: usize = 4;
@@ -62,6 +71,20 @@ pub struct Leadership {
     /// The leader's grace ran out but no peer is ready to take over: wait
     /// for the next peer set rather than a deadline.
     no_candidate: bool,
+    /// A confirmed resignation (the leader, its successor) waiting for the
+    /// successor to be ready in this pod's view.
+    resigned: Option<Resigned>,
+    /// The leader remembered in the state file (a restart).
+    remembered: Option<String>,
+    /// `probe`: a leader is known (a 2xx, the state file, a peer's
+    /// `/leader`): no guess from now on.
+    confirmed: bool,
+    /// `probe`: since when the known leader no longer answers 2xx.
+    unconfirmed_since: Option<SystemTime>,
+    /// `probe`: the claimants last warned about.
+    warned_claimants: Vec<String>,
+    /// A round of asking in which no peer answered was already warned about.
+    unanswered_warned: bool,
 }
 
 impl Leadership {
@@ -73,7 +96,30 @@ impl Leadership {
             missing_since: None,
             chosen: false,
             no_candidate: false,
+            resigned: None,
+            remembered: None,
+            confirmed: false,
+            unconfirmed_since: None,
+            warned_claimants: Vec::new(),
+            unanswered_warned: false,
         }
+    }
+
+    /// The leader this pod followed before a restart (its state file):
+    /// followed when no peer answers, while it is in the set.
+    pub fn remember(&mut self, name: Option<String>) {
+        self.remembered = name;
+    }
+
+    /// `probe`: since when the leader no longer answers 2xx (`None` while it
+    /// does, or when none was ever confirmed).
+    pub fn unconfirmed_since(&self) -> Option<SystemTime> {
+        self.unconfirmed_since
+    }
+
+    /// `probe`: whether a leader is known, so no guess is made any more.
+    pub fn confirmed(&self) -> bool {
+        self.confirmed
     }
 
     /// The leader, as templates see it: the last known record.
@@ -96,7 +142,10 @@ impl Leadership {
         match self.config.policy {
             Policy::Ordinal => None,
             _ if self.no_candidate => None,
-            _ => self.missing_since.map(|at| at + self.config.grace),
+            Policy::Probe { .. } if self.confirmed => None,
+            _ => self
+                .missing_since
+                .map(|at| crate::limits::later(at, self.config.grace)),
         }
     }
 
@@ -108,11 +157,32 @@ impl Leadership {
             let first = peers.iter().next().cloned();
             return self.set(first, "peer 0 of the peer set (policy: ordinal)".into());
         }
+        if let Policy::Probe {
+            fallback: Fallback::None,
+            ..
+        } = self.config.policy
+        {
+            if !self.confirmed {
+                // No guess at all: only a 2xx (or a peer, or memory) names one.
+                return None;
+            }
+        }
         let Some(current) = self.current.clone() else {
             // First choice without answers: the first ready peer, else peer 0.
             let (pick, why) = first_ready(peers);
             return self.set(pick, why);
         };
+        if let Some(change) = self.follow_resignation(peers) {
+            return Some(change);
+        }
+        if matches!(self.config.policy, Policy::Probe { .. }) && self.confirmed {
+            // Never a guess once a leader is known: only another 2xx moves it.
+            if let Some(peer) = peers.get(&current.fqdn) {
+                self.current = Some(peer.clone());
+            }
+            self.missing_since = None;
+            return None;
+        }
         match peers.get(&current.fqdn) {
             Some(peer) if peer.ready => {
                 if let Some(since) = self.missing_since.take() {
@@ -152,9 +222,42 @@ impl Leadership {
         }
     }
 
-    /// Applies what the worker learnt: a peer that the app (probe) or the
-    /// peers (sticky) name as leader, adopted only while it is ready.
+    /// The leader this pod follows confirmed that it resigned for
+    /// `r.successor`: adopted at once if this pod sees the successor ready,
+    /// else as soon as it does (meanwhile the usual rule goes on).
+    pub fn resigned(&mut self, r: &Resigned, peers: &PeerSet) -> Option<Change> {
+        if self.current.as_ref().map(|c| c.fqdn.as_str()) != Some(r.leader.as_str()) {
+            return None;
+        }
+        self.resigned = Some(r.clone());
+        self.follow_resignation(peers)
+    }
+
+    fn follow_resignation(&mut self, peers: &PeerSet) -> Option<Change> {
+        let r = self.resigned.as_ref()?;
+        if self.current.as_ref().map(|c| c.fqdn.as_str()) != Some(r.leader.as_str()) {
+            self.resigned = None;
+            return None;
+        }
+        let successor = peers.get(&r.successor).filter(|p| p.ready)?.clone();
+        let why = format!(
+            "{} resigned and named {} (confirmed at its GET /leader)",
+            r.leader, r.successor
+        );
+        self.resigned = None;
+        self.set(Some(successor), why)
+    }
+
+    /// Applies what the worker learnt from the peers (sticky): a leader
+    /// they name, adopted only while it is ready. When no ready peer
+    /// answered, a first choice follows the remembered leader (state file)
+    /// while it is in the set, else the rule; either way a WARN says so.
     pub fn hint(&mut self, hint: &LeaderHint, peers: &PeerSet, now: Instant) -> Option<Change> {
+        if hint.unanswered == 0 {
+            self.unanswered_warned = false;
+        } else if hint.leader.is_none() {
+            return self.unanswered(hint.unanswered, peers, now);
+        }
         match &hint.leader {
             Some(fqdn) => match peers.get(fqdn) {
                 Some(peer) if peer.ready => {
@@ -167,6 +270,190 @@ impl Leadership {
                 _ => self.decide(peers, now),
             },
             None => self.decide(peers, now),
+        }
+    }
+
+    /// No ready peer answered `GET /leader` (`asked` of them were asked).
+    fn unanswered(&mut self, asked: usize, peers: &PeerSet, now: Instant) -> Option<Change> {
+        if self.chosen {
+            // Keeping the leader: said once per streak.
+            if !self.unanswered_warned {
+                tracing::warn!(
+                    asked,
+                    kept = %self.current.as_ref().map_or("none", |p| p.fqdn.as_str()),
+                    "no peer answered who leads (GET /leader); keeping the current leader"
+                );
+            }
+            self.unanswered_warned = true;
+            return self.decide(peers, now);
+        }
+        self.unanswered_warned = true;
+        let remembered = self
+            .remembered
+            .as_deref()
+            .and_then(|name| peers.get(name))
+            .cloned();
+        if let Some(peer) = remembered {
+            tracing::warn!(
+                asked,
+                chose = %peer.fqdn,
+                "no peer answered who leads (GET /leader); following the leader remembered in the state file"
+            );
+            let why = format!(
+                "no answer from {asked} ready peer(s) asked; {} remembered in the state file",
+                peer.fqdn
+            );
+            return self.set(Some(peer), why);
+        }
+        let change = self.decide(peers, now);
+        tracing::warn!(
+            asked,
+            chose = %self.current.as_ref().map_or("none", |p| p.fqdn.as_str()),
+            "no peer answered who leads (GET /leader) and none is remembered; choosing by the rule (the first ready peer)"
+        );
+        change
+    }
+
+    /// Applies one `probe` round. A claimant (a 2xx) confirms; with none, a
+    /// known leader stays (unconfirmed since now), and only a cold start
+    /// (none ever known) uses `probe.fallback`.
+    pub fn probed(&mut self, round: &ProbeRound, peers: &PeerSet, now: Instant) -> Option<Change> {
+        let names: Vec<String> = round
+            .claimants
+            .iter()
+            .filter(|c| peers.get(c).is_some())
+            .cloned()
+            .collect();
+        let Some(lowest) = names.first().cloned() else {
+            return self.no_claimant(round, peers, now);
+        };
+        self.confirmed = true;
+        if let Some(since) = self.unconfirmed_since.take() {
+            let gone = SystemTime::now().duration_since(since).unwrap_or_default();
+            tracing::info!(claimants = %crate::log::list(&names), unconfirmed_ms = crate::log::ms(gone), "a peer answers 2xx again");
+        }
+        let current = self.current.as_ref().map(|p| p.fqdn.clone());
+        let pick = if names.len() >= 2 {
+            self.pick_claimant(&names, round, current.as_deref(), peers)
+        } else {
+            self.warned_claimants.clear();
+            lowest
+        };
+        if current.as_deref() == Some(pick.as_str()) {
+            self.current = peers.get(&pick).cloned();
+            self.missing_since = None;
+            return self.first_choice();
+        }
+        let why = if names.len() >= 2 {
+            let named = if round.named.is_empty() {
+                "no peer named one".to_string()
+            } else {
+                summarize(&round.named)
+            };
+            format!(
+                "{pick} of {} peers answering 2xx at {} ({named})",
+                names.len(),
+                round.url
+            )
+        } else {
+            format!("{pick} answers 2xx at {}", round.url)
+        };
+        self.set(peers.get(&pick).cloned(), why)
+    }
+
+    /// Two or more claimants: the one the peers' sidecars name, then the
+    /// current leader, then the lowest ordinal (`names` is in ordinal
+    /// order); one WARN per set of claimants.
+    fn pick_claimant(
+        &mut self,
+        names: &[String],
+        round: &ProbeRound,
+        current: Option<&str>,
+        peers: &PeerSet,
+    ) -> String {
+        let named: Vec<String> = round
+            .named
+            .iter()
+            .filter(|n| names.contains(n))
+            .cloned()
+            .collect();
+        let by_peers = (!named.is_empty())
+            .then(|| plurality(&named, None, peers))
+            .flatten();
+        let (pick, how) = match (by_peers, current.filter(|c| names.iter().any(|n| n == c))) {
+            (Some(p), _) => (p, "the one the peers name"),
+            (None, Some(c)) => (c.to_string(), "the current leader"),
+            (None, None) => (
+                names.first().cloned().unwrap_or_default(),
+                "the lowest ordinal",
+            ),
+        };
+        if self.warned_claimants != names {
+            tracing::warn!(
+                claimants = %crate::log::list(names),
+                chose = %pick,
+                how,
+                url = %round.url,
+                "two or more peers answer 2xx (claim to lead); following one of them"
+            );
+            self.warned_claimants = names.to_vec();
+        }
+        pick
+    }
+
+    /// No peer answers 2xx: a known leader stays (unconfirmed since now);
+    /// else one the peers name or the state file remembers; else the cold
+    /// start's `probe.fallback`.
+    fn no_claimant(&mut self, round: &ProbeRound, peers: &PeerSet, now: Instant) -> Option<Change> {
+        if self.confirmed {
+            if let Some(current) = &self.current {
+                if self.unconfirmed_since.is_none() {
+                    tracing::warn!(
+                        leader = %current.fqdn,
+                        url = %round.url,
+                        "the leader no longer answers 2xx and no other peer does; it stays the leader until another peer answers 2xx"
+                    );
+                    self.unconfirmed_since = Some(SystemTime::now());
+                }
+                return self.first_choice();
+            }
+        }
+        let named = plurality(&round.named, None, peers)
+            .and_then(|n| peers.get(&n).cloned())
+            .map(|p| {
+                let why = format!(
+                    "no peer answers 2xx at {}; the peers name {} ({})",
+                    round.url,
+                    p.fqdn,
+                    summarize(&round.named)
+                );
+                (p, why)
+            });
+        let known = named.or_else(|| {
+            let p = peers.get(self.remembered.as_deref()?)?.clone();
+            let why = format!(
+                "no peer answers 2xx at {}; {} remembered in the state file",
+                round.url, p.fqdn
+            );
+            Some((p, why))
+        });
+        if let Some((peer, why)) = known {
+            self.confirmed = true;
+            self.unconfirmed_since = Some(SystemTime::now());
+            return self.set(Some(peer), why);
+        }
+        match self.config.policy {
+            Policy::Probe {
+                fallback: Fallback::None,
+                ..
+            } => self.set(
+                None,
+                format!(
+                    "no peer answers 2xx at {} and none ever did (probe.fallback: none)",
+                    round.url
+                ),
+            ),
+            _ => self.decide(peers, now),
         }
     }
 
@@ -203,6 +490,20 @@ impl Leadership {
     }
 }
 
+/// The leader the policy's rule names from `peers` alone, with no one to
+/// ask (`render`, `check`'s trial render): peer 0 for `ordinal`, else the
+/// first ready peer (also under `probe.fallback: none`, so a template that
+/// uses `leader` is tried with one).
+pub fn by_rule(config: &LeaderConfig, peers: &PeerSet) -> Option<Peer> {
+    let mut config = config.clone();
+    if let Policy::Probe { fallback, .. } = &mut config.policy {
+        *fallback = Fallback::Sticky;
+    }
+    let mut leadership = Leadership::new(config);
+    leadership.decide(peers, Instant::now());
+    leadership.current().cloned()
+}
+
 fn round(d: Duration) -> Duration {
     Duration::from_millis(d.as_millis().try_into().unwrap_or(u64::MAX))
 }
@@ -226,6 +527,8 @@ pub struct View {
     pub peers: PeerSet,
     pub leader: Option<String>,
     pub ask_now: u64,
+    /// `probe`: a leader is known (no cold start any more).
+    pub confirmed: bool,
 }
 
 /// The plurality of `answers` (peers' leaders), with `own` counted as one
@@ -253,11 +556,14 @@ pub fn plurality(answers: &[String], own: Option<&str>, peers: &PeerSet) -> Opti
 }
 
 /// The worker: asks peers (`sticky`) or the app (`probe`) and sends hints.
-/// `ordinal` needs none. `views` is what the loop publishes.
+/// `ordinal` needs none. `views` is what the loop publishes; `notices` are
+/// resignation notices that passed the admin screen (`sticky`): each one is
+/// checked with the leader this pod follows before anything changes.
 pub fn worker(
     config: LeaderConfig,
     me: Identity,
     mut views: watch::Receiver<View>,
+    mut notices: mpsc::Receiver<Notice>,
     ctx: Context,
 ) -> Result<Worker, SourceError> {
     let pause = match &config.policy {
@@ -278,29 +584,40 @@ pub fn worker(
         loop {
             let view = views.borrow_and_update().clone();
             asked_at = view.ask_now;
-            let hint = if view.peers.is_empty() {
+            let event = if view.peers.is_empty() {
                 // Nobody to ask; the loop still waits for a first answer.
-                first.then(|| LeaderHint {
-                    leader: None,
-                    why: "no peers to ask".into(),
+                first.then(|| {
+                    Event::LeaderHint(LeaderHint {
+                        leader: None,
+                        why: "no peers to ask".into(),
+                        unanswered: 0,
+                    })
                 })
             } else {
                 tokio::select! {
                     _ = ctx.shutdown.cancelled() => return Ok(()),
-                    hint = ask(&config, &me, &view, first) => hint,
+                    event = ask(&config, &me, &view, first) => event,
                 }
             };
             first = false;
-            if let Some(hint) = hint {
-                if ctx.events.send(Event::LeaderHint(hint)).await.is_err() {
+            if let Some(event) = event {
+                if ctx.events.send(event).await.is_err() {
                     return Ok(());
                 }
             }
-            let next = tokio::time::Instant::now() + pause;
+            let next = crate::limits::later(tokio::time::Instant::now(), pause);
             loop {
                 tokio::select! {
                     _ = ctx.shutdown.cancelled() => return Ok(()),
                     _ = tokio::time::sleep_until(next) => break,
+                    Some(notice) = notices.recv() => {
+                        let view = views.borrow().clone();
+                        if let Some(event) = check_notice(&config, &view, &notice, &ctx).await {
+                            if ctx.events.send(event).await.is_err() {
+                                return Ok(());
+                            }
+                        }
+                    }
                     changed = views.changed() => {
                         if changed.is_err() {
                             return Ok(());
@@ -315,39 +632,80 @@ pub fn worker(
     }))
 }
 
+/// Checks a screened resignation notice with the leader this pod follows,
+/// at the address its own DNS view gives: an [`Event::Resigned`] only if
+/// that leader answers that it resigned; otherwise counted as ignored.
+async fn check_notice(
+    config: &LeaderConfig,
+    view: &View,
+    notice: &Notice,
+    ctx: &Context,
+) -> Option<Event> {
+    let Policy::Sticky { port, timeout } = config.policy else {
+        return None;
+    };
+    let leader = view
+        .leader
+        .as_deref()
+        .filter(|l| *l == notice.leader)
+        .and_then(|l| view.peers.get(l));
+    let checked = match leader {
+        Some(leader) => resign::check(leader, port, timeout).await,
+        None => Err(format!(
+            "this pod no longer follows {} (it follows {})",
+            notice.leader,
+            view.leader.as_deref().unwrap_or("none")
+        )),
+    };
+    match checked {
+        Ok(successor) => {
+            tracing::info!(leader = %notice.leader, successor = %successor, "the leader confirms it resigned");
+            Some(Event::Resigned(Resigned {
+                leader: notice.leader.clone(),
+                successor,
+            }))
+        }
+        Err(why) => {
+            ctx.metrics.resignation_ignored();
+            tracing::warn!(leader = %notice.leader, named_successor = %notice.successor, why = %why, "a resignation notice was not confirmed by the leader; ignored");
+            None
+        }
+    }
+}
+
 /// One round of asking, per policy, as a pod that has not chosen yet (what
-/// `once` does before its render).
-pub async fn ask_once(config: &LeaderConfig, me: &Identity, view: &View) -> Option<LeaderHint> {
+/// `once` does before its render): an [`Event::LeaderHint`] (`sticky`) or
+/// an [`Event::Probed`] (`probe`).
+pub async fn ask_once(config: &LeaderConfig, me: &Identity, view: &View) -> Option<Event> {
     ask(config, me, view, true).await
 }
 
 /// One round of asking, per policy.
-async fn ask(config: &LeaderConfig, me: &Identity, view: &View, first: bool) -> Option<LeaderHint> {
+async fn ask(config: &LeaderConfig, me: &Identity, view: &View, first: bool) -> Option<Event> {
     match &config.policy {
         Policy::Ordinal => None,
         Policy::Sticky { port: 0, .. } => None,
-        Policy::Sticky { port, timeout } => ask_peers(me, view, *port, *timeout, first).await,
+        Policy::Sticky { port, timeout } => ask_peers(me, view, *port, *timeout, first)
+            .await
+            .map(Event::LeaderHint),
         Policy::Probe {
-            url,
-            timeout,
-            interval: _,
-            port: _,
-        } => Some(probe(url, *timeout, view).await),
+            url, timeout, port, ..
+        } => Some(Event::Probed(probe(url, *timeout, *port, me, view).await)),
     }
 }
 
-/// Asks a few ready peers for their leader and returns the plurality (with
-/// this pod's own view as one answer), when it is a ready peer.
-pub async fn ask_peers(
-    me: &Identity,
-    view: &View,
-    port: u16,
-    timeout: Duration,
-    first: bool,
-) -> Option<LeaderHint> {
+/// What a round of `GET /leader` got: how many ready peers were asked, how
+/// many answered at all, and the leaders they named.
+struct Asked {
+    asked: usize,
+    answered: usize,
+    names: Vec<String>,
+}
+
+/// Asks the lowest-ordinal ready peer and up to four others at random
+/// (a bounded cost whatever the size of the set) for their leader.
+async fn ask_names(me: &Identity, view: &View, port: u16, timeout: Duration) -> Asked {
     let others: Vec<&Peer> = view.peers.ready().filter(|p| !me.is_self(p)).collect();
-    // The lowest-ordinal one and up to four others at random: a bounded
-    // cost whatever the size of the set.
     let mut chosen: Vec<&Peer> = others.iter().take(1).copied().collect();
     let mut rest: Vec<&Peer> = others.iter().skip(1).copied().collect();
     fastrand::shuffle(&mut rest);
@@ -358,7 +716,8 @@ pub async fn ask_peers(
         match reply {
             Ok((200, body)) => {
                 let json: serde_json::Value = serde_json::from_slice(&body).ok()?;
-                json.get("leader")?.as_str().map(String::from)
+                // An answer, even "I do not know yet" (null).
+                Some(json.get("leader")?.as_str().map(String::from))
             }
             Ok((status, _)) => {
                 tracing::debug!(peer = %peer.fqdn, status, "GET /leader");
@@ -370,17 +729,38 @@ pub async fn ask_peers(
             }
         }
     });
-    let answers: Vec<String> = futures_util::future::join_all(asks)
-        .await
-        .into_iter()
-        .flatten()
-        .collect();
+    let replies: Vec<Option<Option<String>>> = futures_util::future::join_all(asks).await;
+    Asked {
+        asked: chosen.len(),
+        answered: replies.iter().filter(|r| r.is_some()).count(),
+        names: replies.into_iter().flatten().flatten().collect(),
+    }
+}
+
+/// Asks a few ready peers for their leader and returns the plurality (with
+/// this pod's own view as one answer), when it is a ready peer. When no
+/// ready peer answers at all, the hint says how many were asked.
+pub async fn ask_peers(
+    me: &Identity,
+    view: &View,
+    port: u16,
+    timeout: Duration,
+    first: bool,
+) -> Option<LeaderHint> {
+    let Asked {
+        asked,
+        answered,
+        names: answers,
+    } = ask_names(me, view, port, timeout).await;
     let own = if first { None } else { view.leader.as_deref() };
     if answers.is_empty() {
-        // A cold start of the whole set: the rule decides.
-        return first.then(|| LeaderHint {
+        let unanswered = if answered == 0 { asked } else { 0 };
+        // A cold start of the whole set: the rule decides. Later rounds
+        // report only silence (the loop warns and counts it).
+        return (first || unanswered > 0).then(|| LeaderHint {
             leader: None,
-            why: format!("no answer from {} ready peer(s) asked", chosen.len()),
+            why: format!("no answer from {asked} ready peer(s) asked"),
+            unanswered,
         });
     }
     let leader = plurality(&answers, own, &view.peers)?;
@@ -388,14 +768,14 @@ pub async fn ask_peers(
     Some(LeaderHint {
         leader: Some(leader),
         why: format!(
-            "asked {} peer(s): {counts}{}",
-            chosen.len(),
+            "asked {asked} peer(s): {counts}{}",
             if own.is_some() {
                 " (and this pod's own view)"
             } else {
                 ""
             }
         ),
+        unanswered: 0,
     })
 }
 
@@ -411,29 +791,36 @@ fn summarize(answers: &[String]) -> String {
         .join(", ")
 }
 
-/// Asks the app: the current leader first; if it does not answer 2xx, every
-/// ready peer in parallel, and the first in ordinal order that does.
-async fn probe(url: &str, timeout: Duration, view: &View) -> LeaderHint {
-    if let Some(current) = view.leader.as_deref().and_then(|l| view.peers.get(l)) {
-        if current.ready && probe_one(url, current, timeout).await {
-            return LeaderHint {
-                leader: Some(current.fqdn.clone()),
-                why: format!("{} answers 2xx at {url}", current.fqdn),
-            };
-        }
-    }
-    let ready: Vec<&Peer> = view.peers.ready().collect();
+/// Asks the app: every ready peer (and the current leader even when not
+/// ready) in parallel, so the claimants' count is always whole. The peers'
+/// sidecars (`GET /leader`) are asked when two or more claim, or when none
+/// does before a leader is known.
+async fn probe(url: &str, timeout: Duration, port: u16, me: &Identity, view: &View) -> ProbeRound {
+    let current = view.leader.as_deref().and_then(|l| view.peers.get(l));
+    // The ready peers, and the current leader even when not ready.
+    let asked: Vec<&Peer> = view
+        .peers
+        .iter()
+        .filter(|p| p.ready || current.is_some_and(|c| c.fqdn == p.fqdn))
+        .collect();
     let answers =
-        futures_util::future::join_all(ready.iter().map(|p| probe_one(url, p, timeout))).await;
-    match ready.iter().zip(answers).find(|(_, ok)| *ok) {
-        Some((peer, _)) => LeaderHint {
-            leader: Some(peer.fqdn.clone()),
-            why: format!("{} answers 2xx at {url}", peer.fqdn),
-        },
-        None => LeaderHint {
-            leader: None,
-            why: format!("no ready peer answers 2xx at {url}"),
-        },
+        futures_util::future::join_all(asked.iter().map(|p| probe_one(url, p, timeout))).await;
+    let claimants: Vec<String> = asked
+        .iter()
+        .zip(answers)
+        .filter(|(_, ok)| *ok)
+        .map(|(p, _)| p.fqdn.clone())
+        .collect();
+    let ask_peers = claimants.len() >= 2 || (claimants.is_empty() && !view.confirmed);
+    let named = if ask_peers && port != 0 {
+        ask_names(me, view, port, timeout).await.names
+    } else {
+        Vec::new()
+    };
+    ProbeRound {
+        claimants,
+        named,
+        url: url.to_string(),
     }
 }
 
@@ -522,6 +909,210 @@ mod tests {
         let one = set(&[("web-0.s", false), ("web-1.s", true)]);
         let change = l.decide(&one, t0 + Duration::from_secs(61)).unwrap();
         assert_eq!(change.new.as_deref(), Some("web-1.s"));
+    }
+
+    fn probe(fallback: Fallback) -> Leadership {
+        Leadership::new(LeaderConfig {
+            policy: Policy::Probe {
+                url: "http://{peer}:8008/primary".into(),
+                timeout: Duration::from_secs(1),
+                interval: Duration::from_secs(2),
+                port: 9090,
+                fallback,
+            },
+            grace: Duration::from_secs(10),
+        })
+    }
+
+    fn round(claimants: &[&str], named: &[&str]) -> ProbeRound {
+        ProbeRound {
+            claimants: claimants.iter().map(|s| s.to_string()).collect(),
+            named: named.iter().map(|s| s.to_string()).collect(),
+            url: "http://{peer}:8008/primary".into(),
+        }
+    }
+
+    fn new_name(change: Option<Change>) -> Option<String> {
+        change.and_then(|c| c.new)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_confirmed_resignation_hands_over_when_the_successor_is_ready() {
+        let mut l = sticky(30);
+        let all = set(&[("web-0.s", true), ("web-1.s", true), ("web-2.s", true)]);
+        l.decide(&all, Instant::now());
+        let r = Resigned {
+            leader: "web-0.s".into(),
+            successor: "web-1.s".into(),
+        };
+        // At once, long before grace.
+        let change = l.resigned(&r, &all).expect("a change");
+        assert_eq!(change.new.as_deref(), Some("web-1.s"));
+        assert_eq!(
+            change.why,
+            "web-0.s resigned and named web-1.s (confirmed at its GET /leader)"
+        );
+        // A resignation of a leader this pod no longer follows: nothing.
+        assert_eq!(l.resigned(&r, &all), None);
+        assert_eq!(l.current().map(|p| p.fqdn.as_str()), Some("web-1.s"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_successor_not_yet_ready_here_is_adopted_when_it_is() {
+        let mut l = sticky(30);
+        let all = set(&[("web-0.s", true), ("web-1.s", false), ("web-2.s", true)]);
+        l.decide(&all, Instant::now());
+        let r = Resigned {
+            leader: "web-0.s".into(),
+            successor: "web-1.s".into(),
+        };
+        assert_eq!(
+            l.resigned(&r, &all),
+            None,
+            "web-1 is not ready in this view"
+        );
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let lagging = set(&[("web-0.s", false), ("web-1.s", false), ("web-2.s", true)]);
+        assert_eq!(
+            l.decide(&lagging, Instant::now()),
+            None,
+            "still within grace"
+        );
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let seen = set(&[("web-0.s", false), ("web-1.s", true), ("web-2.s", true)]);
+        assert_eq!(
+            new_name(l.decide(&seen, Instant::now())).as_deref(),
+            Some("web-1.s")
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_answer_at_start_follows_the_remembered_leader_while_in_the_set() {
+        let all = set(&[("web-0.s", true), ("web-1.s", true), ("web-2.s", true)]);
+        let silence = LeaderHint {
+            leader: None,
+            why: "no answer from 2 ready peer(s) asked".into(),
+            unanswered: 2,
+        };
+        let mut l = sticky(30);
+        l.remember(Some("web-1.s".into()));
+        let change = l.hint(&silence, &all, Instant::now()).expect("a choice");
+        assert_eq!(change.new.as_deref(), Some("web-1.s"));
+        assert!(
+            change.why.contains("remembered in the state file"),
+            "{}",
+            change.why
+        );
+        // Remembered but gone from the set: the rule.
+        let mut l = sticky(30);
+        l.remember(Some("web-7.s".into()));
+        assert_eq!(
+            new_name(l.hint(&silence, &all, Instant::now())).as_deref(),
+            Some("web-0.s")
+        );
+        // Answers win over memory.
+        let mut l = sticky(30);
+        l.remember(Some("web-1.s".into()));
+        let named = LeaderHint {
+            leader: Some("web-2.s".into()),
+            why: "asked 2 peer(s): 2 named web-2.s".into(),
+            unanswered: 0,
+        };
+        assert_eq!(
+            new_name(l.hint(&named, &all, Instant::now())).as_deref(),
+            Some("web-2.s")
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn probe_keeps_a_confirmed_leader_however_long_nobody_answers() {
+        let mut l = probe(Fallback::Sticky);
+        let all = set(&[("db-0.s", true), ("db-1.s", true), ("db-2.s", true)]);
+        assert_eq!(
+            new_name(l.probed(&round(&["db-1.s"], &[]), &all, Instant::now())).as_deref(),
+            Some("db-1.s")
+        );
+        assert_eq!(l.unconfirmed_since(), None);
+        // The app fails over: nobody answers 2xx, db-1 not even ready.
+        let gone = set(&[("db-0.s", true), ("db-1.s", false), ("db-2.s", true)]);
+        for _ in 0..30 {
+            tokio::time::advance(Duration::from_secs(2)).await;
+            assert_eq!(l.probed(&round(&[], &[]), &gone, Instant::now()), None);
+            assert_eq!(l.decide(&gone, Instant::now()), None);
+            assert_eq!(l.deadline(), None, "no grace deadline once confirmed");
+        }
+        assert!(l.unconfirmed_since().is_some());
+        assert_eq!(l.current().map(|p| p.fqdn.as_str()), Some("db-1.s"));
+        // A new primary: adopted at the next round.
+        let change = l
+            .probed(&round(&["db-2.s"], &[]), &gone, Instant::now())
+            .expect("a change");
+        assert_eq!(change.new.as_deref(), Some("db-2.s"));
+        assert_eq!(
+            change.why,
+            "db-2.s answers 2xx at http://{peer}:8008/primary"
+        );
+        assert_eq!(l.unconfirmed_since(), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn probe_cold_start_uses_the_fallback_and_memory_or_peers_first() {
+        let all = set(&[("db-0.s", true), ("db-1.s", true)]);
+        let mut l = probe(Fallback::Sticky);
+        assert_eq!(
+            new_name(l.probed(&round(&[], &[]), &all, Instant::now())).as_deref(),
+            Some("db-0.s")
+        );
+        assert!(!l.confirmed(), "a guess is not a confirmation");
+        let mut l = probe(Fallback::None);
+        let change = l.probed(&round(&[], &[]), &all, Instant::now());
+        assert_eq!(new_name(change), None);
+        assert_eq!(l.current(), None);
+        // A new peer set does not guess either.
+        assert_eq!(l.decide(&all, Instant::now()), None);
+        assert_eq!(l.current(), None);
+        // `render` and `check` still try templates with the rule's pick.
+        assert_eq!(
+            by_rule(&probe(Fallback::None).config, &all).map(|p| p.fqdn),
+            Some("db-0.s".to_string())
+        );
+        // A peer's /leader names one: not a guess.
+        let mut l = probe(Fallback::None);
+        assert_eq!(
+            new_name(l.probed(&round(&[], &["db-1.s"]), &all, Instant::now())).as_deref(),
+            Some("db-1.s")
+        );
+        assert!(l.confirmed());
+        // The state file remembers one.
+        let mut l = probe(Fallback::Sticky);
+        l.remember(Some("db-1.s".into()));
+        assert_eq!(
+            new_name(l.probed(&round(&[], &[]), &all, Instant::now())).as_deref(),
+            Some("db-1.s")
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn two_claimants_the_peers_name_then_the_current_then_the_lowest() {
+        let all = set(&[("db-0.s", true), ("db-1.s", true), ("db-2.s", true)]);
+        let both = ["db-0.s", "db-2.s"];
+        let mut l = probe(Fallback::Sticky);
+        assert_eq!(
+            new_name(l.probed(&round(&both, &["db-2.s", "db-2.s"]), &all, Instant::now()))
+                .as_deref(),
+            Some("db-2.s")
+        );
+        let mut l = probe(Fallback::Sticky);
+        assert_eq!(
+            new_name(l.probed(&round(&both, &[]), &all, Instant::now())).as_deref(),
+            Some("db-0.s"),
+            "nobody names one: the lowest ordinal"
+        );
+        // The current one stays when the peers name none of them.
+        let mut l = probe(Fallback::Sticky);
+        l.probed(&round(&["db-2.s"], &[]), &all, Instant::now());
+        assert_eq!(l.probed(&round(&both, &[]), &all, Instant::now()), None);
+        assert_eq!(l.current().map(|p| p.fqdn.as_str()), Some("db-2.s"));
     }
 
     #[test]

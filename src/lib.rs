@@ -36,7 +36,8 @@
 //!    with its wire client apart), [`watch`] (templates, `file()` inputs,
 //!    the config), [`render`], [`write`], [`reload`] (signals), [`action`]
 //!    (one reload action and the app's verdict), [`leader`] (the policies
-//!    and the worker that asks peers and apps), [`hooks`], over [`process`]
+//!    and the worker that asks peers and apps), [`resign`] (a leader's
+//!    hand-over on shutdown and the check a follower makes), [`hooks`], over [`process`]
 //!    (child processes and `/proc`), [`http_client`] and [`redact`]
 //!    (`file()` inputs kept out of the log); [`seed`] for `once`; [`admin`],
 //!    the HTTP side.
@@ -65,14 +66,18 @@ pub(crate) mod leader;
 pub(crate) mod limits;
 pub mod log;
 pub(crate) mod metrics;
+pub(crate) mod owed;
 pub mod peer_finder;
 pub mod peers;
 pub mod process;
+pub(crate) mod prune;
 pub(crate) mod redact;
 pub(crate) mod reload;
 pub mod render;
+pub(crate) mod resign;
 pub(crate) mod seed;
 pub(crate) mod state;
+pub(crate) mod status;
 pub(crate) mod watch;
 pub(crate) mod write;
 

@@ -16,6 +16,14 @@
 //! is written as that JSON value, anything else as a string. Fields recorded
 //! as `&str` are always strings.
 //!
+//! # Text shape
+//!
+//! tracing-subscriber's full format (`TIME LEVEL message key=value ...`),
+//! with every message and field value escaped by [`escape`]: values come
+//! from outside (DNS names, peers' `/leader` answers, an app's output), and
+//! a newline, an ANSI escape or a bidi control in one must not forge or hide
+//! a log line. The JSON format escapes through JSON itself.
+//!
 //! The layer below every other: it imports nothing from the crate.
 
 use std::fmt;
@@ -27,6 +35,7 @@ use serde_json::Value;
 use tracing::field::{Field, Visit};
 use tracing::level_filters::LevelFilter;
 use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::field::MakeExt;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
@@ -59,8 +68,57 @@ pub fn init(json: bool, level: LevelFilter) {
     if json {
         builder.event_format(JsonFormat).init();
     } else {
-        builder.with_ansi(std::io::stderr().is_terminal()).init();
+        builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .fmt_fields(tracing_subscriber::fmt::format::debug_fn(text_field).delimited(" "))
+            .init();
     }
+}
+
+/// One field of a text log line, its value [`escape`]d: the message bare,
+/// any other `name=value`.
+fn text_field(out: &mut Writer<'_>, field: &Field, value: &dyn fmt::Debug) -> fmt::Result {
+    let text = format!("{value:?}");
+    if field.name() == "message" {
+        out.write_str(&escape(&text))
+    } else {
+        write!(out, "{}={}", field.name(), escape(&text))
+    }
+}
+
+/// Whether `c` is written as an escape in text logs: every control
+/// character (C0, DEL, C1), the line and paragraph separators U+2028 and
+/// U+2029, and the bidi controls (U+061C, U+200E, U+200F, U+202A..U+202E,
+/// U+2066..U+2069; Unicode TR9), which reorder what a terminal shows.
+fn must_escape(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{2028}' | '\u{2029}' | '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+        )
+}
+
+/// `text` with every character [`must_escape`] says written as an escape:
+/// `\n`, `\r`, `\t`, `\x1b` (ASCII and C1 as `\xNN`), `\u{2028}`; the rest
+/// as is. A text with nothing to escape is returned unchanged (borrowed).
+pub fn escape(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(must_escape) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if must_escape(c) && u32::from(c) < 0x100 => {
+                out.push_str(&format!("\\x{:02x}", u32::from(c)))
+            }
+            c if must_escape(c) => out.push_str(&format!("\\u{{{:x}}}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// A duration in milliseconds, to the microsecond, for `*_ms` fields.
@@ -237,6 +295,19 @@ mod tests {
             Value::String("[not json".into())
         );
         assert_eq!(parse_field("12".into()), Value::String("12".into()));
+    }
+
+    #[test]
+    fn controls_separators_and_bidi_are_escaped() {
+        assert_eq!(escape("plain text ünï"), "plain text ünï");
+        assert_eq!(
+            escape("a\nb\r\tc\u{1b}[31m\u{7f}\u{85}"),
+            "a\\nb\\r\\tc\\x1b[31m\\x7f\\x85"
+        );
+        assert_eq!(
+            escape("x\u{2028}y\u{2029}\u{202e}z\u{2066}"),
+            "x\\u{2028}y\\u{2029}\\u{202e}z\\u{2066}"
+        );
     }
 
     #[test]

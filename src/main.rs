@@ -86,7 +86,14 @@ fn main() -> ExitCode {
                 (_, LogFormat::Json) => {
                     tracing::error!(exit_code = code, error = %e, "exiting on an error")
                 }
-                _ => eprintln!("error: {e}"),
+                // Each line escaped as the text log escapes values (an
+                // error may quote a name from DNS or an app's output); the
+                // lines of a multi-template error stay lines.
+                _ => {
+                    let text = e.to_string();
+                    let lines: Vec<_> = text.lines().map(peerplate::log::escape).collect();
+                    eprintln!("error: {}", lines.join("\n"))
+                }
             }
             exit_code(code)
         }

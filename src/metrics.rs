@@ -73,6 +73,16 @@ label_values!(
     }
 );
 label_values!(
+    /// What kind of item is owed and not done yet (`/status` lists them).
+    Pending {
+        Reload => "reload",
+        Hook => "hook",
+        Rollback => "rollback",
+        Config => "config",
+        Install => "install",
+    }
+);
+label_values!(
     /// How a hook run went.
     Hook { Ok => "ok", Failed => "failed", Timeout => "timeout" }
 );
@@ -147,6 +157,11 @@ pub struct Metrics {
     is_leader: Gauge,
     leader_changes: Counter,
     held: Family<HeldLabels, Counter>,
+    resignations_ignored: Counter,
+    leader_unanswered: Counter,
+    leader_claimants: Gauge,
+    leader_unconfirmed_since: Gauge<f64, AtomicU64>,
+    pending: Family<KindLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -172,6 +187,30 @@ impl Metrics {
         let is_leader = Gauge::default();
         let leader_changes = Counter::default();
         let held = Family::<HeldLabels, Counter>::default();
+        let resignations_ignored = Counter::default();
+        let leader_unanswered = Counter::default();
+        let leader_claimants = Gauge::default();
+        let leader_unconfirmed_since = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "leader_resignations_ignored",
+            "Resignation notices (POST /leader/resign) not acted on: malformed, too large, not naming this pod's leader, too soon, or not confirmed by that leader",
+            resignations_ignored.clone(),
+        );
+        registry.register(
+            "leader_unanswered",
+            "Rounds of asking the peers who leads (GET /leader) in which no ready peer answered",
+            leader_unanswered.clone(),
+        );
+        registry.register(
+            "leader_claimants",
+            "probe: how many peers answered 2xx at the last round",
+            leader_claimants.clone(),
+        );
+        registry.register(
+            "leader_unconfirmed_since_timestamp_seconds",
+            "probe: Unix time since which the leader no longer answers 2xx (0 while it does)",
+            leader_unconfirmed_since.clone(),
+        );
         registry.register(
             "is_leader",
             "1 while this pod is the leader it has chosen, else 0",
@@ -190,6 +229,17 @@ impl Metrics {
         for reason in Held::ALL {
             let _ = held.get_or_create(&HeldLabels {
                 reason: reason.as_str(),
+            });
+        }
+        let pending = Family::<KindLabels, Gauge>::default();
+        registry.register(
+            "pending_items",
+            "Items owed and not done yet (tried again with backoff), by kind",
+            pending.clone(),
+        );
+        for kind in Pending::ALL {
+            let _ = pending.get_or_create(&KindLabels {
+                kind: kind.as_str(),
             });
         }
         registry.register("peers", "Peers in the current peer set", peers.clone());
@@ -261,7 +311,21 @@ impl Metrics {
             is_leader,
             leader_changes,
             held,
+            resignations_ignored,
+            leader_unanswered,
+            leader_claimants,
+            leader_unconfirmed_since,
+            pending,
         }
+    }
+
+    /// How many items of `kind` are owed now.
+    pub fn pending(&self, kind: Pending, count: usize) {
+        self.pending
+            .get_or_create(&KindLabels {
+                kind: kind.as_str(),
+            })
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
     }
 
     pub fn peers(&self, count: usize) {
@@ -380,6 +444,27 @@ impl Metrics {
     pub fn leader_changed(&self, me: bool) {
         self.leader_changes.inc();
         self.is_leader.set(i64::from(me));
+    }
+
+    /// A resignation notice was not acted on.
+    pub fn resignation_ignored(&self) {
+        self.resignations_ignored.inc();
+    }
+
+    /// A round of asking the peers got no answer from any ready peer.
+    pub fn leader_unanswered(&self) {
+        self.leader_unanswered.inc();
+    }
+
+    /// `probe`: how many peers claim to lead, and since when the leader no
+    /// longer answers 2xx (`None`: it does).
+    pub fn leader_probe(&self, claimants: usize, unconfirmed_since: Option<std::time::SystemTime>) {
+        self.leader_claimants
+            .set(i64::try_from(claimants).unwrap_or(i64::MAX));
+        let at = unconfirmed_since
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0.0, |d| d.as_secs_f64());
+        self.leader_unconfirmed_since.set(at);
     }
 
     /// A partial peer set was held back (counted once per episode).

@@ -188,6 +188,8 @@ pub async fn main(args: &[String], shutdown: CancellationToken) -> i32 {
         refresh: crate::peers::dns::DEFAULT_REFRESH,
         addresses: false,
         ready_query: None,
+        any_target: false,
+        port_name: None,
     };
     let mut poller = match Poller::new(&dns, &resolv.nameservers) {
         Ok(p) => p,

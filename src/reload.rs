@@ -21,6 +21,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::time::Duration;
 
 use nix::errno::Errno;
 use nix::sys::signal::{kill, Signal};
@@ -75,13 +76,22 @@ const PID_FILE_MAX_BYTES: u64 = 4096;
 
 fn signal_target(proc: &Path, reload: &ReloadConfig, before: impl FnOnce(&[i32])) -> Outcome {
     let me = process::ids(&proc.join("self"));
-    let targets = match &reload.target {
+    let targets = match targets(proc, reload, me.as_ref()) {
+        Ok(targets) => targets,
+        Err(outcome) => return outcome,
+    };
+    kill_all(reload, targets, me.as_ref(), before)
+}
+
+/// The processes the reload signal is for (or why there are none).
+fn targets(proc: &Path, reload: &ReloadConfig, me: Option<&Ids>) -> Result<Vec<Target>, Outcome> {
+    Ok(match &reload.target {
         ReloadTarget::Process(name) => {
             let pids = find_top_most(proc, name);
             if pids.is_empty() {
-                return Outcome::NoProcess(format!("no process named {name}"));
+                return Err(Outcome::NoProcess(format!("no process named {name}")));
             }
-            prefer_signallable(proc, name, pids, me.as_ref())
+            prefer_signallable(proc, name, pids, me)
         }
         ReloadTarget::PidFile { path, process } => {
             // Anyone who can write the pid file's folder can put a FIFO or
@@ -89,25 +99,34 @@ fn signal_target(proc: &Path, reload: &ReloadConfig, before: impl FnOnce(&[i32])
             let text = match crate::limits::read_regular(path, PID_FILE_MAX_BYTES) {
                 Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
                 Err(e) => {
-                    return Outcome::NoProcess(format!("cannot read {}: {e}", path.display()))
+                    return Err(Outcome::NoProcess(format!(
+                        "cannot read {}: {e}",
+                        path.display()
+                    )))
                 }
             };
             let pid = match text.trim().parse::<i32>() {
                 Ok(pid) if pid > 0 => pid,
                 _ => {
-                    return Outcome::Failed(format!(
+                    return Err(Outcome::Failed(format!(
                         "{} does not hold a process id: {:?}",
                         path.display(),
                         text.trim()
-                    ))
+                    )))
                 }
             };
-            match check_pid_file(proc, path, pid, process.as_deref()) {
-                Ok(target) => vec![target],
-                Err(outcome) => return outcome,
-            }
+            vec![check_pid_file(proc, path, pid, process.as_deref())?]
         }
-    };
+    })
+}
+
+/// Sends the signal to each target, `before` called with their pids first.
+fn kill_all(
+    reload: &ReloadConfig,
+    targets: Vec<Target>,
+    me: Option<&Ids>,
+    before: impl FnOnce(&[i32]),
+) -> Outcome {
     let pids: Vec<i32> = targets.iter().map(|t| t.pid).collect();
     before(&pids);
     let mut sent = Vec::new();
@@ -120,7 +139,7 @@ fn signal_target(proc: &Path, reload: &ReloadConfig, before: impl FnOnce(&[i32])
             }
             Err(Errno::ESRCH) => {}
             Err(Errno::EPERM) => {
-                let why = not_allowed(reload.signal, &target, me.as_ref());
+                let why = not_allowed(reload.signal, &target, me);
                 if refused.is_none() {
                     refused = Some(why);
                 } else {
@@ -145,6 +164,178 @@ fn signal_target(proc: &Path, reload: &ReloadConfig, before: impl FnOnce(&[i32])
         (true, Some(why)) => Outcome::Failed(why),
         (true, None) => Outcome::NoProcess("the process exited before the signal".into()),
     }
+}
+
+/// Whether the processes the signal is for can take it now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Readiness {
+    /// Send it: each process catches the signal, or blocks it in every
+    /// thread (reads it through signalfd or sigwait).
+    Send,
+    /// No process to signal (not started yet, or gone).
+    NoProcess(String),
+    /// A process was found but must not be signalled; the text says why.
+    Skipped(String),
+    /// Every process started after the bytes were installed: it read them
+    /// when it started; no signal.
+    ReadAtStart(String),
+    /// Wait this long: a process is younger than `min_age`.
+    TooYoung(Duration),
+    /// A process neither catches nor blocks the signal yet (its default
+    /// action would apply: for HUP, to end it); look again later.
+    NotCaught(String),
+    /// A process ignores the signal: it would be a silent no-op.
+    Ignored(String),
+    /// Something else keeps the signal from being sent (the text says what).
+    Failed(String),
+}
+
+/// A process's signal masks and age, from `/proc/PID/status`,
+/// `/proc/PID/task/*/status` and `/proc/PID/stat`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Masks {
+    /// `SigCgt`: signals with a handler.
+    pub caught: u64,
+    /// `SigIgn`: signals ignored.
+    pub ignored: u64,
+    /// `SigBlk` of every thread, and-ed: signals blocked in all of them.
+    pub blocked_in_all: u64,
+}
+
+/// The bit of `signal` in a `/proc` mask (signal N is bit N-1).
+fn bit(signal: Signal) -> u64 {
+    1u64 << ((signal as i32 - 1) & 63)
+}
+
+/// Decides for one process: `age` is how long it has run, `since_install`
+/// how long ago the bytes were installed.
+pub fn decide(
+    signal: Signal,
+    masks: Masks,
+    age: Duration,
+    since_install: Duration,
+    min_age: Duration,
+) -> Readiness {
+    if age < since_install {
+        return Readiness::ReadAtStart(format!(
+            "it started {} after the file was installed, so it read it",
+            humantime::format_duration(round_ms(since_install - age))
+        ));
+    }
+    if age < min_age {
+        return Readiness::TooYoung(min_age - age);
+    }
+    let b = bit(signal);
+    if masks.ignored & b != 0 {
+        return Readiness::Ignored(format!(
+            "it ignores {signal} (SigIgn in /proc), so the signal would do nothing"
+        ));
+    }
+    if masks.caught & b != 0 || masks.blocked_in_all & b != 0 {
+        return Readiness::Send;
+    }
+    Readiness::NotCaught(format!(
+        "it neither catches nor blocks {signal} yet (SigCgt, SigBlk in /proc): its default action would apply"
+    ))
+}
+
+fn round_ms(d: Duration) -> Duration {
+    Duration::from_millis(d.as_millis() as u64)
+}
+
+/// The hex mask after `key` in a `/proc/PID/status` text.
+fn mask(status: &str, key: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with(key))?;
+    u64::from_str_radix(line[key.len()..].trim(), 16).ok()
+}
+
+/// Reads the masks of `pid` (none if it is gone).
+fn masks(proc: &Path, pid: i32) -> Option<Masks> {
+    let dir = proc.join(pid.to_string());
+    let status = std::fs::read_to_string(dir.join("status")).ok()?;
+    let mut blocked_in_all = u64::MAX;
+    let mut threads = 0;
+    if let Ok(tasks) = std::fs::read_dir(dir.join("task")) {
+        for task in tasks.flatten() {
+            if let Some(m) = std::fs::read_to_string(task.path().join("status"))
+                .ok()
+                .and_then(|t| mask(&t, "SigBlk:"))
+            {
+                blocked_in_all &= m;
+                threads += 1;
+            }
+        }
+    }
+    if threads == 0 {
+        blocked_in_all = mask(&status, "SigBlk:").unwrap_or(0);
+    }
+    Some(Masks {
+        caught: mask(&status, "SigCgt:")?,
+        ignored: mask(&status, "SigIgn:")?,
+        blocked_in_all,
+    })
+}
+
+/// How long `pid` has run: the system's uptime less its start time (field
+/// 22 of `/proc/PID/stat`, in clock ticks; USER_HZ is 100 on Linux).
+fn age(proc: &Path, pid: i32) -> Option<Duration> {
+    const USER_HZ: f64 = 100.0;
+    let stat = std::fs::read_to_string(proc.join(pid.to_string()).join("stat")).ok()?;
+    // Fields after the command name, which may hold spaces and ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let start: f64 = rest.split_whitespace().nth(19)?.parse().ok()?;
+    let uptime: f64 = std::fs::read_to_string(proc.join("uptime"))
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some(Duration::from_secs_f64((uptime - start / USER_HZ).max(0.0)))
+}
+
+/// Whether the processes the signal of `reload` is for can take it now;
+/// `since_install` is how long ago the bytes were installed.
+pub fn readiness(reload: &ReloadConfig, since_install: Duration) -> Readiness {
+    let proc = Path::new("/proc");
+    let me = process::ids(&proc.join("self"));
+    let targets = match targets(proc, reload, me.as_ref()) {
+        Ok(t) => t,
+        Err(Outcome::NoProcess(why)) => return Readiness::NoProcess(why),
+        Err(Outcome::Skipped(why)) => return Readiness::Skipped(why),
+        Err(Outcome::Failed(why)) => return Readiness::Failed(why),
+        Err(Outcome::Signalled(_)) => return Readiness::Send,
+    };
+    let mut all_fresh = true;
+    let mut wait = Duration::ZERO;
+    let mut fresh_why = String::new();
+    for t in &targets {
+        let (Some(masks), Some(age)) = (masks(proc, t.pid), age(proc, t.pid)) else {
+            continue;
+        };
+        match decide(reload.signal, masks, age, since_install, reload.min_age) {
+            Readiness::ReadAtStart(why) => {
+                fresh_why = format!("pid {} ({}): {why}", t.pid, t.name);
+                continue;
+            }
+            Readiness::TooYoung(w) => wait = wait.max(w),
+            Readiness::Send => {}
+            Readiness::Ignored(why) => {
+                return Readiness::Ignored(format!("pid {} ({}): {why}", t.pid, t.name))
+            }
+            Readiness::NotCaught(why) => {
+                return Readiness::NotCaught(format!("pid {} ({}): {why}", t.pid, t.name))
+            }
+            other => return other,
+        }
+        all_fresh = false;
+    }
+    if all_fresh && !targets.is_empty() && !fresh_why.is_empty() {
+        return Readiness::ReadAtStart(fresh_why);
+    }
+    if !wait.is_zero() {
+        return Readiness::TooYoung(wait);
+    }
+    Readiness::Send
 }
 
 fn not_allowed(signal: Signal, target: &Target, me: Option<&Ids>) -> String {
@@ -349,6 +540,98 @@ mod tests {
         );
         let proc = fake_proc(&[(1, "catatonit", 0), (8, "catatonit", 1)]);
         assert_eq!(find_top_most(proc.path(), "catatonit"), [8]);
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn a_signal_goes_only_to_a_process_that_can_take_it() {
+        let hup = Signal::SIGHUP;
+        let caught = Masks {
+            caught: 1 << 0, // SIGHUP is signal 1: bit 0
+            ..Masks::default()
+        };
+        let two_s = Duration::from_secs(2);
+        // Old enough, catches it: sent.
+        assert_eq!(
+            decide(hup, caught, ms(5000), ms(10), two_s),
+            Readiness::Send
+        );
+        // Started after the install: it read the file; no signal.
+        assert!(matches!(
+            decide(hup, caught, ms(5), ms(30), two_s),
+            Readiness::ReadAtStart(why) if why.contains("started 25ms after the file was installed")
+        ));
+        // Younger than min_age: wait the rest (Go catches everything in the
+        // runtime within ms, but exits on HUP for the first ~30 ms).
+        assert_eq!(
+            decide(hup, caught, ms(40), ms(10), two_s),
+            Readiness::TooYoung(ms(1960))
+        );
+        assert_eq!(decide(hup, caught, ms(40), ms(10), ms(0)), Readiness::Send);
+        // Ignored: an error, never a silent no-op.
+        let ignored = Masks {
+            ignored: 1,
+            ..Masks::default()
+        };
+        assert!(matches!(
+            decide(hup, ignored, ms(5000), ms(10), two_s),
+            Readiness::Ignored(why) if why.contains("ignores SIGHUP")
+        ));
+        // Blocked in every thread (signalfd, sigwait): it reads it.
+        let blocked = Masks {
+            blocked_in_all: 1,
+            ..Masks::default()
+        };
+        assert_eq!(
+            decide(hup, blocked, ms(5000), ms(10), two_s),
+            Readiness::Send
+        );
+        // Neither: its default action (the end of it) would apply.
+        assert!(matches!(
+            decide(hup, Masks::default(), ms(5000), ms(10), two_s),
+            Readiness::NotCaught(_)
+        ));
+        // Another signal's bit says nothing about this one.
+        let usr1 = Masks {
+            caught: 1 << 9,
+            ..Masks::default()
+        };
+        assert!(matches!(
+            decide(hup, usr1, ms(5000), ms(10), two_s),
+            Readiness::NotCaught(_)
+        ));
+        assert_eq!(
+            decide(Signal::SIGUSR1, usr1, ms(5000), ms(10), two_s),
+            Readiness::Send
+        );
+    }
+
+    #[test]
+    fn masks_are_read_from_status_and_every_thread() {
+        let proc = fake_proc(&[(7, "app", 1)]);
+        let dir = proc.path().join("7");
+        std::fs::write(
+            dir.join("status"),
+            "Name:\tapp\nSigBlk:\t0000000000000000\nSigIgn:\t0000000000001000\nSigCgt:\t0000000180004a03\n",
+        )
+        .unwrap();
+        for (tid, blk) in [(7, "0000000000000001"), (8, "0000000000000003")] {
+            let t = dir.join("task").join(tid.to_string());
+            std::fs::create_dir_all(&t).unwrap();
+            std::fs::write(t.join("status"), format!("SigBlk:\t{blk}\n")).unwrap();
+        }
+        assert_eq!(
+            masks(proc.path(), 7),
+            Some(Masks {
+                caught: 0x1_8000_4a03,
+                ignored: 0x1000,
+                blocked_in_all: 1,
+            })
+        );
+        assert_eq!(masks(proc.path(), 8), None, "gone");
     }
 
     #[test]

@@ -12,9 +12,6 @@
 //! `POD_UID`) is ignored with a warning, never a crash: the worst outcome
 //! of losing it is a cold start.
 
-// Until the loop and the leader worker read and write it (issues 19, 20).
-#![allow(dead_code, unused_imports)]
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -25,9 +22,6 @@ use crate::write::{self, Previous};
 
 /// The format version this build writes and reads.
 pub const VERSION: u32 = 1;
-
-/// The file name of the default `state:` path, in the first output's folder.
-pub use crate::config::STATE_DEFAULT_NAME as DEFAULT_NAME;
 
 /// The largest state file peerplate reads back, in bytes.
 pub const MAX_SIZE: u64 = 1024 * 1024;
@@ -162,6 +156,58 @@ pub fn save(path: &Path, state: &State) -> Result<(), write::WriteError> {
     write::restore(path, &Previous::File { bytes, mode: 0o600 })
 }
 
+/// This pod's `POD_UID` (Kubernetes' downward API `metadata.uid`, set by
+/// deploy/), if the environment has one.
+pub fn pod_uid() -> Option<String> {
+    std::env::var("POD_UID").ok().filter(|v| !v.is_empty())
+}
+
+/// The leader remembered at `path` for the pod `pod_uid` (nothing when the
+/// file is missing; a warning when it cannot be used).
+pub fn remembered_leader(path: &Path, pod_uid: Option<&str>) -> Option<LeaderRecord> {
+    let (state, ignored) = load(path, pod_uid);
+    if let Some(why) = ignored {
+        tracing::warn!("{why}");
+    }
+    state.leader
+}
+
+/// Records `name` as the last leader, confirmed at `at`, keeping the rest
+/// of the file; writes nothing when it already names `name` (the file
+/// changes only when the leader does).
+///
+/// # Errors
+/// The install's I/O error, naming the path.
+pub fn remember_leader(
+    path: &Path,
+    pod_uid: Option<&str>,
+    name: &str,
+    at: std::time::SystemTime,
+) -> Result<(), write::WriteError> {
+    let (mut state, _) = load(path, pod_uid);
+    if state.leader.as_ref().is_some_and(|l| l.name == name) {
+        return Ok(());
+    }
+    state.version = VERSION;
+    state.pod_uid = pod_uid.map(str::to_owned);
+    // The first leader is chosen before the first render creates the
+    // outputs' folder.
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|source| write::WriteError::Io {
+            action: "create the folder of",
+            path: path.to_path_buf(),
+            source,
+        })?;
+    }
+    state.leader = Some(LeaderRecord {
+        name: name.to_string(),
+        since_unix_ms: at
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+    });
+    save(path, &state)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,7 +237,7 @@ mod tests {
     #[test]
     fn round_trips_and_ignores_what_it_cannot_trust() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join(DEFAULT_NAME);
+        let path = dir.path().join(crate::config::DEFAULT_STATE_NAME);
         assert_eq!(
             load(&path, Some("uid-a")),
             (
@@ -214,6 +260,31 @@ mod tests {
             load(&path, None).1,
             Some(Ignored::Version { found: 9, .. })
         ));
+        // The leader record changes only when the leader does; the install
+        // records stay.
+        save(&path, &sample()).expect("save");
+        let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+        let before = mtime(&path);
+        remember_leader(&path, Some("uid-a"), "web-1.nginx", std::time::UNIX_EPOCH)
+            .expect("same leader");
+        assert_eq!(mtime(&path), before, "not rewritten for the same leader");
+        remember_leader(&path, Some("uid-a"), "web-2.nginx", std::time::UNIX_EPOCH)
+            .expect("new leader");
+        let (again, _) = load(&path, Some("uid-a"));
+        assert_eq!(again.installs, sample().installs);
+        assert_eq!(again.leader.map(|l| l.name).as_deref(), Some("web-2.nginx"));
+        // A folder that does not exist yet is created.
+        let deeper = dir
+            .path()
+            .join("out/conf")
+            .join(crate::config::DEFAULT_STATE_NAME);
+        remember_leader(&deeper, None, "web-0.nginx", std::time::UNIX_EPOCH).expect("new folder");
+        assert_eq!(
+            remembered_leader(&deeper, None).map(|l| l.name).as_deref(),
+            Some("web-0.nginx")
+        );
+        // Another pod's file is not this pod's memory.
+        assert_eq!(remembered_leader(&path, Some("uid-b")), None);
         std::fs::write(&path, b"not json").expect("write");
         let (state, why) = load(&path, None);
         assert_eq!(state.installs.len(), 0);

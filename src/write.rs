@@ -91,8 +91,10 @@ pub fn stage(template: &Template, bytes: &[u8]) -> Result<Plan, WriteError> {
         if template.create_only {
             return Ok(Plan::Kept);
         }
+        // Bounded, regular files only: a FIFO or a device in the output's
+        // place is "different" (the install replaces it), never a hang.
         if meta.len() == bytes.len() as u64
-            && std::fs::read(dest).map_err(io("read the destination", dest))? == bytes
+            && crate::limits::read_regular(dest, bytes.len() as u64).is_ok_and(|old| old == bytes)
         {
             // Same bytes; a wrong mode is fixed in place, which is not a change
             // the application needs to reload for. Never through a symlink:
@@ -289,7 +291,8 @@ pub enum Previous {
 
 /// Reads what `dest` holds now, before an install replaces it.
 pub fn previous(dest: &Path) -> Previous {
-    match std::fs::read(dest) {
+    // Bounded like every read of a file from outside: the largest output.
+    match crate::limits::read_regular(dest, Template::MAX_MAX_SIZE) {
         Ok(bytes) => {
             let mode = std::fs::metadata(dest)
                 .map(|m| m.permissions().mode() & 0o7777)

@@ -7,7 +7,11 @@ use std::time::Duration;
 
 use super::diagnostics::line_of;
 use super::model::{Action, ActionKind, ConfigError, HttpAction, Reload, ReloadTarget};
+use super::ranges::{within_named, Range};
 use super::raw::{RawAction, RawReloadRef, RawVerify};
+
+/// The most `http.retries` an action may have (each waits up to 2 s).
+pub const MAX_RETRIES: u32 = 100;
 
 /// The name the single `reload:` goes by (the `action` label).
 pub const DEFAULT_ACTION: &str = "default";
@@ -53,6 +57,10 @@ pub(super) fn actions(
             ));
         }
         let misplaced = |what: &str| fail(&keys, format!("{key}: {what}"));
+        let in_range = |sub: &[&str], value: Duration, range: Range| {
+            within_named(fail, &[keys.as_slice(), sub].concat(), value, range)
+        };
+        in_range(&["min_interval"], r.min_interval, Range::MIN_INTERVAL)?;
         let kind = if signal_target {
             if r.timeout.is_some() {
                 return Err(misplaced("timeout is for exec; a signal action waits verify_timeout (with verify: children)"));
@@ -71,6 +79,7 @@ pub(super) fn actions(
                     if t.is_zero() {
                         return Err(misplaced("verify_timeout must be more than 0s, like 5s"));
                     }
+                    in_range(&["verify_timeout"], t, Range::VERIFY_TIMEOUT)?;
                     Some(t)
                 }
                 (None, Some(_)) => return Err(misplaced("verify_timeout needs verify: children")),
@@ -80,12 +89,19 @@ pub(super) fn actions(
                 reload: Reload {
                     signal: r.signal.unwrap_or(nix::sys::signal::Signal::SIGHUP),
                     target,
+                    min_age: r.min_age.unwrap_or(Duration::from_secs(2)),
+                    catch_wait: r.catch_wait.unwrap_or(Duration::from_secs(30)),
                 },
                 verify,
             }
         } else {
-            if r.signal.is_some() || r.verify.is_some() || r.verify_timeout.is_some() {
-                return Err(misplaced("signal, verify and verify_timeout are for a signal action (process or pid_file); http and exec are verified by their answer"));
+            if r.signal.is_some()
+                || r.verify.is_some()
+                || r.verify_timeout.is_some()
+                || r.min_age.is_some()
+                || r.catch_wait.is_some()
+            {
+                return Err(misplaced("signal, verify, verify_timeout, min_age and catch_wait are for a signal action (process or pid_file); http and exec are verified by their answer"));
             }
             if let Some(http) = r.http {
                 if r.timeout.is_some() {
@@ -129,6 +145,16 @@ pub(super) fn actions(
                         format!("{key}.http.timeout must be more than 0s, like 5s"),
                     ));
                 }
+                in_range(&["http", "timeout"], http.timeout, Range::HTTP_TIMEOUT)?;
+                if http.retries > MAX_RETRIES {
+                    return Err(fail(
+                        &[keys.as_slice(), &["http", "retries"]].concat(),
+                        format!(
+                            "{key}.http.retries {} is out of range; give a number from 0 to {MAX_RETRIES}",
+                            http.retries
+                        ),
+                    ));
+                }
                 ActionKind::Http(HttpAction {
                     url,
                     method,
@@ -141,6 +167,7 @@ pub(super) fn actions(
                 if timeout.is_zero() {
                     return Err(misplaced("timeout must be more than 0s, like 10s"));
                 }
+                in_range(&["timeout"], timeout, Range::EXEC_TIMEOUT)?;
                 ActionKind::Exec { command, timeout }
             }
         };

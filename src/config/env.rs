@@ -93,12 +93,18 @@ fn default_namespace() -> String {
         .ok()
         .filter(|n| !n.is_empty())
         .or_else(|| {
-            std::fs::read_to_string(SERVICE_ACCOUNT_NAMESPACE)
-                .ok()
+            read_small(std::path::Path::new(SERVICE_ACCOUNT_NAMESPACE))
                 .map(|n| n.trim().to_string())
                 .filter(|n| !n.is_empty())
         })
         .unwrap_or_else(|| "default".into())
+}
+
+/// A small system file's text, bounded (see [`crate::limits`]); `None`
+/// when it cannot be read.
+fn read_small(path: &std::path::Path) -> Option<String> {
+    let bytes = crate::limits::read_regular(path, crate::limits::SMALL_FILE_MAX_BYTES).ok()?;
+    String::from_utf8(bytes).ok()
 }
 
 /// What peerplate takes from /etc/resolv.conf (or `$PEERPLATE_RESOLV_CONF`,
@@ -118,7 +124,7 @@ impl ResolvConf {
     }
 
     pub fn load() -> ResolvConf {
-        ResolvConf::parse(&std::fs::read_to_string(ResolvConf::path()).unwrap_or_default())
+        ResolvConf::parse(&read_small(&ResolvConf::path()).unwrap_or_default())
     }
 
     pub fn parse(text: &str) -> ResolvConf {

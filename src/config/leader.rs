@@ -3,9 +3,10 @@
 
 use std::time::Duration;
 
+use super::model::Fallback;
 use super::model::{ConfigError, Http, Leader, PeerSource, Peers, Policy};
 use super::ranges::{within, Range};
-use super::raw::{RawLeader, RawPolicy};
+use super::raw::{RawFallback, RawLeader, RawPolicy};
 
 /// Resolves `leader:`. `sticky` (and `probe`, whose fallback is the sticky
 /// rule) asks peers at their DNS addresses on this pod's admin port, so it
@@ -97,6 +98,10 @@ pub(super) fn leader(
                 timeout: probe.timeout,
                 interval: probe.interval,
                 port,
+                fallback: match probe.fallback {
+                    RawFallback::Sticky => Fallback::Sticky,
+                    RawFallback::None => Fallback::None,
+                },
             }
         }
     };

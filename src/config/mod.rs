@@ -39,8 +39,10 @@ impl Config {
     /// `render` works with no config).
     pub fn load(path: &Path, required: bool) -> Result<Config, ConfigError> {
         let env = Env::from_process();
-        let text = match std::fs::read_to_string(path) {
-            Ok(text) => text,
+        // Bounded, regular files only: a FIFO, /dev/zero or a huge file in
+        // place of the config is an error, never a hang or an OOM.
+        let bytes = match crate::limits::read_regular(path, crate::limits::CONFIG_MAX_BYTES) {
+            Ok(bytes) => bytes,
             Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => {
                 return resolve::resolve(raw::RawConfig::default(), "", Path::new(""), &env)
             }
@@ -55,6 +57,12 @@ impl Config {
                 })
             }
         };
+        let text = String::from_utf8(bytes).map_err(|_| ConfigError {
+            path: path.to_path_buf(),
+            line: None,
+            column: None,
+            message: "the config file is not UTF-8 text; save it as UTF-8".into(),
+        })?;
         Config::parse(&text, path, &env)
     }
 

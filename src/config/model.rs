@@ -23,9 +23,6 @@ fn location(line: Option<usize>, column: Option<usize>) -> String {
     }
 }
 
-/// The file name of the default `state:` path, in the first output's folder.
-pub const STATE_DEFAULT_NAME: &str = ".peerplate-state.json";
-
 /// The resolved config every command works from.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -54,10 +51,21 @@ pub struct Config {
     /// How the leader is chosen (`leader:`; none means `policy: ordinal`).
     pub leader: Leader,
     /// The state file (`state:`, relative paths against the config's
-    /// folder); default [`STATE_DEFAULT_NAME`] in the first output's
+    /// folder); default [`DEFAULT_STATE_NAME`] in the first output's
     /// folder; `None` when there is no output to put it beside.
     pub state: Option<PathBuf>,
+    /// What `run` and `once` refuse to start with but `check` and `render`
+    /// only warn about (no DNS server to ask), each as `FILE:LINE: message`.
+    pub run_refuses: Vec<String>,
+    /// `prune: true` (default false): outputs peerplate installed that no
+    /// template produces any more are removed ([`crate::prune`]).
+    pub prune: bool,
 }
+
+/// The file name of the default `state:` path, in the first output's
+/// folder (here, below `state`, which reads and writes the file, so the
+/// config does not import it).
+pub const DEFAULT_STATE_NAME: &str = ".peerplate-state.json";
 
 /// `leader:`: how this pod chooses the leader among its peers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,7 +100,20 @@ pub enum Policy {
         interval: Duration,
         /// As for `Sticky`, when there is an admin listener (else 0: no asking).
         port: u16,
+        /// What decides a cold start, when no leader was ever confirmed.
+        fallback: Fallback,
     },
+}
+
+/// `leader.probe.fallback`: who leads at a cold start, before any peer's app
+/// answered 2xx (none remembered, none named by a peer). Once a leader has
+/// been confirmed, `probe` never falls back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fallback {
+    /// The `sticky` rule: the first ready peer in ordinal order.
+    Sticky,
+    /// No leader until an app answers 2xx.
+    None,
 }
 
 impl Policy {
@@ -153,6 +174,15 @@ pub struct Dns {
     /// over the same pods *without* publishNotReadyAddresses, so it lists
     /// only ready pods (`peer.ready`).
     pub ready_query: Option<String>,
+    /// `peers.dns.any_target`: take every SRV target as a peer. Off (the
+    /// default), a target must be one label under the queried Service's
+    /// name (less a leading `_port._proto`), as Kubernetes names pods;
+    /// others are refused with a warning.
+    pub any_target: bool,
+    /// `peers.dns.port_name`: the named port whose SRV records are asked
+    /// (`_http._tcp.<service>...`, Kubernetes' DNS spec for headless
+    /// Services); `None` asks the Service's name, which lists every port.
+    pub port_name: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -180,6 +210,11 @@ pub struct Template {
     pub fuel: u64,
     /// Strip the spaces before a block tag on its line (`lstrip_blocks`).
     pub lstrip_blocks: bool,
+    /// `log_output`: log the output of this template's check and reload
+    /// action even when its render read `file()` inputs or `env()`
+    /// variables (redacted: their texts are replaced). Off, such output is
+    /// logged only as its exit status and byte count.
+    pub log_output: bool,
 }
 
 /// A template with no `destination`: compiled, never rendered alone,
@@ -216,6 +251,7 @@ impl Template {
             max_size: Template::DEFAULT_MAX_SIZE,
             fuel: Template::DEFAULT_FUEL,
             lstrip_blocks: false,
+            log_output: false,
         }
     }
 }
@@ -269,6 +305,15 @@ pub struct Reload {
     pub signal: nix::sys::signal::Signal,
     /// Who gets it.
     pub target: ReloadTarget,
+    /// `min_age` (default 2 s): a process younger than this is waited for
+    /// before it is signalled (Go programs such as Prometheus catch every
+    /// signal in the runtime at once but exit on a HUP for the first
+    /// ~30 ms).
+    pub min_age: Duration,
+    /// `catch_wait` (default 30 s): how long a process that neither catches
+    /// nor blocks the signal is waited for (re-checked with backoff) before
+    /// the reload fails; the signal is never sent uncaught.
+    pub catch_wait: Duration,
 }
 
 /// Who gets the reload signal.

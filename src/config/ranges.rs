@@ -73,8 +73,40 @@ impl Range {
         zero: None,
     };
 
-    /// Every duration key, for the README's table.
-    pub const ALL: [Range; 8] = [
+    pub const DNS_REFRESH: Range = Range {
+        key: "peers.dns.refresh",
+        min: ms(100),
+        max: DAY,
+        zero: Some("fetch the SRV set every interval"),
+    };
+    pub const MIN_INTERVAL: Range = Range {
+        key: "reloads.NAME.min_interval",
+        min: Duration::ZERO,
+        max: DAY,
+        zero: None,
+    };
+    pub const VERIFY_TIMEOUT: Range = Range {
+        key: "reloads.NAME.verify_timeout",
+        min: ms(10),
+        max: HOUR,
+        zero: None,
+    };
+    pub const EXEC_TIMEOUT: Range = Range {
+        key: "reloads.NAME.timeout",
+        min: ms(10),
+        max: HOUR,
+        zero: None,
+    };
+    pub const HTTP_TIMEOUT: Range = Range {
+        key: "reloads.NAME.http.timeout",
+        min: ms(10),
+        max: HOUR,
+        zero: None,
+    };
+
+    /// Every duration key, for the README's table; a duration key not in
+    /// it cannot be read (see [`Range::LARGEST`]).
+    pub const ALL: [Range; 13] = [
         Range::WAIT_MIN,
         Range::WAIT_MAX,
         Range::PEERS_TIMEOUT,
@@ -83,7 +115,17 @@ impl Range {
         Range::LEADER_GRACE,
         Range::PROBE_TIMEOUT,
         Range::PROBE_INTERVAL,
+        Range::DNS_REFRESH,
+        Range::MIN_INTERVAL,
+        Range::VERIFY_TIMEOUT,
+        Range::EXEC_TIMEOUT,
+        Range::HTTP_TIMEOUT,
     ];
+
+    /// The largest duration any key accepts: the reader refuses anything
+    /// longer before a key's own range is checked, so a key whose range
+    /// someone forgot still cannot overflow a clock.
+    pub const LARGEST: Duration = DAY;
 
     /// Whether `value` is in range.
     pub fn contains(&self, value: Duration) -> bool {
@@ -102,6 +144,28 @@ impl Range {
         }
         text
     }
+}
+
+/// Fails unless `value` is in `range`, naming the key as written
+/// (`reloads.prom.min_interval`), its line and the range.
+pub(super) fn within_named(
+    fail: &dyn Fn(&[&str], String) -> ConfigError,
+    keys: &[&str],
+    value: Duration,
+    range: Range,
+) -> Result<(), ConfigError> {
+    if range.contains(value) {
+        return Ok(());
+    }
+    Err(fail(
+        keys,
+        format!(
+            "{} {} is out of range; give a duration {}",
+            keys.join("."),
+            humantime::format_duration(value),
+            range.describe()
+        ),
+    ))
 }
 
 /// Fails unless `value` is in `range`, naming the key's line and the range.

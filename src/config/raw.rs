@@ -35,6 +35,9 @@ pub(super) struct RawConfig {
     pub(super) render: RawRender,
     /// `state:`: the state file (install records, the last leader).
     pub(super) state: Option<PathBuf>,
+    /// `prune:`: remove outputs of templates no longer in the config.
+    #[serde(default)]
+    pub(super) prune: bool,
 }
 
 /// `render:`: defaults for every template.
@@ -82,6 +85,11 @@ pub(super) struct RawDns {
     #[serde(default)]
     pub(super) addresses: bool,
     pub(super) ready_service: Option<String>,
+    #[serde(default)]
+    pub(super) any_target: bool,
+    /// `port_name`: ask `_<port_name>._tcp.<service>...`, the SRV name
+    /// Kubernetes publishes per named port.
+    pub(super) port_name: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -110,6 +118,8 @@ pub(super) struct RawTemplate {
     pub(super) max_size: Option<u64>,
     pub(super) fuel: Option<u64>,
     pub(super) lstrip_blocks: Option<bool>,
+    #[serde(default)]
+    pub(super) log_output: bool,
 }
 
 /// A template's `reload:`: `true`, `false` or an action's name.
@@ -139,6 +149,10 @@ pub(super) struct RawAction {
     pub(super) verify: Option<RawVerify>,
     #[serde(default, deserialize_with = "some_duration")]
     pub(super) verify_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "some_duration")]
+    pub(super) min_age: Option<Duration>,
+    #[serde(default, deserialize_with = "some_duration")]
+    pub(super) catch_wait: Option<Duration>,
     pub(super) http: Option<RawHttpAction>,
     #[serde(default, deserialize_with = "command")]
     pub(super) exec: Option<Vec<String>>,
@@ -302,6 +316,17 @@ pub(super) struct RawProbe {
     pub(super) timeout: Duration,
     #[serde(default = "two_seconds", deserialize_with = "duration")]
     pub(super) interval: Duration,
+    #[serde(default)]
+    pub(super) fallback: RawFallback,
+}
+
+/// `leader.probe.fallback`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum RawFallback {
+    #[default]
+    Sticky,
+    None,
 }
 
 fn thirty_seconds() -> Duration {
@@ -335,7 +360,7 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
             "{DURATION_ERROR}{text:?}: durations need a unit: {trimmed}s (or {trimmed}ms, {trimmed}m)"
         )));
     }
-    humantime::parse_duration(trimmed).map_err(|e| {
+    let parsed = humantime::parse_duration(trimmed).map_err(|e| {
         let why = e.to_string();
         // humantime's own examples ("5sec") read as another format; ours only.
         let why = match why.split_once(", for example") {
@@ -345,7 +370,16 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         serde::de::Error::custom(format!(
             "{DURATION_ERROR}{text:?} ({why}); write it like 250ms, 1s or 2m"
         ))
-    })
+    })?;
+    // The one checked conversion every duration key goes through: nothing
+    // longer than any key accepts, so no clock arithmetic can overflow.
+    if parsed > super::ranges::Range::LARGEST {
+        return Err(serde::de::Error::custom(format!(
+            "{DURATION_ERROR}{text:?} (longer than any duration key accepts: at most {}); see the README, \"Durations\"",
+            humantime::format_duration(super::ranges::Range::LARGEST)
+        )));
+    }
+    Ok(parsed)
 }
 
 /// How every duration error starts; followed by the value as written, quoted.

@@ -108,7 +108,15 @@ pub(super) fn resolve(
 
     let policy = raw.leader.as_ref().map(|l| l.policy).unwrap_or_default();
     let asks_peers = policy != RawPolicy::Ordinal;
-    let peers = peers(raw.peers, &identity, env, asks_peers, &src)?;
+    let mut run_refuses = Vec::new();
+    let peers = peers(
+        raw.peers,
+        &identity,
+        env,
+        asks_peers,
+        &src,
+        &mut run_refuses,
+    )?;
 
     let wait = Wait {
         min: raw.wait.min,
@@ -151,7 +159,7 @@ pub(super) fn resolve(
         Some(p) => Some(src.at(p)),
         None => templates.first().map(|t| {
             let dir = t.destination.parent().unwrap_or(Path::new(""));
-            dir.join(super::model::STATE_DEFAULT_NAME)
+            dir.join(super::model::DEFAULT_STATE_NAME)
         }),
     };
     Ok(Config {
@@ -171,6 +179,8 @@ pub(super) fn resolve(
         pod_fqdn,
         leader,
         state,
+        run_refuses,
+        prune: raw.prune,
     })
 }
 
@@ -181,6 +191,7 @@ fn peers(
     env: &Env,
     asks_peers: bool,
     src: &Source<'_>,
+    run_refuses: &mut Vec<String>,
 ) -> Result<Peers, ConfigError> {
     let fail = |keys: &[&str], message: String| src.fail(keys, message);
     let within = |keys: &[&str], value: Duration, range: Range| src.within(keys, value, range);
@@ -234,7 +245,7 @@ fn peers(
                         return Err(fail(
                             &["peers", "dns"],
                             format!(
-                                "peers.dns: no Service to ask: /etc/hosts has no line naming this pod {}.<service>.<namespace>.svc.<cluster domain> (kubelet writes one for a StatefulSet's pods, from its serviceName); give the headless Service's name (service: nginx) or an SRV name to query (name: ...)",
+                                "peers.dns: no Service to ask: /etc/hosts has no line naming this pod {}.<service>.<namespace>.svc.<cluster domain> (kubelet writes one for a StatefulSet's pods, from its serviceName; outside a pod, PEERPLATE_HOSTS names a file to read instead); give the headless Service's name (service: nginx) or an SRV name to query (name: ...)",
                                 identity.hostname
                             ),
                         ))
@@ -257,22 +268,55 @@ fn peers(
                     ));
                 }
                 if dns.nameservers.is_empty() && resolv.nameservers.is_empty() {
-                    return Err(fail(
+                    // `check` (a linter) and `render --peer` run anywhere;
+                    // only `run` and `once` need a server.
+                    run_refuses.push(fail(
                         &["peers", "dns"],
-                        "peers.dns: no DNS server to ask; set peers.dns.nameservers or give the pod an /etc/resolv.conf with a nameserver line".into(),
-                    ));
+                        "peers.dns: no DNS server to ask (no peers.dns.nameservers, and no nameserver line in /etc/resolv.conf); `run` and `once` refuse to start without one: set peers.dns.nameservers, or give the pod an /etc/resolv.conf with a nameserver line".into(),
+                    ).to_string());
                 }
                 within(
                     &["peers", "dns", "interval"],
                     dns.interval,
                     Range::DNS_INTERVAL,
                 )?;
+                within(
+                    &["peers", "dns", "refresh"],
+                    dns.refresh,
+                    Range::DNS_REFRESH,
+                )?;
                 let ready_query = dns
                     .ready_service
                     .as_ref()
                     .map(|ready| format!("{ready}.{}.svc.{cluster_domain}", identity.namespace));
+                // A named port: `_<name>._tcp.` before each SRV name.
+                let named = |name: String| match &dns.port_name {
+                    Some(port) => format!("_{port}._tcp.{name}"),
+                    None => name,
+                };
+                if let Some(port) = &dns.port_name {
+                    let valid = !port.is_empty()
+                        && port.len() <= 15
+                        && port
+                            .bytes()
+                            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                        && port.bytes().any(|b| b.is_ascii_lowercase())
+                        && !port.starts_with('-')
+                        && !port.ends_with('-');
+                    if !valid {
+                        return Err(fail(
+                            &["peers", "dns", "port_name"],
+                            format!(
+                                "peers.dns.port_name: {port:?} is not a Kubernetes port name; give the name of a port of the Service (at most 15 lower-case letters, digits and '-', like http)"
+                            ),
+                        ));
+                    }
+                }
+                let soa_query_name = query.clone();
+                let query = named(query);
+                let ready_query = ready_query.map(named);
                 let soa_query = if dns.name.is_some() {
-                    query.clone()
+                    soa_query_name
                 } else {
                     cluster_domain.trim_end_matches('.').to_string()
                 };
@@ -287,6 +331,8 @@ fn peers(
                     // Peers are asked who leads at the addresses DNS gives.
                     addresses: dns.addresses || asks_peers,
                     ready_query,
+                    any_target: dns.any_target,
+                    port_name: dns.port_name,
                 })
             } else {
                 unreachable!("exactly one source was checked above")
@@ -332,6 +378,7 @@ fn templates(
                 ("reload", t.reload.is_some()),
                 ("max_size", t.max_size.is_some()),
                 ("fuel", t.fuel.is_some()),
+                ("log_output", t.log_output),
             ];
             if let Some((key, _)) = output_only.iter().find(|(_, given)| *given) {
                 return Err(fail(
@@ -392,6 +439,7 @@ fn templates(
             max_size,
             fuel,
             lstrip_blocks,
+            log_output: t.log_output,
         });
     }
     let mut seen = std::collections::HashSet::new();

@@ -32,17 +32,17 @@ mod live;
 mod once;
 mod outcome;
 mod pass;
+mod status;
 mod verdicts;
 mod view;
 mod workers;
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
+use backon::ExponentialBackoff;
 
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
@@ -52,21 +52,18 @@ use tokio_util::sync::CancellationToken;
 pub use outcome::{CycleError, Installed, Outcome};
 
 use self::actions::{ActionState, GroupReport, InstalledOutput};
-use crate::action::Verdict;
-use crate::admin::{self, State};
-use crate::config::ActionKind;
+use crate::admin::State;
 use crate::config::Policy;
 use crate::config::{Config, PeerSource, Wait};
 use crate::error::Error;
 use crate::event::{Context, Event, SourceError, Worker};
-use crate::hooks;
 use crate::leader::{self, Leadership};
 use crate::metrics::{self, Metrics};
-use crate::peers::{self, Identity, PeerSet};
-use crate::redact::Redactor;
-use crate::render::{self, Input, Renderer};
-use crate::watch::{self as file_watch, Watched};
-use crate::write::{self, Plan, WriteError};
+use crate::owed::{self, Owed};
+use crate::peers::{Identity, PeerSet};
+use crate::render::{Input, Renderer};
+use crate::watch::Watched;
+use crate::write;
 
 /// How long shutdown waits for the workers to return.
 const SHUTDOWN_WAIT: Duration = Duration::from_millis(500);
@@ -106,11 +103,11 @@ impl Pending {
         if self.now {
             return self.last;
         }
-        let quiet = self.last + wait.min;
+        let quiet = crate::limits::later(self.last, wait.min);
         if wait.max.is_zero() {
             quiet
         } else {
-            quiet.min(self.first + wait.max)
+            quiet.min(crate::limits::later(self.first, wait.max))
         }
     }
 }
@@ -164,6 +161,15 @@ struct Loop {
     /// Bytes an app rejected, by destination: not installed again until an
     /// input (a template, a `file()`, the config) changes.
     rejected: HashMap<PathBuf, Vec<u8>>,
+    /// What the outputs should hold and what they hold (`/status`).
+    observed: status::Observed,
+    /// Rollbacks that failed (`run`): tried again with backoff until the
+    /// refused bytes are gone from disk.
+    rollbacks: Vec<Owed<InstalledOutput>>,
+    /// A changed config that did not load (`run`): read again with backoff
+    /// (a template it names may arrive a moment later, in another
+    /// ConfigMap), until it loads or the file changes back.
+    config_owed: Option<Owed<()>>,
     /// The `file()` inputs of the last pass, per template.
     inputs: Vec<Vec<Input>>,
     /// Where the loop tells the file watcher what to watch.
@@ -220,7 +226,19 @@ impl Loop {
             &hook_names(&config),
         );
         let awaiting_leader = mode == Mode::Run && config.leader.policy != Policy::Ordinal;
-        let leadership = Leadership::new(config.leader.clone());
+        let mut leadership = Leadership::new(config.leader.clone());
+        if mode == Mode::Run && config.leader.policy != Policy::Ordinal {
+            // The leader before a restart of this container.
+            leadership.remember(
+                config
+                    .state
+                    .as_deref()
+                    .and_then(|p| {
+                        crate::state::remembered_leader(p, crate::state::pod_uid().as_deref())
+                    })
+                    .map(|l| l.name),
+            );
+        }
         let state = Arc::new(State::new(Arc::clone(&metrics)));
         state.set_leader(None, leadership.policy(), leadership.since());
         Loop {
@@ -253,6 +271,9 @@ impl Loop {
             action_states: HashMap::new(),
             verdicts: JoinSet::new(),
             rejected: HashMap::new(),
+            rollbacks: Vec::new(),
+            config_owed: None,
+            observed: status::Observed::default(),
             inputs: Vec::new(),
             watched: None,
             ctx: None,
@@ -295,13 +316,15 @@ impl Loop {
         for template in &self.config.templates {
             write::remove_stale(template);
         }
+        // Outputs recorded in the state file that no template produces.
+        crate::prune::sweep(&self.config, &[]);
         self.start_workers(&mut workers, &ctx).await?;
         let worker_shutdown = ctx.shutdown.clone();
         // Kept to restart workers after a config change.
         self.ctx = Some(ctx);
 
         let give_up = match (self.mode, self.config.peers.timeout) {
-            (Mode::Once, t) if !t.is_zero() => Some(Instant::now() + t),
+            (Mode::Once, t) if !t.is_zero() => Some(crate::limits::later(Instant::now(), t)),
             _ => None,
         };
 
@@ -336,6 +359,8 @@ impl Loop {
             let grace = self.leadership.deadline();
             let install_retry = self.retry.as_ref().map(|(at, _)| *at);
             let action_retry = self.action_retry();
+            let rollback_retry = owed::earliest(&self.rollbacks);
+            let config_retry = self.config_owed.as_ref().map(|o| o.due);
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break self.interrupted(),
@@ -348,13 +373,17 @@ impl Loop {
                 Some(ended) = workers.join_next() => self.worker_ended(ended),
                 // An action's min_interval ended: render its waiting outputs.
                 _ = sleep_until(action_retry), if action_retry.is_some() => self.retry_actions(),
+                // A failed rollback's next try.
+                _ = sleep_until(rollback_retry), if rollback_retry.is_some() => self.retry_rollbacks(),
+                // A config that did not load: read it again.
+                _ = sleep_until(config_retry), if config_retry.is_some() => self.retry_config(&mut workers),
                 // Due now: the top of the loop renders.
                 _ = sleep_until(due), if due.is_some() => {}
                 // A failed install's next try.
                 _ = sleep_until(install_retry), if install_retry.is_some() => {
                     if let Some((at, _)) = &mut self.retry {
                         // Far off until the pass sets the next try.
-                        *at += Duration::from_secs(86_400);
+                        *at = crate::limits::later(*at, Duration::from_secs(86_400));
                     }
                     self.mark_pending(true);
                 }
@@ -366,10 +395,24 @@ impl Loop {
             }
         };
         worker_shutdown.cancel();
+        // A leader stopped on purpose hands over (bounded by
+        // resign::BUDGET) while the other workers stop.
+        let admin = self.tokens.get("admin").map(|(t, _)| t.clone());
+        let resign = async {
+            if shutdown.is_cancelled() {
+                self.resign().await;
+            }
+            if let Some(admin) = admin {
+                admin.cancel();
+            }
+        };
         let all = async { while workers.join_next().await.is_some() {} };
-        if tokio::time::timeout(SHUTDOWN_WAIT, all).await.is_err() {
+        // The admin worker ends with the resignation, the others at once.
+        let bound = SHUTDOWN_WAIT.max(crate::resign::BUDGET) + Duration::from_millis(50);
+        let (_, waited) = tokio::join!(resign, tokio::time::timeout(bound, all));
+        if waited.is_err() {
             tracing::debug!(
-                wait_ms = crate::log::ms(SHUTDOWN_WAIT),
+                wait_ms = crate::log::ms(bound),
                 "a worker did not stop in time; leaving it"
             );
             workers.detach_all();
@@ -454,8 +497,30 @@ impl Loop {
             Event::LeaderHint(hint) => {
                 let first = std::mem::take(&mut self.awaiting_leader);
                 let peers = self.peers.clone().unwrap_or_default();
+                if hint.unanswered > 0 {
+                    self.metrics.leader_unanswered();
+                }
                 let change = self.leadership.hint(&hint, &peers, Instant::now());
                 if !self.apply_leader(change) && !first {
+                    return;
+                }
+            }
+            Event::Probed(round) => {
+                let first = std::mem::take(&mut self.awaiting_leader);
+                let peers = self.peers.clone().unwrap_or_default();
+                let change = self.leadership.probed(&round, &peers, Instant::now());
+                let unconfirmed = self.leadership.unconfirmed_since();
+                self.metrics
+                    .leader_probe(round.claimants.len(), unconfirmed);
+                self.state.set_unconfirmed(unconfirmed);
+                if !self.apply_leader(change) && !first {
+                    return;
+                }
+            }
+            Event::Resigned(resigned) => {
+                let peers = self.peers.clone().unwrap_or_default();
+                let change = self.leadership.resigned(&resigned, &peers);
+                if !self.apply_leader(change) {
                     return;
                 }
             }
@@ -482,6 +547,7 @@ impl Loop {
             }
         }
         self.mark_pending(now);
+        self.publish_status();
     }
 
     /// A change to render: now (SIGHUP), or after the quiet time.

@@ -2,7 +2,16 @@
 //! the render, then the exit status from the outcomes and the hooks, which
 //! must succeed too.
 
-use super::*;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::{CycleError, Loop, Outcome};
+use crate::action::Verdict;
+use crate::error::Error;
+use crate::event::Event;
+use crate::hooks;
+use crate::leader;
+use crate::metrics;
 
 impl Loop {
     /// `once` with `sticky` or `probe`: one round of asking (bounded by the
@@ -13,15 +22,23 @@ impl Loop {
             peers: self.peers.clone().unwrap_or_default(),
             leader: None,
             ask_now: 0,
+            confirmed: false,
         };
         self.asked_once = true;
         match leader::ask_once(&self.config.leader, &self.me, &view).await {
-            Some(hint) => {
+            Some(Event::LeaderHint(hint)) => {
+                if hint.unanswered > 0 {
+                    self.metrics.leader_unanswered();
+                }
                 let change = self.leadership.hint(&hint, &view.peers, Instant::now());
                 self.apply_leader(change);
             }
+            Some(Event::Probed(round)) => {
+                let change = self.leadership.probed(&round, &view.peers, Instant::now());
+                self.apply_leader(change);
+            }
             // Nobody to ask (no http.listen): the rule from the set.
-            None => self.decide_leader(),
+            _ => self.decide_leader(),
         }
     }
 

@@ -4,8 +4,23 @@
 //! readiness derived from the outcomes; failed installs retried with
 //! backoff.
 
-use super::*;
+use std::borrow::Cow;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
+use tokio::time::Instant;
+
+use super::actions::{self, InstalledOutput};
+use super::{base_dir, CycleError, Installed, Loop, Mode, Outcome};
+use crate::config::Config;
 use crate::config::Template;
+use crate::metrics;
+use crate::peers::PeerSet;
+use crate::redact::Redactor;
+use crate::render::{self, Input, Renderer};
+use crate::write::{self, Plan, WriteError};
 
 /// The delays between retries of an install that failed on I/O (`run`):
 /// from 1 s, doubling, at most 30 s apart, with jitter, until it succeeds.
@@ -26,9 +41,28 @@ pub(super) enum Step {
     Unchanged,
     /// The bytes an app rejected: not installed again.
     Held,
+    /// The destination was changed by someone else since peerplate
+    /// installed these very bytes: left alone until they change.
+    Drifted,
 }
 
-/// A check's stderr with the `file()` inputs hidden.
+/// Whether a destination was changed by someone else since peerplate
+/// installed the bytes it would install again (`desired`, the hash of the
+/// render, equals `installed`, the hash peerplate installed there, and the
+/// file on disk holds other bytes than `rendered`). Such a file (Redis's
+/// `CONFIG REWRITE` rewrites `redis.conf`) is reported, not overwritten,
+/// until the render changes. A file that is gone is installed again.
+pub(super) fn changed_elsewhere(
+    desired: Option<&String>,
+    installed: Option<&String>,
+    on_disk: Option<&[u8]>,
+    rendered: &[u8],
+) -> bool {
+    desired.is_some() && desired == installed && on_disk.is_some_and(|d| d != rendered)
+}
+
+/// A check's stderr with the `file()` and `env()` inputs hidden, or only
+/// its size (see [`Redactor::shown`]).
 pub(super) fn redacted(e: WriteError, redact: &Redactor) -> WriteError {
     match e {
         WriteError::CheckFailed {
@@ -38,7 +72,7 @@ pub(super) fn redacted(e: WriteError, redact: &Redactor) -> WriteError {
         } => WriteError::CheckFailed {
             command,
             status,
-            stderr: redact.apply(&stderr),
+            stderr: redact.shown(&stderr),
         },
         other => other,
     }
@@ -63,18 +97,25 @@ impl Loop {
         let mut staged = Vec::with_capacity(config.templates.len());
         let mut outcomes = Vec::with_capacity(config.templates.len());
         let mut inputs = Vec::with_capacity(config.templates.len());
+        let mut desired = Vec::with_capacity(config.templates.len());
+        let mut drifted = Vec::new();
         let mut redact = self.redactor();
         for (i, template) in config.templates.iter().enumerate() {
             let started = std::time::Instant::now();
             // Off the runtime thread: the admin listener and SIGTERM go on
             // while it runs; a shutdown abandons it (fuel ends it soon after).
-            let (result, read) = self
+            let (result, read, hash) = self
                 .render_and_stage(i, template, &context, &mut redact)
                 .await;
+            desired.push(hash);
             let (result, file) = match result {
                 Ok(Step::Staged(file, bytes)) => (Ok(Installed::Changed), Some((file, bytes))),
                 Ok(Step::Unchanged) => (Ok(Installed::Unchanged), None),
                 Ok(Step::Held) => (Ok(Installed::Held), None),
+                Ok(Step::Drifted) => {
+                    drifted.push(template.destination.clone());
+                    (Ok(Installed::Unchanged), None)
+                }
                 Err(e) => (Err(e), None),
             };
             staged.push(file);
@@ -88,7 +129,19 @@ impl Loop {
         }
         self.inputs = inputs;
         self.update_watched();
+        self.note_drifted(&config, drifted);
         let redact = self.redactor();
+        // An action's output is withheld when a template of its group read
+        // inputs and does not set log_output.
+        let withhold: Vec<bool> = (0..config.actions.len())
+            .map(|k| {
+                config
+                    .templates
+                    .iter()
+                    .enumerate()
+                    .any(|(i, t)| t.reload == Some(k) && !t.log_output && self.read_secrets(i))
+            })
+            .collect();
 
         // 2. All or nothing per reload group: the outputs of one action
         // form a group; each output without an action is its own. A group
@@ -124,7 +177,15 @@ impl Loop {
                     state.wanted = true;
                     return true;
                 }
-                match state.last_run.map(|last| last + action.min_interval) {
+                // A reload owed and backing off: the new bytes wait for its
+                // next try (a newer state never shortens a backoff step).
+                if state.owed.as_ref().is_some_and(|o| !o.is_due(now)) {
+                    return true;
+                }
+                match state
+                    .last_run
+                    .map(|last| crate::limits::later(last, action.min_interval))
+                {
                     Some(free_at) if free_at > now => {
                         state.retry_at = Some(free_at);
                         true
@@ -134,6 +195,8 @@ impl Loop {
             })
             .collect();
         let mut groups: Vec<Vec<InstalledOutput>> = actions.iter().map(|_| Vec::new()).collect();
+        // What was installed, for the state file's records (`prune: true`).
+        let mut installed: Vec<(PathBuf, Vec<u8>)> = Vec::new();
         for ((template, outcome), file) in config.templates.iter().zip(&mut outcomes).zip(staged) {
             let Some((file, bytes)) = file else { continue };
             if let Some(k) = template.reload {
@@ -150,12 +213,16 @@ impl Loop {
             let previous = write::previous(&template.destination);
             match file.commit() {
                 Ok(()) => {
+                    if config.prune {
+                        installed.push((template.destination.clone(), bytes.clone()));
+                    }
                     if let Some(k) = template.reload {
                         groups[k].push(InstalledOutput {
                             template: outcome.template.clone(),
                             destination: template.destination.clone(),
                             previous,
                             bytes,
+                            installed: Instant::now(),
                         });
                     }
                 }
@@ -163,27 +230,79 @@ impl Loop {
             }
         }
 
+        let records: Vec<(PathBuf, &[u8])> = installed
+            .iter()
+            .map(|(d, b)| (d.clone(), b.as_slice()))
+            .collect();
+        crate::prune::record(&config, &records);
+
         // 3. Each action that had an output installed runs once, started in
         // the order written, beside the loop: its verdict comes back through
         // `verdicts`.
-        for (action, outputs) in actions.iter().zip(groups) {
-            if outputs.is_empty() {
-                continue;
-            }
-            let state = self.action_states.entry(action.name.clone()).or_default();
-            state.busy = true;
-            state.last_run = Some(now);
-            state.retry_at = None;
-            self.verdicts
-                .spawn(actions::run_group(action.clone(), outputs, redact.clone()));
-        }
+        self.start_actions(&config, groups, now, &redact, &withhold);
         self.rendered = true;
+        self.observe(&config, &outcomes, desired);
         self.publish(&outcomes);
         self.schedule_retry(&outcomes);
 
         // 4. Hooks, beside the render path (`run`); `once` runs them itself.
-        // on_leader_change runs after the installs and reloads that name
-        // the new leader, in a queue of its own.
+        self.hand_to_hooks(peers);
+        outcomes
+    }
+
+    /// Starts each action that had an output installed, in the order
+    /// written; a reload still owed for bytes installed earlier is tried
+    /// again when due, with whatever this pass installed for it.
+    fn start_actions(
+        &mut self,
+        config: &Config,
+        groups: Vec<Vec<InstalledOutput>>,
+        now: Instant,
+        redact: &Redactor,
+        withhold: &[bool],
+    ) {
+        for (k, (action, outputs)) in config.actions.iter().zip(groups).enumerate() {
+            let state = self.action_states.entry(action.name.clone()).or_default();
+            let outputs = match &mut state.owed {
+                Some(owed) if !state.busy && owed.is_due(now) => {
+                    actions::merge(std::mem::take(&mut owed.want), outputs)
+                }
+                _ => outputs,
+            };
+            if outputs.is_empty() {
+                continue;
+            }
+            state.busy = true;
+            state.last_run = Some(now);
+            state.retry_at = None;
+            self.verdicts.spawn(actions::run_group(
+                action.clone(),
+                outputs,
+                redact.withholding(withhold.get(k).copied().unwrap_or(true)),
+            ));
+        }
+    }
+
+    /// Logs each destination changed by someone else once (until peerplate
+    /// installs there again), and forgets the others.
+    fn note_drifted(&mut self, config: &Config, drifted: Vec<PathBuf>) {
+        self.observed.drifted.retain(|d| drifted.contains(d));
+        for dest in drifted {
+            let template = config.templates.iter().position(|t| t.destination == dest);
+            if self.observed.drifted.insert(dest.clone()) {
+                tracing::warn!(
+                    template = %template.map(|i| self.renderer.name(i)).unwrap_or_default(),
+                    destination = %dest.display(),
+                    "changed on disk by someone else since peerplate installed it; left alone until its render changes (a template, file() input, config or peer change)"
+                );
+            }
+        }
+    }
+
+    /// Hands the hook queues what they are owed: the leader to
+    /// `on_leader_change` (after the installs and reloads that name it), the
+    /// peer set (one that holds this pod) to `on_start`/`on_change`.
+    fn hand_to_hooks(&mut self, peers: PeerSet) {
         if let (Some(queue), Some(leader)) = (&self.leader_hook, &self.leader_hook_due) {
             queue.send_replace(Some(leader.clone().unwrap_or_default()));
             self.leader_hook_due = None;
@@ -193,7 +312,6 @@ impl Loop {
                 queue.send_replace(Some(peers));
             }
         }
-        outcomes
     }
 
     /// Renders template `i` (off the runtime thread: the admin listener and
@@ -207,17 +325,30 @@ impl Loop {
         template: &Template,
         context: &minijinja::Value,
         redact: &mut Redactor,
-    ) -> (Result<Step, CycleError>, Vec<Input>) {
+    ) -> (Result<Step, CycleError>, Vec<Input>, Option<String>) {
         let (rendered, read) =
             render::render_detached(Arc::clone(&self.renderer), i, context.clone()).await;
-        if !read.is_empty() {
-            // A check quoting this output's inputs is redacted too.
+        let desired = rendered
+            .as_ref()
+            .ok()
+            .map(|o| crate::status::sha256(o.as_bytes()));
+        let env = self.renderer.env_read(i);
+        if !read.is_empty() || !env.is_empty() {
+            // A check quoting this output's inputs is redacted too, or (the
+            // default) not logged at all.
             let mut all: Vec<&Input> = self.inputs.iter().flatten().collect();
             all.extend(read.iter());
-            *redact = Redactor::new(
+            let vars = self.env_read_all();
+            *redact = Redactor::with_env(
                 all.into_iter()
                     .filter_map(|i| Some((i.path.as_path(), i.text.as_deref()?))),
-            );
+                vars.iter()
+                    .chain(&env)
+                    .map(|(n, v)| (n.as_str(), v.as_str())),
+            )
+            .withholding(!template.log_output);
+        } else {
+            *redact = redact.withholding(false);
         }
         let result = match rendered {
             Err(e) => Err(CycleError::Render(e)),
@@ -228,6 +359,17 @@ impl Loop {
                     .is_some_and(|bytes| *bytes == output.as_bytes()) =>
             {
                 Ok(Step::Held)
+            }
+            Ok(output)
+                if !template.create_only
+                    && changed_elsewhere(
+                        desired.as_ref(),
+                        self.observed.installed.get(&template.destination),
+                        std::fs::read(&template.destination).ok().as_deref(),
+                        output.as_bytes(),
+                    ) =>
+            {
+                Ok(Step::Drifted)
             }
             Ok(output) => {
                 tracing::debug!(template = %self.renderer.name(i), bytes = output.len(), inputs = %crate::log::list(read.iter().map(|i| i.path.to_string_lossy())), "rendered");
@@ -253,7 +395,7 @@ impl Loop {
                 }
             }
         };
-        (result, read)
+        (result, read, desired)
     }
 
     /// `run`: an install that failed on I/O (a full disk, a folder that
@@ -271,7 +413,7 @@ impl Loop {
             .retry
             .get_or_insert_with(|| (Instant::now(), install_retries()));
         let delay = delays.next().unwrap_or(Duration::from_secs(30));
-        *at = Instant::now() + delay;
+        *at = crate::limits::later(Instant::now(), delay);
         tracing::info!(
             retry_in_ms = crate::log::ms(delay),
             "an install failed; trying again"
@@ -283,7 +425,7 @@ impl Loop {
         for (i, o) in outcomes.iter().enumerate() {
             match &o.result {
                 Ok(Installed::Deferred) => {
-                    tracing::info!(template = %o.template, destination = %o.destination, "waiting: its reload action is busy or within min_interval; installed when it is free");
+                    tracing::info!(template = %o.template, destination = %o.destination, "waiting: its reload action is busy, within min_interval or waiting to try again; installed when it is free");
                 }
                 Ok(Installed::Held) => {
                     tracing::info!(template = %o.template, destination = %o.destination, "not installed: the app rejected these same bytes; waiting for a template, file() input or config change");
@@ -335,5 +477,45 @@ impl Loop {
         {
             self.metrics.cycle_succeeded();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::cycle::pass::changed_elsewhere;
+
+    #[test]
+    fn a_file_someone_else_changed_is_left_alone_until_the_render_changes() {
+        let (a, b) = ("a".to_string(), "b".to_string());
+        // peerplate installed "a"'s bytes, the render is the same, the disk differs.
+        assert!(changed_elsewhere(
+            Some(&a),
+            Some(&a),
+            Some(b"edited"),
+            b"rendered"
+        ));
+        // The render changed: installed.
+        assert!(!changed_elsewhere(
+            Some(&b),
+            Some(&a),
+            Some(b"edited"),
+            b"rendered"
+        ));
+        // The disk holds the render: nothing to say.
+        assert!(!changed_elsewhere(
+            Some(&a),
+            Some(&a),
+            Some(b"rendered"),
+            b"rendered"
+        ));
+        // Gone: installed again.
+        assert!(!changed_elsewhere(Some(&a), Some(&a), None, b"rendered"));
+        // Nothing installed by peerplate yet (the start): the disk is what is.
+        assert!(!changed_elsewhere(
+            Some(&a),
+            None,
+            Some(b"edited"),
+            b"rendered"
+        ));
     }
 }

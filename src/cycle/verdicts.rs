@@ -1,8 +1,18 @@
 //! What comes back from the reload actions: an accepted reload, or a
 //! rejection whose outputs were rolled back (their bytes are not installed
-//! again until an input changes); and actions waiting out `min_interval`.
+//! again until an input changes); reloads not answered, owed and tried
+//! again with backoff; rollbacks that failed, tried again until the refused
+//! bytes are gone; and actions waiting out `min_interval`.
 
-use super::*;
+use tokio::time::Instant;
+
+use super::actions::{self, GroupReport, InstalledOutput};
+use super::{Loop, Mode};
+use crate::action::Verdict;
+use crate::config::ActionKind;
+use crate::cycle::actions::Settled;
+use crate::owed::{self, Owed};
+use crate::write;
 
 impl Loop {
     /// An action's run ended: count and log its verdict; after a rejection,
@@ -54,6 +64,7 @@ impl Loop {
             match undone {
                 None => {}
                 Some(Ok(())) => {
+                    self.note_restored(out);
                     self.rejected
                         .insert(out.destination.clone(), out.bytes.clone());
                     // Counted as a rejected reload, not as a failed render:
@@ -70,21 +81,106 @@ impl Loop {
                 Some(Err(e)) => {
                     self.rejected
                         .insert(out.destination.clone(), out.bytes.clone());
-                    tracing::error!(action = %action, template = %out.template, destination = %out.destination.display(), error = %e, "could not roll back: the file on disk is not what the app runs");
+                    let mut owed = Owed::new(out.clone(), Instant::now());
+                    let delay = owed.failed(Instant::now(), e.clone(), owed::jitter());
+                    tracing::error!(action = %action, template = %out.template, destination = %out.destination.display(), error = %e, retry_in_ms = crate::log::ms(delay), "could not roll back: the file on disk is not what the app runs; trying again until the refused bytes are gone");
+                    // Unreadable before: nothing to put back, ever.
+                    if self.mode == Mode::Run
+                        && !matches!(out.previous, write::Previous::Unreadable(_))
+                    {
+                        self.rollbacks.push(owed);
+                    }
                 }
             }
         }
-        if let Some(state) = self.action_states.get_mut(&report.action) {
-            state.busy = false;
-            if std::mem::take(&mut state.wanted) {
-                self.mark_pending(false);
+        let settled = actions::settle(&report.verdict, signal, self.mode == Mode::Run);
+        let Some(state) = self.action_states.get_mut(&report.action) else {
+            return;
+        };
+        state.busy = false;
+        state.last_verdict = Some(match &report.verdict {
+            Verdict::Signalled(pids) => format!("signalled: pid {}", crate::log::list(pids)),
+            Verdict::Accepted(t)
+            | Verdict::Rejected(t)
+            | Verdict::NoProcess(t)
+            | Verdict::Failed(t) => format!("{}: {t}", report.verdict.metric().as_str()),
+        });
+        let now = Instant::now();
+        match settled {
+            Settled::Pending(why) => {
+                let outputs = report.outputs.into_iter().map(|(o, _)| o).collect();
+                let owed = state.owed.get_or_insert_with(|| Owed::new(Vec::new(), now));
+                owed.replace(outputs);
+                let delay = owed.failed(now, why, owed::jitter());
+                tracing::info!(action = %action, tries = owed.failures, owed_ms = crate::log::ms(now - owed.since), retry_in_ms = crate::log::ms(delay), "reload not answered; trying again (new bytes for it wait for that try)");
+            }
+            Settled::Done | Settled::Rejected => {
+                if let Some(owed) = state.owed.take() {
+                    tracing::info!(action = %action, tries = owed.failures + 1, owed_ms = crate::log::ms(now - owed.since), "reload answered after trying again");
+                }
+            }
+        }
+        if std::mem::take(&mut state.wanted) {
+            self.mark_pending(false);
+        }
+        self.publish_status();
+    }
+
+    /// A destination holds its previous bytes again: what `/status` shows
+    /// as installed.
+    fn note_restored(&mut self, out: &InstalledOutput) {
+        match &out.previous {
+            write::Previous::File { bytes, .. } => {
+                self.observed
+                    .installed
+                    .insert(out.destination.clone(), crate::status::sha256(bytes));
+            }
+            _ => {
+                self.observed.installed.remove(&out.destination);
             }
         }
     }
 
+    /// Puts back, once more, each output whose rollback failed and is due,
+    /// until its refused bytes are gone from disk (put back, or replaced by
+    /// a newer install).
+    pub(super) fn retry_rollbacks(&mut self) {
+        let now = Instant::now();
+        let mut still = Vec::new();
+        for mut owed in std::mem::take(&mut self.rollbacks) {
+            if !owed.is_due(now) {
+                still.push(owed);
+                continue;
+            }
+            let out = &owed.want;
+            let on_disk = std::fs::read(&out.destination).ok();
+            if on_disk.as_deref() != Some(out.bytes.as_slice()) {
+                tracing::info!(template = %out.template, destination = %out.destination.display(), tries = owed.failures, "the refused bytes are gone: a newer file replaced them");
+                continue;
+            }
+            match write::restore(&out.destination, &out.previous) {
+                Ok(()) => {
+                    self.note_restored(out);
+                    tracing::warn!(template = %out.template, destination = %out.destination.display(), tries = owed.failures + 1, owed_ms = crate::log::ms(now - owed.since), "rolled back: the file on disk is again what the app runs");
+                }
+                Err(e) => {
+                    let delay = owed.failed(now, e.to_string(), owed::jitter());
+                    tracing::warn!(template = %owed.want.template, destination = %owed.want.destination.display(), error = %e, tries = owed.failures, retry_in_ms = crate::log::ms(delay), "could not roll back yet; trying again");
+                    still.push(owed);
+                }
+            }
+        }
+        self.rollbacks = still;
+        self.publish_status();
+    }
+
     /// The earliest end of an action's `min_interval` that outputs wait for.
     pub(super) fn action_retry(&self) -> Option<Instant> {
-        self.action_states.values().filter_map(|s| s.retry_at).min()
+        self.action_states
+            .values()
+            .flat_map(|s| [s.retry_at, s.owed_due()])
+            .flatten()
+            .min()
     }
 
     /// Renders again the outputs whose action's `min_interval` ended.
@@ -94,6 +190,9 @@ impl Loop {
         for state in self.action_states.values_mut() {
             if state.retry_at.is_some_and(|at| at <= now) {
                 state.retry_at = None;
+                due = true;
+            }
+            if state.owed_due().is_some_and(|at| at <= now) {
                 due = true;
             }
         }

@@ -3,7 +3,15 @@
 //! this pod to appear at start, and choosing the leader from the accepted
 //! sets and the leader worker's hints.
 
-use super::*;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::{Loop, Mode};
+use crate::config::Policy;
+use crate::leader;
+use crate::metrics;
+use crate::peers::PeerSet;
 
 impl Loop {
     /// Whether a new set from the source may be rendered. After this pod's
@@ -87,6 +95,9 @@ impl Loop {
             );
         }
         self.metrics.leader_changed(me);
+        if let Some(new) = change.new.as_deref() {
+            self.remember_leader(new);
+        }
         self.state.set_leader(
             change.new.as_deref(),
             self.leadership.policy(),
@@ -108,10 +119,82 @@ impl Loop {
         views.send_modify(|view| {
             view.peers = peers;
             view.leader = leader;
+            view.confirmed = self.leadership.confirmed();
             if ask_now {
                 view.ask_now += 1;
             }
         });
+    }
+
+    /// Writes `name` as the last leader to the state file (only when it
+    /// differs from the one there: never on a timer). `ordinal` decides
+    /// from the set alone and needs no memory.
+    pub(super) fn remember_leader(&self, name: &str) {
+        let Some(path) = &self.config.state else {
+            return;
+        };
+        if self.config.leader.policy == Policy::Ordinal {
+            return;
+        }
+        let uid = crate::state::pod_uid();
+        if let Err(e) =
+            crate::state::remember_leader(path, uid.as_deref(), name, std::time::SystemTime::now())
+        {
+            tracing::warn!(error = %e, "cannot remember the leader in the state file");
+        }
+    }
+
+    /// SIGTERM to the `sticky` leader: name the successor (the first ready
+    /// peer other than this pod, from its own view), answer `GET /leader`
+    /// with it, remember it (never this pod), tell the ready peers and wait
+    /// for them to check back, all within `resign::BUDGET`. A follower's
+    /// shutdown changes nothing.
+    pub(super) async fn resign(&self) {
+        let Policy::Sticky { port, timeout } = self.config.leader.policy else {
+            return;
+        };
+        let Some(current) = self.leadership.current() else {
+            return;
+        };
+        if self.mode != Mode::Run || port == 0 || !self.me.is_self(current) {
+            return;
+        }
+        let peers = self.peers.clone().unwrap_or_default();
+        let Some(successor) = crate::resign::successor(&peers, &self.me) else {
+            tracing::info!("shutting down as the leader with no other ready peer to hand over to");
+            return;
+        };
+        let started = Instant::now();
+        let deadline = started + crate::resign::BUDGET;
+        let asks_before = self.state.leader_asks();
+        self.state.set_resigned(&current.fqdn, &successor.fqdn);
+        self.remember_leader(&successor.fqdn);
+        let told = crate::resign::recipients(&peers, &self.me, &successor.fqdn);
+        let notice = crate::resign::Notice {
+            leader: current.fqdn.clone(),
+            successor: successor.fqdn.clone(),
+        };
+        let accepted = crate::resign::tell(
+            &told,
+            &notice,
+            port,
+            timeout.min(crate::resign::BUDGET),
+            deadline,
+        )
+        .await;
+        // The peers that accepted check back at GET /leader: wait for them.
+        let want = asks_before + u64::try_from(accepted).unwrap_or(u64::MAX);
+        while self.state.leader_asks() < want && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tracing::info!(
+            successor = %successor.fqdn,
+            told = told.len(),
+            accepted,
+            checked = self.state.leader_asks().saturating_sub(asks_before),
+            took_ms = crate::log::ms(started.elapsed()),
+            "resigned: the successor is named at GET /leader until this process exits"
+        );
     }
 
     /// Whether `wait_for_self` still holds rendering back.

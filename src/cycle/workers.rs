@@ -4,7 +4,23 @@
 //! telling the file watcher what to watch as the config and the `file()`
 //! inputs change.
 
-use super::*;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::{spawn, Loop, Mode, Workers};
+use crate::admin;
+use crate::config::{PeerSource, Policy};
+use crate::error::Error;
+use crate::event::{Context, Event, SourceError, Worker};
+use crate::hooks;
+use crate::leader;
+use crate::peers;
+use crate::redact::Redactor;
+use crate::watch::{self as file_watch, Watched};
 
 impl Loop {
     /// A context for the worker `name` whose shutdown token a config change
@@ -73,7 +89,10 @@ impl Loop {
                 }
             })?;
             let state = Arc::clone(&self.state);
-            let shutdown = ctx.shutdown.clone();
+            // Not a child of the loop's shutdown: a resigning leader answers
+            // `GET /leader` with its successor until the loop lets it go.
+            let shutdown = CancellationToken::new();
+            self.tokens.insert("admin", (shutdown.clone(), "admin"));
             spawn(
                 workers,
                 "admin",
@@ -111,14 +130,26 @@ impl Loop {
     ) -> Result<(), Error> {
         self.retire("leader");
         self.leader_views = None;
+        self.state.set_notices(None);
         if self.config.leader.policy != Policy::Ordinal {
             let (tx, rx) = watch::channel(leader::View::default());
             self.leader_views = Some(tx);
+            // Resignation notices (sticky): one check at a time.
+            let (notice_tx, notices) = mpsc::channel(1);
+            if let Policy::Sticky { .. } = self.config.leader.policy {
+                self.state.set_notices(Some(notice_tx));
+            }
             let ctx = self.restartable("leader", "leader", ctx);
             spawn(
                 workers,
                 "leader",
-                leader::worker(self.config.leader.clone(), self.me.clone(), rx, ctx)?,
+                leader::worker(
+                    self.config.leader.clone(),
+                    self.me.clone(),
+                    rx,
+                    notices,
+                    ctx,
+                )?,
             );
         }
         Ok(())
@@ -143,7 +174,7 @@ impl Loop {
                 .map_or(Duration::from_secs(60), |h| h.timeout);
             let ctx = self.restartable("leader_hook", "leader_hook", ctx);
             let (tx, body) =
-                hooks::leader_queue(command, timeout, Arc::clone(&self.metrics), ctx.shutdown);
+                hooks::leader_queue(command, timeout, Arc::clone(&self.state), ctx.shutdown);
             self.leader_hook = Some(tx);
             spawn(
                 workers,
@@ -156,7 +187,7 @@ impl Loop {
         }
         if let Some(hooks) = self.config.hooks.clone() {
             let ctx = self.restartable("hooks", "hooks", ctx);
-            let (tx, body) = hooks::queue(hooks, Arc::clone(&self.metrics), ctx.shutdown);
+            let (tx, body) = hooks::queue(hooks, Arc::clone(&self.state), ctx.shutdown);
             self.hook_sets = Some(tx);
             spawn(
                 workers,
@@ -209,14 +240,30 @@ impl Loop {
         }
     }
 
-    /// Everything the last pass read with `file()`, to hide from the log.
+    /// Everything the last pass read with `file()` and `env()`, to hide
+    /// from the log.
     pub(super) fn redactor(&self) -> Redactor {
-        Redactor::new(
+        let vars = self.env_read_all();
+        Redactor::with_env(
             self.inputs
                 .iter()
                 .flatten()
                 .filter_map(|i| Some((i.path.as_path(), i.text.as_deref()?))),
+            vars.iter().map(|(n, v)| (n.as_str(), v.as_str())),
         )
+    }
+
+    /// The `env()` variables (name, value) every template's last render read.
+    pub(super) fn env_read_all(&self) -> Vec<(String, String)> {
+        (0..self.config.templates.len())
+            .flat_map(|i| self.renderer.env_read(i))
+            .collect()
+    }
+
+    /// Whether template `i`'s last render read a `file()` input or an
+    /// `env()` variable.
+    pub(super) fn read_secrets(&self, i: usize) -> bool {
+        self.inputs.get(i).is_some_and(|r| !r.is_empty()) || !self.renderer.env_read(i).is_empty()
     }
 }
 

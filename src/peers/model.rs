@@ -22,8 +22,11 @@ pub struct Peer {
     /// The StatefulSet ordinal: the trailing number of a `hostname` of the
     /// form `<name>-<N>` whose `<name>` has a letter ([`ordinal_of`]).
     pub ordinal: Option<u64>,
-    /// The SRV port, when the peer came from DNS.
+    /// The SRV port, when the peer came from DNS: the lowest of its ports
+    /// when the answer lists several (the same on every pod).
     pub port: Option<u16>,
+    /// Every SRV port the answer lists for this peer, lowest first.
+    pub ports: Vec<u16>,
     /// The peer's addresses, when `peers.dns.addresses` is on.
     pub addresses: Vec<IpAddr>,
     /// Whether the pod is ready: listed by the ready-only Service
@@ -43,6 +46,7 @@ impl Peer {
             hostname,
             ordinal,
             port,
+            ports: port.into_iter().collect(),
             addresses: Vec::new(),
             ready: true,
         })
@@ -98,8 +102,9 @@ pub struct PeerSet {
 }
 
 impl PeerSet {
-    /// Builds a set from parsed peers: sorts, and keeps the first entry of each
-    /// name (a Service with two ports lists every pod twice).
+    /// Builds a set from parsed peers: sorts, and keeps one entry per name
+    /// (a Service with two ports lists every pod twice): its `port` the
+    /// lowest, `ports` all of them, whatever order the answer had.
     pub fn new(mut peers: Vec<Peer>) -> PeerSet {
         // A stable sort keeps the first of two equal names first, and puts
         // them side by side for dedup_by to drop the later one.
@@ -110,7 +115,20 @@ impl PeerSet {
                 &b.fqdn,
             ))
         });
-        peers.dedup_by(|later, first| later.fqdn == first.fqdn);
+        peers.dedup_by(|later, first| {
+            if later.fqdn != first.fqdn {
+                return false;
+            }
+            first.ports.extend(later.ports.iter().copied());
+            true
+        });
+        for peer in &mut peers {
+            peer.ports.sort_unstable();
+            peer.ports.dedup();
+            if let Some(lowest) = peer.ports.first() {
+                peer.port = Some(*lowest);
+            }
+        }
         PeerSet { peers }
     }
 
@@ -300,5 +318,19 @@ mod tests {
             "test",
         );
         assert_eq!(set.names(), ["app-2.s", "web-2.s", "web-10.s", "db.s"]);
+    }
+
+    #[test]
+    fn a_pod_listed_once_per_port_has_the_lowest_port_whatever_the_order() {
+        let peer = |port| Peer::parse("web-0.nginx.default.svc.cluster.local", Some(port)).unwrap();
+        for order in [[9100, 80], [80, 9100]] {
+            let set = PeerSet::new(order.iter().map(|p| peer(*p)).collect());
+            let p = set.iter().next().unwrap();
+            assert_eq!(set.len(), 1);
+            assert_eq!(p.port, Some(80), "{order:?}");
+            assert_eq!(p.ports, [80, 9100], "{order:?}");
+        }
+        let one = PeerSet::new(vec![peer(8080)]);
+        assert_eq!(one.iter().next().unwrap().ports, [8080]);
     }
 }

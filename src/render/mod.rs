@@ -85,6 +85,9 @@ pub struct Renderer {
     files: Arc<Mutex<FileReads>>,
     /// Partials that failed to load.
     partial_errors: Vec<RenderError>,
+    /// Per template: the `env()` variables (name, value) its last render
+    /// read, so their values are kept out of the log.
+    env_reads: Mutex<Vec<Vec<(String, String)>>>,
 }
 
 /// The syntax every template shares, with its own `lstrip_blocks`.
@@ -122,11 +125,13 @@ pub struct Input {
     pub text: Option<String>,
 }
 
-/// `file()`'s state: where relative paths start, and what it read.
+/// `file()`'s state: where relative paths start, and what it read; and
+/// the `env()` variables a render read (name, value).
 #[derive(Debug, Default)]
 struct FileReads {
     base: PathBuf,
     read: Vec<Input>,
+    env: Vec<(String, String)>,
 }
 
 impl Renderer {
@@ -142,6 +147,12 @@ impl Renderer {
     pub fn load_for(config: &Config, mode: Mode) -> Renderer {
         let templates = &config.templates;
         let mut env = Environment::new();
+        // minijinja turns its debug info on only under debug_assertions;
+        // without it an error loses the names ("`nope` is undefined") the
+        // hints need, so the shipped (release) build sets it explicitly.
+        // Its Debug forms print variables' values: only the one-line
+        // form ([`convert`]) is ever logged.
+        env.set_debug(true);
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.set_auto_escape_callback(|_| AutoEscape::None);
         env.set_formatter(|out, state, value| {
@@ -154,11 +165,20 @@ impl Renderer {
         env.add_filter("default", default);
         env.add_filter("d", default);
         env.add_function("fail", fail_function);
-        match mode {
-            Mode::Pod => env.add_function("env", env_function),
-            Mode::Check => env.add_function("env", env_placeholder),
-        }
         let files = Arc::new(Mutex::new(FileReads::default()));
+        let reads = Arc::clone(&files);
+        env.add_function("env", move |name: String, default: Option<String>| {
+            let value = match mode {
+                Mode::Pod => env_function(name.clone(), default),
+                Mode::Check => env_placeholder(name.clone(), default),
+            }?;
+            if let Ok(mut reads) = reads.lock() {
+                if !reads.env.iter().any(|(n, _)| *n == name) {
+                    reads.env.push((name, value.clone()));
+                }
+            }
+            Ok::<String, minijinja::Error>(value)
+        });
         let reads = Arc::clone(&files);
         env.add_function("file", move |path: String| {
             file_function(&reads, &path, mode)
@@ -217,11 +237,13 @@ impl Renderer {
                 }
             }
         }
+        let env_reads = Mutex::new(vec![Vec::new(); slots.len()]);
         Renderer {
             env,
             slots,
             files,
             partial_errors,
+            env_reads,
         }
     }
 
@@ -298,14 +320,30 @@ impl Renderer {
     ) -> (Result<String, RenderError>, Vec<Input>) {
         if let Ok(mut files) = self.files.lock() {
             files.read.clear();
+            files.env.clear();
         }
         let result = self.render_bounded(i, context);
-        let inputs = self
+        let (inputs, env) = self
             .files
             .lock()
-            .map(|mut f| std::mem::take(&mut f.read))
+            .map(|mut f| (std::mem::take(&mut f.read), std::mem::take(&mut f.env)))
             .unwrap_or_default();
+        if let Ok(mut reads) = self.env_reads.lock() {
+            if let Some(slot) = reads.get_mut(i) {
+                *slot = env;
+            }
+        }
         (result, inputs)
+    }
+
+    /// The `env()` variables (name, value) the last render of template `i`
+    /// read: secrets as much as `file()` inputs.
+    pub fn env_read(&self, i: usize) -> Vec<(String, String)> {
+        self.env_reads
+            .lock()
+            .ok()
+            .and_then(|r| r.get(i).cloned())
+            .unwrap_or_default()
     }
 
     fn render_bounded(&self, i: usize, context: &Value) -> Result<String, RenderError> {
@@ -792,6 +830,7 @@ const PEER_KEYS: &[&str] = &[
     "hostname",
     "ordinal",
     "port",
+    "ports",
     "is_self",
     "is_leader",
     "ready",
@@ -810,6 +849,7 @@ impl Object for PeerValue {
             "hostname" => Value::from(p.hostname.as_str()),
             "ordinal" => Value::from(p.ordinal),
             "port" => Value::from(p.port),
+            "ports" => Value::from(p.ports.clone()),
             "is_self" => Value::from(self.is_self),
             "is_leader" => Value::from(self.is_leader),
             "ready" => Value::from(p.ready),

@@ -459,13 +459,14 @@ fn every_documented_metric_is_exported_as_openmetrics_text() {
                 "    check: \"test -e ROOT/pass\"\n    reload: false\n",
             ),
         ],
-        "reload: {signal: HUP, pid_file: ROOT/app.pid}\nhooks: {on_start: \"cat > /dev/null\"}\n",
+        "reload: {signal: HUP, pid_file: ROOT/app.pid, min_age: 0s}\nhooks: {on_start: \"cat > /dev/null\"}\n",
     );
-    // The app survives its SIGHUPs (ignored, and kept across exec): a
-    // killed one would be a zombie, which is not running, so `no_process`.
+    // The app survives its SIGHUPs (caught, and does nothing with them): a
+    // killed one would be a zombie, which is not running, so `no_process`;
+    // one that ignored them would not be sent them.
     let app = Daemon::spawn({
         let mut c = Command::new("sh");
-        c.args(["-c", "trap '' HUP; exec sleep 30"]);
+        c.args(["-c", "trap ':' HUP; while :; do sleep 0.05; done"]);
         c
     });
     pod.sb.write("app.pid", &format!("{}\n", app.pid()));
@@ -844,12 +845,12 @@ fn hook_runs_count_ok_failed_and_timeout() {
         )
     };
     pod.replace("peers", &peers(&[0, 1, 2]));
-    wait_metrics(&pod, &mut d, "hook_runs{on_change,failed} == 1", |m| {
-        on_change(m, "failed") == 1.0
+    wait_metrics(&pod, &mut d, "hook_runs{on_change,failed} >= 1", |m| {
+        on_change(m, "failed") >= 1.0
     });
-
+    // A failed hook runs again (backoff, 0.5 s first), for the latest set:
+    // now it succeeds.
     pod.sb.write("ok", "");
-    pod.replace("peers", &peers(&[0, 1]));
     wait_metrics(&pod, &mut d, "hook_runs{on_change,ok} == 1", |m| {
         on_change(m, "ok") == 1.0
     });
@@ -857,10 +858,10 @@ fn hook_runs_count_ok_failed_and_timeout() {
     std::fs::remove_file(pod.sb.join("ok")).expect("remove ok");
     pod.sb.write("hang", "");
     pod.replace("peers", &peers(&[1]));
-    let m = wait_metrics(&pod, &mut d, "hook_runs{on_change,timeout} == 1", |m| {
-        on_change(m, "timeout") == 1.0
+    let m = wait_metrics(&pod, &mut d, "hook_runs{on_change,timeout} >= 1", |m| {
+        on_change(m, "timeout") >= 1.0
     });
-    assert_eq!(on_change(&m, "failed"), 1.0, "{}", m.text);
+    assert!(on_change(&m, "failed") >= 1.0, "{}", m.text);
     assert_eq!(on_change(&m, "ok"), 1.0, "{}", m.text);
     assert_eq!(
         m.value(

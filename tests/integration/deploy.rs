@@ -1012,8 +1012,8 @@ fn the_monitor_rules_use_metrics_that_peerplate_exports() {
     }
     let alerts = rules.matches("- alert: ").count();
     assert_eq!(
-        alerts, 5,
-        "renders failing, sets held, lookups failing, reloads rejected, last success too old"
+        alerts, 7,
+        "renders failing, sets held, lookups failing, reloads rejected, last success too old, several leaders claim, leader unconfirmed"
     );
 }
 

@@ -899,3 +899,49 @@ fn the_service_comes_from_the_pods_line_in_etc_hosts() {
         format!("web-0.{SVC} ready=True\nweb-1.{SVC} ready=False\n")
     );
 }
+
+/// `peers.dns.port_name` and a Service with two ports: without it every pod
+/// renders the same `peer.port` (the lowest) whatever order the answer
+/// lists the ports in, `peer.ports` lists both, and a warning says to set
+/// `port_name`; with it, `_metrics._tcp.<service>` is asked and the named
+/// port is the one.
+#[test]
+fn a_service_with_two_ports_gives_the_lowest_on_every_pod_and_port_name_picks_one() {
+    let dns = DnsServer::start("cluster.local");
+    dns.scale(2);
+    dns.set_named_ports(&[("metrics", 9100), ("http", 80)]);
+    let template =
+        "{% for p in peers %}{{ p.hostname }} {{ p.port }} {{ p.ports | join(',') }}\n{% endfor %}";
+    let pods: Vec<_> = ["web-0", "web-1"]
+        .iter()
+        .map(|h| {
+            Pod::builder()
+                .hostname(h)
+                .dns(&[&dns.nameserver()], "100ms")
+                .template("t.j2", template, "out/t")
+                .build()
+        })
+        .collect();
+    let want = "web-0 80 80,9100\nweb-1 80 80,9100\n";
+    for pod in &pods {
+        // Several polls: the server rotates the order of the ports.
+        let mut d = pod.start();
+        pod.wait_for(&mut d, want);
+        std::thread::sleep(Duration::from_millis(500));
+        assert_eq!(pod.output().as_deref(), Some(want), "{}", d.logs());
+        let line = d.wait_for_line(0, &["the Service has several ports"], WAIT);
+        assert!(line.contains("set peers.dns.port_name"), "{line}");
+        assert!(line.contains("ports=[80,9100]"), "{line}");
+    }
+
+    let named = Pod::builder()
+        .dns(&[&dns.nameserver()], "100ms")
+        .dns_option("port_name: metrics")
+        .template("t.j2", template, "out/t")
+        .build();
+    let mut d = named.start();
+    named.wait_for(&mut d, "web-0 9100 9100\nweb-1 9100 9100\n");
+    assert!(!d.stderr().contains("several ports"), "{}", d.logs());
+    let queries = dns.queries_of(RecordType::SRV);
+    assert!(queries > 0);
+}

@@ -85,6 +85,13 @@ struct Zone {
     serial_frozen: bool,
     /// SRV answers over TCP carry TC and no records.
     tcp_truncated: bool,
+    /// Named ports (`http` 80, `metrics` 9100): each pod is listed once per
+    /// port under the Service's name, in an order that rotates with every
+    /// answer, and once under `_<name>._tcp.<service>` (Kubernetes' DNS
+    /// spec). Empty: one record per pod with `srv_port`.
+    named_ports: Vec<(String, u16)>,
+    /// Answers given, to rotate the order of the ports.
+    rotation: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// Now as a Unix time in seconds, as CoreDNS's serial.
@@ -154,6 +161,8 @@ impl DnsServer {
                 additionals: true,
                 nodata: false,
                 srv_port: 80,
+                named_ports: Vec::new(),
+                rotation: Arc::default(),
                 ready: None,
                 ttl: TTL,
                 serial: unix_now(),
@@ -239,6 +248,11 @@ impl DnsServer {
                 name
             })
             .collect();
+    }
+
+    /// Named ports: see [`Zone::named_ports`].
+    pub fn set_named_ports(&self, ports: &[(&str, u16)]) {
+        self.zone().named_ports = ports.iter().map(|(n, p)| (n.to_string(), *p)).collect();
     }
 
     /// The port the SRV records announce (the pods' listen port).
@@ -554,6 +568,44 @@ impl Zone {
             .map(|(host, ip)| (self.pod_name(host), *ip))
             .collect();
         let count = pods.len() + self.extra_targets.len();
+        // `_http._tcp.<service>`: the pods with that one port.
+        let named = self.named_ports.iter().find(|(port, _)| {
+            Name::from_ascii(format!("_{port}._tcp"))
+                .ok()
+                .and_then(|n| n.append_domain(&self.service).ok())
+                .is_some_and(|n| n == name)
+        });
+        if let (Some((_, port)), true, RecordType::SRV) = (named, count > 0, query.query_type) {
+            for (target, _) in &pods {
+                let srv = SRV::new(0, 50, *port, target.clone());
+                response.add_answer(Record::from_rdata(name.clone(), self.ttl, RData::SRV(srv)));
+            }
+            return;
+        }
+        if name == self.service
+            && count > 0
+            && !self.named_ports.is_empty()
+            && query.query_type == RecordType::SRV
+        {
+            // Every pod once per port, the ports in a rotating order.
+            let turn = self
+                .rotation
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let mut ports: Vec<u16> = self.named_ports.iter().map(|(_, p)| *p).collect();
+            let len = ports.len();
+            ports.rotate_left(turn % len);
+            for port in ports {
+                for (target, _) in &pods {
+                    let srv = SRV::new(0, 50, port, target.clone());
+                    response.add_answer(Record::from_rdata(
+                        self.service.clone(),
+                        self.ttl,
+                        RData::SRV(srv),
+                    ));
+                }
+            }
+            return;
+        }
         if name == self.service && count > 0 {
             let a = |(n, ip): &(Name, Ipv4Addr)| {
                 Record::from_rdata(n.clone(), self.ttl, RData::A(A::from(*ip)))

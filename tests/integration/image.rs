@@ -461,3 +461,79 @@ fn run_serves_health_re_renders_on_a_change_and_exits_0_on_podman_stop() {
     ok(&["stop", "-t", "10", &name]);
     assert_eq!(c.exit_code(), 0, "{}", c.logs());
 }
+
+/// A CI pipeline or a laptop runs the image with no network: no
+/// `/etc/resolv.conf` to find a DNS server in. `check` is a linter that runs
+/// anywhere (it warns, naming the file and line, about what `run` would
+/// refuse; `--strict` makes that exit 2), and `render --peer` never asks DNS.
+#[test]
+fn check_and_render_run_in_the_image_without_a_network() {
+    if !podman::available(&[PEERPLATE_IMAGE]) {
+        return;
+    }
+    let sb = Sandbox::new();
+    let cm = base_configmap(&sb);
+    let volume = mount(cm.mount(), "/etc/peerplate", true);
+    let env = [
+        "--network",
+        "none",
+        "-v",
+        &volume,
+        "-e",
+        "POD_NAMESPACE=default",
+        "-e",
+        "HOSTNAME=web-1",
+    ];
+    let config = ["--config", "/etc/peerplate/peerplate.yaml"];
+    let refusal = "/etc/peerplate/peerplate.yaml:11: peers.dns: no DNS server to ask (no peers.dns.nameservers, and no nameserver line in /etc/resolv.conf); `run` and `once` refuse to start without one: set peers.dns.nameservers, or give the pod an /etc/resolv.conf with a nameserver line";
+
+    let out = run_image(&env, &[config[0], config[1], "check"]);
+    assert_eq!(out.code, Some(0), "check\n{}", out.dump());
+    assert!(
+        out.stderr.contains(&format!(
+            "WARN `run` would refuse this config detail={refusal}"
+        )),
+        "{}",
+        out.dump()
+    );
+    assert!(
+        out.stdout
+            .contains("/etc/peerplate/peerplate.yaml: ok, 1 template(s)"),
+        "{}",
+        out.dump()
+    );
+
+    let out = run_image(&env, &[config[0], config[1], "check", "--strict"]);
+    assert_eq!(out.code, Some(2), "check --strict\n{}", out.dump());
+    assert!(
+        out.stderr
+            .contains(&format!("error: check --strict: {refusal}")),
+        "{}",
+        out.dump()
+    );
+
+    let web0 = format!("web-0.{SVC}");
+    let web1 = format!("web-1.{SVC}");
+    let out = run_image(
+        &env,
+        &[
+            config[0],
+            config[1],
+            "render",
+            "--hostname",
+            "web-1",
+            "--peer",
+            &web0,
+            "--peer",
+            &web1,
+        ],
+    );
+    assert_eq!(out.code, Some(0), "render\n{}", out.dump());
+    assert!(
+        // No resolver to name at request time: the leader is written in.
+        out.stdout
+            .contains(&format!("location / {{ proxy_pass http://{web0}; }}")),
+        "web-1 proxies to web-0:\n{}",
+        out.stdout
+    );
+}

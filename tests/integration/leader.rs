@@ -5,6 +5,16 @@
 //! server's A records map `web-N` to them) with the same admin port, asking
 //! each other `GET /leader`; real `redis-server` instances for `probe`, with
 //! a small HTTP role endpoint in front of each (200 for a master).
+//!
+//! Issue 20: a leader's SIGTERM names its successor everywhere within
+//! seconds although `grace` is 30 s (the DNS server keeps the old leader
+//! ready, so only the resignation can hand over); a follower's SIGTERM and a
+//! forged `POST /leader/resign` change nothing; a restart with no peer
+//! answering follows the leader in the state file, with the WARN; `probe`
+//! against tiny role endpoints (a status per pod, set by the test) keeps a
+//! confirmed leader through a failover longer than 3x grace, adopts a new
+//! claimant, and at a start with two claimants follows the one the peers
+//! name.
 
 use std::fs;
 use std::io::{Read, Write};
@@ -45,6 +55,8 @@ struct Member {
     config: PathBuf,
     port: u16,
     daemon: Option<Daemon>,
+    /// A daemon stopped with [`Member::sigterm`], kept for its logs.
+    gone: Option<Daemon>,
 }
 
 impl Member {
@@ -66,13 +78,35 @@ impl Member {
             config,
             port,
             daemon: None,
+            gone: None,
         }
     }
 
+    /// SIGTERM, as kubelet sends it; the exit status and how long the exit
+    /// took. The logs stay readable.
+    fn sigterm(&mut self) -> (std::process::ExitStatus, Duration) {
+        let mut d = self.daemon.take().expect("running");
+        let stopped = d.stop_with(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(5));
+        self.gone = Some(d);
+        stopped
+    }
+
+    /// The state file (`state:` defaults to beside the output).
+    fn state_file(&self) -> serde_json::Value {
+        let text = fs::read_to_string(self.sb.join(".peerplate-state.json")).unwrap_or_default();
+        serde_json::from_str(&text).unwrap_or_default()
+    }
+
     fn start(&mut self) {
-        let cmd = self
+        self.start_as(&format!("uid-web-{}", self.k));
+    }
+
+    /// Starts the pod's sidecar with `POD_UID` (a new pod has a new one).
+    fn start_as(&mut self, pod_uid: &str) {
+        let mut cmd = self
             .sb
             .peerplate(["--config", &self.config.display().to_string(), "run"]);
+        cmd.env("POD_UID", pod_uid);
         self.daemon = Some(Daemon::spawn(cmd));
     }
 
@@ -109,7 +143,11 @@ impl Member {
     }
 
     fn logs(&self) -> String {
-        self.daemon.as_ref().map(Daemon::logs).unwrap_or_default()
+        self.daemon
+            .as_ref()
+            .or(self.gone.as_ref())
+            .map(Daemon::logs)
+            .unwrap_or_default()
     }
 
     fn count_log(&self, text: &str) -> usize {
@@ -686,6 +724,10 @@ fn sticky_config_errors_name_the_fix() {
             "identity: {hostname: web-0}\npeers:\n  dns: {service: nginx, nameservers: [\"127.0.0.1:53\"]}\nhttp: {listen: \"0.0.0.0:9090\"}\nleader: {policy: sticky, grace: 0s}\n",
         ),
         (
+            "probe_fallback_unknown",
+            "identity: {hostname: web-0}\npeers:\n  dns: {service: nginx, nameservers: [\"127.0.0.1:53\"]}\nhttp: {listen: \"0.0.0.0:9090\"}\nleader:\n  policy: probe\n  probe:\n    url: \"http://{peer}:8008/primary\"\n    fallback: first\n",
+        ),
+        (
             "port_0",
             "identity: {hostname: web-0}\npeers:\n  dns: {service: nginx, nameservers: [\"127.0.0.1:53\"]}\nhttp:\n  listen: \"0.0.0.0:0\"\nleader: {policy: sticky}\n",
         ),
@@ -703,6 +745,18 @@ fn sticky_config_errors_name_the_fix() {
     );
     let out = run(&mut sb.peerplate(["--config", "peerplate.yaml", "check"]));
     assert_eq!(out.code, Some(0), "{}", out.dump());
+    assert!(
+        out.stderr.contains("`run` would refuse this config"),
+        "{}",
+        out.dump()
+    );
+    // `check --strict` fails on what `run` refuses.
+    let out = run(&mut sb.peerplate(["--config", "peerplate.yaml", "check", "--strict"]));
+    assert_eq!(out.code, Some(2), "{}", out.dump());
+    insta::assert_snapshot!(
+        "sticky_check_strict_without_http",
+        crate::helpers::redact_timestamps(&sb.redact(&out.stderr))
+    );
     let out = run(&mut sb.peerplate(["--config", "peerplate.yaml", "run"]));
     assert_eq!(out.code, Some(2), "{}", out.dump());
     insta::assert_snapshot!("sticky_run_without_http", sb.redact(&out.stderr));
@@ -789,4 +843,448 @@ fn once_with_sticky_asks_the_peers_before_it_renders() {
         "{}",
         m.leader_hook()
     );
+}
+
+// --- issue 20: resign on shutdown, remember across restarts -----------------
+
+/// `sticky` with the default grace: only a resignation can hand over fast.
+const STICKY_30S: &str = "  policy: sticky\n  grace: 30s\n";
+
+/// `POST path` with `body` to `ip:port`: the status and the body.
+fn post(ip: Ipv4Addr, port: u16, path: &str, body: &str) -> (u16, String) {
+    let mut s = TcpStream::connect((ip, port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: {ip}:{port}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("send");
+    let mut raw = String::new();
+    let _ = s.read_to_string(&mut raw);
+    let status = raw
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = raw.split_once("\r\n\r\n").map(|(_, b)| b.to_string());
+    (status, body.unwrap_or_default())
+}
+
+#[test]
+fn sticky_leader_sigterm_names_its_successor_everywhere_at_once() {
+    let mut set = Set::new(3, STICKY_30S);
+    set.start_all();
+    set.wait_all_follow(0, WAIT);
+    // The DNS server keeps web-0 in the ready set: without the resignation
+    // nobody would ever hand over; with it, well within the 30 s grace.
+    let (status, took) = set.members[0].sigterm();
+    assert!(status.success(), "{status}\n{}", set.members[0].logs());
+    assert!(
+        took < Duration::from_secs(2),
+        "shutdown took {took:?}\n{}",
+        set.members[0].logs()
+    );
+    set.wait_all_follow(1, Duration::from_secs(10));
+    let logs = set.members[0].logs();
+    assert!(
+        logs.lines().any(|l| l.contains("resigned:")
+            && l.contains(&format!("successor={}", fqdn(1)))
+            && l.contains("accepted=2")),
+        "{logs}"
+    );
+    let line = set.members[2]
+        .logs()
+        .lines()
+        .find(|l| l.contains("leader changed") && l.contains("new=\"web-1"))
+        .map(String::from)
+        .unwrap_or_default();
+    assert!(
+        line.contains(&format!(
+            "why={} resigned and named {} (confirmed at its GET /leader)",
+            fqdn(0),
+            fqdn(1)
+        )),
+        "{line}"
+    );
+    // The resigning pod remembers its successor, never itself.
+    assert_eq!(set.members[0].state_file()["leader"]["name"], fqdn(1));
+    assert_eq!(set.members[2].state_file()["leader"]["name"], fqdn(1));
+    assert_eq!(
+        set.members[2].leader_hook(),
+        format!("{}\n{}\n", fqdn(0), fqdn(1))
+    );
+    // web-0 comes back as a new pod and follows web-1; then web-1 is
+    // stopped: web-0, the first ready peer, succeeds it.
+    fs::remove_file(set.members[0].sb.join(".peerplate-state.json")).ok();
+    fs::remove_file(set.members[0].sb.join("out.txt")).expect("remove output");
+    set.members[0].start();
+    set.wait_all_follow(1, WAIT);
+    set.members[1].sigterm();
+    set.wait_all_follow(0, Duration::from_secs(10));
+    for m in &mut set.members {
+        m.stop();
+    }
+}
+
+#[test]
+fn a_follower_stopping_or_a_forged_resignation_changes_nothing() {
+    let mut set = Set::new(3, STICKY_30S);
+    set.start_all();
+    set.wait_all_follow(0, WAIT);
+    let (ip2, port) = (ip(2), set.members[2].port);
+    let forged = format!(
+        "{{\"leader\": \"{}\", \"successor\": \"{}\"}}",
+        fqdn(0),
+        fqdn(1)
+    );
+    // A follower (web-1) says web-0 resigned: web-2 checks with web-0,
+    // which answers that it still leads.
+    let (code, body) = post(ip2, port, "/leader/resign", &forged);
+    assert_eq!(
+        (code, body.as_str()),
+        (
+            202,
+            format!("checking with {} whether it resigned\n", fqdn(0)).as_str()
+        )
+    );
+    let ignored = "peerplate_leader_resignations_ignored_total";
+    assert!(
+        poll_until(WAIT, || metric(&set.members[2].get("/metrics"), ignored)
+            == Some(1.0)),
+        "{}",
+        set.members[2].logs()
+    );
+    assert!(
+        set.members[2]
+            .logs()
+            .contains("a resignation notice was not confirmed by the leader; ignored"),
+        "{}",
+        set.members[2].logs()
+    );
+    // At once again: at most one check per second.
+    let (code, body) = post(ip2, port, "/leader/resign", &forged);
+    assert!(
+        code == 429 || code == 202,
+        "{code} {body}\n{}",
+        set.members[2].logs()
+    );
+    // One that names a leader web-2 does not follow; one too large.
+    let other = format!(
+        "{{\"leader\": \"{}\", \"successor\": \"{}\"}}",
+        fqdn(1),
+        fqdn(2)
+    );
+    let (code, body) = post(ip2, port, "/leader/resign", &other);
+    assert_eq!(
+        (code, body),
+        (
+            409,
+            format!(
+                "ignored: it names {} as the resigning leader, but this pod follows {}\n",
+                fqdn(1),
+                fqdn(0)
+            )
+        )
+    );
+    let (code, _) = post(ip2, port, "/leader/resign", &" ".repeat(2000));
+    assert_eq!(code, 413);
+    assert!(poll_until(WAIT, || metric(
+        &set.members[2].get("/metrics"),
+        ignored
+    )
+    .is_some_and(|n| n >= 3.0)));
+
+    // A follower's SIGTERM: nobody changes, its state file keeps web-0.
+    set.members[2].sigterm();
+    std::thread::sleep(Duration::from_millis(1500));
+    for m in &set.members[..2] {
+        assert_eq!(
+            m.verdict(),
+            format!("leader=web-0 me={}", py_bool(m.k == 0)),
+            "{}",
+            set.dump()
+        );
+        assert_eq!(m.count_log("leader changed"), 1, "{}", m.logs());
+    }
+    assert_eq!(set.members[2].state_file()["leader"]["name"], fqdn(0));
+    for m in &mut set.members {
+        m.stop();
+    }
+}
+
+#[test]
+fn a_pod_restarted_while_no_peer_answers_follows_its_remembered_leader() {
+    let mut set = Set::new(3, STICKY);
+    set.start_all();
+    set.wait_all_follow(0, WAIT);
+    // web-1 takes over (web-0 unready past grace), web-0 is back.
+    set.set_ready(&[1, 2]);
+    set.wait_all_follow(1, WAIT);
+    set.set_ready(&[0, 1, 2]);
+    assert_eq!(set.members[2].state_file()["leader"]["name"], fqdn(1));
+    // web-2 stops; then its peers' admin ports go away (the followers
+    // first, so that web-1 has nobody to resign to), while DNS still lists
+    // every pod as ready.
+    set.members[2].stop();
+    set.members[0].stop();
+    set.members[1].stop();
+    fs::remove_file(set.members[2].sb.join("out.txt")).expect("remove output");
+    set.members[2].start();
+    assert!(
+        poll_until(WAIT, || set.members[2].verdict() == "leader=web-1 me=False"),
+        "the rule would have named web-0\n{}",
+        set.members[2].logs()
+    );
+    let logs = set.members[2].logs();
+    let warn = logs
+        .lines()
+        .find(|l| l.contains("no peer answered who leads"))
+        .unwrap_or_default();
+    assert!(warn.contains("WARN"), "{logs}");
+    assert!(warn.contains("asked=2"), "{warn}");
+    assert!(warn.contains(&format!("chose={}", fqdn(1))), "{warn}");
+    assert!(warn.contains("remembered in the state file"), "{warn}");
+    let scrape = set.members[2].get("/metrics");
+    assert!(
+        metric(&scrape, "peerplate_leader_unanswered_total").is_some_and(|n| n >= 1.0),
+        "{scrape}"
+    );
+    assert_eq!(set.members[2].state_file()["pod_uid"], "uid-web-2");
+    // A new pod (another POD_UID) with the same folder does not trust the
+    // file: the rule (web-0, the first ready peer), and the WARN says so.
+    set.members[2].stop();
+    fs::remove_file(set.members[2].sb.join("out.txt")).expect("remove output");
+    set.members[2].start_as("uid-new-pod");
+    assert!(
+        poll_until(WAIT, || set.members[2].verdict() == "leader=web-0 me=False"),
+        "{}",
+        set.members[2].logs()
+    );
+    let logs = set.members[2].logs();
+    assert!(
+        logs.contains(
+            "the state file was written by another pod (POD_UID uid-web-2); starting without it"
+        ),
+        "{logs}"
+    );
+    let warn = logs
+        .lines()
+        .find(|l| l.contains("no peer answered who leads"))
+        .unwrap_or_default();
+    assert!(
+        warn.contains("none is remembered; choosing by the rule"),
+        "{warn}"
+    );
+    assert!(warn.contains(&format!("chose={}", fqdn(0))), "{warn}");
+    set.members[2].stop();
+}
+
+// --- issue 20: probe never guesses ------------------------------------------
+
+/// A role endpoint per pod on `ip(k):port`: answers the status its slot
+/// holds (200 "I am the primary", 503 otherwise), like Patroni's `/primary`.
+struct Roles {
+    codes: Vec<Arc<std::sync::atomic::AtomicU16>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for Roles {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Roles {
+    fn start(n: usize, port: u16) -> Roles {
+        let stop = Arc::new(AtomicBool::new(false));
+        let codes: Vec<Arc<std::sync::atomic::AtomicU16>> = (0..n)
+            .map(|_| Arc::new(std::sync::atomic::AtomicU16::new(503)))
+            .collect();
+        for (k, code) in codes.iter().enumerate() {
+            let listener = TcpListener::bind((ip(k), port)).expect("bind role endpoint");
+            listener.set_nonblocking(true).expect("nonblocking");
+            let (code, stop) = (Arc::clone(code), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    match listener.accept() {
+                        Ok((mut conn, _)) => {
+                            let _ = conn.set_nonblocking(false);
+                            let _ = conn.set_read_timeout(Some(Duration::from_secs(1)));
+                            let mut buf = [0u8; 1024];
+                            let _ = conn.read(&mut buf);
+                            let status = code.load(Ordering::Relaxed);
+                            let _ = write!(
+                                conn,
+                                "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                            );
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                    }
+                }
+            });
+        }
+        Roles { codes, stop }
+    }
+
+    /// Only the pods in `primaries` answer 200.
+    fn set(&self, primaries: &[usize]) {
+        for (k, code) in self.codes.iter().enumerate() {
+            let status = if primaries.contains(&k) { 200 } else { 503 };
+            code.store(status, Ordering::Relaxed);
+        }
+    }
+}
+
+/// `probe` against the role endpoints on `port`, grace 1 s.
+fn probe_yaml(port: u16) -> String {
+    format!(
+        "  policy: probe\n  grace: 1s\n  probe:\n    url: \"http://{{peer}}:{port}/primary\"\n    timeout: 500ms\n    interval: 300ms\n"
+    )
+}
+
+fn role_port() -> u16 {
+    let ips: Vec<String> = (0..3).map(|k| ip(k).to_string()).collect();
+    let ip_refs: Vec<&str> = ips.iter().map(String::as_str).collect();
+    free_port_on(&ip_refs)
+}
+
+#[test]
+fn probe_keeps_a_confirmed_leader_through_a_long_failover_then_follows_the_new_one() {
+    let port = role_port();
+    let roles = Roles::start(3, port);
+    roles.set(&[1]);
+    let mut set = Set::new(3, &probe_yaml(port));
+    set.start_all();
+    set.wait_all_follow(1, WAIT);
+    // The primary dies; the app's own failover takes longer than 3x grace:
+    // no endpoint answers 2xx, web-1 leaves the ready set.
+    roles.set(&[]);
+    set.set_ready(&[0, 2]);
+    std::thread::sleep(Duration::from_millis(3500));
+    for m in &set.members {
+        assert_eq!(
+            m.verdict(),
+            format!("leader=web-1 me={}", py_bool(m.k == 1)),
+            "nobody guessed\n{}",
+            set.dump()
+        );
+        assert_eq!(m.count_log("leader changed"), 1, "{}", m.logs());
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(&set.members[0].get("/leader")).expect("json");
+    assert_eq!(json["leader"], fqdn(1), "{json}");
+    assert!(
+        json["unconfirmed_since"]
+            .as_str()
+            .is_some_and(|s| s.ends_with('Z')),
+        "{json}"
+    );
+    let scrape = set.members[0].get("/metrics");
+    assert!(
+        metric(
+            &scrape,
+            "peerplate_leader_unconfirmed_since_timestamp_seconds"
+        )
+        .is_some_and(|t| t > 1.0e9),
+        "{scrape}"
+    );
+    assert!(set.members[0]
+        .logs()
+        .contains("it stays the leader until another peer answers 2xx"));
+    // web-2 is promoted: adopted at the next probe round.
+    roles.set(&[2]);
+    let took = set.wait_all_follow(2, Duration::from_secs(5));
+    eprintln!("new claimant seen by every pod after {took:?} (interval 300ms)");
+    let json: serde_json::Value =
+        serde_json::from_str(&set.members[0].get("/leader")).expect("json");
+    assert_eq!(json["unconfirmed_since"], serde_json::Value::Null, "{json}");
+    for m in &mut set.members {
+        m.stop();
+    }
+}
+
+#[test]
+fn probe_two_claimants_at_start_follows_the_one_the_peers_name_and_warns() {
+    let port = role_port();
+    let roles = Roles::start(3, port);
+    roles.set(&[2]);
+    let mut set = Set::new(3, &probe_yaml(port));
+    set.start_all();
+    set.wait_all_follow(2, WAIT);
+    // web-0's sidecar restarts while its app, an old primary back with
+    // stale state, also claims to lead.
+    set.members[0].stop();
+    roles.set(&[0, 2]);
+    fs::remove_file(set.members[0].sb.join("out.txt")).expect("remove output");
+    set.members[0].start();
+    assert!(
+        poll_until(WAIT, || set.members[0].verdict() == "leader=web-2 me=False"),
+        "the lowest ordinal would be web-0\n{}",
+        set.members[0].logs()
+    );
+    let logs = set.members[0].logs();
+    let warn = logs
+        .lines()
+        .find(|l| l.contains("two or more peers answer 2xx"))
+        .unwrap_or_default();
+    assert!(warn.contains("WARN"), "{logs}");
+    assert!(
+        warn.contains(&format!(
+            "claimants=[\"{}\",\"{}\"] chose={}",
+            fqdn(0),
+            fqdn(2),
+            fqdn(2)
+        )),
+        "{warn}"
+    );
+    assert!(warn.contains("how=\"the one the peers name\""), "{warn}");
+    let scrape = set.members[0].get("/metrics");
+    assert_eq!(
+        metric(&scrape, "peerplate_leader_claimants"),
+        Some(2.0),
+        "{scrape}"
+    );
+    // The running sidecars keep web-2.
+    for m in &set.members[1..] {
+        assert_eq!(m.count_log("leader changed"), 1, "{}", m.logs());
+    }
+    for m in &mut set.members {
+        m.stop();
+    }
+}
+
+#[test]
+fn a_resigning_leader_whose_peers_never_answer_still_exits_within_a_second() {
+    let mut set = Set::new(3, STICKY_30S);
+    set.start_all();
+    set.wait_all_follow(0, WAIT);
+    // web-1 and web-2 stop; in their place, listeners that accept and
+    // never answer (a peer that hangs), still listed ready by DNS.
+    let port = set.members[0].port;
+    set.members[1].stop();
+    set.members[2].stop();
+    let _hung: Vec<TcpListener> = [1, 2]
+        .iter()
+        .map(|k| TcpListener::bind((ip(*k), port)).expect("bind a silent peer"))
+        .collect();
+    let (status, took) = set.members[0].sigterm();
+    assert!(status.success(), "{status}\n{}", set.members[0].logs());
+    eprintln!("shutdown with silent peers took {took:?}");
+    // The resignation is bounded at 0.75 s, the runtime's stop at 0.2 s;
+    // the bound here leaves room for a loaded machine.
+    assert!(
+        took < Duration::from_millis(1500),
+        "shutdown took {took:?}\n{}",
+        set.members[0].logs()
+    );
+    let logs = set.members[0].logs();
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("resigned:") && l.contains("told=2") && l.contains("accepted=0")),
+        "{logs}"
+    );
+    // It still remembers its successor, never itself.
+    assert_eq!(set.members[0].state_file()["leader"]["name"], fqdn(1));
 }

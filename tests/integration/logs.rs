@@ -60,9 +60,10 @@ fn no_debug_strings(lines: &[Value]) {
     }
 }
 
-/// A target process that ignores SIGHUP and stays up, with its pid file.
+/// A target process that catches SIGHUP (and does nothing with it) and
+/// stays up, with its pid file. (One that ignored it would not be sent it.)
 fn app(sb: &Sandbox) -> (Daemon, std::path::PathBuf) {
-    let script = sb.write("app.sh", "trap '' HUP\nwhile :; do sleep 0.05; done\n");
+    let script = sb.write("app.sh", "trap ':' HUP\nwhile :; do sleep 0.05; done\n");
     let d = Daemon::spawn({
         let mut c = Command::new("sh");
         c.arg(&script);
@@ -89,7 +90,7 @@ fn run_in_json_has_typed_fields_and_stable_messages() {
         )
         .wait_min("50ms")
         .yaml(&format!(
-            "reload: {{signal: HUP, pid_file: {}}}\nhooks:\n  on_start: \"true\"\n  on_change: \"true\"\n",
+            "reload: {{signal: HUP, pid_file: {}, min_age: 0s}}\nhooks:\n  on_start: \"true\"\n  on_change: \"true\"\n",
             pid_file.display()
         ))
         .build();

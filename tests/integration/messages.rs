@@ -39,6 +39,13 @@ fn one_template(sb: &Sandbox, template: &str) {
 fn template_errors_name_the_expression_and_the_fix() {
     let cases = [
         ("undefined_name", "{{ nope }}\n"),
+        // minijinja names these only with its debug info, which it turns on
+        // by itself only in debug builds: the release build sets it.
+        (
+            "misspelt_indexed_peer_attribute",
+            "{{ peers[0].hostnme }}\n",
+        ),
+        ("misspelt_context_name_bare", "{{ pods }}\n"),
         (
             "misspelt_context_name",
             "{% for p in peerz %}{{ p }}{% endfor %}\n",

@@ -5,7 +5,10 @@
 //! only the top-most process of that name gets it (not its same-named
 //! child); no such process is logged at info level and the loop goes on; a
 //! process peerplate may not signal gives a warning naming the fix (the same
-//! user as the app).
+//! user as the app); a process that ignores the signal gets an error naming
+//! what works instead, and one that neither catches nor blocks it is never
+//! sent it (it would die of it), and one started after the install is not
+//! signalled (it read the file).
 
 use std::fs;
 use std::path::Path;
@@ -188,9 +191,10 @@ fn a_process_peerplate_may_not_signal_gives_a_warning_with_the_fix() {
     if !require_component("setpriv") {
         return;
     }
+    // An app that catches HUP (one that did not would never be signalled).
     let app = Daemon::spawn({
-        let mut c = Command::new("sleep");
-        c.arg("30");
+        let mut c = Command::new("sh");
+        c.args(["-c", "trap 'echo hup' HUP; while :; do sleep 1; done"]);
         c
     });
     let pid_file = Sandbox::new();
@@ -215,7 +219,7 @@ fn a_process_peerplate_may_not_signal_gives_a_warning_with_the_fix() {
     assert!(line.contains("WARN"), "{line}");
     assert!(
         line.contains(&format!(
-            "not allowed to send SIGHUP to pid {} (sleep, uid 0) (peerplate runs as uid 65534): run peerplate as the same user as the app (uid 0)",
+            "not allowed to send SIGHUP to pid {} (sh, uid 0) (peerplate runs as uid 65534): run peerplate as the same user as the app (uid 0)",
             app.pid()
         )),
         "the warning names the fix: {line}"
@@ -223,4 +227,109 @@ fn a_process_peerplate_may_not_signal_gives_a_warning_with_the_fix() {
     assert!(!line.contains("CAP_KILL"), "no capability advice: {line}");
     assert!(d.is_running(), "{}", d.logs());
     drop(app);
+}
+
+#[test]
+fn a_process_that_ignores_or_does_not_catch_the_signal_is_never_sent_it() {
+    // Ignores HUP, like Redis 7.
+    let deaf = Daemon::spawn({
+        let mut c = Command::new("sh");
+        c.args(["-c", "trap '' HUP; while :; do sleep 1; done"]);
+        c
+    });
+    let files = Sandbox::new();
+    let pid_path = files.write("app.pid", &format!("{}\n", deaf.pid()));
+    let pod = reload_pod(&format!(
+        "{{signal: HUP, pid_file: {}, min_age: 0s}}",
+        pid_path.display()
+    ));
+    let mut d = pod.start();
+    let line = d.wait_for_line(0, &["reload signal not sent", "ignores SIGHUP"], WAIT);
+    assert!(line.contains("ERROR"), "{line}");
+    assert!(
+        line.contains("use an exec or http action if the app offers one (for Redis, which reads redis.conf only when it starts: reload: false"),
+        "names what works instead: {line}"
+    );
+    assert!(signal_lines(&d, 0).is_empty(), "{}", d.logs());
+    drop(d);
+    drop(deaf);
+
+    // Neither catches nor blocks HUP (sleep): waited for up to catch_wait,
+    // then an error; the process lives on.
+    let mut bare = Daemon::spawn({
+        let mut c = Command::new("sleep");
+        c.arg("30");
+        c
+    });
+    let pid_path = files.write("bare.pid", &format!("{}\n", bare.pid()));
+    let pod = reload_pod(&format!(
+        "{{signal: HUP, pid_file: {}, min_age: 0s, catch_wait: 1s}}",
+        pid_path.display()
+    ));
+    let mut d = pod.start();
+    d.wait_for_line(
+        0,
+        &["waiting for the process to catch the signal before sending it"],
+        WAIT,
+    );
+    let line = d.wait_for_line(0, &["reload signal not sent", "(catch_wait)"], WAIT);
+    assert!(line.contains("the signal is never sent uncaught"), "{line}");
+    assert!(signal_lines(&d, 0).is_empty(), "{}", d.logs());
+    assert!(bare.is_running(), "the app was not killed");
+}
+
+#[test]
+fn a_process_started_after_the_install_is_not_signalled() {
+    // A copy of sh under a name of its own, so `process:` finds only ours.
+    let files = Sandbox::new();
+    let name = format!("ppr{}", std::process::id() % 1_000_000);
+    let real = fs::canonicalize(find_program("sh").expect("sh")).expect("real sh");
+    let program = files.join(&name);
+    fs::copy(real, &program).expect("copy sh");
+    let start = |tag: &str| {
+        let log = files.join(&format!("{tag}.hups"));
+        let script = files.write(&format!("{tag}.sh"), &hup_recorder(&log, tag));
+        let mut c = Command::new(&program);
+        c.arg(script);
+        (Daemon::spawn(c), log)
+    };
+    // The first app is young when the file is installed: it is waited for
+    // (min_age 2 s). Meanwhile it is replaced by a second one, which starts
+    // after the install and so reads the new file itself.
+    let (first, _) = start("first");
+    let pod = reload_pod(&format!("{{signal: HUP, process: {name}}}"));
+    // -v: the wait for min_age is a debug line.
+    let mut args = vec!["-v".to_string()];
+    args.extend(pod.args("run"));
+    let mut d = Daemon::spawn(pod.peerplate(&args));
+    d.wait_for_line(
+        0,
+        &["younger than min_age; waiting before the signal"],
+        WAIT,
+    );
+    drop(first);
+    std::thread::sleep(Duration::from_millis(200));
+    let (second, second_log) = start("second");
+    let line = d.wait_for_line(
+        0,
+        &["not signalled: the process started after the file was installed"],
+        WAIT,
+    );
+    assert!(line.contains(&format!("({name})")), "{line}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        lines(&second_log),
+        Vec::<String>::new(),
+        "no HUP to the second"
+    );
+    assert!(signal_lines(&d, 0).is_empty(), "{}", d.logs());
+    drop(second);
+}
+
+fn lines(path: &Path) -> Vec<String> {
+    fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
 }

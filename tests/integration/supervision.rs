@@ -11,7 +11,9 @@ use nix::sys::signal::Signal;
 
 use std::process::Command;
 
-use crate::helpers::{debug_bin, free_port, http_get, poll_until, run, Daemon, Sandbox};
+use crate::helpers::{
+    debug_bin, free_port, http_get, poll_until, redact_timestamps, run, Daemon, Sandbox,
+};
 
 fn get(port: u16, path: &str) -> Option<(u16, String)> {
     http_get(port, path).ok().map(|r| (r.status, r.body))
@@ -160,18 +162,61 @@ fn check_rejects_an_invalid_dns_name_with_file_and_line() {
     assert!(!sb.join("out.txt").exists());
 }
 
+/// No DNS server to ask (no `nameservers`, and the resolv.conf is missing
+/// or has no nameserver line, as in a CI container without a network):
+/// `check` warns naming the file and line and exits 0, `check --strict`
+/// exits 2, `render --peer` renders without asking anyone, and `run` and
+/// `once` refuse to start.
 #[test]
-fn check_rejects_dns_with_no_server_to_ask() {
+fn no_dns_server_is_a_warning_for_check_and_render_and_an_error_for_run() {
     let sb = Sandbox::new();
-    sb.write("t.j2", "x\n");
-    sb.write("peerplate.yaml", "identity: {hostname: web-0}\npeers:\n  dns:\n    service: nginx\ntemplates:\n  - {source: t.j2, destination: out.txt}\n");
-    // A resolv.conf without a nameserver line.
-    let mut cmd = sb.peerplate(["--config", "peerplate.yaml", "check"]);
-    cmd.env(
-        "PEERPLATE_RESOLV_CONF",
-        sb.write("empty-resolv.conf", "search svc.cluster.local\n"),
+    sb.write(
+        "t.j2",
+        "{% for p in peers %}{{ p.hostname }} {% endfor %}\n",
     );
-    let out = run(&mut cmd);
-    assert_eq!(out.code, Some(2), "{}", out.dump());
-    insta::assert_snapshot!(sb.redact(&out.stderr));
+    sb.write("peerplate.yaml", "identity: {hostname: web-0}\npeers:\n  dns:\n    service: nginx\ntemplates:\n  - {source: t.j2, destination: out.txt}\n");
+    let empty = sb.write("empty-resolv.conf", "search svc.cluster.local\n");
+    let missing = sb.join("no-such-resolv.conf");
+    for resolv in [&empty, &missing] {
+        let check = run(sb
+            .peerplate(["--config", "peerplate.yaml", "check"])
+            .env("PEERPLATE_RESOLV_CONF", resolv));
+        assert_eq!(check.code, Some(0), "{}", check.dump());
+        insta::assert_snapshot!(
+            "check_warns_dns_with_no_server_to_ask",
+            redact_timestamps(&sb.redact(&check.stderr))
+        );
+        let strict = run(sb
+            .peerplate(["--config", "peerplate.yaml", "check", "--strict"])
+            .env("PEERPLATE_RESOLV_CONF", resolv));
+        assert_eq!(strict.code, Some(2), "{}", strict.dump());
+        insta::assert_snapshot!(
+            "check_strict_refuses_dns_with_no_server_to_ask",
+            redact_timestamps(&sb.redact(&strict.stderr))
+        );
+        let render = run(sb
+            .peerplate([
+                "--config",
+                "peerplate.yaml",
+                "render",
+                "--peer",
+                "web-0.nginx.default.svc.cluster.local",
+                "--peer",
+                "web-1.nginx.default.svc.cluster.local",
+            ])
+            .env("PEERPLATE_RESOLV_CONF", resolv));
+        assert_eq!(render.code, Some(0), "{}", render.dump());
+        assert_eq!(render.stdout, "web-0 web-1 ");
+        for command in ["run", "once"] {
+            let out = run(sb
+                .peerplate(["--config", "peerplate.yaml", command])
+                .env("PEERPLATE_RESOLV_CONF", resolv));
+            assert_eq!(out.code, Some(2), "{command}: {}", out.dump());
+            insta::assert_snapshot!(
+                "run_refuses_dns_with_no_server_to_ask",
+                sb.redact(&out.stderr)
+            );
+        }
+    }
+    assert!(!sb.join("out.txt").exists());
 }

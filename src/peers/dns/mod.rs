@@ -169,6 +169,34 @@ pub struct Poller {
     /// Addresses looked up by A/AAAA (not from an additional section), by
     /// peer name, with when they expire.
     address_cache: BTreeMap<String, (Vec<IpAddr>, Instant)>,
+    /// The name a peer's target must be one label under (lower case, no
+    /// trailing dot), and the ready Service's; `None` with `any_target`.
+    service: Option<String>,
+    ready_service: Option<String>,
+}
+
+/// The Service an SRV name belongs to: the name less its leading
+/// `_port._proto` labels (`_http._tcp.nginx.default.svc.cluster.local` ->
+/// `nginx.default.svc.cluster.local`), lower case, without the trailing dot.
+pub fn service_of(query: &str) -> String {
+    let mut name = query.trim_end_matches('.');
+    while let Some(rest) = name.strip_prefix('_').and_then(|n| n.split_once('.')) {
+        name = rest.1;
+    }
+    name.to_ascii_lowercase()
+}
+
+/// Whether `target` is one label under `service` (compared
+/// case-insensitively): how Kubernetes names a Service's pods
+/// (`web-0.nginx.default.svc.cluster.local`). A target elsewhere
+/// (`web-0.evil.example.com`) would otherwise become a peer, and perhaps
+/// the leader.
+pub fn is_under(target: &str, service: &str) -> bool {
+    let target = target.trim_end_matches('.');
+    match target.split_once('.') {
+        Some((first, rest)) => !first.is_empty() && rest.eq_ignore_ascii_case(service),
+        None => false,
+    }
 }
 
 impl Poller {
@@ -210,7 +238,17 @@ impl Poller {
                 told: false,
             })
         };
+        let (service, ready_service) = if dns.any_target {
+            (None, None)
+        } else {
+            (
+                Some(service_of(&dns.query)),
+                dns.ready_query.as_deref().map(service_of),
+            )
+        };
         Ok(Poller {
+            service,
+            ready_service,
             serial,
             unsettled: true,
             address_cache: BTreeMap::new(),
@@ -286,7 +324,7 @@ impl Poller {
         self.log_poll(why.as_str(), &polled, now);
         self.unsettled = self.unsettled || polled.is_err();
         if let (Some(check), true) = (self.serial.as_mut(), polled.is_ok()) {
-            check.next_refresh = Some(now + check.refresh);
+            check.next_refresh = Some(crate::limits::later_std(now, check.refresh));
         }
         if why == Fetch::Refresh && matches!(polled, Ok(Some(_))) {
             self.distrust(now);
@@ -464,7 +502,14 @@ impl Poller {
             .answers
             .iter()
             .filter_map(|r| match &r.data {
-                RData::SRV(srv) => Peer::parse(&srv.target.to_ascii(), None).ok(),
+                RData::SRV(srv) => {
+                    let target = srv.target.to_ascii();
+                    let inside = self
+                        .ready_service
+                        .as_deref()
+                        .is_none_or(|s| is_under(&target, s));
+                    inside.then(|| Peer::parse(&target, None).ok()).flatten()
+                }
                 _ => None,
             })
             .map(|p| p.hostname)
@@ -518,6 +563,13 @@ impl Poller {
                 continue;
             };
             let target = srv.target.to_ascii();
+            if let Some(service) = self.service.as_deref().filter(|s| !is_under(&target, s)) {
+                if !self.dropped.contains(&target) {
+                    tracing::warn!(name = %target, query = %self.query(), service = %service, "refusing an SRV target outside the Service: a peer must be one label under the Service's name; set peers.dns.any_target: true to take any target (DNS outside Kubernetes)");
+                }
+                dropped.insert(target);
+                continue;
+            }
             match Peer::parse(&target, Some(srv.port)) {
                 Ok(peer) => peers.push(peer),
                 Err(why) => {
@@ -708,7 +760,16 @@ pub fn worker(
                     return;
                 }
             }
-            poll_loop(poller, dns.interval, &metrics, events, errors, stopped);
+            let warn_ports = dns.port_name.is_none();
+            poll_loop(
+                poller,
+                dns.interval,
+                warn_ports,
+                &metrics,
+                events,
+                errors,
+                stopped,
+            );
             let _ = done_tx.send(());
         })
         .map_err(|e| SourceError::Setup(format!("cannot start the DNS thread: {e}")))?;
@@ -729,9 +790,18 @@ pub fn worker(
     }))
 }
 
+/// The ports of the first peer listed with several (a Service with several
+/// ports and no `port_name`), for the warning.
+pub fn several_ports(set: &PeerSet) -> Option<(&str, &[u16])> {
+    set.iter()
+        .find(|p| p.ports.len() > 1)
+        .map(|p| (p.fqdn.as_str(), p.ports.as_slice()))
+}
+
 fn poll_loop(
     mut poller: Poller,
     interval: Duration,
+    mut warn_ports: bool,
     metrics: &Metrics,
     events: tokio::sync::mpsc::Sender<Event>,
     errors: tokio::sync::mpsc::Sender<SourceError>,
@@ -753,7 +823,13 @@ fn poll_loop(
                     let _ = events.blocking_send(Event::Recovered);
                 }
                 match answer {
-                    Some(set) => events.blocking_send(Event::Peers(set)).is_ok(),
+                    Some(set) => {
+                        if let (true, Some((peer, ports))) = (warn_ports, several_ports(&set)) {
+                            tracing::warn!(query = %query, peer, ports = %crate::log::list(ports), "the Service has several ports: peer.port is the lowest, peer.ports lists them all; set peers.dns.port_name to the name of the one you mean (like http)");
+                            warn_ports = false;
+                        }
+                        events.blocking_send(Event::Peers(set)).is_ok()
+                    }
                     None => true,
                 }
             }
@@ -784,5 +860,25 @@ fn poll_loop(
             Err(RecvTimeoutError::Timeout) => {}
             _ => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_must_be_one_label_under_the_service() {
+        assert_eq!(
+            service_of("_http._tcp.Nginx.default.svc.cluster.local."),
+            "nginx.default.svc.cluster.local"
+        );
+        let svc = service_of("nginx.default.svc.cluster.local");
+        assert!(is_under("web-0.nginx.default.svc.cluster.local.", &svc));
+        assert!(is_under("WEB-0.NGINX.default.svc.cluster.local", &svc));
+        assert!(!is_under("web-0.evil.example.com", &svc));
+        assert!(!is_under("a.web-0.nginx.default.svc.cluster.local", &svc));
+        assert!(!is_under("nginx.default.svc.cluster.local", &svc));
+        assert!(!is_under(".nginx.default.svc.cluster.local", &svc));
     }
 }

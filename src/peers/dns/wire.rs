@@ -226,7 +226,7 @@ impl Client {
         };
         *uses += 1;
         socket.send(wire).map_err(|e| e.to_string())?;
-        let deadline = Instant::now() + self.timeout;
+        let deadline = crate::limits::later_std(Instant::now(), self.timeout);
         let buf = &mut self.buf;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
