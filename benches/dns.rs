@@ -37,6 +37,26 @@
 //!   inotify watch on the output dir (the `notify` crate) sees the
 //!   destination hold `# <new N> peers`. Median, p90, max.
 //!
+//! - `peer-finder` (issue 18), BIND only, during `idle`: Kubernetes' original
+//!   peer-finder (`--peer-finder PATH`; default `shared/tools/peer-finder`
+//!   in the nearest ancestor of this crate that has one, see that dir's
+//!   README) runs next to the daemon the way the seed runs it
+//!   (`-on-start=S -on-change=S -service=nginx -ns=default
+//!   -domain=cluster.local`, S writing the peers it gets to a file) against
+//!   the same BIND. peer-finder asks only the system resolver on port 53,
+//!   and BIND listens only on addresses an interface has (127.0.0.1 on
+//!   `lo`), so a second meter listens on port 53 of a spare loopback
+//!   address (127.0.0.53, or the next free one up to .60) and forwards to
+//!   the same BIND, the way the daemon's meter does; peer-finder runs in
+//!   `unshare --mount --uts --propagation private` with a bind-mounted
+//!   `/etc/resolv.conf` (that address, the pod's search path, `ndots:5`)
+//!   and host name `web-1`. Its DNS traffic is printed like the daemon's.
+//!   Once it has written all N peers, both idle for `--idle-wait`; then
+//!   both memories are read, and both CPUs over the same `--cpu-window`;
+//!   the summary prints the ratios (peerplate / peer-finder) next to the
+//!   targets (RSS <= 0.6x with 2 peers, <= 0.45x with more; CPU <= 0.2x /
+//!   0.1x). `--peer-finder none` leaves it out.
+//!
 //! Run: `cargo bench --bench dns -- --bin "$(scripts/build-release.sh | tail -n1)"`
 //! (about 6 minutes with both servers). Options after `--`: `--bin PATH`
 //! (default: the release build cargo made), `--server bind|inproc|both`,
@@ -46,7 +66,9 @@
 //! before the option runs too), `--quiet SECS` (added to every pause
 //! between changes: past the 2 s fetch window after a serial move, each
 //! change is seen from a quiet state), `--daemon-env K=V`, `--dir DIR`
-//! (where the temp dir goes; default cargo's target/tmp). Every wait
+//! (where the temp dir goes; default cargo's target/tmp), `--config-extra
+//! YAML` (appended to the daemon's config, repeatable; `{port}` becomes a
+//! free loopback port, e.g. `http: {listen: '127.0.0.1:{port}'}`). Every wait
 //! is bounded; `named`, `nsupdate` and the daemon are stopped on exit.
 //! Numbers are informational; no test asserts them.
 
@@ -60,6 +82,7 @@ mod common;
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -92,6 +115,19 @@ struct Options {
     /// window after a serial move, each change is seen from a quiet state.
     quiet: Duration,
     dir: PathBuf,
+    /// Kubernetes' peer-finder, run next to the daemon during `idle` (BIND only).
+    peer_finder: Option<PathBuf>,
+    /// Appended to the daemon's config (`{port}`: a free port).
+    config_extra: String,
+}
+
+/// `shared/tools/peer-finder` in the nearest ancestor of this crate that has one.
+fn default_peer_finder() -> Option<PathBuf> {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .skip(1)
+        .map(|d| d.join("shared/tools/peer-finder"))
+        .find(|p| p.is_file())
 }
 
 fn options() -> Res<Options> {
@@ -106,6 +142,8 @@ fn options() -> Res<Options> {
         refresh: None,
         quiet: Duration::ZERO,
         dir: PathBuf::from(env!("CARGO_TARGET_TMPDIR")),
+        peer_finder: default_peer_finder(),
+        config_extra: String::new(),
     };
     let secs = common::secs_arg;
     common::parse_args(&mut o.shared, |arg, args| {
@@ -135,6 +173,19 @@ fn options() -> Res<Options> {
                 )
             }
             "--quiet" => o.quiet = secs(args.next(), 60.0)?,
+            "--peer-finder" => {
+                o.peer_finder = match args.next() {
+                    Some(p) if p == "none" => None,
+                    Some(p) if Path::new(&p).is_file() => Some(p.into()),
+                    Some(p) => return Err(format!("--peer-finder: {p} is not a file")),
+                    None => return Err("--peer-finder takes a path or none".into()),
+                }
+            }
+            "--config-extra" => {
+                let yaml = args.next().ok_or("--config-extra takes YAML")?;
+                o.config_extra.push_str(&yaml);
+                o.config_extra.push('\n');
+            }
             "--idle-wait" => o.idle_wait = secs(args.next(), 120.0)?,
             "--cpu-window" => o.cpu_window = secs(args.next(), 600.0)?,
             "--interval" => o.interval = secs(args.next(), 10.0)?.max(Duration::from_secs(1)),
@@ -276,6 +327,22 @@ impl Bind {
     }
 }
 
+/// A meter on port 53 of the first of 127.0.0.53 .. 127.0.0.60 where that
+/// port is free for both UDP and TCP (every 127/8 address reaches `lo`;
+/// nothing is added), forwarding to `upstream`.
+fn port53_meter(upstream: SocketAddr) -> Res<meter::Meter> {
+    let mut last = String::new();
+    for k in 53..=60 {
+        match meter::Meter::start_on(SocketAddr::from(([127, 0, 0, k], 53)), upstream) {
+            Ok(m) => return Ok(m),
+            Err(e) => last = e,
+        }
+    }
+    Err(format!(
+        "no loopback address from 127.0.0.53 to .60 has port 53 free (is this root?); last: {last}"
+    ))
+}
+
 fn named_conf(dir: &Path, port: u16) -> String {
     let d = dir.display();
     format!(
@@ -402,14 +469,16 @@ impl Daemon {
              peers:\n  dns:\n    service: nginx\n    cluster_domain: cluster.local\n    \
              nameservers: ['{}']\n    interval: {}ms\n{}\
              wait: {{min: 0s, max: 0s}}\n\
-             templates:\n  - source: {}\n    destination: {}\n",
+             templates:\n  - source: {}\n    destination: {}\n{}",
             server.nameserver(),
             opts.interval.as_millis(),
             opts.refresh
                 .as_ref()
                 .map_or(String::new(), |r| format!("    refresh: {r}\n")),
             template.display(),
-            destination.display()
+            destination.display(),
+            opts.config_extra
+                .replace("{port}", &common::helpers::free_port().to_string())
         );
         let (guard, log) = common::start_daemon(&opts.shared, dir, "127.0.0.1", &yaml)?;
         let daemon = Daemon {
@@ -442,7 +511,118 @@ impl Daemon {
     }
 }
 
+// ---- peer-finder ------------------------------------------------------------------
+
+/// Kubernetes' peer-finder as the seed runs it, in its own mount and UTS
+/// namespaces: `/etc/resolv.conf` bind-mounted to one naming BIND's port-53
+/// address with a pod's search path, host name `web-1`.
+struct PeerFinder {
+    guard: common::Daemon,
+    /// What it asks: a meter on port 53 in front of the daemon's BIND.
+    meter: meter::Meter,
+    /// Where its on-start/on-change script writes the peers it got.
+    peers: PathBuf,
+}
+
+impl PeerFinder {
+    fn start(bin: &Path, dir: &Path, bind: SocketAddr, pods: usize) -> Res<PeerFinder> {
+        let meter = port53_meter(bind)?;
+        let nameserver = meter.addr.ip();
+        let dir = dir.join("peer-finder");
+        std::fs::create_dir_all(&dir).map_err(e("create the peer-finder dir"))?;
+        let resolv = dir.join("resolv.conf");
+        std::fs::write(
+            &resolv,
+            format!(
+                "nameserver {nameserver}\n\
+                 search default.svc.cluster.local svc.cluster.local cluster.local\n\
+                 options ndots:5\n"
+            ),
+        )
+        .map_err(e("write peer-finder's resolv.conf"))?;
+        let peers = dir.join("peers");
+        let script = dir.join("on-change.sh");
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\ncat >'{0}.tmp' && mv '{0}.tmp' '{0}'\n",
+                peers.display()
+            ),
+        )
+        .map_err(e("write peer-finder's script"))?;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))
+            .map_err(e("chmod peer-finder's script"))?;
+        let mut cmd = Command::new("unshare");
+        cmd.args(["--mount", "--uts", "--propagation", "private", "sh", "-c"])
+            .arg(
+                "mount --bind \"$1\" /etc/resolv.conf && hostname web-1 && \
+                 exec \"$2\" -on-start=\"$3\" -on-change=\"$3\" -service=nginx -ns=default -domain=cluster.local",
+            )
+            .arg("sh")
+            .arg(&resolv)
+            .arg(bin)
+            .arg(&script);
+        let pf = PeerFinder {
+            guard: common::Daemon::spawn_in(cmd, &dir).graceful(),
+            meter,
+            peers,
+        };
+        let started = Instant::now();
+        let limit = Duration::from_secs(10);
+        let has_all = || {
+            std::fs::read_to_string(&pf.peers)
+                .is_ok_and(|t| t.lines().filter(|l| !l.is_empty()).count() == pods)
+        };
+        if !common::helpers::poll_every(Duration::from_millis(5), limit, has_all) {
+            return Err(format!(
+                "peer-finder wrote no list of {pods} peers within {limit:?}; its log:\n{}",
+                pf.guard.logs()
+            ));
+        }
+        // unshare and sh exec'd into it: the pid is peer-finder's own.
+        let exe = std::fs::read_link(format!("/proc/{}/exe", pf.guard.pid()))
+            .map_err(e("read peer-finder's /proc/PID/exe"))?;
+        println!(
+            "peer-finder pid {} ({}), asking {}, wrote {pods} peers {:.0} ms after spawn",
+            pf.guard.pid(),
+            exe.display(),
+            pf.meter.addr,
+            common::ms(started.elapsed())
+        );
+        Ok(pf)
+    }
+}
+
 // ---- the measurements -------------------------------------------------------------
+
+/// Per thread of `pid`: its name and its context switches so far (voluntary
+/// and not): each is a wake-up at idle.
+fn context_switches(pid: u32) -> std::collections::BTreeMap<u32, (String, u64)> {
+    let mut out = std::collections::BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for task in tasks.flatten() {
+        let Some(tid) = task.file_name().to_str().and_then(|t| t.parse().ok()) else {
+            continue;
+        };
+        let Ok(status) = std::fs::read_to_string(task.path().join("status")) else {
+            continue;
+        };
+        let field = |key: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .map(|v| v.trim().to_string())
+        };
+        let n: u64 = ["voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:"]
+            .iter()
+            .filter_map(|k| field(k)?.parse::<u64>().ok())
+            .sum();
+        out.insert(tid, (field("Name:").unwrap_or_default(), n));
+    }
+    out
+}
 
 /// One row of the summary at the end.
 #[derive(Default, Clone)]
@@ -453,9 +633,28 @@ struct Row {
     /// DNS queries and message bytes per minute (this pod).
     dns_per_min: Option<(f64, f64)>,
     latency: Option<(f64, f64, f64)>,
+    /// peer-finder's, measured next to the daemon: memory and ms/min of CPU.
+    peer_finder: Option<(common::procfs::Memory, f64)>,
+    pods: usize,
 }
 
-fn idle(daemon: &Daemon, server: &Server, pods: usize, opts: &Options, row: &mut Row) -> Res<()> {
+/// Issue 18's targets, peerplate / peer-finder: (RSS, idle CPU).
+fn ratio_targets(pods: usize) -> (f64, f64) {
+    if pods <= 2 {
+        (0.6, 0.2)
+    } else {
+        (0.45, 0.1)
+    }
+}
+
+fn idle(
+    daemon: &Daemon,
+    server: &Server,
+    pf: Option<&PeerFinder>,
+    pods: usize,
+    opts: &Options,
+    row: &mut Row,
+) -> Res<()> {
     let pid = daemon.guard.pid();
     let mut tail = common::LogTail::new(&daemon.log);
     tail.new_lines();
@@ -467,12 +666,64 @@ fn idle(daemon: &Daemon, server: &Server, pods: usize, opts: &Options, row: &mut
         common::procfs::thread_names(common::pid_i32(pid))
     );
     common::print_mappings(pid)?;
+    let pf_mem = match pf {
+        Some(pf) => {
+            let p = pf.guard.pid();
+            let m = common::memory(p)?;
+            println!(
+                "peer-finder, same moment: {m}  Threads {}",
+                common::procfs::thread_names(common::pid_i32(p)).len()
+            );
+            common::print_mappings(p)?;
+            Some(m)
+        }
+        None => None,
+    };
     let q0 = server.srv_queries();
-    let others: Vec<(&str, u32)> = server.pid().map(|p| ("named", p)).into_iter().collect();
+    let mut others: Vec<(&str, u32)> = server.pid().map(|p| ("named", p)).into_iter().collect();
+    if let Some(pf) = pf {
+        others.push(("peer-finder", pf.guard.pid()));
+    }
     let m0 = server.meter().counts();
-    let per_min = common::idle_cpu(pid, opts.cpu_window, &others)?;
-    let m1 = server.meter().counts();
+    let pf0 = pf.map(|pf| pf.meter.counts());
+    let switches0 = context_switches(pid);
+    let (per_min, theirs) = common::idle_cpu_all(pid, opts.cpu_window, &others)?;
+    let switches1 = context_switches(pid);
     let minutes = opts.cpu_window.as_secs_f64() / 60.0;
+    let wakeups: Vec<String> = switches1
+        .iter()
+        .map(|(tid, (name, n))| {
+            let before = switches0.get(tid).map_or(0, |(_, b)| *b);
+            format!("{name} {:.0}", (n - before.min(*n)) as f64 / minutes)
+        })
+        .collect();
+    println!(
+        "  context switches per minute, by thread: {}",
+        wakeups.join(", ")
+    );
+    if let (Some(pf), Some(pf0)) = (pf, pf0) {
+        let pf1 = pf.meter.counts();
+        let (mut q, mut b) = (0.0, 0.0);
+        for (t, (q1, b1)) in &pf1 {
+            let (q0, b0) = pf0.get(t).copied().unwrap_or_default();
+            q += (q1 - q0) as f64 / minutes;
+            b += (b1 - b0) as f64 / minutes;
+        }
+        println!("  peer-finder's DNS: {q:.1} queries/min, {b:.0} message bytes/min");
+    }
+    if let (Some(m), Some(&c)) = (pf_mem, theirs.last().filter(|_| pf.is_some())) {
+        row.peer_finder = Some((m, c));
+        let (rss_t, cpu_t) = ratio_targets(pods);
+        let (rss_r, cpu_r) = (mem.rss as f64 / m.rss as f64, per_min / c);
+        println!(
+            "  vs peer-finder: VmRSS {} / {} kB = {rss_r:.2}x (target <= {rss_t}x: {}); CPU {per_min:.2} / {c:.2} ms/min = {cpu_r:.3}x (target <= {cpu_t}x: {})",
+            mem.rss,
+            m.rss,
+            common::verdict(rss_r <= rss_t),
+            common::verdict(cpu_r <= cpu_t)
+        );
+    }
+    let m1 = server.meter().counts();
     let (mut queries, mut bytes) = (0.0, 0.0);
     for (t, (q, b)) in &m1 {
         let (q0, b0) = m0.get(t).copied().unwrap_or_default();
@@ -611,14 +862,23 @@ fn one(kind: &str, pods: usize, root: &Path, opts: &Options) -> Res<Row> {
     println!("\n== {kind}, {pods} peers, interval {:?} ==", opts.interval);
     let dir = root.join(format!("{kind}-{pods}"));
     std::fs::create_dir_all(&dir).map_err(e("create the run dir"))?;
+    let with_pf = opts
+        .peer_finder
+        .as_deref()
+        .filter(|_| kind == "bind" && opts.shared.runs("idle"));
     let mut server = Server::start(kind, &dir.join("server"), pods)?;
     let daemon = Daemon::start(&dir, &server, pods, opts)?;
     let mut row = Row {
         label: format!("{kind:<6} {pods:>4} peers"),
+        pods,
         ..Row::default()
     };
     if opts.shared.runs("idle") {
-        idle(&daemon, &server, pods, opts, &mut row)?;
+        let pf = match (with_pf, &server) {
+            (Some(bin), Server::Bind(b, _)) => Some(PeerFinder::start(bin, &dir, b.addr, pods)?),
+            _ => None,
+        };
+        idle(&daemon, &server, pf.as_ref(), pods, opts, &mut row)?;
     }
     if opts.shared.runs("latency") {
         latency(&daemon, &mut server, pods, opts, &mut row)?;
@@ -646,6 +906,19 @@ fn main() -> std::process::ExitCode {
             println!("BIND: {}", String::from_utf8_lossy(&v.stdout).trim());
         }
         common::print_daemon_env(&opts.shared.daemon_env);
+        if !opts.config_extra.is_empty() {
+            println!("config extra: {:?}", opts.config_extra);
+        }
+        match &opts.peer_finder {
+            Some(pf) if opts.servers.iter().any(|s| s == "bind") => {
+                println!(
+                    "peer-finder: {} ({} bytes), next to the daemon during idle with BIND",
+                    pf.display(),
+                    common::binary_size(pf)?
+                )
+            }
+            _ => println!("peer-finder: not run (--peer-finder none, not found, or no BIND)"),
+        }
         let mut rows = Vec::new();
         for kind in &opts.servers {
             for &pods in &opts.peers {
@@ -670,6 +943,25 @@ fn main() -> std::process::ExitCode {
                 format!("{q:6.1} queries {b:10.0} bytes /min/pod")
             });
             println!("{}  {mem}  CPU {cpu}  DNS {dns}  latency {lat}", r.label);
+            if let (Some((pf, pf_cpu)), Some(m), Some(c)) = (r.peer_finder, r.rss, r.cpu_per_min) {
+                let (rss_t, cpu_t) = ratio_targets(r.pods);
+                let (rss_r, cpu_r) = (m.rss as f64 / pf.rss as f64, c / pf_cpu);
+                println!(
+                    "{:width$}  peer-finder VmRSS {:>5} kB RssAnon {:>4} kB RssFile {:>5} kB  CPU {pf_cpu:6.2} ms/min",
+                    "",
+                    pf.rss,
+                    pf.anon,
+                    pf.file,
+                    width = r.label.len()
+                );
+                println!(
+                    "{:width$}  peerplate / peer-finder: VmRSS {rss_r:.2}x (target <= {rss_t}x: {}), CPU {cpu_r:.3}x (target <= {cpu_t}x: {})",
+                    "",
+                    common::verdict(rss_r <= rss_t),
+                    common::verdict(cpu_r <= cpu_t),
+                    width = r.label.len()
+                );
+            }
         }
         Ok(())
     })

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds peerplate the way it ships: glibc linked statically (+crt-static),
 # for x86_64-unknown-linux-gnu, with the release profile of Cargo.toml
-# (opt-level "s", fat LTO, one codegen unit, panic=abort, stripped), with
+# (opt-level "z", fat LTO, one codegen unit, panic=abort, stripped), with
 # the features the image enables (`https`; FEATURES="" builds without).
 # Prints the binary's path (last line of stdout), its size and what `ldd`
 # says, and fails unless `ldd` reports "statically linked".

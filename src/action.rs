@@ -70,11 +70,19 @@ impl Verdict {
 }
 
 /// Runs `action` once and returns its verdict; `redact` hides `file()`
-/// inputs in whatever the app says.
-pub async fn run(action: &Action, redact: &Redactor, installed: std::time::Instant) -> Verdict {
+/// inputs in whatever the app says. `patient` (`run`) waits for a starting
+/// process to be able to take a reload signal (`min_age`, `catch_wait`);
+/// without it (`once`, which never waits) a starting process is not
+/// signalled: it is reading its files as it starts.
+pub async fn run(
+    action: &Action,
+    redact: &Redactor,
+    installed: std::time::Instant,
+    patient: bool,
+) -> Verdict {
     match &action.kind {
         ActionKind::Signal { reload, verify } => {
-            if let Some(verdict) = until_ready(reload, installed).await {
+            if let Some(verdict) = until_ready(reload, installed, patient).await {
                 return verdict;
             }
             let mut before: Vec<(i32, BTreeSet<i32>)> = Vec::new();
@@ -104,8 +112,14 @@ pub async fn run(action: &Action, redact: &Redactor, installed: std::time::Insta
 /// returns the verdict without a signal: no process, one started after the
 /// install (it read the file), one that ignores the signal (an error naming
 /// what works instead), or one that did not catch it within `catch_wait`.
-/// The signal is never sent to a process that would die of it.
-async fn until_ready(reload: &ReloadConfig, installed: std::time::Instant) -> Option<Verdict> {
+/// The signal is never sent to a process that would die of it. Not
+/// `patient` (`once`), a process too young or not catching the signal yet
+/// is starting: no signal, and the verdict is `no_process` at once.
+async fn until_ready(
+    reload: &ReloadConfig,
+    installed: std::time::Instant,
+    patient: bool,
+) -> Option<Verdict> {
     let started = tokio::time::Instant::now();
     let mut backoff = crate::owed::Backoff::default();
     let mut logged = false;
@@ -131,6 +145,14 @@ async fn until_ready(reload: &ReloadConfig, installed: std::time::Instant) -> Op
                 );
                 tracing::error!(signal = %reload.signal, reason = %why, "reload signal not sent");
                 return Some(Verdict::Failed(why));
+            }
+            reload::Readiness::TooYoung(_) | reload::Readiness::NotCaught(_) if !patient => {
+                let why = format!(
+                    "the process is starting (younger than min_age, or not catching {} yet); it reads the new file as it starts, and once does not wait",
+                    reload.signal
+                );
+                tracing::info!(reason = %why, "not signalled: the process is starting");
+                return Some(Verdict::NoProcess(why));
             }
             reload::Readiness::TooYoung(wait) => {
                 tracing::debug!(

@@ -1,5 +1,5 @@
 //! A DNS meter for the dns bench: a forwarding proxy on 127.0.0.1 (one port,
-//! UDP and TCP) in front of the real server, counting what passes as DNS
+//! UDP and TCP; or a given loopback address and port) in front of the real server, counting what passes as DNS
 //! message bytes (the 2-byte TCP length prefix not included, RFC 7766 8),
 //! queries by type, both directions. The daemon asks the meter; the meter
 //! asks the server. Its threads run until the process exits.
@@ -41,13 +41,22 @@ fn record(counts: &Mutex<Counts>, msg: &[u8], query: bool) {
 }
 
 impl Meter {
+    /// A meter on a free port of 127.0.0.1.
     pub fn start(upstream: SocketAddr) -> Result<Meter, String> {
+        Meter::start_on(SocketAddr::from(([127, 0, 0, 1], 0)), upstream)
+    }
+
+    /// A meter on `listen` (port 0: a free one), both UDP and TCP.
+    pub fn start_on(listen: SocketAddr, upstream: SocketAddr) -> Result<Meter, String> {
         let counts = Arc::new(Mutex::new(Counts::new()));
-        for _ in 0..100 {
-            let udp = UdpSocket::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+        let tries = if listen.port() == 0 { 100 } else { 1 };
+        for _ in 0..tries {
+            let udp = UdpSocket::bind(listen).map_err(|e| format!("bind {listen}/udp: {e}"))?;
             let addr = udp.local_addr().map_err(|e| e.to_string())?;
-            let Ok(tcp) = TcpListener::bind(addr) else {
-                continue;
+            let tcp = match TcpListener::bind(addr) {
+                Ok(tcp) => tcp,
+                Err(e) if tries == 1 => return Err(format!("bind {addr}/tcp: {e}")),
+                Err(_) => continue,
             };
             let up = UdpSocket::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
             up.connect(upstream).map_err(|e| e.to_string())?;

@@ -455,6 +455,12 @@ pub fn cpu(pid: u32) -> Res<(u64, u64)> {
 /// CPU used by `pid` (and, for information, by `others`) over `window`:
 /// returns the scheduler's ms per minute for `pid` and prints the details.
 pub fn idle_cpu(pid: u32, window: Duration, others: &[(&str, u32)]) -> Res<f64> {
+    idle_cpu_all(pid, window, others).map(|(own, _)| own)
+}
+
+/// [`idle_cpu`], also returning the others' ms per minute (same order,
+/// measured over the same window).
+pub fn idle_cpu_all(pid: u32, window: Duration, others: &[(&str, u32)]) -> Res<(f64, Vec<f64>)> {
     let (t0, n0) = cpu(pid)?;
     let o0: Vec<u64> = others
         .iter()
@@ -473,14 +479,14 @@ pub fn idle_cpu(pid: u32, window: Duration, others: &[(&str, u32)]) -> Res<f64> 
         t1 - t0,
         per_min((t1 - t0) as f64 * 10.0)
     );
+    let mut theirs = Vec::with_capacity(others.len());
     for ((name, p), before) in others.iter().zip(o0) {
         let after = procfs::cpu_ns(pid_i32(*p)).unwrap_or(before);
-        println!(
-            "  (for scale: {name} pid {p} used {:.2} ms/min over the same window)",
-            per_min(after.saturating_sub(before) as f64 / 1e6)
-        );
+        let used = per_min(after.saturating_sub(before) as f64 / 1e6);
+        println!("  ({name} pid {p} used {used:.2} ms/min over the same window)");
+        theirs.push(used);
     }
-    Ok(per_min(sched_ms))
+    Ok((per_min(sched_ms), theirs))
 }
 
 /// Prints `/proc/<pid>/smaps_rollup` highlights and resident kB per mapping

@@ -124,16 +124,19 @@ pub struct GroupReport {
     pub rollback: Option<Duration>,
 }
 
-/// Runs `action` for the outputs just installed, and on a rejection puts
+/// Runs `action` for the outputs just installed (`patient`: `run`, which
+/// waits for a starting process to take a signal; see [`action::run`]), and
+/// on a rejection puts
 /// each back (retrying I/O failures with a short backoff).
 pub async fn run_group(
     action: Action,
     outputs: Vec<InstalledOutput>,
     redact: Redactor,
+    patient: bool,
 ) -> GroupReport {
     let started = Instant::now();
     let installed = outputs.iter().map(|o| o.installed).max().unwrap_or(started);
-    let verdict = action::run(&action, &redact, installed.into_std()).await;
+    let verdict = action::run(&action, &redact, installed.into_std(), patient).await;
     let took = started.elapsed();
     let decided = Instant::now();
     let rejected = matches!(verdict, Verdict::Rejected(_));

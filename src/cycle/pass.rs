@@ -279,6 +279,7 @@ impl Loop {
                 action.clone(),
                 outputs,
                 redact.withholding(withhold.get(k).copied().unwrap_or(true)),
+                self.mode == Mode::Run,
             ));
         }
     }

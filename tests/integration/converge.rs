@@ -544,3 +544,49 @@ fn a_destination_someone_else_changed_is_reported_once_and_left_until_its_render
     pod.sb.replace("a.j2", "a new\n");
     pod.wait_for_file(&mut d, "out/a", "a new\n");
 }
+
+/// `once` never waits on a starting app: a process that does not catch the
+/// reload signal yet (here `sleep`, which never will: SIGHUP would kill it),
+/// or is younger than `min_age`, is not signalled, and `once` exits at once
+/// instead of waiting out `catch_wait` (30 s). The process lives.
+#[test]
+fn once_never_waits_for_a_starting_process_to_catch_the_signal() {
+    for min_age in ["0s", "2s"] {
+        let pod = Pod::builder()
+            .peers_file(&peers(&[0, 1]))
+            .template_with("p.j2", "{{ peers | length }}\n", "out/p", "")
+            .yaml(&format!(
+                "reload: {{signal: HUP, pid_file: ROOT/app.pid, min_age: {min_age}}}\n"
+            ))
+            .build();
+        let mut app = Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("start sleep");
+        pod.sb.write("app.pid", &format!("{}\n", app.id()));
+        let started = Instant::now();
+        let out = run_with_timeout(&mut pod.command("once"), Duration::from_secs(10));
+        let took = started.elapsed();
+        let alive = app.try_wait().expect("try_wait").is_none();
+        let _ = app.kill();
+        let _ = app.wait();
+        assert_eq!(out.code, Some(0), "min_age {min_age}: {}", out.stderr);
+        assert!(
+            alive,
+            "min_age {min_age}: the app died of the signal\n{}",
+            out.stderr
+        );
+        assert!(
+            out.stderr
+                .contains("not signalled: the process is starting")
+                && out.stderr.contains("once does not wait"),
+            "min_age {min_age}: {}",
+            out.stderr
+        );
+        assert!(
+            took < Duration::from_secs(10),
+            "min_age {min_age}: {took:?}"
+        );
+        assert_eq!(pod.output().as_deref(), Some("2\n"));
+    }
+}

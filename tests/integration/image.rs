@@ -457,6 +457,33 @@ fn run_serves_health_re_renders_on_a_change_and_exits_0_on_podman_stop() {
     let changed = wait_for(PODMAN_TIMEOUT, || read(&out) == "leader=web-0 peers=3\n");
     assert!(changed, "{:?}\n{}", read(&out), c.logs());
 
+    // `kubectl exec POD -c peerplate -- peerplate status`, in the
+    // shell-less image: what has converged, for a person.
+    let status = podman::run(&[
+        "exec",
+        &name,
+        "peerplate",
+        "--config",
+        "/etc/peerplate/peerplate.yaml",
+        "status",
+    ]);
+    assert_eq!(status.code, Some(0), "{}", status.dump());
+    assert!(
+        status
+            .stdout
+            .starts_with("converged: every output, reload and hook is done\n"),
+        "{}",
+        status.dump()
+    );
+    assert!(
+        status
+            .stdout
+            .contains("template peers.j2 -> /conf/peers.txt\n")
+            && status.stdout.contains("peers (3):\n"),
+        "{}",
+        status.dump()
+    );
+
     // PID 1 of its container: SIGTERM from `podman stop` ends it cleanly.
     ok(&["stop", "-t", "10", &name]);
     assert_eq!(c.exit_code(), 0, "{}", c.logs());
