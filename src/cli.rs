@@ -318,24 +318,34 @@ fn check(cli: &Cli, args: &CheckArgs) -> Result<(), Error> {
         }
     }
     let renderer = Renderer::load_for(&config, render::Mode::Check);
-    let errors: Vec<_> = renderer.errors().into_iter().cloned().collect();
-    if !errors.is_empty() {
-        return Err(Error::Templates(errors));
+    // Every broken template is reported, not only the first: those that do
+    // not compile, then each one that compiles but fails to render.
+    let compile_errors: Vec<_> = renderer.errors().into_iter().cloned().collect();
+    if compile_errors.is_empty() {
+        warn_unused_vars(&renderer, &config);
+        for finding in renderer.changed_meaning(&config) {
+            tracing::warn!(
+                template = %finding.what,
+                detail = %finding.message,
+                "a template's meaning changed (CHANGELOG.md)"
+            );
+        }
     }
-    warn_unused_vars(&renderer, &config);
-    for finding in renderer.changed_meaning(&config) {
-        tracing::warn!(
-            template = %finding.what,
-            detail = %finding.message,
-            "a template's meaning changed (README, \"Changes\")"
-        );
-    }
-    let (peers, with) = check_peers(&mut config)?;
+    let (peers, with) = match check_peers(&mut config) {
+        Ok(found) => found,
+        Err(_) if !compile_errors.is_empty() => return Err(Error::Templates(compile_errors)),
+        Err(e) => return Err(e),
+    };
     let leader = crate::leader::by_rule(&config.leader, &peers);
     let context = render::context(&config, &peers, leader.as_ref());
-    let errors: Vec<_> = (0..config.templates.len())
-        .filter_map(|i| renderer.render(i, &context).err())
-        .collect();
+    let mut errors = compile_errors;
+    for i in 0..config.templates.len() {
+        if let Err(e) = renderer.render(i, &context) {
+            if !errors.iter().any(|c| c.to_string() == e.to_string()) {
+                errors.push(e);
+            }
+        }
+    }
     if !errors.is_empty() {
         return Err(Error::Templates(errors));
     }

@@ -26,8 +26,10 @@ use crate::status::{self, Owing};
 /// Why a hook did not succeed.
 #[derive(Debug, thiserror::Error)]
 pub enum HookError {
-    #[error("could not start `sh -c {command}`: {source}")]
+    #[error("could not start `{shell} -c {command}`: {source}")]
     Start {
+        /// `sh`, or `bash` for the peer-finder drop-in where bash exists.
+        shell: &'static str,
         command: String,
         #[source]
         source: std::io::Error,
@@ -60,6 +62,18 @@ pub async fn run(
     run_with_stdin(which, command, stdin_text(peers), timeout).await
 }
 
+/// Runs `command` with `shell -c` (`sh` or `bash`), the peers on stdin, as
+/// [`run`] does.
+pub async fn run_in(
+    shell: &'static str,
+    which: &str,
+    command: &str,
+    peers: &PeerSet,
+    timeout: Duration,
+) -> Result<(), HookError> {
+    run_shell(shell, which, command, stdin_text(peers), timeout).await
+}
+
 /// Runs `command` with `sh -c` and `stdin`, as [`run`] does.
 pub async fn run_with_stdin(
     which: &str,
@@ -67,8 +81,19 @@ pub async fn run_with_stdin(
     stdin: String,
     timeout: Duration,
 ) -> Result<(), HookError> {
+    run_shell("sh", which, command, stdin, timeout).await
+}
+
+/// Runs `command` with `shell -c` and `stdin`.
+async fn run_shell(
+    shell: &'static str,
+    which: &str,
+    command: &str,
+    stdin: String,
+    timeout: Duration,
+) -> Result<(), HookError> {
     let started = std::time::Instant::now();
-    let argv = ["sh".to_string(), "-c".to_string(), command.to_string()];
+    let argv = [shell.to_string(), "-c".to_string(), command.to_string()];
     let finished = process::run(process::Spec {
         argv: &argv,
         stdin: Some(stdin.as_bytes()),
@@ -93,6 +118,7 @@ pub async fn run_with_stdin(
         }
         Err(process::RunError::Start(source) | process::RunError::Wait(source)) => {
             return Err(HookError::Start {
+                shell,
                 command: command.to_string(),
                 source,
             })

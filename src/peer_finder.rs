@@ -4,7 +4,8 @@
 //! Same flags (`-on-start`, `-on-change`, `-service`, `-ns`, `-domain`, each as
 //! `-flag=value` or `-flag value`, one or two dashes, like Go's `flag`), same
 //! messages on stderr in Go's log format, same exit codes, scripts run through
-//! `sh -c` with the peers on stdin. Deliberate differences, each fixing a
+//! `bash -c` as the original does (`sh -c` in an image without bash) with the
+//! peers on stdin. Deliberate differences, each fixing a
 //! known problem of the original: peers in ordinal order (web-2 before web-10)
 //! with a trailing newline, and "Have not found myself" logged once, not
 //! every second.
@@ -17,6 +18,24 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Dns, ResolvConf};
 use crate::peers::dns::{LookupFailure, Poller};
 use crate::peers::PeerSet;
+
+/// The shell the original runs scripts with (`exec.Command("bash", "-c",
+/// script)` in kubernetes/contrib's peer-finder.go), where it is on `path`
+/// (a `PATH`-style list); else `sh`, which every image with a shell has.
+pub fn script_shell(path: Option<&std::ffi::OsStr>) -> &'static str {
+    use std::os::unix::fs::PermissionsExt;
+    let has_bash = path.is_some_and(|path| {
+        std::env::split_paths(path).any(|dir| {
+            std::fs::metadata(dir.join("bash"))
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+    });
+    if has_bash {
+        "bash"
+    } else {
+        "sh"
+    }
+}
 
 /// The original polls every second.
 const POLL_PERIOD: Duration = Duration::from_secs(1);
@@ -261,8 +280,14 @@ pub async fn main(args: &[String], shutdown: CancellationToken) -> i32 {
                     } else {
                         "on_change"
                     };
-                    if let Err(e) =
-                        crate::hooks::run(hook, &script, &latest, Duration::from_secs(3600)).await
+                    if let Err(e) = crate::hooks::run_in(
+                        script_shell(std::env::var_os("PATH").as_deref()),
+                        hook,
+                        &script,
+                        &latest,
+                        Duration::from_secs(3600),
+                    )
+                    .await
                     {
                         log(
                             &format!("Failed to execute {script}: {e}"),

@@ -57,6 +57,7 @@ pub(super) fn yaml_error(e: serde_yaml::Error, path: &Path, text: &str) -> Confi
                 .map(|l| l.len() - l.trim_start().len() + 1);
         }
     }
+    message = plain_type_names(&message);
     if let Some(hint) = did_you_mean(&message) {
         message.push_str(&hint);
     }
@@ -71,6 +72,64 @@ pub(super) fn yaml_error(e: serde_yaml::Error, path: &Path, text: &str) -> Confi
         column,
         message,
     }
+}
+
+/// serde names the Rust type it expected ("expected struct RawAction",
+/// "untagged enum Size"): words a user never wrote. Each becomes what to
+/// write instead.
+fn plain_type_names(message: &str) -> String {
+    /// What each internal type is, as the config file shows it.
+    fn shape(name: &str) -> &'static str {
+        match name {
+            "RawConfig" => "a map of sections (peers:, templates:, reload:, ...)",
+            "RawAction" => "an action: a map like {signal: HUP, process: nginx}",
+            "RawPeers" => "a map with one source, like {dns: {service: nginx}}",
+            "RawDns" => "a map like {service: nginx, interval: 1s}",
+            "RawTemplate" => "a map like {source: app.conf.j2, destination: /conf/app.conf}",
+            "RawReloadRef" => "true, false or the name of an action under reloads:",
+            "RawHttpAction" => "a map like {url: \"http://127.0.0.1:9090/-/reload\"}",
+            "RawLeader" => "a map like {policy: sticky}",
+            "RawPolicy" => "one of ordinal, sticky, probe",
+            "RawVerify" => "children",
+            "Size" => "a size like 1MiB, 512KiB or a number of bytes",
+            "Mode" => "an octal mode in quotes, like \"0644\"",
+            "Sig" => "a signal name like HUP or a number",
+            _ => "a map of keys",
+        }
+    }
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(at) = ["struct ", "untagged enum ", "enum "]
+        .iter()
+        .filter_map(|kind| rest.find(kind).map(|i| (i, kind.len())))
+        .min()
+    {
+        let (i, len) = at;
+        let after = &rest[i + len..];
+        let name_len = after
+            .find(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+            .unwrap_or(after.len());
+        let name = &after[..name_len];
+        if name.is_empty() || !name.starts_with(|c: char| c.is_ascii_uppercase()) {
+            out.push_str(&rest[..i + len]);
+            rest = after;
+            continue;
+        }
+        let head = &rest[..i];
+        // "data did not match any variant of untagged enum X" says nothing
+        // a user can act on: say what fits instead.
+        match head.strip_suffix("data did not match any variant of ") {
+            Some(before) => {
+                out.push_str(before);
+                out.push_str("expected ");
+            }
+            None => out.push_str(head),
+        }
+        out.push_str(shape(name));
+        rest = &after[name_len..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// A key that is present but misaligned with its siblings.
@@ -324,4 +383,24 @@ pub fn line_of(text: &str, keys: &[&str]) -> Option<usize> {
         min_indent = indent + 1;
     }
     found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plain_type_names;
+
+    #[test]
+    fn no_internal_type_name_reaches_the_user() {
+        assert_eq!(
+            plain_type_names("reload: invalid type: integer `5`, expected struct RawAction"),
+            "reload: invalid type: integer `5`, expected an action: a map like {signal: HUP, process: nginx}"
+        );
+        assert_eq!(
+            plain_type_names(
+                "templates[0]: data did not match any variant of untagged enum RawReloadRef"
+            ),
+            "templates[0]: expected true, false or the name of an action under reloads:"
+        );
+        assert_eq!(plain_type_names("a struct of words"), "a struct of words");
+    }
 }

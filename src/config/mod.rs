@@ -152,6 +152,7 @@ mod tests {
             hostname: Some("web-1".into()),
             namespace: "default".into(),
             resolv: ResolvConf::parse("nameserver 10.96.0.10\nsearch default.svc.cluster.local svc.cluster.local cluster.local\n"),
+            hosts: "10.244.0.5\tweb-1.nginx.default.svc.cluster.local\tweb-1\n".into(),
         };
         Config::parse(text, Path::new("peerplate.yaml"), &env)
     }
@@ -169,6 +170,38 @@ mod tests {
         assert!(
             text.contains("destinaton") && text.contains("did you mean `destination`"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn the_service_defaults_to_the_pods_subdomain_and_its_ready_twin() {
+        let c = parse("peers:\n  dns: {interval: 1s}\n").unwrap();
+        let PeerSource::Dns(dns) = &c.peers.source else {
+            panic!("dns")
+        };
+        assert_eq!(dns.service.as_deref(), Some("nginx"));
+        assert_eq!(dns.query, "nginx.default.svc.cluster.local");
+        assert_eq!(
+            dns.ready_query.as_deref(),
+            Some("nginx-ready.default.svc.cluster.local")
+        );
+        assert_eq!(
+            c.pod_fqdn.as_deref(),
+            Some("web-1.nginx.default.svc.cluster.local")
+        );
+        // A Service given: no ready Service assumed.
+        let c = parse("peers:\n  dns: {service: db}\n").unwrap();
+        let PeerSource::Dns(dns) = &c.peers.source else {
+            panic!("dns")
+        };
+        assert_eq!(dns.query, "db.default.svc.cluster.local");
+        assert_eq!(dns.ready_query, None);
+        // Not a StatefulSet pod (no line in /etc/hosts for web-2).
+        let e = parse("identity: {hostname: web-2}\npeers:\n  dns: {}\n").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("/etc/hosts has no line naming this pod web-2.<service>"),
+            "{e}"
         );
     }
 

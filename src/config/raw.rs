@@ -18,6 +18,8 @@ pub(super) struct RawConfig {
     pub(super) wait: RawWait,
     #[serde(default)]
     pub(super) templates: Vec<RawTemplate>,
+    /// `reload:`: one action, or `false` for none (also `None`).
+    #[serde(default, deserialize_with = "single_action")]
     pub(super) reload: Option<RawAction>,
     /// `reloads:`, in the order written (the order actions run in).
     #[serde(default, deserialize_with = "ordered_actions")]
@@ -189,6 +191,35 @@ fn five_seconds() -> Duration {
 }
 fn three() -> u32 {
     3
+}
+
+/// The top-level `reload:`: an action (a map), or `false` for no reload (as
+/// a template's `reload: false` reads); `true` names no action, so it is an
+/// error that says what to write.
+fn single_action<'de, D: Deserializer<'de>>(d: D) -> Result<Option<RawAction>, D::Error> {
+    struct Visitor;
+    impl<'de> serde::de::Visitor<'de> for Visitor {
+        type Value = Option<RawAction>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an action like {signal: HUP, process: nginx}, or false for no reload")
+        }
+        fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Self::Value, E> {
+            if v {
+                Err(E::custom(
+                    "true names no action; give one, like reload: {signal: HUP, process: nginx}, or write reload: false for no reload",
+                ))
+            } else {
+                Ok(None)
+            }
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+            RawAction::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(Some)
+        }
+    }
+    d.deserialize_any(Visitor)
 }
 
 /// `reloads:` as a list of (name, action) in the order written; serde_yaml

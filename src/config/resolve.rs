@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::actions::{actions, template_action};
 use super::diagnostics::line_of;
-use super::env::{Env, ResolvConf};
+use super::env::{pod_subdomain, Env, ResolvConf};
 use super::leader::leader;
 use super::model::{
     Action, Config, ConfigError, Dns, Hooks, Http, Identity, Partial, PeerSource, Peers, Seed,
@@ -112,7 +112,7 @@ pub(super) fn resolve(
     let peers = peers(
         raw.peers,
         &identity,
-        resolv,
+        env,
         asks_peers,
         &src,
         &mut run_refuses,
@@ -168,7 +168,10 @@ pub(super) fn resolve(
         let mut others: Vec<(&Path, String)> = vec![(path, "the config file itself".into())];
         for t in &templates {
             others.push((&t.source, format!("the template {}", t.source.display())));
-            others.push((&t.destination, format!("the output {}", t.destination.display())));
+            others.push((
+                &t.destination,
+                format!("the output {}", t.destination.display()),
+            ));
         }
         for p in &partials {
             others.push((&p.source, format!("the template {}", p.source.display())));
@@ -212,7 +215,7 @@ pub(super) fn resolve(
 fn peers(
     raw: Option<RawPeers>,
     identity: &Identity,
-    resolv: &ResolvConf,
+    env: &Env,
     asks_peers: bool,
     src: &Source<'_>,
     run_refuses: &mut Vec<String>,
@@ -220,6 +223,7 @@ fn peers(
     let fail = |keys: &[&str], message: String| src.fail(keys, message);
     let within = |keys: &[&str], value: Duration, range: Range| src.within(keys, value, range);
     let at = |p: PathBuf| src.at(p);
+    let resolv: &ResolvConf = &env.resolv;
     let peers = match raw {
         // No peers section: a config that only seeds, or whose templates
         // need no peers. Nothing to wait for.
@@ -242,7 +246,18 @@ fn peers(
                 PeerSource::Static(names)
             } else if let Some(file) = p.file {
                 PeerSource::File(at(file))
-            } else if let Some(dns) = p.dns {
+            } else if let Some(mut dns) = p.dns {
+                // No Service and no SRV name: the pod's own subdomain from
+                // /etc/hosts (kubelet builds it from the StatefulSet's
+                // serviceName, which follows a kustomize namePrefix), and
+                // its "-ready" twin unless one is given.
+                if dns.name.is_none() && dns.service.is_none() {
+                    if let Some(service) = pod_subdomain(&env.hosts, &identity.hostname) {
+                        dns.ready_service
+                            .get_or_insert_with(|| format!("{service}-ready"));
+                        dns.service = Some(service);
+                    }
+                }
                 let cluster_domain = dns
                     .cluster_domain
                     .or_else(|| resolv.cluster_domain())
@@ -256,7 +271,10 @@ fn peers(
                     (None, None) => {
                         return Err(fail(
                             &["peers", "dns"],
-                            "peers.dns: give the headless Service's name (service: nginx) or an SRV name to query (name: ...)".into(),
+                            format!(
+                                "peers.dns: no Service to ask: /etc/hosts has no line naming this pod {}.<service>.<namespace>.svc.<cluster domain> (kubelet writes one for a StatefulSet's pods, from its serviceName; outside a pod, PEERPLATE_HOSTS names a file to read instead); give the headless Service's name (service: nginx) or an SRV name to query (name: ...)",
+                                identity.hostname
+                            ),
                         ))
                     }
                 };

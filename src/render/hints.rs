@@ -139,7 +139,16 @@ pub fn did_you_mean(e: &minijinja::Error, known: &Known<'_>) -> Option<String> {
     let best = match e.kind() {
         ErrorKind::UndefinedError => {
             let expr = between(detail, "`", "` is undefined")?;
-            undefined(expr, source, known)?
+            let best = undefined(expr, source, known)?;
+            // A near name from vars may be the misspelt one (vars: lisen
+            // while the template reads vars.listen): never tell the author
+            // to copy it, say that one of the two is wrong.
+            if expr.starts_with("vars.") {
+                return Some(format!(
+                    "; vars sets `{best}`, not `{expr}`: one of the two names is misspelt; fix that one (this template, or the key under vars: in peerplate.yaml)"
+                ));
+            }
+            best
         }
         ErrorKind::UnknownFilter => {
             let name = between(detail, "filter ", " is unknown")?;
@@ -330,6 +339,176 @@ pub fn unclosed_blocks(source: &str) -> Vec<(usize, String, &'static str)> {
     open
 }
 
+/// A better message for a syntax or lookup error than minijinja's own, with
+/// the line it belongs to: `(line, message)`; `None` keeps minijinja's.
+///
+/// - `unknown statement endif` where an `{% endif %}` closes a `{% for %}`:
+///   which block is open, where, and the tag it needs;
+/// - `expected end of variable block` (or `of block`) where a `{{` (or
+///   `{%`) is never closed: minijinja reads on into the next line and
+///   reports there; the useful line is the one with the open delimiter;
+/// - `missing argument`: which filter or function lacks it;
+/// - `tried to include non-existing template`: how to declare a partial.
+///
+/// `line` is minijinja's line, `expression` the text its error points at.
+pub fn rewrite(
+    kind: ErrorKind,
+    detail: &str,
+    source: &str,
+    line: Option<usize>,
+    expression: &str,
+) -> Option<(Option<usize>, String)> {
+    if kind == ErrorKind::SyntaxError {
+        if let Some(end) = detail.strip_prefix("unknown statement ") {
+            let line = line?;
+            return Some((Some(line), stray_end(source, line, end.trim())?));
+        }
+        for (expected, open, close, what) in [
+            ("expected end of variable block", "{{", "}}", "expression"),
+            ("expected end of block", "{%", "%}", "tag"),
+        ] {
+            if detail.contains(expected) {
+                let at = unclosed_delimiter(source, line?, open, close)?;
+                return Some((
+                    Some(at),
+                    format!("syntax error: the {open} on line {at} is never closed: add {close} at the end of the {what} (minijinja read on and stopped at: {detail})"),
+                ));
+            }
+        }
+        return None;
+    }
+    if kind == ErrorKind::MissingArgument {
+        let text = line
+            .and_then(|l| source.lines().nth(l.checked_sub(1)?))
+            .unwrap_or_default();
+        let mut called = called_name(expression).or_else(|| called_name(text))?;
+        // minijinja points at `replace("a")` alone: a filter if the line
+        // pipes into that name.
+        if let Some(name) = called
+            .strip_prefix("the function `")
+            .and_then(|n| n.strip_suffix("()`"))
+        {
+            let compact: String = text.split_whitespace().collect();
+            if compact.contains(&format!("|{name}(")) || compact.contains(&format!("|{name}")) {
+                called = format!("the filter `{name}`");
+            }
+        }
+        return Some((
+            line,
+            format!(
+                "missing argument: {called} needs more arguments than given; {}",
+                usage(&called)
+            ),
+        ));
+    }
+    if kind == ErrorKind::TemplateNotFound {
+        let name = between(detail, "non-existing template '", "'")
+            .or_else(|| between(detail, "template '", "'"))?;
+        return Some((
+            line,
+            format!(
+                "template not found: {name} is not declared; a file that is only included or imported is a partial: list it under templates: with no destination (templates: [{{source: {name}}}]), as a path relative to peerplate.yaml",
+            ),
+        ));
+    }
+    None
+}
+
+/// For `{% endif %}` (`end`) on `line` with another block open: which one,
+/// where, and what closes it; with none open, that it closes nothing.
+fn stray_end(source: &str, line: usize, end: &str) -> Option<String> {
+    let opener = BLOCKS
+        .iter()
+        .find(|(_, e)| *e == end)
+        .map(|(start, _)| *start)
+        .or_else(|| (end == "endset").then_some("set"))?;
+    let word = |tag: &str| {
+        tag.split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let before: String = source
+        .lines()
+        .take(line.saturating_sub(1))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let open = unclosed_blocks(&before);
+    Some(match open.first() {
+        Some((at, tag, needs)) => format!(
+            "syntax error: {{% {end} %}} on line {line} closes a {{% {opener} %}}, but the block open here is the {{% {} %}} of line {at}, which needs {{% {needs} %}}; write {{% {needs} %}} in its place (or open the {{% {opener} ... %}} it was meant to close)",
+            word(tag)
+        ),
+        None => format!(
+            "syntax error: {{% {end} %}} on line {line} closes no block: no {{% {opener} %}} is open there; remove it, or add the {{% {opener} ... %}} it closes"
+        ),
+    })
+}
+
+/// The last line at or before `line` whose last `open` has no `close` after
+/// it on that line.
+fn unclosed_delimiter(source: &str, line: usize, open: &str, close: &str) -> Option<usize> {
+    source
+        .lines()
+        .enumerate()
+        .take(line)
+        .filter(|(_, text)| {
+            text.rfind(open)
+                .is_some_and(|at| !text[at + open.len()..].contains(close))
+        })
+        .map(|(i, _)| i + 1)
+        .last()
+}
+
+/// The filter or function an expression calls last: `replace` in
+/// `"a" | replace("a")`, `range` in `range()`.
+fn called_name(expression: &str) -> Option<String> {
+    let ident = |s: &str| -> String {
+        s.chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect()
+    };
+    if let Some(at) = expression.rfind('|') {
+        let name = ident(expression[at + 1..].trim_start());
+        if !name.is_empty() {
+            return Some(format!("the filter `{name}`"));
+        }
+    }
+    let open = expression.find('(')?;
+    let head = expression[..open].trim_end();
+    let start = head
+        .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .map_or(0, |i| i + 1);
+    let name = &head[start..];
+    (!name.is_empty()).then(|| format!("the function `{name}()`"))
+}
+
+/// How the common filters and functions are called.
+fn usage(called: &str) -> String {
+    let name = called
+        .split('`')
+        .nth(1)
+        .unwrap_or_default()
+        .trim_end_matches("()");
+    let example = match name {
+        "replace" => "replace(\"old\", \"new\")",
+        "indent" => "indent(4)",
+        "split" => "split(\",\")",
+        "default" | "d" => "default(80)",
+        "format" => "\"%s:%d\" | format(host, port)",
+        "attr" => "attr(\"name\")",
+        "batch" => "batch(3)",
+        "slice" => "slice(3)",
+        "selectattr" | "rejectattr" => "selectattr(\"ready\")",
+        "map" => "map(attribute=\"fqdn\")",
+        "env" => "env(\"NAME\", \"default\")",
+        "file" => "file(\"/path/to/file\")",
+        "range" => "range(3)",
+        _ => return "see its arguments in the minijinja documentation (the filters and functions it lists)".into(),
+    };
+    format!("call it like {example}")
+}
+
 /// The names a template binds itself: `for` targets, `set`, macros,
 /// imports.
 fn bound_names(source: &str) -> Vec<String> {
@@ -391,6 +570,43 @@ mod tests {
         let source = "a\n{% if x %}\n{% for p in peers %}\n{{ p }}\n{% endfor %}\n{# {% if %} #}\n";
         assert_eq!(unclosed_blocks(source), [(2, "if x".to_string(), "endif")]);
         assert!(unclosed_blocks("{% set a = 1 %}{% if a %}{% endif %}").is_empty());
+    }
+
+    #[test]
+    fn rewrites_name_the_line_and_the_fix() {
+        let endif = rewrite(
+            ErrorKind::SyntaxError,
+            "unknown statement endif",
+            "{% for p in peers %}\n{{ p }}\n{% endif %}\n",
+            Some(3),
+            "",
+        )
+        .unwrap();
+        assert_eq!(endif.0, Some(3));
+        assert!(
+            endif
+                .1
+                .contains("the {% for %} of line 1, which needs {% endfor %}"),
+            "{}",
+            endif.1
+        );
+        let open = rewrite(
+            ErrorKind::SyntaxError,
+            "unexpected identifier, expected end of variable block",
+            "a\nlisten {{ vars.listen\nb\n",
+            Some(3),
+            "",
+        )
+        .unwrap();
+        assert_eq!(open.0, Some(2));
+        assert_eq!(
+            called_name("\"a\" | replace(\"a\")").as_deref(),
+            Some("the filter `replace`")
+        );
+        assert_eq!(
+            called_name("range()").as_deref(),
+            Some("the function `range()`")
+        );
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! What compiles but is likely wrong, found without rendering: `vars` keys
 //! that no template reads (a misspelt key falls through a `default`
-//! silently), and templates whose meaning changed in this release (README,
-//! "Changes"): a printed value that may be none, and a template that
+//! silently), and templates whose meaning changed in this release
+//! (CHANGELOG.md): a printed value that may be none, and a template that
 //! handles an empty peer set that `peers.min` now holds back.
 
 use std::collections::BTreeSet;
@@ -75,8 +75,9 @@ fn walk(
             .iter()
             .any(|r| *r == full || r.starts_with(&below));
         if !read {
+            // Either name may be the misspelt one: say both, suggest neither.
             let hint = closest(key, siblings.iter().copied().filter(|s| !map.contains_key(*s)))
-                .map(|best| format!("; did you mean {prefix}{best}?"))
+                .map(|best| format!("; a template reads {prefix}{best}, which vars does not set: one of the two names is misspelt; fix that one (this key, or the template)"))
                 .unwrap_or_else(|| {
                     "; remove it, or check its name where a template reads it (a misspelt name is silent behind a default)".into()
                 });
@@ -91,10 +92,12 @@ fn walk(
 }
 
 /// Templates whose meaning changed in this release, as far as the text
-/// tells reliably (README, "Changes"): `templates` is (name, source).
+/// tells reliably (CHANGELOG.md): `templates` is (name, source).
 ///
-/// - `{{ x.port }}` with no `default`, while the peers come from `static`
-///   or `file` (no ports): printing none is now an error, not the word.
+/// - `{{ x.port }}` with no `default`, while the peers come from `file`
+///   (no ports): printing none is now an error, not the word. Not for a
+///   non-empty `static` list: `check` renders with it and its error says
+///   the same, to a first-time author too, for whom nothing "changed".
 /// - `{{ leader }}` (or an attribute of it) with no `default` and no `if
 ///   leader` in the template, while `peers.min` is 0: with no peers it is
 ///   none, now an error.
@@ -104,7 +107,11 @@ fn walk(
 ///   held (the last output stays) instead of rendered.
 pub fn changed_meaning(config: &Config, templates: &[(String, String)]) -> Vec<Finding> {
     let mut found = Vec::new();
-    let portless = !matches!(config.peers.source, PeerSource::Dns(_));
+    let portless = match &config.peers.source {
+        PeerSource::Dns(_) => false,
+        PeerSource::Static(names) => names.is_empty(),
+        PeerSource::File(_) => true,
+    };
     let holds_empty = matches!(
         config.peers.source,
         PeerSource::Dns(_) | PeerSource::File(_)
@@ -204,7 +211,14 @@ mod tests {
         let found = unused_vars(&vars, &read);
         let what: Vec<&str> = found.iter().map(|f| f.what.as_str()).collect();
         assert_eq!(what, ["vars.lisen", "vars.tls.cert"]);
-        assert!(found[0].message.contains("did you mean vars.listen?"));
+        assert!(
+            found[0]
+                .message
+                .contains("a template reads vars.listen, which vars does not set"),
+            "{}",
+            found[0].message
+        );
+        assert!(!found[0].message.contains("did you mean"));
         let whole: BTreeSet<String> = ["vars".to_string()].into();
         assert!(unused_vars(&vars, &whole).is_empty());
     }

@@ -625,6 +625,18 @@ fn convert(name: &str, e: &minijinja::Error, known: Option<&hints::Known<'_>>) -
         .and_then(|(source, range)| source.get(range))
         .map(str::trim)
         .unwrap_or_default();
+    if unclosed.is_empty() {
+        if let Some((at, better)) = hints::rewrite(
+            e.kind(),
+            e.detail().unwrap_or_default(),
+            e.template_source().unwrap_or_default(),
+            line,
+            expression,
+        ) {
+            message = better;
+            line = at;
+        }
+    }
     // A template's own fail("...") says everything itself.
     let own = expression.starts_with("fail(");
     if !own

@@ -377,6 +377,8 @@ fn manifests_and_dockerfile_pass_checkov_with_every_skip_justified() {
 /// `--config PATH`, filled from the volume mounted there.
 struct PodConfig {
     workload: String,
+    /// The StatefulSet's `serviceName`: the pod's subdomain.
+    service_name: String,
     container: String,
     config: String,
 }
@@ -433,6 +435,10 @@ fn lay_out_configs(docs: &[serde_yaml::Value], root: &Path) -> Vec<(PodConfig, P
         .filter(|d| kind_of(d).is_some_and(|(_, k)| k == "StatefulSet"))
     {
         let workload = sts["metadata"]["name"].as_str().expect("name").to_string();
+        let service_name = sts["spec"]["serviceName"]
+            .as_str()
+            .expect("serviceName")
+            .to_string();
         let spec = &sts["spec"]["template"]["spec"];
         let volumes = spec["volumes"].as_sequence().cloned().unwrap_or_default();
         let containers = ["initContainers", "containers"]
@@ -481,6 +487,7 @@ fn lay_out_configs(docs: &[serde_yaml::Value], root: &Path) -> Vec<(PodConfig, P
             out.push((
                 PodConfig {
                     workload: workload.clone(),
+                    service_name: service_name.clone(),
                     container,
                     config: config.clone(),
                 },
@@ -489,6 +496,14 @@ fn lay_out_configs(docs: &[serde_yaml::Value], root: &Path) -> Vec<(PodConfig, P
         }
     }
     out
+}
+
+/// A pod's /etc/hosts as kubelet writes it for a pod with a hostname and a
+/// subdomain (every StatefulSet pod), in namespace `default`.
+fn kubelet_hosts(host: &str, service: &str) -> String {
+    format!(
+        "# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n10.244.0.9\t{host}.{service}.default.svc.cluster.local\t{host}\n"
+    )
 }
 
 #[test]
@@ -507,9 +522,17 @@ fn every_peerplate_config_in_a_configmap_passes_peerplate_check() {
             "{dir}: no container runs peerplate with --config"
         );
         for (pod, local) in configs {
+            // The pod's /etc/hosts as kubelet writes it: pod 0 of the
+            // StatefulSet, under its serviceName.
+            let hosts = sb.write(
+                &format!("hosts-{}-{}", dir.replace('/', "-"), pod.workload),
+                &kubelet_hosts(&format!("{}-0", pod.workload), &pod.service_name),
+            );
             let out = crate::helpers::run(
                 sb.peerplate(["--config".as_ref(), local.as_os_str(), "check".as_ref()])
-                    .env("POD_NAMESPACE", "default"),
+                    .env("POD_NAMESPACE", "default")
+                    .env("HOSTNAME", format!("{}-0", pod.workload))
+                    .env("PEERPLATE_HOSTS", &hosts),
             );
             assert_eq!(
                 out.code,
@@ -527,7 +550,7 @@ fn every_peerplate_config_in_a_configmap_passes_peerplate_check() {
     for expected in [
         "deploy:web/peerplate",
         "deploy/base:web/peerplate",
-        "deploy/overlays/add-sidecar:app/peerplate",
+        "deploy/overlays/add-sidecar:redis/peerplate",
         "deploy/overlays/init-once:web/peerplate",
         "deploy/overlays/peer-finder:web/install",
         "deploy/overlays/seed-state:files/install",
@@ -670,13 +693,51 @@ fn names_of(list: &serde_yaml::Value) -> Vec<String> {
         .collect()
 }
 
+/// `kubectl kustomize` of a kustomization written into `sb` (`body`, in
+/// which `DEPLOY` stands for the repository's deploy/ as a relative path:
+/// kustomize takes local bases and Components by relative path only); the
+/// objects it gives.
+fn kustomize_here(sb: &Sandbox, label: &str, body: &str) -> (String, Vec<serde_yaml::Value>) {
+    let up = "../".repeat(sb.path().components().count() - 1);
+    let deploy = format!(
+        "{up}{}",
+        repo_file("deploy")
+            .display()
+            .to_string()
+            .trim_start_matches('/')
+    );
+    sb.write(
+        "kustomization.yaml",
+        &format!(
+            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n{}",
+            body.replace("DEPLOY", &deploy)
+        ),
+    );
+    let run = run_tool(
+        sb,
+        label,
+        Command::new("kubectl").arg("kustomize").arg(sb.path()),
+    );
+    assert_eq!(run.code, Some(0), "{}", run.output);
+    let text = fs::read_to_string(sb.join(&format!("{label}.out"))).expect("read");
+    let docs = documents(&text);
+    (text, docs)
+}
+
+/// The objects of one kind, by name.
+fn named<'d>(docs: &'d [serde_yaml::Value], kind: &str) -> Vec<(String, &'d serde_yaml::Value)> {
+    docs.iter()
+        .filter(|d| kind_of(d).is_some_and(|(_, k)| k == kind))
+        .map(|d| (d["metadata"]["name"].as_str().expect("name").to_string(), d))
+        .collect()
+}
+
 #[test]
 fn the_component_adds_the_sidecar_to_labelled_statefulsets_only() {
     if !require_component("kubectl") {
         return;
     }
     let sb = Sandbox::new();
-    let component = repo_file("deploy/components/peerplate-sidecar");
     // The sample StatefulSet of deploy/overlays/add-sidecar (labelled), and
     // the same without the label, side by side.
     let labelled = fs::read_to_string(repo_file("deploy/overlays/add-sidecar/statefulset.yaml"))
@@ -688,29 +749,14 @@ fn the_component_adds_the_sidecar_to_labelled_statefulsets_only() {
         .filter(|l| !l.starts_with(label))
         .collect::<Vec<_>>()
         .join("\n")
-        .replace("name: app\n", "name: plain\n");
+        .replace("  name: redis\n", "  name: plain\n");
     sb.write("labelled.yaml", &labelled);
     sb.write("plain.yaml", &plain);
-    // kustomize takes a Component by relative path only.
-    let up = "../".repeat(sb.path().components().count() - 1);
-    let relative = format!(
-        "{up}{}",
-        component.display().to_string().trim_start_matches('/')
-    );
-    sb.write(
-        "kustomization.yaml",
-        &format!(
-            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [labelled.yaml, plain.yaml]\ncomponents: [\"{relative}\"]\n"
-        ),
-    );
-    let run = run_tool(
+    let (text, docs) = kustomize_here(
         &sb,
         "kustomize-component",
-        Command::new("kubectl").arg("kustomize").arg(sb.path()),
+        "resources: [labelled.yaml, plain.yaml]\ncomponents: [DEPLOY/components/peerplate-sidecar]\n",
     );
-    assert_eq!(run.code, Some(0), "{}", run.output);
-    let text = fs::read_to_string(sb.join("kustomize-component.out")).expect("read");
-    let docs = documents(&text);
     let sets = statefulsets(&docs);
     let spec_of = |name: &str| {
         &sets
@@ -720,50 +766,189 @@ fn the_component_adds_the_sidecar_to_labelled_statefulsets_only() {
             .1["spec"]["template"]["spec"]
     };
 
-    let app = spec_of("app");
+    let app = spec_of("redis");
     assert_eq!(app["shareProcessNamespace"].as_bool(), Some(true), "{text}");
     assert_eq!(names_of(&app["initContainers"]), ["peerplate"], "{text}");
-    assert_eq!(names_of(&app["containers"]), ["nginx"], "the app is kept");
+    assert_eq!(names_of(&app["containers"]), ["redis"], "the app is kept");
     let sidecar = &app["initContainers"][0];
     assert_eq!(sidecar["restartPolicy"].as_str(), Some("Always"));
     assert_eq!(sidecar["imagePullPolicy"].as_str(), Some("IfNotPresent"));
     let volumes = names_of(&app["volumes"]);
-    for v in ["nginx-tmp", "peerplate", "peerplate-conf"] {
-        assert!(volumes.iter().any(|n| n == v), "volume {v}: {volumes:?}");
-    }
-    // The projected ConfigMaps are the generated ones (hash suffix kept).
-    let config_maps: Vec<String> = docs
-        .iter()
-        .filter(|d| kind_of(d).is_some_and(|(_, k)| k == "ConfigMap"))
-        .map(|d| d["metadata"]["name"].as_str().expect("name").to_string())
-        .collect();
-    assert!(
-        config_maps
-            .iter()
-            .any(|n| n.starts_with("peerplate-config-"))
-            && config_maps.iter().any(|n| n == "peerplate-templates"),
-        "{config_maps:?}"
-    );
-    assert!(text.contains(&format!(
-        "name: {}",
-        config_maps
-            .iter()
-            .find(|n| n.starts_with("peerplate-config-"))
-            .expect("hashed")
-    )));
+    assert_eq!(volumes, ["peerplate", "peerplate-conf"], "{text}");
+    // The Component generates no ConfigMap: the overlay does, under its
+    // own prefix (see the tests below).
+    assert!(named(&docs, "ConfigMap").is_empty(), "{text}");
 
     let untouched = spec_of("plain");
     assert!(untouched["initContainers"].is_null(), "{text}");
     assert!(untouched["shareProcessNamespace"].is_null(), "{text}");
-    assert_eq!(names_of(&untouched["volumes"]), ["nginx-tmp"]);
+    assert!(untouched["volumes"].is_null(), "{text}");
+}
 
-    // The Component's template is the base's, so the nginx -t of the
-    // base's leader and follower configs covers it.
+/// The snippet deploy/README.md tells an operator to write is, line for
+/// line, deploy/overlays/add-sidecar/kustomization.yaml (which the other
+/// tests build): the procedure shown is the procedure tested.
+#[test]
+fn the_documented_snippet_is_the_add_sidecar_kustomization() {
+    let readme = fs::read_to_string(repo_file("deploy/README.md")).expect("deploy/README.md");
+    let marker = "<!-- deploy/overlays/add-sidecar/kustomization.yaml -->";
+    let after = readme
+        .split_once(marker)
+        .unwrap_or_else(|| panic!("deploy/README.md has no {marker} before its snippet"))
+        .1;
+    let block = after
+        .trim_start()
+        .strip_prefix("```yaml\n")
+        .and_then(|b| b.split_once("```\n"))
+        .expect("a ```yaml block right after the marker")
+        .0;
+    let file = fs::read_to_string(repo_file("deploy/overlays/add-sidecar/kustomization.yaml"))
+        .expect("read kustomization");
+    let shown: Vec<&str> = block.lines().collect();
+    let real: Vec<&str> = file.lines().collect();
+    for (i, (a, b)) in shown.iter().zip(&real).enumerate() {
+        assert_eq!(a, b, "line {} of the snippet differs from the file", i + 1);
+    }
     assert_eq!(
-        fs::read_to_string(component.join("nginx.conf.j2")).expect("read"),
-        fs::read_to_string(repo_file("deploy/base/nginx.conf.j2")).expect("read"),
-        "deploy/components/peerplate-sidecar/nginx.conf.j2 is a copy of deploy/base's"
+        shown.len(),
+        real.len(),
+        "the snippet and the file have other lengths"
     );
+    // Its template is the library's, which templates.rs renders and runs
+    // under redis-server (as uid 999, through the fsGroup).
+    assert_eq!(
+        fs::read_to_string(repo_file("deploy/overlays/add-sidecar/redis.conf.j2")).expect("read"),
+        fs::read_to_string(repo_file("templates/redis.conf.j2")).expect("read"),
+        "deploy/overlays/add-sidecar/redis.conf.j2 is a copy of templates/redis.conf.j2"
+    );
+}
+
+/// add-sidecar under a namePrefix (how an operator runs a second copy):
+/// the Services and the StatefulSet's serviceName are renamed together,
+/// the ConfigMaps keep their per-app prefix under the new one, and
+/// peerplate.yaml names no Service that could go stale: peerplate reads
+/// the renamed one from the pod's /etc/hosts, which `check` proves.
+#[test]
+fn add_sidecar_under_a_name_prefix_needs_no_edit_of_peerplate_yaml() {
+    if !require_component("kubectl") {
+        return;
+    }
+    let sb = Sandbox::new();
+    let (text, docs) = kustomize_here(
+        &sb,
+        "kustomize-prefixed",
+        "namePrefix: blue-\nresources: [DEPLOY/overlays/add-sidecar]\n",
+    );
+    let services: Vec<String> = named(&docs, "Service")
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(services, ["blue-redis", "blue-redis-ready"], "{text}");
+    let sets = statefulsets(&docs);
+    assert_eq!(sets.len(), 1, "{text}");
+    assert_eq!(sets[0].0, "blue-redis");
+    assert_eq!(
+        sets[0].1["spec"]["serviceName"].as_str(),
+        Some("blue-redis")
+    );
+    let config_maps = named(&docs, "ConfigMap");
+    assert!(
+        config_maps
+            .iter()
+            .all(|(n, _)| n.starts_with("blue-redis-peerplate-")),
+        "{text}"
+    );
+    let config = config_maps
+        .iter()
+        .find_map(|(_, cm)| cm["data"]["peerplate.yaml"].as_str())
+        .expect("peerplate.yaml in a ConfigMap");
+    let parsed: serde_yaml::Value = serde_yaml::from_str(config).expect("YAML");
+    assert!(
+        parsed["peers"]["dns"]["service"].is_null()
+            && parsed["peers"]["dns"]["ready_service"].is_null(),
+        "peerplate.yaml names a Service:\n{config}"
+    );
+    // The pod's view: its config checked with /etc/hosts as kubelet writes
+    // it for pod blue-redis-1 under serviceName blue-redis.
+    let root = sb.mkdir("pod");
+    let configs = lay_out_configs(&docs, &root);
+    assert_eq!(configs.len(), 1);
+    let (_, local) = &configs[0];
+    let hosts = sb.write(
+        "kubelet-hosts",
+        &kubelet_hosts("blue-redis-1", "blue-redis"),
+    );
+    let out = crate::helpers::run(
+        sb.peerplate(["--config".as_ref(), local.as_os_str(), "check".as_ref()])
+            .env("POD_NAMESPACE", "default")
+            .env("HOSTNAME", "blue-redis-1")
+            .env("PEERPLATE_HOSTS", &hosts),
+    );
+    assert_eq!(out.code, Some(0), "{}", out.dump());
+    // The same pod with no such line: the error says where the name comes from.
+    let out = crate::helpers::run(
+        sb.peerplate(["--config".as_ref(), local.as_os_str(), "check".as_ref()])
+            .env("HOSTNAME", "blue-redis-1")
+            .env("PEERPLATE_HOSTS", sb.join("no-hosts")),
+    );
+    assert_eq!(out.code, Some(2), "{}", out.dump());
+    assert!(
+        out.stderr
+            .contains("/etc/hosts has no line naming this pod blue-redis-1.<service>"),
+        "{}",
+        out.dump()
+    );
+}
+
+/// deploy/ (the seed scenario) and add-sidecar applied into one namespace:
+/// no two objects of one kind share a name, so neither app replaces the
+/// other's ConfigMaps, Services or NetworkPolicy.
+#[test]
+fn the_base_and_add_sidecar_share_a_namespace_without_a_collision() {
+    if !require_component("kubectl") {
+        return;
+    }
+    let sb = Sandbox::new();
+    let (text, docs) = kustomize_here(
+        &sb,
+        "kustomize-together",
+        "namespace: shop\nresources: [DEPLOY, DEPLOY/overlays/add-sidecar]\n",
+    );
+    let mut seen = std::collections::BTreeSet::new();
+    for doc in &docs {
+        let (_, kind) = kind_of(doc).expect("a Kubernetes object");
+        let name = doc["metadata"]["name"].as_str().expect("name");
+        assert!(
+            seen.insert((kind.to_string(), name.to_string())),
+            "two {kind} objects named {name}\n{text}"
+        );
+    }
+    let sets: Vec<String> = statefulsets(&docs).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(sets, ["redis", "web"], "{text}");
+    // Each StatefulSet mounts its own app's ConfigMaps.
+    for (name, sts) in statefulsets(&docs) {
+        let sources = sts["spec"]["template"]["spec"]["volumes"]
+            .as_sequence()
+            .expect("volumes")
+            .iter()
+            .find(|v| v["name"].as_str() == Some("peerplate"))
+            .expect("the peerplate volume")["projected"]["sources"]
+            .clone();
+        let refs: Vec<String> = sources
+            .as_sequence()
+            .expect("sources")
+            .iter()
+            .map(|s| s["configMap"]["name"].as_str().expect("name").to_string())
+            .collect();
+        let own = |r: &String| {
+            if name == "redis" {
+                r.starts_with("redis-peerplate-")
+            } else {
+                !r.starts_with("redis-")
+            }
+        };
+        assert!(refs.iter().all(own), "{name} mounts {refs:?}");
+    }
 }
 
 #[test]
@@ -829,5 +1014,188 @@ fn the_monitor_rules_use_metrics_that_peerplate_exports() {
     assert_eq!(
         alerts, 7,
         "renders failing, sets held, lookups failing, reloads rejected, last success too old, several leaders claim, leader unconfirmed"
+    );
+}
+
+/// deploy/'s `images:` entry is a real override: every peerplate container
+/// of `kubectl kustomize deploy` runs the image the README builds and loads
+/// (`localhost/peerplate:dev`), none the placeholder; and the README shows
+/// that very entry.
+#[test]
+fn the_images_entry_points_every_peerplate_container_at_the_loaded_image() {
+    let kustomization =
+        fs::read_to_string(repo_file("deploy/kustomization.yaml")).expect("read kustomization");
+    let entry = &kustomization[kustomization.find("images:\n").expect("an images: entry")..];
+    let readme = fs::read_to_string(repo_file("deploy/README.md")).expect("deploy/README.md");
+    assert!(
+        readme.contains(&format!("```yaml\n{entry}```")),
+        "deploy/README.md shows deploy/kustomization.yaml's entry as it is:\n{entry}"
+    );
+    for command in [
+        "podman build -t localhost/peerplate:dev .",
+        "kind load docker-image localhost/peerplate:dev",
+        "minikube image load localhost/peerplate:dev",
+        "ctr -n k8s.io images import",
+    ] {
+        assert!(
+            readme.contains(command),
+            "deploy/README.md shows `{command}`"
+        );
+    }
+    if !require_component("kubectl") {
+        return;
+    }
+    let sb = Sandbox::new();
+    let run = run_tool(
+        &sb,
+        "kustomize-deploy",
+        Command::new("kubectl")
+            .arg("kustomize")
+            .arg(repo_file("deploy")),
+    );
+    assert_eq!(run.code, Some(0), "{}", run.output);
+    let text = fs::read_to_string(sb.join("kustomize-deploy.out")).expect("read");
+    assert!(!text.contains("ghcr.io/peerplate/peerplate"), "{text}");
+    let docs = documents(&text);
+    let mut peerplate_containers = 0;
+    for (_, sts) in statefulsets(&docs) {
+        let spec = &sts["spec"]["template"]["spec"];
+        for c in ["initContainers", "containers"]
+            .iter()
+            .filter_map(|k| spec[*k].as_sequence())
+            .flatten()
+        {
+            let image = c["image"].as_str().expect("image");
+            if image.contains("peerplate") {
+                assert_eq!(image, "localhost/peerplate:dev");
+                peerplate_containers += 1;
+            }
+        }
+    }
+    assert_eq!(peerplate_containers, 1, "the sidecar of web\n{text}");
+}
+
+/// The admin port (9090: /leader, /metrics) is open only to the
+/// StatefulSet's own pods and a namespace labelled for monitoring, in every
+/// NetworkPolicy that opens it; the app's port stays open; the file says
+/// why kubelet's probes need no rule.
+#[test]
+fn the_admin_port_is_open_only_to_its_own_pods_and_monitoring() {
+    for file in [
+        "deploy/base/networkpolicy.yaml",
+        "deploy/overlays/add-sidecar/networkpolicy.yaml",
+    ] {
+        let text = fs::read_to_string(repo_file(file)).expect("read policy");
+        assert!(
+            text.contains("kubelet's") && text.contains("come from the node"),
+            "{file} says why kubelet's probes need no rule"
+        );
+        let doc = &documents(&text)[0];
+        let own = &doc["spec"]["podSelector"];
+        let rules = doc["spec"]["ingress"].as_sequence().expect("ingress rules");
+        let is_admin = |p: &serde_yaml::Value| {
+            p["port"].as_str() == Some("admin") || p["port"].as_u64() == Some(9090)
+        };
+        let mut admin_rules = 0;
+        for rule in rules {
+            let ports = rule["ports"].as_sequence().expect("ports");
+            if !ports.iter().any(is_admin) {
+                assert!(rule["from"].is_null(), "{file}: the app's port is open");
+                continue;
+            }
+            admin_rules += 1;
+            assert_eq!(
+                ports.len(),
+                1,
+                "{file}: the admin rule opens only the admin port"
+            );
+            let from = rule["from"].as_sequence().expect("admin port has a from");
+            assert_eq!(from.len(), 2, "{file}: {from:?}");
+            assert_eq!(&from[0]["podSelector"], own, "{file}: its own pods");
+            assert_eq!(
+                from[1]["namespaceSelector"]["matchLabels"]["peerplate.io/monitoring"].as_str(),
+                Some("true"),
+                "{file}: the monitoring namespace"
+            );
+        }
+        assert_eq!(admin_rules, 1, "{file}");
+    }
+}
+
+/// The shipped procedure without a cluster: add-sidecar's peerplate.yaml,
+/// exactly as kustomize puts it in the ConfigMap (it names no Service), in
+/// pod redis-2 whose /etc/hosts kubelet wrote: `once` finds the Service
+/// `redis` and its `redis-ready` twin in DNS, and renders redis.conf as a
+/// replica of the first ready pod, redis-1, mode 0640.
+#[test]
+fn the_add_sidecar_config_finds_its_service_and_renders_a_replica() {
+    use std::os::unix::fs::PermissionsExt;
+    if !require_component("kubectl") {
+        return;
+    }
+    let sb = Sandbox::new();
+    let (_, docs) = kustomize_here(
+        &sb,
+        "kustomize-redis",
+        "resources: [DEPLOY/overlays/add-sidecar]\n",
+    );
+    let configs = lay_out_configs(&docs, &sb.mkdir("pod"));
+    assert_eq!(configs.len(), 1);
+    let local = &configs[0].1;
+    let dns = crate::dns_server::DnsServer::start_service("cluster.local", "redis");
+    dns.set_pod_ips(&[
+        ("redis-0", "127.0.0.2".parse().expect("ip")),
+        ("redis-1", "127.0.0.3".parse().expect("ip")),
+        ("redis-2", "127.0.0.4".parse().expect("ip")),
+    ]);
+    // redis-0 is not ready: the leader comes from `redis-ready`, which
+    // the config does not name either.
+    dns.set_ready(&["redis-1", "redis-2"]);
+    // Only what a pod has and a test cannot: the DNS server, the emptyDir,
+    // a free admin port.
+    let shipped = fs::read_to_string(local).expect("read config");
+    let conf = sb.mkdir("conf");
+    let [admin] = crate::helpers::free_ports();
+    let config = shipped
+        .replace(
+            "  dns:\n    interval: 1s\n",
+            &format!(
+                "  dns:\n    interval: 1s\n    nameservers: [\"{}\"]\n",
+                dns.nameserver()
+            ),
+        )
+        .replace(
+            "/conf/redis.conf",
+            &conf.join("redis.conf").display().to_string(),
+        )
+        // `once` listens on nothing; it asks the peers (127.0.0.x) on it.
+        .replace("0.0.0.0:9090", &format!("0.0.0.0:{admin}"));
+    for gone in [
+        "  dns:\n    interval: 1s\n",
+        "/conf/redis.conf",
+        "0.0.0.0:9090",
+    ] {
+        assert!(shipped.contains(gone), "the shipped config has {gone:?}");
+    }
+    assert!(!config.contains("service:"), "{config}");
+    fs::write(local, &config).expect("write config");
+    let hosts = sb.write("kubelet-hosts", &kubelet_hosts("redis-2", "redis"));
+    let out = crate::helpers::run(
+        sb.peerplate(["--config".as_ref(), local.as_os_str(), "once".as_ref()])
+            .env("POD_NAMESPACE", "default")
+            .env("HOSTNAME", "redis-2")
+            .env("PEERPLATE_HOSTS", &hosts),
+    );
+    assert_eq!(out.code, Some(0), "{}", out.dump());
+    let file = conf.join("redis.conf");
+    let text = fs::read_to_string(&file).expect("redis.conf rendered");
+    assert!(
+        text.contains("replicaof redis-1.redis.default.svc.cluster.local 6379\n"),
+        "{text}\n{}",
+        out.dump()
+    );
+    assert_eq!(
+        fs::metadata(&file).expect("stat").permissions().mode() & 0o7777,
+        0o640
     );
 }

@@ -853,6 +853,53 @@ fn the_full_peer_list_is_logged_at_vv() {
     assert!(!line.contains("more"), "{line}");
 }
 
+/// /etc/hosts of pod web-1 as kubelet writes it for a StatefulSet whose
+/// serviceName is `nginx` (tab-separated, kubelet's header first).
+const KUBELET_HOSTS: &str = "# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n10.244.0.3\tweb-1.nginx.default.svc.cluster.local\tweb-1\n";
+
+/// A config naming no Service asks for the pod's own subdomain from
+/// /etc/hosts, and for its `-ready` twin: a renamed StatefulSet (kustomize
+/// namePrefix) needs no edit of peerplate.yaml.
+#[test]
+fn the_service_comes_from_the_pods_line_in_etc_hosts() {
+    let dns = DnsServer::start("cluster.local");
+    dns.scale(2);
+    dns.set_ready(&["web-0"]);
+    let sb = crate::helpers::Sandbox::new();
+    sb.write(
+        "t.j2",
+        "{% for p in peers %}{{ p.fqdn }} ready={{ p.ready }}\n{% endfor %}",
+    );
+    sb.write(
+        "peerplate.yaml",
+        &format!(
+            "peers:\n  dns: {{nameservers: [\"{}\"], interval: 1s}}\ntemplates:\n  - {{source: t.j2, destination: out/t}}\n",
+            dns.nameserver()
+        ),
+    );
+    let once = |sb: &crate::helpers::Sandbox| {
+        run(sb
+            .peerplate(["--config", "peerplate.yaml", "once"])
+            .env("HOSTNAME", "web-1"))
+    };
+    // Not a StatefulSet's pod: no line for web-1, and the error says so.
+    let out = once(&sb);
+    assert_eq!(out.code, Some(2), "{}", out.dump());
+    assert!(
+        out.stderr
+            .contains("/etc/hosts has no line naming this pod web-1.<service>"),
+        "{}",
+        out.dump()
+    );
+    sb.write("hosts", KUBELET_HOSTS);
+    let out = once(&sb);
+    assert_eq!(out.code, Some(0), "{}", out.dump());
+    assert_eq!(
+        std::fs::read_to_string(sb.join("out/t")).expect("rendered"),
+        format!("web-0.{SVC} ready=True\nweb-1.{SVC} ready=False\n")
+    );
+}
+
 /// `peers.dns.port_name` and a Service with two ports: without it every pod
 /// renders the same `peer.port` (the lowest) whatever order the answer
 /// lists the ports in, `peer.ports` lists both, and a warning says to set

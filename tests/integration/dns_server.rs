@@ -139,9 +139,15 @@ pub fn pod_names(n: usize) -> Vec<String> {
 impl DnsServer {
     /// Serves `nginx.default.svc.<domain>` (no pods yet) on a free port.
     pub fn start(domain: &str) -> DnsServer {
+        DnsServer::start_service(domain, "nginx")
+    }
+
+    /// Serves `<service>.default.svc.<domain>` (no pods yet) on a free port;
+    /// [`DnsServer::set_ready`] then serves `<service>-ready`.
+    pub fn start_service(domain: &str, service: &str) -> DnsServer {
         let domain =
             Name::from_ascii(format!("{}.", domain.trim_end_matches('.'))).expect("valid domain");
-        let service = Name::from_ascii("nginx.default.svc")
+        let service = Name::from_ascii(format!("{service}.default.svc"))
             .expect("valid name")
             .append_domain(&domain)
             .expect("service name");
@@ -214,11 +220,13 @@ impl DnsServer {
         self.set_pods(&hosts);
     }
 
-    /// Also serve `nginx-ready.default.svc.<domain>`, the ready-only
-    /// Service, listing these of the pods (at their pod IPs).
+    /// Also serve `nginx-ready.default.svc.<domain>` (`<service>-ready`),
+    /// the ready-only Service, listing these of the pods (at their pod IPs).
     pub fn set_ready(&self, hosts: &[&str]) {
         let mut zone = self.zone();
-        let name = Name::from_ascii("nginx-ready.default.svc")
+        let service = zone.service.to_ascii();
+        let first = service.split('.').next().expect("a first label");
+        let name = Name::from_ascii(format!("{first}-ready.default.svc"))
             .expect("valid name")
             .append_domain(&zone.domain)
             .expect("ready service name");

@@ -159,3 +159,88 @@ fn examples_seed_volume_readme_steps() {
     assert!(third.stderr.contains("copied=1"), "{}", third.dump());
     assert!(hello.exists(), "what was deleted comes back");
 }
+
+/// README.md starts where a newcomer does: what it is, the two commands
+/// (exactly as the tests above run the first), a five-minute tour, then the
+/// reference, whose contents list every section below it with the anchor
+/// GitHub gives it; the status table names no internal issue.
+#[test]
+fn the_readme_leads_with_the_two_commands_a_tour_and_a_table_of_contents() {
+    let readme = std::fs::read_to_string(repo_file("README.md")).expect("README.md");
+    let at = |heading: &str| {
+        readme
+            .find(&format!("\n{heading}\n"))
+            .unwrap_or_else(|| panic!("README.md has no {heading:?}"))
+    };
+    let (two, tour, reference) = (
+        at("## Two commands"),
+        at("## A five-minute tour"),
+        at("## Reference"),
+    );
+    assert!(
+        two < tour && tour < reference,
+        "two commands, tour, reference"
+    );
+    assert!(
+        readme.lines().take_while(|l| !l.starts_with("## ")).count() <= 15,
+        "what it is, in a few lines, before the two commands"
+    );
+    for command in [
+        "cargo run -- --config examples/local/peerplate.yaml run\n",
+        "scripts/test.sh\n",
+    ] {
+        assert!(
+            readme[two..tour].contains(command),
+            "the two commands include {command:?}"
+        );
+    }
+    let slug = |heading: &str| -> String {
+        heading
+            .trim()
+            .to_lowercase()
+            .chars()
+            .filter(|c| c.is_alphanumeric() || *c == '-' || *c == ' ' || *c == '_')
+            .map(|c| if c == ' ' { '-' } else { c })
+            .collect()
+    };
+    let below = &readme[reference + 1..];
+    let contents: Vec<&str> = below
+        .lines()
+        .skip(1)
+        .skip_while(|l| !l.trim_start().starts_with("- ["))
+        .take_while(|l| l.trim_start().starts_with("- ["))
+        .collect();
+    let mut in_code = false;
+    let mut headings = 0;
+    for line in below.lines().skip(1) {
+        if line.starts_with("```") {
+            in_code = !in_code;
+            continue;
+        }
+        let Some(heading) = line
+            .strip_prefix("## ")
+            .or_else(|| line.strip_prefix("### "))
+            .filter(|_| !in_code)
+        else {
+            continue;
+        };
+        headings += 1;
+        let entry = format!("[{heading}](#{})", slug(heading));
+        assert!(
+            contents
+                .iter()
+                .any(|c| c.trim_start() == format!("- {entry}")),
+            "the contents list {entry}:\n{}",
+            contents.join("\n")
+        );
+    }
+    assert_eq!(contents.len(), headings, "one entry per section");
+    let status = &readme[at("## Status")..];
+    let status = &status[..status[3..].find("\n## ").map_or(status.len(), |i| i + 3)];
+    for word in ["issue ", "item "] {
+        assert!(
+            !status.contains(word),
+            "the status table names no internal {word:?}:\n{status}"
+        );
+    }
+}

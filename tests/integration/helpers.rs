@@ -370,6 +370,8 @@ impl Sandbox {
     pub fn clean_env<'c>(&self, cmd: &'c mut Command) -> &'c mut Command {
         cmd.current_dir(self.path())
             .env("PEERPLATE_RESOLV_CONF", self.resolv_conf())
+            // The pod's /etc/hosts: ROOT/hosts, absent unless a test writes it.
+            .env("PEERPLATE_HOSTS", self.join("hosts"))
             .env("HOSTNAME", "peerplate-test-host")
             .env_remove("PEERPLATE_CONFIG")
             .env_remove("POD_NAMESPACE")

@@ -77,6 +77,24 @@ fn template_errors_name_the_expression_and_the_fix() {
             "unclosed_if_and_for",
             "{% if peers %}\nupstream app {\n{% for p in peers %}\n  server {{ p }};\n}\n",
         ),
+        // The block open is a for: say so, and which tag closes it.
+        (
+            "endif_closes_a_for",
+            "upstream app {\n{% for p in peers %}\n  server {{ p }};\n{% endif %}\n}\n",
+        ),
+        // Reported on the line of the open `{{`, not the next one.
+        (
+            "unclosed_expression",
+            "server {\n  listen {{ vars.listen\n  server_name x;\n}\n",
+        ),
+        (
+            "missing_argument_names_the_filter",
+            "{{ pod.hostname | replace(\"web\") }}\n",
+        ),
+        (
+            "include_of_an_undeclared_file",
+            "{% include \"common.j2\" %}\n",
+        ),
     ];
     for (name, template) in cases {
         let sb = Sandbox::new();
@@ -132,7 +150,7 @@ fn unused_vars_are_warned_with_a_suggestion() {
     assert_eq!(out.code, Some(0), "{}", out.dump());
     assert!(
         out.stderr.contains(
-            "a vars key no template reads key=vars.lisen detail=set in vars, but no template reads it; did you mean vars.listen?"
+            "a vars key no template reads key=vars.lisen detail=set in vars, but no template reads it; a template reads vars.listen, which vars does not set: one of the two names is misspelt; fix that one (this key, or the template)"
         ),
         "{}",
         out.dump()
@@ -211,6 +229,18 @@ fn config_errors_point_at_the_fix() {
         (
             "state_is_a_template",
             "templates:\n  - {source: t.j2, destination: out/t.conf}\nstate: t.j2\n",
+        ),
+        // Wrong shapes: what to write, never a Rust type's name.
+        ("reload_true", "reload: true\n"),
+        ("reload_a_number", "reload: 5\n"),
+        ("peers_a_list", "peers: [web-0]\n"),
+        (
+            "template_reload_a_list",
+            "templates:\n  - source: t.j2\n    destination: out/t.conf\n    reload: [a]\n",
+        ),
+        (
+            "template_size_a_list",
+            "templates:\n  - source: t.j2\n    destination: out/t.conf\n    max_size: [1]\n",
         ),
     ];
     for (name, body) in cases {
@@ -322,4 +352,119 @@ fn partials_are_included_never_rendered_alone() {
     let out = peerplate(&sb, &["render"]);
     assert_eq!(out.code, Some(2), "{}", out.dump());
     insta::assert_snapshot!("partial_error", seen(&sb, &out));
+}
+
+/// Top-level `reload: false` is no reload, like a template's: `check` and
+/// `once` accept it and signal nothing.
+#[test]
+fn top_level_reload_false_means_no_reload() {
+    let sb = Sandbox::new();
+    sb.write("t.j2", "x\n");
+    sb.write(
+        "peerplate.yaml",
+        "identity: {hostname: web-1}\ntemplates:\n  - source: t.j2\n    destination: out/t.conf\nreload: false\n",
+    );
+    let out = peerplate(&sb, &["check"]);
+    assert_eq!(out.code, Some(0), "{}", out.dump());
+    let out = peerplate(&sb, &["once"]);
+    assert_eq!(out.code, Some(0), "{}", out.dump());
+    assert_eq!(
+        std::fs::read_to_string(sb.join("out/t.conf")).expect("rendered"),
+        "x\n"
+    );
+    assert!(!out.stderr.contains("reload"), "{}", out.dump());
+}
+
+/// Every message in the catalogue (the snapshots of this binary) is free of
+/// Rust's own type names: a user never wrote `RawAction`.
+#[test]
+fn no_message_in_the_catalogue_names_an_internal_type() {
+    let dir = crate::helpers::repo_file("tests/integration/snapshots");
+    let mut scanned = 0;
+    for entry in std::fs::read_dir(&dir).expect("read snapshots") {
+        let path = entry.expect("entry").path();
+        let text = std::fs::read_to_string(&path).expect("read snapshot");
+        scanned += 1;
+        for word in text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+            let internal = word.len() > 3
+                && word.starts_with("Raw")
+                && word[3..].starts_with(|c: char| c.is_ascii_uppercase());
+            assert!(!internal, "{}: names {word}\n{text}", path.display());
+        }
+        for phrase in ["expected struct ", "untagged enum ", "expected enum "] {
+            assert!(
+                !text.contains(phrase),
+                "{}: says {phrase:?}\n{text}",
+                path.display()
+            );
+        }
+    }
+    assert!(
+        scanned > 100,
+        "only {scanned} snapshots in {}",
+        dir.display()
+    );
+}
+
+/// `check` reports every broken template, not only the first: one that does
+/// not compile and two that fail to render, all three in one run.
+#[test]
+fn check_reports_every_broken_template() {
+    let sb = Sandbox::new();
+    sb.write("a.j2", "{% for p in peers %}\n{{ p }}\n");
+    sb.write("b.j2", "{{ nope }}\n");
+    sb.write("c.j2", "{{ pod.hostname | replace(\"web\") }}\n");
+    sb.write("ok.j2", "fine\n");
+    sb.write(
+        "peerplate.yaml",
+        "identity: {hostname: web-1}\npeers:\n  static: [web-0.nginx, web-1.nginx]\ntemplates:\n  - {source: a.j2, destination: out/a}\n  - {source: b.j2, destination: out/b}\n  - {source: ok.j2, destination: out/ok}\n  - {source: c.j2, destination: out/c}\n",
+    );
+    let out = peerplate(&sb, &["check"]);
+    assert_eq!(out.code, Some(2), "{}", out.dump());
+    let text = seen(&sb, &out);
+    for name in ["a.j2 line 1", "b.j2 line 1", "c.j2 line 1"] {
+        assert!(text.contains(name), "{name} is reported\n{text}");
+    }
+    insta::assert_snapshot!("check_every_broken_template", text);
+}
+
+/// A first-time author with a static list of three peers and `{{ p.port }}`
+/// gets the render error (what to write), not a warning that something
+/// "changed": nothing changed for them.
+#[test]
+fn a_first_time_author_gets_no_meaning_changed_warning() {
+    let sb = Sandbox::new();
+    sb.write(
+        "t.j2",
+        "upstream app {\n{% for p in peers %}\n  server {{ p.fqdn }}:{{ p.port }};\n{% endfor %}\n}\n",
+    );
+    sb.write(
+        "peerplate.yaml",
+        "identity: {hostname: web-1}\npeers:\n  static: [web-0.nginx, web-1.nginx, web-2.nginx]\ntemplates:\n  - source: t.j2\n    destination: out/t.conf\n",
+    );
+    let out = peerplate(&sb, &["check"]);
+    assert_eq!(out.code, Some(2), "{}", out.dump());
+    let text = seen(&sb, &out);
+    assert!(!text.contains("meaning changed"), "{text}");
+    assert!(text.contains("| default(80)"), "{text}");
+    insta::assert_snapshot!("static_peers_port_first_time", text);
+}
+
+/// The key under `vars` is the misspelt one (`lisen`) and the template is
+/// right (`vars.listen`): neither message tells the author to copy the
+/// typo into the template; both say one of the two names is wrong.
+#[test]
+fn a_misspelt_vars_key_is_not_suggested_to_the_template() {
+    let sb = Sandbox::new();
+    sb.write("t.j2", "listen {{ vars.listen }};\n");
+    sb.write(
+        "peerplate.yaml",
+        "identity: {hostname: web-1}\ntemplates:\n  - source: t.j2\n    destination: out/t.conf\nvars:\n  lisen: 8080\n",
+    );
+    let out = peerplate(&sb, &["check"]);
+    assert_eq!(out.code, Some(2), "{}", out.dump());
+    let text = seen(&sb, &out);
+    assert!(!text.contains("did you mean"), "{text}");
+    assert!(text.contains("one of the two names is misspelt"), "{text}");
+    insta::assert_snapshot!("misspelt_vars_key", text);
 }

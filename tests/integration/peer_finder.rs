@@ -247,3 +247,43 @@ fn an_unknown_flag_exits_2() {
         assert!(out.stderr.starts_with("flag needs an argument: -service"));
     }
 }
+
+/// Scripts run with `bash -c`, as the original's do, so an inline bash test
+/// works; in an image without bash (a PATH with only `sh`), with `sh -c`,
+/// which the script can tell from `$0`.
+#[test]
+fn scripts_run_with_bash_where_it_exists_else_sh() {
+    let Some(bash) = crate::helpers::find_program("bash") else {
+        eprintln!("skipping: bash not installed");
+        return;
+    };
+    let sh = crate::helpers::find_program("sh").expect("sh");
+    let dns = DnsServer::start("cluster.local");
+    dns.scale(2);
+    let pod = finder_pod(&dns, "cluster.local");
+    let script =
+        r#"-on-start=name=web-1; [[ -n "$name" && $name == web-* ]] && echo "shell=$0" && cat"#;
+    let out = run(&mut cmd(
+        &pod,
+        true,
+        &[script, "-service=nginx", "-ns=default"],
+    ));
+    assert_eq!(out.code, Some(0), "{}", out.dump());
+    assert_eq!(out.stdout, format!("shell=bash\n{}", peers(0..2)));
+
+    // No bash on PATH: sh runs it, and the same `[[` fails there (exit 1,
+    // as a failed script does in the original).
+    let only_sh = pod.sb.mkdir("only-sh");
+    symlink(&sh, only_sh.join("sh")).expect("symlink sh");
+    let cat = crate::helpers::find_program("cat").expect("cat");
+    symlink(&cat, only_sh.join("cat")).expect("symlink cat");
+    assert!(!only_sh.join("bash").exists() && bash.exists());
+    let posix = r#"-on-start=echo "shell=$0"; cat"#;
+    let out = run(cmd(&pod, true, &[posix, "-service=nginx", "-ns=default"]).env("PATH", &only_sh));
+    assert_eq!(out.code, Some(0), "{}", out.dump());
+    assert_eq!(out.stdout, format!("shell=sh\n{}", peers(0..2)));
+    let out =
+        run(cmd(&pod, true, &[script, "-service=nginx", "-ns=default"]).env("PATH", &only_sh));
+    assert_eq!(out.code, Some(1), "{}", out.dump());
+    assert!(out.stderr.contains("Failed to execute"), "{}", out.dump());
+}

@@ -150,6 +150,24 @@ fn every_template_has_a_header_and_a_readme_row() {
             text.contains("vars"),
             "templates/{name}'s header says which vars it takes"
         );
+        let header = &text[..text.find("-#}").expect("header end")];
+        assert!(
+            header.contains("\n    Reload: "),
+            "templates/{name}'s header has a `Reload:` paragraph: how its app takes a new file"
+        );
+        let reload_table = readme
+            .split_once("## How each app reloads")
+            .expect("templates/README.md has \"## How each app reloads\"")
+            .1
+            .split("\n## ")
+            .next()
+            .unwrap_or_default();
+        assert!(
+            reload_table
+                .lines()
+                .any(|l| l.starts_with('|') && l.contains(&format!("`{name}`"))),
+            "templates/README.md's reload table has a row for `{name}`"
+        );
         assert!(
             readme
                 .lines()
@@ -469,6 +487,99 @@ fn redis_server_runs_the_leader_config_as_the_primary_with_its_password() {
         return;
     }
     let (_sb, mut daemon, info) = redis_start("web-0", Some(r#"s3"cr\et"#));
+    assert!(info.contains("role:master\r\n"), "{info}");
+    assert!(daemon.terminate().success(), "{}", daemon.logs());
+}
+
+/// The shipped Redis path of deploy/overlays/add-sidecar, with real uids:
+/// peerplate as 65532 renders redis.conf `mode: "0640"` into a folder made
+/// as kubelet makes an emptyDir of the pod's fsGroup (group-owned, setgid),
+/// and redis-server as uid 999, with that group as kubelet gives it, starts
+/// on the file and answers PING; without the group it cannot read it.
+#[test]
+fn redis_reads_its_0640_file_through_the_pods_fs_group() {
+    use std::os::unix::fs::{chown, MetadataExt, PermissionsExt};
+    if !require_component("redis-server") || !require_component("setpriv") {
+        return;
+    }
+    const FS_GROUP: u32 = 4321;
+    let redis = find_program("redis-server").expect("redis-server found");
+    let setpriv = find_program("setpriv").expect("setpriv found");
+    let sb = Sandbox::new();
+    let chmod = |p: &Path, mode: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).expect("chmod")
+    };
+    chmod(sb.path(), 0o755);
+    // kubelet's emptyDir with fsGroup: group fsGroup, group-writable, setgid.
+    let conf = sb.mkdir("conf");
+    chown(&conf, Some(0), Some(FS_GROUP)).expect("chown conf");
+    chmod(&conf, 0o2770);
+    let data = sb.mkdir("data");
+    chown(&data, Some(999), Some(999)).expect("chown data");
+    let [port] = free_ports();
+    sb.write(
+        "redis.conf.j2",
+        &std::fs::read_to_string(repo_file("templates/redis.conf.j2")).expect("template"),
+    );
+    sb.write(
+        "peerplate.yaml",
+        &format!(
+            "identity: {{hostname: web-0}}\npeers: {{static: [{}]}}\ntemplates:\n  - source: redis.conf.j2\n    destination: conf/redis.conf\n    mode: \"0640\"\nreload: false\nvars: {{bind: 127.0.0.1, port: {port}, dir: {}}}\n",
+            PEERS.join(", "),
+            data.display()
+        ),
+    );
+    let bin = sb.path().join("peerplate");
+    std::fs::copy(crate::helpers::bin(), &bin).expect("copy the binary");
+    let out = crate::helpers::run(
+        sb.clean_env(&mut Command::new(&setpriv))
+            .args(["--reuid", "65532", "--regid", "65532", "--groups"])
+            .arg(FS_GROUP.to_string())
+            .arg(&bin)
+            .args(["--config", "peerplate.yaml", "once"]),
+    );
+    assert_eq!(out.code, Some(0), "{}", out.dump());
+    let file = conf.join("redis.conf");
+    let meta = std::fs::metadata(&file).expect("rendered");
+    assert_eq!(meta.mode() & 0o7777, 0o640);
+    assert_eq!((meta.uid(), meta.gid()), (65532, FS_GROUP));
+
+    let as_redis = |groups: &[&str]| {
+        let mut cmd = Command::new(&setpriv);
+        cmd.args(["--reuid", "999", "--regid", "999"])
+            .args(groups)
+            .arg(&redis)
+            .arg(&file)
+            .current_dir(sb.path());
+        cmd
+    };
+    // Without the group: refused.
+    let out = crate::helpers::run(&mut as_redis(&["--clear-groups"]));
+    assert_ne!(out.code, Some(0), "{}", out.dump());
+    assert!(
+        (out.stdout.clone() + &out.stderr).contains("Permission denied"),
+        "{}",
+        out.dump()
+    );
+    // With the pod's fsGroup: it runs on the file.
+    let mut daemon = Daemon::spawn(as_redis(&["--groups", &FS_GROUP.to_string()]));
+    let mut conn = None;
+    daemon.wait_until(
+        Duration::from_secs(5),
+        &format!("redis-server on 127.0.0.1:{port} to accept a connection"),
+        |_| {
+            conn = redis_connect(port);
+            conn.is_some()
+        },
+    );
+    let mut conn = conn.expect("connected");
+    assert_eq!(
+        redis_call(&mut conn, &["PING"]),
+        "+PONG",
+        "{}",
+        daemon.logs()
+    );
+    let info = redis_call(&mut conn, &["INFO", "replication"]);
     assert!(info.contains("role:master\r\n"), "{info}");
     assert!(daemon.terminate().success(), "{}", daemon.logs());
 }
