@@ -75,10 +75,29 @@ pub fn init(json: bool, level: LevelFilter) {
     }
 }
 
+/// The longest text one field of a log line carries, in bytes: 16 KiB. A
+/// longer value (a 1 MB "host name" from a peers file) keeps its first
+/// 16 KiB and says how much was cut, so no input makes a log line of
+/// megabytes.
+pub const MAX_FIELD_BYTES: usize = 16 * 1024;
+
+/// `text` cut to [`MAX_FIELD_BYTES`] at a character boundary, with
+/// `... [N bytes cut]` after it when anything was cut.
+pub fn capped(text: String) -> String {
+    if text.len() <= MAX_FIELD_BYTES {
+        return text;
+    }
+    let mut end = MAX_FIELD_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... [{} bytes cut]", &text[..end], text.len() - end)
+}
+
 /// One field of a text log line, its value [`escape`]d: the message bare,
 /// any other `name=value`.
 fn text_field(out: &mut Writer<'_>, field: &Field, value: &dyn fmt::Debug) -> fmt::Result {
-    let text = format!("{value:?}");
+    let text = capped(format!("{value:?}"));
     if field.name() == "message" {
         out.write_str(&escape(&text))
     } else {
@@ -229,6 +248,10 @@ struct Fields {
 
 impl Fields {
     fn put(&mut self, field: &Field, value: Value) {
+        let value = match value {
+            Value::String(s) => Value::String(capped(s)),
+            other => other,
+        };
         if field.name() == "message" {
             self.message = match value {
                 Value::String(s) => s,
@@ -295,6 +318,19 @@ mod tests {
             Value::String("[not json".into())
         );
         assert_eq!(parse_field("12".into()), Value::String("12".into()));
+    }
+
+    #[test]
+    fn long_values_are_capped_at_a_character_boundary() {
+        assert_eq!(capped("short".into()), "short");
+        let long = format!("é{}", "b".repeat(MAX_FIELD_BYTES + 10));
+        let cut = capped(long.clone());
+        assert!(
+            cut.ends_with("... [12 bytes cut]"),
+            "{}",
+            &cut[cut.len() - 30..]
+        );
+        assert!(long.starts_with(&cut[..MAX_FIELD_BYTES - 1]));
     }
 
     #[test]

@@ -23,6 +23,13 @@ use std::sync::{Arc, OnceLock};
 /// log. The whole text is always replaced.
 pub const MIN_LINE: usize = 3;
 
+/// The most input text, in bytes over every input of a redactor, that is
+/// searched for in output: 256 KiB. The index costs about 150 bytes per
+/// distinct line, so 1 MiB of short lines would take tens of MiB, past the
+/// sidecar's 32 MiB limit; output that would need a larger index is
+/// withheld (its size only), even with `log_output: true`.
+pub const MAX_INPUT_BYTES: usize = 256 * 1024;
+
 /// The rolling hash's base (odd, so multiplication mod 2^64 is invertible).
 const BASE: u64 = 0x100_0000_01b3;
 
@@ -168,6 +175,14 @@ impl Redactor {
         if self.inputs.is_empty() || text.is_empty() {
             return text.to_string();
         }
+        let searched: usize = self.inputs.iter().map(|(_, input)| input.len()).sum();
+        if searched > MAX_INPUT_BYTES {
+            return format!(
+                "[{} bytes of output not logged: the template's file() and env() inputs ({searched} bytes) are more than the {} KiB peerplate searches output for; run the command by hand to see it]",
+                text.len(),
+                MAX_INPUT_BYTES / 1024
+            );
+        }
         let index = self.index.get_or_init(|| Index::build(&self.inputs));
         let bytes = text.as_bytes();
         // starts: the mark and length of each match, by its first byte.
@@ -228,6 +243,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn inputs_too_large_to_index_withhold_the_output() {
+        let big = "line\n".repeat(MAX_INPUT_BYTES / 5 + 1);
+        let r = Redactor::new([(Path::new("/big"), big.as_str())]);
+        let shown = r.apply("complaint quoting line");
+        assert!(
+            shown.starts_with("[22 bytes of output not logged"),
+            "{shown}"
+        );
+        assert!(!shown.contains("quoting"), "{shown}");
+    }
+
+    #[test]
     fn whole_text_and_each_line_are_replaced() {
         let r = Redactor::new([(Path::new("/s/pw"), "hunter22\nsecond-line\n{\n")]);
         assert_eq!(
@@ -260,7 +287,9 @@ mod tests {
 
     #[test]
     fn a_large_input_is_built_and_applied_in_linear_time() {
-        let text: String = (0..150_000).map(|i| format!("{i:06x}\n")).collect();
+        // As many 7-byte lines as MAX_INPUT_BYTES holds.
+        let lines = MAX_INPUT_BYTES / 7;
+        let text: String = (0..lines).map(|i| format!("{i:06x}\n")).collect();
         let started = std::time::Instant::now();
         let r = Redactor::new([(Path::new("/big"), text.as_str())]);
         let quoted: String = (0..2_000).map(|i| format!("bad {i:06x};")).collect();
@@ -270,7 +299,7 @@ mod tests {
             "{out:.80}"
         );
         eprintln!(
-            "150,000 lines: built and applied in {:?}",
+            "{lines} lines: built and applied in {:?}",
             started.elapsed()
         );
     }

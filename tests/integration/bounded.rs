@@ -314,3 +314,70 @@ fn a_fifo_or_dev_zero_as_the_pid_file_is_no_process_and_the_daemon_goes_on() {
         "{status:?} {took:?}"
     );
 }
+
+/// `log_output: true` asks for a check's output, redacted: the redaction
+/// index grows with the `file()` inputs (about 150 bytes a distinct line),
+/// so inputs over 256 KiB in all withhold the output instead of indexing a
+/// 1 MiB secret of short lines in a 32 MiB sidecar. The daemon lives.
+#[test]
+fn log_output_with_a_1_mib_file_input_withholds_the_output_under_32_mib() {
+    let secret: String = (0..130_000u32)
+        .map(|i| format!("{:06x}\n", i.wrapping_mul(2_654_435_761) >> 8))
+        .collect();
+    let pod = Pod::builder()
+        .peers_file(&peers(&[0, 1]))
+        .template_with(
+            "app.j2",
+            "{{ file(\"secret\") }}",
+            "out/app",
+            "    check: \"sh -c 'cat {staged} >&2; exit 1'\"\n    reload: false\n    log_output: true\n",
+        )
+        .http()
+        .build();
+    pod.sb.write("secret", &secret);
+    let Some((cg, mut d)) = start_in_32_mib(&pod) else {
+        return;
+    };
+    d.wait_for_log("output not logged", WAIT);
+    assert!(d.is_running(), "the daemon died:\n{}", d.logs());
+    assert_eq!(cg.oom_kills(), 0, "OOM-killed");
+    assert_eq!(http_status(pod.port, "/healthz"), 200);
+    let stderr = d.stderr();
+    assert!(
+        stderr.contains("are more than the 256 KiB peerplate searches output for; run the command by hand to see it]"),
+        "{stderr:.2000}"
+    );
+    assert!(
+        !stderr.contains(&secret[..20]),
+        "the secret reached the log"
+    );
+    assert!(hwm(&d) < HALF, "VmHWM {} bytes", hwm(&d));
+    let (status, _) = d.stop_with(Signal::SIGTERM, WAIT);
+    assert!(status.success(), "{status:?}");
+}
+
+/// No input makes a log line of megabytes: a peers file line of 1,000,000
+/// characters (under the file's 1 MiB cap) is refused as a host name, and
+/// its WARN keeps the first 16 KiB of the name and says how much was cut.
+#[test]
+fn a_megabyte_peer_name_is_logged_cut_to_16_kib() {
+    let name = "b".repeat(1_000_000);
+    let pod = Pod::builder()
+        .peers_file(&format!("{}{name}\n", peers(&[0, 1])))
+        .http()
+        .build();
+    let mut d = pod.start();
+    d.wait_for_log("not a valid host name", WAIT);
+    let stderr = d.stderr();
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("not a valid host name"))
+        .expect("the warning");
+    assert!(line.len() < 20_000, "{} bytes", line.len());
+    assert!(
+        line.contains("... [983618 bytes cut]"),
+        "{:.200}",
+        &line[line.len() - 200..]
+    );
+    d.terminate();
+}
