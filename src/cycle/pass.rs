@@ -13,6 +13,7 @@ use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use tokio::time::Instant;
 
 use super::actions::{self, InstalledOutput};
+use super::groups::{self, GroupDecision, TemplateDecision, Wait};
 use super::{base_dir, CycleError, Installed, Loop, Mode, Outcome};
 use crate::config::Config;
 use crate::config::Template;
@@ -32,6 +33,16 @@ pub(super) fn install_retries() -> ExponentialBackoff {
         .with_jitter()
         .without_max_times()
         .build()
+}
+
+/// The templates as compiled, and the `file()` inputs they read.
+pub(super) struct Templates {
+    /// Shared with the thread a render runs on.
+    pub renderer: Arc<Renderer>,
+    /// A template source changed: compiled again at the next pass.
+    pub dirty: bool,
+    /// The `file()` inputs of the last pass, per template.
+    pub inputs: Vec<Vec<Input>>,
 }
 
 /// What rendering one template came to, before the groups are decided.
@@ -84,14 +95,14 @@ impl Loop {
     /// action that had an output installed; publish the outcome.
     pub(super) async fn pass(&mut self) -> Vec<Outcome> {
         self.pending = None;
-        if self.templates_dirty {
-            self.renderer =
+        if self.templates.dirty {
+            self.templates.renderer =
                 Arc::new(Renderer::load(&self.config).with_base(&base_dir(&self.config)));
-            self.templates_dirty = false;
+            self.templates.dirty = false;
         }
         let config = Arc::clone(&self.config);
-        let peers = self.peers.clone().unwrap_or_default();
-        let context = render::context(&config, &peers, self.leadership.current());
+        let peers = self.view.peers.clone().unwrap_or_default();
+        let context = render::context(&config, &peers, self.leader.leadership.current());
 
         // 1. Render, stage and check everything; install nothing yet.
         let mut staged = Vec::with_capacity(config.templates.len());
@@ -121,13 +132,13 @@ impl Loop {
             staged.push(file);
             inputs.push(read);
             outcomes.push(Outcome {
-                template: self.renderer.name(i).to_string(),
+                template: self.templates.renderer.name(i).to_string(),
                 destination: template.destination.display().to_string(),
                 result,
                 elapsed: started.elapsed(),
             });
         }
-        self.inputs = inputs;
+        self.templates.inputs = inputs;
         self.update_watched();
         self.note_drifted(&config, drifted);
         let redact = self.redactor();
@@ -150,65 +161,52 @@ impl Loop {
         // rendered again when the action is free.
         let now = Instant::now();
         let actions = &config.actions;
-        let group_failure: Vec<Option<String>> = (0..actions.len())
-            .map(|k| {
-                config
-                    .templates
-                    .iter()
-                    .zip(&outcomes)
-                    .find(|(t, o)| t.reload == Some(k) && o.result.is_err())
-                    .map(|(_, o)| o.template.clone())
-            })
-            .collect();
-        let waits: Vec<bool> = actions
+        let members: Vec<groups::Member<'_>> = config
+            .templates
             .iter()
-            .enumerate()
-            .map(|(k, action)| {
-                let changed = config
-                    .templates
-                    .iter()
-                    .zip(&staged)
-                    .any(|(t, f)| t.reload == Some(k) && f.is_some());
-                if !changed || group_failure[k].is_some() {
-                    return false;
-                }
-                let state = self.action_states.entry(action.name.clone()).or_default();
-                if state.busy {
-                    state.wanted = true;
-                    return true;
-                }
-                // A reload owed and backing off: the new bytes wait for its
-                // next try (a newer state never shortens a backoff step).
-                if state.owed.as_ref().is_some_and(|o| !o.is_due(now)) {
-                    return true;
-                }
-                match state
-                    .last_run
-                    .map(|last| crate::limits::later(last, action.min_interval))
-                {
-                    Some(free_at) if free_at > now => {
-                        state.retry_at = Some(free_at);
-                        true
-                    }
-                    _ => false,
-                }
+            .zip(&outcomes)
+            .zip(&staged)
+            .map(|((t, o), f)| groups::Member {
+                reload: t.reload,
+                staged: f.is_some(),
+                failed: o.result.is_err().then_some(o.template.as_str()),
             })
             .collect();
+        let gates: Vec<groups::Gate<'_>> = actions
+            .iter()
+            .map(|a| groups::Gate {
+                min_interval: a.min_interval,
+                state: self.actions.states.get(&a.name),
+            })
+            .collect();
+        let plan = groups::group_plan(&members, &gates, now);
+        for (action, decision) in actions.iter().zip(&plan) {
+            let GroupDecision::Wait(wait) = decision else {
+                continue;
+            };
+            let state = self.actions.states.entry(action.name.clone()).or_default();
+            match wait {
+                Wait::Busy => state.wanted = true,
+                Wait::MinInterval(free_at) => state.retry_at = Some(*free_at),
+                Wait::Owed => {}
+            }
+        }
         let mut groups: Vec<Vec<InstalledOutput>> = actions.iter().map(|_| Vec::new()).collect();
         // What was installed, for the state file's records (`prune: true`).
         let mut installed: Vec<(PathBuf, Vec<u8>)> = Vec::new();
         for ((template, outcome), file) in config.templates.iter().zip(&mut outcomes).zip(staged) {
             let Some((file, bytes)) = file else { continue };
-            if let Some(k) = template.reload {
-                if let Some(failed) = &group_failure[k] {
+            match groups::template_decision(template.reload, &plan) {
+                TemplateDecision::Fail(failed) => {
                     // Dropping the staged file deletes it; the old output stays.
-                    outcome.result = Err(CycleError::Group(failed.clone()));
+                    outcome.result = Err(CycleError::Group(failed));
                     continue;
                 }
-                if waits[k] {
+                TemplateDecision::Defer => {
                     outcome.result = Ok(Installed::Deferred);
                     continue;
                 }
+                TemplateDecision::Install => {}
             }
             let previous = write::previous(&template.destination);
             match file.commit() {
@@ -240,7 +238,7 @@ impl Loop {
         // the order written, beside the loop: its verdict comes back through
         // `verdicts`.
         self.start_actions(&config, groups, now, &redact, &withhold);
-        self.rendered = true;
+        self.view.rendered = true;
         self.observe(&config, &outcomes, desired);
         self.publish(&outcomes);
         self.schedule_retry(&outcomes);
@@ -262,7 +260,7 @@ impl Loop {
         withhold: &[bool],
     ) {
         for (k, (action, outputs)) in config.actions.iter().zip(groups).enumerate() {
-            let state = self.action_states.entry(action.name.clone()).or_default();
+            let state = self.actions.states.entry(action.name.clone()).or_default();
             let outputs = match &mut state.owed {
                 Some(owed) if !state.busy && owed.is_due(now) => {
                     actions::merge(std::mem::take(&mut owed.want), outputs)
@@ -275,7 +273,7 @@ impl Loop {
             state.busy = true;
             state.last_run = Some(now);
             state.retry_at = None;
-            self.verdicts.spawn(actions::run_group(
+            self.actions.verdicts.spawn(actions::run_group(
                 action.clone(),
                 outputs,
                 redact.withholding(withhold.get(k).copied().unwrap_or(true)),
@@ -291,7 +289,7 @@ impl Loop {
             let template = config.templates.iter().position(|t| t.destination == dest);
             if self.observed.drifted.insert(dest.clone()) {
                 tracing::warn!(
-                    template = %template.map(|i| self.renderer.name(i)).unwrap_or_default(),
+                    template = %template.map(|i| self.templates.renderer.name(i)).unwrap_or_default(),
                     destination = %dest.display(),
                     "changed on disk by someone else since peerplate installed it; left alone until its render changes (a template, file() input, config or peer change)"
                 );
@@ -303,11 +301,11 @@ impl Loop {
     /// `on_leader_change` (after the installs and reloads that name it), the
     /// peer set (one that holds this pod) to `on_start`/`on_change`.
     fn hand_to_hooks(&mut self, peers: PeerSet) {
-        if let (Some(queue), Some(leader)) = (&self.leader_hook, &self.leader_hook_due) {
+        if let (Some(queue), Some(leader)) = (&self.leader.hook, &self.leader.hook_due) {
             queue.send_replace(Some(leader.clone().unwrap_or_default()));
-            self.leader_hook_due = None;
+            self.leader.hook_due = None;
         }
-        if let Some(queue) = &self.hook_sets {
+        if let Some(queue) = &self.supervisor.hook_sets {
             if self.me.is_in(&peers) {
                 queue.send_replace(Some(peers));
             }
@@ -327,16 +325,16 @@ impl Loop {
         redact: &mut Redactor,
     ) -> (Result<Step, CycleError>, Vec<Input>, Option<String>) {
         let (rendered, read) =
-            render::render_detached(Arc::clone(&self.renderer), i, context.clone()).await;
+            render::render_detached(Arc::clone(&self.templates.renderer), i, context.clone()).await;
         let desired = rendered
             .as_ref()
             .ok()
             .map(|o| crate::status::sha256(o.as_bytes()));
-        let env = self.renderer.env_read(i);
+        let env = self.templates.renderer.env_read(i);
         if !read.is_empty() || !env.is_empty() {
             // A check quoting this output's inputs is redacted too, or (the
             // default) not logged at all.
-            let mut all: Vec<&Input> = self.inputs.iter().flatten().collect();
+            let mut all: Vec<&Input> = self.templates.inputs.iter().flatten().collect();
             all.extend(read.iter());
             let vars = self.env_read_all();
             *redact = Redactor::with_env(
@@ -354,6 +352,7 @@ impl Loop {
             Err(e) => Err(CycleError::Render(e)),
             Ok(output)
                 if self
+                    .actions
                     .rejected
                     .get(&template.destination)
                     .is_some_and(|bytes| *bytes == output.as_bytes()) =>
@@ -372,7 +371,7 @@ impl Loop {
                 Ok(Step::Drifted)
             }
             Ok(output) => {
-                tracing::debug!(template = %self.renderer.name(i), bytes = output.len(), inputs = %crate::log::list(read.iter().map(|i| i.path.to_string_lossy())), "rendered");
+                tracing::debug!(template = %self.templates.renderer.name(i), bytes = output.len(), inputs = %crate::log::list(read.iter().map(|i| i.path.to_string_lossy())), "rendered");
                 // An output that read file() is a secret: 0600 unless
                 // the config says otherwise.
                 let template: Cow<'_, _> = if !read.is_empty() && template.mode.is_none() {
