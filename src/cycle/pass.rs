@@ -45,6 +45,9 @@ pub(super) struct Templates {
     pub inputs: Vec<Vec<Input>>,
 }
 
+/// A staged output and its bytes; `None` when nothing new was staged.
+type StagedFile = Option<(write::Staged, Vec<u8>)>;
+
 /// What rendering one template came to, before the groups are decided.
 pub(super) enum Step {
     /// New bytes, staged (and checked).
@@ -105,6 +108,47 @@ impl Loop {
         let context = render::context(&config, &peers, self.leader.leadership.current());
 
         // 1. Render, stage and check everything; install nothing yet.
+        let (mut outcomes, staged, desired) = self.render_all(&config, &context).await;
+        let redact = self.redactor();
+        // An action's output is withheld when a template of its group read
+        // inputs and does not set log_output.
+        let withhold: Vec<bool> = (0..config.actions.len())
+            .map(|k| {
+                config
+                    .templates
+                    .iter()
+                    .enumerate()
+                    .any(|(i, t)| t.reload == Some(k) && !t.log_output && self.read_secrets(i))
+            })
+            .collect();
+
+        // 2. All or nothing per reload group ([`groups`]).
+        let now = Instant::now();
+        let groups = self.install_groups(&config, &mut outcomes, staged, now);
+
+        // 3. Each action that had an output installed runs once, started in
+        // the order written, beside the loop: its verdict comes back through
+        // `verdicts`.
+        self.start_actions(&config, groups, now, &redact, &withhold);
+        self.view.rendered = true;
+        self.observe(&config, &outcomes, desired);
+        self.publish(&outcomes);
+        self.schedule_retry(&outcomes);
+
+        // 4. Hooks, beside the render path (`run`); `once` runs them itself.
+        self.hand_to_hooks(peers);
+        outcomes
+    }
+
+    /// Renders, stages and checks every template, installing nothing: the
+    /// outcomes, the staged files (new bytes only) and the hashes of the
+    /// renders. Records the `file()` inputs read and the destinations
+    /// someone else changed.
+    async fn render_all(
+        &mut self,
+        config: &Config,
+        context: &minijinja::Value,
+    ) -> (Vec<Outcome>, Vec<StagedFile>, Vec<Option<String>>) {
         let mut staged = Vec::with_capacity(config.templates.len());
         let mut outcomes = Vec::with_capacity(config.templates.len());
         let mut inputs = Vec::with_capacity(config.templates.len());
@@ -116,7 +160,7 @@ impl Loop {
             // Off the runtime thread: the admin listener and SIGTERM go on
             // while it runs; a shutdown abandons it (fuel ends it soon after).
             let (result, read, hash) = self
-                .render_and_stage(i, template, &context, &mut redact)
+                .render_and_stage(i, template, context, &mut redact)
                 .await;
             desired.push(hash);
             let (result, file) = match result {
@@ -140,31 +184,30 @@ impl Loop {
         }
         self.templates.inputs = inputs;
         self.update_watched();
-        self.note_drifted(&config, drifted);
-        let redact = self.redactor();
-        // An action's output is withheld when a template of its group read
-        // inputs and does not set log_output.
-        let withhold: Vec<bool> = (0..config.actions.len())
-            .map(|k| {
-                config
-                    .templates
-                    .iter()
-                    .enumerate()
-                    .any(|(i, t)| t.reload == Some(k) && !t.log_output && self.read_secrets(i))
-            })
-            .collect();
+        self.note_drifted(config, drifted);
+        (outcomes, staged, desired)
+    }
 
+    /// Installs each reload group whose decision ([`groups::group_plan`])
+    /// is to install; the others' staged files are dropped (deleted) and
+    /// their outcomes say why. The installed outputs, per action.
+    fn install_groups(
+        &mut self,
+        config: &Config,
+        outcomes: &mut [Outcome],
+        staged: Vec<StagedFile>,
+        now: Instant,
+    ) -> Vec<Vec<InstalledOutput>> {
         // 2. All or nothing per reload group: the outputs of one action
         // form a group; each output without an action is its own. A group
         // whose action is running (its verdict pending) or within its
         // min_interval waits: nothing of it is installed now, and it is
         // rendered again when the action is free.
-        let now = Instant::now();
         let actions = &config.actions;
         let members: Vec<groups::Member<'_>> = config
             .templates
             .iter()
-            .zip(&outcomes)
+            .zip(outcomes.iter())
             .zip(&staged)
             .map(|((t, o), f)| groups::Member {
                 reload: t.reload,
@@ -194,7 +237,9 @@ impl Loop {
         let mut groups: Vec<Vec<InstalledOutput>> = actions.iter().map(|_| Vec::new()).collect();
         // What was installed, for the state file's records (`prune: true`).
         let mut installed: Vec<(PathBuf, Vec<u8>)> = Vec::new();
-        for ((template, outcome), file) in config.templates.iter().zip(&mut outcomes).zip(staged) {
+        for ((template, outcome), file) in
+            config.templates.iter().zip(outcomes.iter_mut()).zip(staged)
+        {
             let Some((file, bytes)) = file else { continue };
             match groups::template_decision(template.reload, &plan) {
                 TemplateDecision::Fail(failed) => {
@@ -232,20 +277,9 @@ impl Loop {
             .iter()
             .map(|(d, b)| (d.clone(), b.as_slice()))
             .collect();
-        crate::prune::record(&config, &records);
+        crate::prune::record(config, &records);
 
-        // 3. Each action that had an output installed runs once, started in
-        // the order written, beside the loop: its verdict comes back through
-        // `verdicts`.
-        self.start_actions(&config, groups, now, &redact, &withhold);
-        self.view.rendered = true;
-        self.observe(&config, &outcomes, desired);
-        self.publish(&outcomes);
-        self.schedule_retry(&outcomes);
-
-        // 4. Hooks, beside the render path (`run`); `once` runs them itself.
-        self.hand_to_hooks(peers);
-        outcomes
+        groups
     }
 
     /// Starts each action that had an output installed, in the order

@@ -59,8 +59,8 @@ use super::model::{Peer, PeerSet};
 use crate::config::Dns;
 use crate::event::{Context, Event, SourceError, Worker};
 use crate::metrics::{Lookup, Metrics};
-pub use wire::LookupFailure;
 use schedule::{Distrusted, Fetch, SerialCheck, DISTRUST_REFRESHES};
+pub use wire::LookupFailure;
 use wire::{decode, soa_serial, srv_targets, Client};
 
 /// How long shutdown waits for the polling thread, which may sit in a

@@ -20,7 +20,8 @@ pub(super) const DISTRUST_REFRESHES: u32 = 10;
 pub(super) const NEGATIVE_TTL: Duration = Duration::from_secs(5);
 
 /// The shortest and the longest time an A/AAAA lookup is kept.
-const ADDRESS_TTL_BOUNDS: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(3600));
+const ADDRESS_TTL_BOUNDS: (Duration, Duration) =
+    (Duration::from_secs(1), Duration::from_secs(3600));
 
 /// The SOA-serial change detection (see the poller's module docs): whether
 /// a poll must fetch the SRV set.
@@ -251,7 +252,10 @@ mod tests {
         assert_eq!(check.after_soa(None, false, now()), Some(Fetch::NoSerial));
         check.after_soa(Some(3), false, now());
         advance(Duration::from_secs(5)).await;
-        assert_eq!(check.after_soa(Some(3), true, now()), Some(Fetch::Unsettled));
+        assert_eq!(
+            check.after_soa(Some(3), true, now()),
+            Some(Fetch::Unsettled)
+        );
         assert_eq!(check.after_soa(Some(3), false, now()), Some(Fetch::Refresh));
     }
 
