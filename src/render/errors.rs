@@ -1,9 +1,21 @@
-//! minijinja's errors turned into a [`RenderError`]: the template, the
-//! line, the expression and the fix.
+//! [`RenderError`], and minijinja's errors turned into one: the template,
+//! the line, the expression and the fix.
 
 use minijinja::ErrorKind;
 
-use super::{hints, RenderError};
+use super::hints;
+
+/// A template that could not be read, compiled or rendered.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{template}{}: {message}", line.map(|l| format!(" line {l}")).unwrap_or_default())]
+pub struct RenderError {
+    /// The template's name (its file name, or its path when two share a name).
+    pub template: String,
+    /// The template line the error is on, when minijinja knows it.
+    pub line: Option<usize>,
+    /// What went wrong, with the line's text and the fix.
+    pub message: String,
+}
 
 /// [`convert`], saying what running out of fuel means.
 pub(super) fn convert_with_fuel(

@@ -1,15 +1,43 @@
 //! The functions and filters templates call besides minijinja's own:
 //! `env()`, `file()`, `fail()`, `default` and `join` that refuse to print
-//! none, `b64decode` and `toyaml`.
+//! none, `b64decode` and `toyaml`; where a render runs ([`Mode`]) and what
+//! `file()` read ([`Input`]).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use minijinja::value::{Kwargs, StringInput, Value};
 use minijinja::{ErrorKind, State};
 
-use super::{FileReads, Input, Mode};
 use crate::limits;
+
+/// Where a [`Renderer`] renders: in the pod, or in `check`, outside it,
+/// where `env()` without a default gives a placeholder and a warning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `run`, `once`, `render`: `env()` reads the environment.
+    Pod,
+    /// `check`: a missing variable is `<NAME>` and a warning.
+    Check,
+}
+
+/// A file a render read with `file()`: its path (absolute, or as the
+/// config's folder makes it) and its text, `None` when it could not be read
+/// (it is watched all the same, so its arrival re-renders).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Input {
+    pub path: PathBuf,
+    pub text: Option<String>,
+}
+
+/// `file()`'s state: where relative paths start, and what it read; and
+/// the `env()` variables a render read (name, value).
+#[derive(Debug, Default)]
+pub(super) struct FileReads {
+    pub(super) base: PathBuf,
+    pub(super) read: Vec<Input>,
+    pub(super) env: Vec<(String, String)>,
+}
 
 pub(super) fn printed_none() -> minijinja::Error {
     minijinja::Error::new(

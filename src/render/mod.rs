@@ -37,7 +37,7 @@ mod functions;
 pub mod hints;
 pub mod lint;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use minijinja::syntax::SyntaxConfig;
@@ -49,33 +49,13 @@ use crate::limits;
 
 pub use context::context;
 use context::PEER_KEYS;
+pub use errors::RenderError;
 use errors::{convert, convert_with_fuel};
 use functions::{
     b64decode, default, env_function, env_placeholder, fail_function, file_function, join,
-    printed_none, toyaml,
+    printed_none, toyaml, FileReads,
 };
-
-/// A template that could not be read, compiled or rendered.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{template}{}: {message}", line.map(|l| format!(" line {l}")).unwrap_or_default())]
-pub struct RenderError {
-    /// The template's name (its file name, or its path when two share a name).
-    pub template: String,
-    /// The template line the error is on, when minijinja knows it.
-    pub line: Option<usize>,
-    /// What went wrong, with the line's text and the fix.
-    pub message: String,
-}
-
-/// Where a [`Renderer`] renders: in the pod, or in `check`, outside it,
-/// where `env()` without a default gives a placeholder and a warning.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// `run`, `once`, `render`: `env()` reads the environment.
-    Pod,
-    /// `check`: a missing variable is `<NAME>` and a warning.
-    Check,
-}
+pub use functions::{Input, Mode};
 
 /// One template of the renderer: its name and limits.
 #[derive(Debug, Clone)]
@@ -125,24 +105,6 @@ fn read_source(name: &str, source: &Path) -> Result<String, RenderError> {
         line: None,
         message: format!("{} is not UTF-8 text", source.display()),
     })
-}
-
-/// A file a render read with `file()`: its path (absolute, or as the
-/// config's folder makes it) and its text, `None` when it could not be read
-/// (it is watched all the same, so its arrival re-renders).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Input {
-    pub path: PathBuf,
-    pub text: Option<String>,
-}
-
-/// `file()`'s state: where relative paths start, and what it read; and
-/// the `env()` variables a render read (name, value).
-#[derive(Debug, Default)]
-struct FileReads {
-    base: PathBuf,
-    read: Vec<Input>,
-    env: Vec<(String, String)>,
 }
 
 impl Renderer {
