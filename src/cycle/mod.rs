@@ -586,3 +586,40 @@ async fn sleep_until(deadline: Option<Instant>) {
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wait(min_ms: u64, max_ms: u64) -> Wait {
+        Wait {
+            min: Duration::from_millis(min_ms),
+            max: Duration::from_millis(max_ms),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_renders_once_after_the_quiet_time_but_no_later_than_max() {
+        let first = Instant::now();
+        let mut pending = Pending {
+            first,
+            last: first,
+            now: false,
+        };
+        // A change every 400 ms: each one pushes the quiet time (1 s) on...
+        for _ in 0..4 {
+            tokio::time::advance(Duration::from_millis(400)).await;
+            pending.last = Instant::now();
+        }
+        let last = pending.last;
+        assert_eq!(pending.due(&wait(1000, 0)), last + Duration::from_secs(1));
+        // ...but never past `max` after the first.
+        assert_eq!(
+            pending.due(&wait(1000, 2000)),
+            first + Duration::from_secs(2)
+        );
+        // SIGHUP: at once.
+        pending.now = true;
+        assert_eq!(pending.due(&wait(1000, 2000)), last);
+    }
+}
