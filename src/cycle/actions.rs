@@ -20,10 +20,12 @@
 //! ([`crate::owed`]) until the app answers; new bytes for the same action
 //! wait for the next try and replace the owed ones ([`merge`]).
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::action::{self, Verdict};
@@ -31,6 +33,21 @@ use crate::config::Action;
 use crate::owed::Owed;
 use crate::redact::Redactor;
 use crate::write::{self, Previous};
+
+/// The actions' side of the loop.
+#[derive(Default)]
+pub(super) struct Actions {
+    /// Each action's state, by name (a run may outlive a config change).
+    pub states: HashMap<String, ActionState>,
+    /// The runs of actions whose verdict is pending.
+    pub verdicts: JoinSet<GroupReport>,
+    /// Bytes an app rejected, by destination: not installed again until an
+    /// input (a template, a `file()`, the config) changes.
+    pub rejected: HashMap<PathBuf, Vec<u8>>,
+    /// Rollbacks that failed (`run`): tried again with backoff until the
+    /// refused bytes are gone from disk.
+    pub rollbacks: Vec<Owed<InstalledOutput>>,
+}
 
 /// The loop's view of one action.
 #[derive(Debug, Default, Clone)]

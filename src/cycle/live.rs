@@ -4,11 +4,11 @@
 //! counted, the running config stays, and the file is read again with
 //! backoff until it loads (a template it names may arrive a moment later).
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio::time::Instant;
 
+use super::diff;
 use super::{action_names, base_dir, hook_names, Loop, Mode, Workers};
 use crate::config::{Config, PeerSource, Policy};
 use crate::leader::Leadership;
@@ -54,17 +54,15 @@ impl Loop {
             return false;
         }
         let old = Arc::clone(&self.config);
+        let diff = diff::diff(&old, &mut new, &self.succeeded);
         // What needs a restart is logged and otherwise ignored.
-        if new.identity != old.identity {
+        if diff.identity_kept {
             tracing::warn!(config = %path.display(), "identity changed: that needs a restart of peerplate; the running identity stays");
-            new.identity = old.identity.clone();
-            new.pod_fqdn = old.pod_fqdn.clone();
         }
-        if new.http != old.http {
+        if diff.http_kept {
             tracing::warn!(config = %path.display(), "http.listen changed: that needs a restart of peerplate; the admin server stays where it is");
-            new.http = old.http.clone();
         }
-        if new == *old {
+        if diff.unchanged {
             self.config_converged();
             self.metrics.config_reload(metrics::ConfigReload::Unchanged);
             return false;
@@ -92,60 +90,47 @@ impl Loop {
         );
         // Removed templates are forgotten (their files stay); the others
         // keep whether they have rendered once.
-        self.succeeded = new
-            .templates
-            .iter()
-            .map(|t| {
-                old.templates
-                    .iter()
-                    .position(|o| o.destination == t.destination)
-                    .is_some_and(|k| self.succeeded.get(k).copied().unwrap_or(false))
-            })
-            .collect();
-        self.action_states
-            .retain(|name, state| state.busy || new.actions.iter().any(|a| a.name == *name));
-        self.rejected.clear();
-        self.renderer = Arc::new(renderer);
-        self.templates_dirty = false;
-        self.inputs.clear();
-        let peers_changed = new.peers != old.peers || new.nameservers != old.nameservers;
-        let leader_changed = new.leader != old.leader;
-        let hooks_changed = new.hooks != old.hooks;
+        self.succeeded = diff.succeeded.clone();
+        self.actions
+            .states
+            .retain(|name, state| diff.keeps_action(name, state.busy));
+        self.actions.rejected.clear();
+        self.templates.renderer = Arc::new(renderer);
+        self.templates.dirty = false;
+        self.templates.inputs.clear();
         self.config = Arc::new(new);
         // Outputs of the templates that left the config: named, or pruned.
-        let removed: Vec<PathBuf> = old
-            .templates
-            .iter()
-            .map(|t| t.destination.clone())
-            .collect();
-        crate::prune::sweep(&self.config, &removed);
+        crate::prune::sweep(&self.config, &diff.old_destinations);
         tracing::info!(config = %path.display(), templates = self.config.templates.len(), actions = %crate::log::list(action_names(&self.config)), "config reloaded");
         self.metrics.config_reload(metrics::ConfigReload::Applied);
         self.update_watched();
-        if let Some(ctx) = self.ctx.clone() {
-            if peers_changed {
+        if let Some(ctx) = self.supervisor.ctx.clone() {
+            if diff.peers {
                 if let Err(e) = self.start_peers(workers, &ctx) {
                     tracing::error!(error = %e, "the new peer source could not start; /healthz now fails so the container is restarted");
                     self.state
                         .set_broken(format!("the new peer source could not start: {e}"));
                 }
             }
-            if leader_changed {
-                self.leadership = Leadership::new(self.config.leader.clone());
-                self.awaiting_leader =
+            if diff.leader {
+                self.leader.leadership = Leadership::new(self.config.leader.clone());
+                self.leader.awaiting =
                     self.mode == Mode::Run && self.config.leader.policy != Policy::Ordinal;
-                self.state
-                    .set_leader(None, self.leadership.policy(), self.leadership.since());
+                self.state.set_leader(
+                    None,
+                    self.leader.leadership.policy(),
+                    self.leader.leadership.since(),
+                );
                 if let Err(e) = self.start_leader(workers, &ctx) {
                     tracing::error!(error = %e, "the new leader worker could not start; /healthz now fails so the container is restarted");
                     self.state
                         .set_broken(format!("the leader worker could not start: {e}"));
                 }
-                if !self.awaiting_leader {
+                if !self.leader.awaiting {
                     self.decide_leader();
                 }
             }
-            if hooks_changed {
+            if diff.hooks {
                 self.start_hooks(workers, &ctx);
             }
         }

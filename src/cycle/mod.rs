@@ -28,6 +28,9 @@
 //! of them, bounded so SIGTERM still exits within a second.
 
 mod actions;
+mod diff;
+mod groups;
+mod hold;
 mod live;
 mod once;
 mod outcome;
@@ -37,32 +40,29 @@ mod verdicts;
 mod view;
 mod workers;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use backon::ExponentialBackoff;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 pub use outcome::{CycleError, Installed, Outcome};
 
-use self::actions::{ActionState, GroupReport, InstalledOutput};
 use crate::admin::State;
 use crate::config::Policy;
 use crate::config::{Config, PeerSource, Wait};
 use crate::error::Error;
 use crate::event::{Context, Event, SourceError, Worker};
-use crate::leader::{self, Leadership};
-use crate::metrics::{self, Metrics};
+use crate::leader::Leadership;
+use crate::metrics::Metrics;
 use crate::owed::{self, Owed};
-use crate::peers::{Identity, PeerSet};
-use crate::render::{Input, Renderer};
-use crate::watch::Watched;
+use crate::peers::Identity;
+use crate::render::Renderer;
 use crate::write;
 
 /// How long shutdown waits for the workers to return.
@@ -115,71 +115,40 @@ impl Pending {
 /// The workers, each with its name.
 type Workers = JoinSet<(&'static str, Result<(), SourceError>)>;
 
+/// The loop's state, grouped by what decides on it: each group is owned by
+/// the module that decides on it ([`hold`], [`view`], [`actions`],
+/// [`workers`], [`pass`], [`live`]).
 struct Loop {
     config: Arc<Config>,
     me: Identity,
     metrics: Arc<Metrics>,
     state: Arc<State>,
+    mode: Mode,
+    /// The templates as compiled, and what they read.
+    templates: pass::Templates,
     /// Which templates have rendered and installed at least once: all of
     /// them make the pod ready.
     succeeded: Vec<bool>,
-    mode: Mode,
-    /// Shared with the thread a render runs on.
-    renderer: Arc<Renderer>,
-    templates_dirty: bool,
-    peers: Option<PeerSet>,
+    /// A change seen but not yet rendered.
     pending: Option<Pending>,
-    /// Set after the first pass: from then on `wait_for_self` no longer holds
-    /// rendering back (a pod briefly missing from DNS keeps its config).
-    rendered: bool,
-    waiting_since: Option<Instant>,
-    /// Where `run` publishes peer sets for the hook queue.
-    hook_sets: Option<watch::Sender<Option<PeerSet>>>,
-    /// A partial set is being held back (after the first render): why and since.
-    hold: Option<(metrics::Held, Instant)>,
-    /// The chosen leader.
-    leadership: Leadership,
-    /// `sticky`/`probe` in `run`: the first render waits for the first
-    /// answer of the leader worker (bounded by its timeout), so a restarted
-    /// pod never renders itself as leader for a moment.
-    awaiting_leader: bool,
-    /// `once` with `sticky` or `probe`: no leader is chosen (nor logged)
-    /// before its one round of asking.
-    asked_once: bool,
-    /// Where the loop publishes what the leader worker needs.
-    leader_views: Option<watch::Sender<leader::View>>,
-    /// `on_leader_change`'s queue, and the leader to give it after the next pass.
-    leader_hook: Option<watch::Sender<Option<String>>>,
-    leader_hook_due: Option<Option<String>>,
+    /// The peer set this pod renders, and the holds on it.
+    view: hold::PeerView,
+    /// The chosen leader and what waits on it.
+    leader: view::LeaderState,
+    /// The reload actions: their states, pending verdicts, rejected bytes
+    /// and failed rollbacks.
+    actions: actions::Actions,
     /// An install failed on I/O (`run`): when to try again, and the delays
     /// still to come; none once every install went through.
     retry: Option<(Instant, ExponentialBackoff)>,
-    /// Each action's state, by name (a run may outlive a config change).
-    action_states: HashMap<String, ActionState>,
-    /// The runs of actions whose verdict is pending.
-    verdicts: JoinSet<GroupReport>,
-    /// Bytes an app rejected, by destination: not installed again until an
-    /// input (a template, a `file()`, the config) changes.
-    rejected: HashMap<PathBuf, Vec<u8>>,
     /// What the outputs should hold and what they hold (`/status`).
     observed: status::Observed,
-    /// Rollbacks that failed (`run`): tried again with backoff until the
-    /// refused bytes are gone from disk.
-    rollbacks: Vec<Owed<InstalledOutput>>,
     /// A changed config that did not load (`run`): read again with backoff
     /// (a template it names may arrive a moment later, in another
     /// ConfigMap), until it loads or the file changes back.
     config_owed: Option<Owed<()>>,
-    /// The `file()` inputs of the last pass, per template.
-    inputs: Vec<Vec<Input>>,
-    /// Where the loop tells the file watcher what to watch.
-    watched: Option<watch::Sender<Watched>>,
-    /// The workers' context, kept to restart workers after a config change.
-    ctx: Option<Context>,
-    /// The shutdown tokens of the workers a config change may restart.
-    tokens: HashMap<&'static str, (CancellationToken, &'static str)>,
-    /// Workers stopped on purpose (a config change), whose end is expected.
-    retired: HashMap<&'static str, usize>,
+    /// The workers' channels and tokens.
+    supervisor: workers::Supervisor,
 }
 
 /// The folder relative paths in the config start from.
@@ -246,39 +215,33 @@ impl Loop {
             state,
             metrics,
             succeeded: vec![false; config.templates.len()],
-            renderer,
+            templates: pass::Templates {
+                renderer,
+                dirty: false,
+                inputs: Vec::new(),
+            },
             config: Arc::new(config),
             mode,
-            templates_dirty: false,
-            peers: None,
             // The start of the process is a change.
             pending: Some(Pending {
                 first: Instant::now(),
                 last: Instant::now(),
                 now: false,
             }),
-            rendered: false,
-            waiting_since: None,
-            hook_sets: None,
-            hold: None,
-            awaiting_leader,
-            asked_once: false,
-            leadership,
-            leader_views: None,
-            leader_hook: None,
-            leader_hook_due: None,
+            view: hold::PeerView::default(),
+            leader: view::LeaderState {
+                leadership,
+                awaiting: awaiting_leader,
+                asked_once: false,
+                views: None,
+                hook: None,
+                hook_due: None,
+            },
+            actions: actions::Actions::default(),
             retry: None,
-            action_states: HashMap::new(),
-            verdicts: JoinSet::new(),
-            rejected: HashMap::new(),
-            rollbacks: Vec::new(),
             config_owed: None,
             observed: status::Observed::default(),
-            inputs: Vec::new(),
-            watched: None,
-            ctx: None,
-            tokens: HashMap::new(),
-            retired: HashMap::new(),
+            supervisor: workers::Supervisor::default(),
         }
     }
 
@@ -321,7 +284,7 @@ impl Loop {
         self.start_workers(&mut workers, &ctx).await?;
         let worker_shutdown = ctx.shutdown.clone();
         // Kept to restart workers after a config change.
-        self.ctx = Some(ctx);
+        self.supervisor.ctx = Some(ctx);
 
         let give_up = match (self.mode, self.config.peers.timeout) {
             (Mode::Once, t) if !t.is_zero() => Some(crate::limits::later(Instant::now(), t)),
@@ -356,15 +319,15 @@ impl Loop {
                 }
             }
             let due = self.due();
-            let grace = self.leadership.deadline();
+            let grace = self.leader.leadership.deadline();
             let install_retry = self.retry.as_ref().map(|(at, _)| *at);
             let action_retry = self.action_retry();
-            let rollback_retry = owed::earliest(&self.rollbacks);
+            let rollback_retry = owed::earliest(&self.actions.rollbacks);
             let config_retry = self.config_owed.as_ref().map(|o| o.due);
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break self.interrupted(),
-                Some(done) = self.verdicts.join_next(), if !self.verdicts.is_empty() => self.on_verdict(done),
+                Some(done) = self.actions.verdicts.join_next(), if !self.actions.verdicts.is_empty() => self.on_verdict(done),
                 Some(event) = events.recv() => self.on_event(event, &mut workers),
                 Some(error) = errors.recv() => {
                     self.metrics.source_error(error.kind());
@@ -397,7 +360,7 @@ impl Loop {
         worker_shutdown.cancel();
         // A leader stopped on purpose hands over (bounded by
         // resign::BUDGET) while the other workers stop.
-        let admin = self.tokens.get("admin").map(|(t, _)| t.clone());
+        let admin = self.supervisor.tokens.get("admin").map(|(t, _)| t.clone());
         let resign = async {
             if shutdown.is_cancelled() {
                 self.resign().await;
@@ -427,7 +390,7 @@ impl Loop {
     ) {
         if let Ok((name, _)) = &ended {
             // Stopped on purpose by a config change.
-            if let Some(count) = self.retired.get_mut(name).filter(|c| **c > 0) {
+            if let Some(count) = self.supervisor.retired.get_mut(name).filter(|c| **c > 0) {
                 *count -= 1;
                 return;
             }
@@ -448,7 +411,7 @@ impl Loop {
     fn interrupted(&self) -> Result<(), Error> {
         // The runs are abandoned (an exec is killed with its group) when the
         // loop is dropped; the files they installed stay.
-        for (name, state) in &self.action_states {
+        for (name, state) in &self.actions.states {
             if state.busy {
                 tracing::warn!(action = %name, "verdict unknown: shutting down while the reload was being verified; the new file stays");
             }
@@ -468,10 +431,10 @@ impl Loop {
                 if !self.accept(&set) {
                     return;
                 }
-                if self.peers.as_ref() == Some(&set) {
+                if self.view.peers.as_ref() == Some(&set) {
                     return;
                 }
-                let (added, removed) = match &self.peers {
+                let (added, removed) = match &self.view.peers {
                     Some(before) => set.diff(before),
                     None => (set.names(), Vec::new()),
                 };
@@ -484,7 +447,7 @@ impl Loop {
                 );
                 tracing::trace!(count = set.len(), peers = %name_list(&set.names(), usize::MAX), "peer set in full");
                 self.metrics.peers(set.len());
-                self.peers = Some(set);
+                self.view.peers = Some(set);
                 self.note_self_wait();
                 self.decide_leader();
                 self.publish_view(false);
@@ -495,21 +458,24 @@ impl Loop {
                 return;
             }
             Event::LeaderHint(hint) => {
-                let first = std::mem::take(&mut self.awaiting_leader);
-                let peers = self.peers.clone().unwrap_or_default();
+                let first = std::mem::take(&mut self.leader.awaiting);
+                let peers = self.view.peers.clone().unwrap_or_default();
                 if hint.unanswered > 0 {
                     self.metrics.leader_unanswered();
                 }
-                let change = self.leadership.hint(&hint, &peers, Instant::now());
+                let change = self.leader.leadership.hint(&hint, &peers, Instant::now());
                 if !self.apply_leader(change) && !first {
                     return;
                 }
             }
             Event::Probed(round) => {
-                let first = std::mem::take(&mut self.awaiting_leader);
-                let peers = self.peers.clone().unwrap_or_default();
-                let change = self.leadership.probed(&round, &peers, Instant::now());
-                let unconfirmed = self.leadership.unconfirmed_since();
+                let first = std::mem::take(&mut self.leader.awaiting);
+                let peers = self.view.peers.clone().unwrap_or_default();
+                let change = self
+                    .leader
+                    .leadership
+                    .probed(&round, &peers, Instant::now());
+                let unconfirmed = self.leader.leadership.unconfirmed_since();
                 self.metrics
                     .leader_probe(round.claimants.len(), unconfirmed);
                 self.state.set_unconfirmed(unconfirmed);
@@ -518,20 +484,20 @@ impl Loop {
                 }
             }
             Event::Resigned(resigned) => {
-                let peers = self.peers.clone().unwrap_or_default();
-                let change = self.leadership.resigned(&resigned, &peers);
+                let peers = self.view.peers.clone().unwrap_or_default();
+                let change = self.leader.leadership.resigned(&resigned, &peers);
                 if !self.apply_leader(change) {
                     return;
                 }
             }
             Event::Templates => {
                 tracing::info!("template sources changed");
-                self.templates_dirty = true;
-                self.rejected.clear();
+                self.templates.dirty = true;
+                self.actions.rejected.clear();
             }
             Event::Inputs => {
                 tracing::info!("files read with file() changed");
-                self.rejected.clear();
+                self.actions.rejected.clear();
             }
             Event::Config => {
                 if !self.reload_config(workers) {
@@ -541,8 +507,8 @@ impl Loop {
             Event::Rerender => {
                 tracing::info!("SIGHUP: re-reading the config and the templates and rendering now");
                 self.reload_config(workers);
-                self.templates_dirty = true;
-                self.rejected.clear();
+                self.templates.dirty = true;
+                self.actions.rejected.clear();
                 now = true;
             }
         }
@@ -568,7 +534,7 @@ impl Loop {
     }
 
     fn due(&self) -> Option<Instant> {
-        if self.held_for_self() || self.awaiting_leader {
+        if self.held_for_self() || self.leader.awaiting {
             return None;
         }
         self.pending.map(|p| p.due(&self.config.wait))
@@ -580,7 +546,7 @@ impl Loop {
             PeerSource::File(path) => format!("the peers file {}", path.display()),
             PeerSource::Static(_) => "peers.static".to_string(),
         };
-        let seen = match &self.peers {
+        let seen = match &self.view.peers {
             None => "no answer yet".to_string(),
             Some(set) if set.is_empty() => "no peers".to_string(),
             Some(set) => set.names().join(", "),
@@ -618,5 +584,42 @@ async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wait(min_ms: u64, max_ms: u64) -> Wait {
+        Wait {
+            min: Duration::from_millis(min_ms),
+            max: Duration::from_millis(max_ms),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_renders_once_after_the_quiet_time_but_no_later_than_max() {
+        let first = Instant::now();
+        let mut pending = Pending {
+            first,
+            last: first,
+            now: false,
+        };
+        // A change every 400 ms: each one pushes the quiet time (1 s) on...
+        for _ in 0..4 {
+            tokio::time::advance(Duration::from_millis(400)).await;
+            pending.last = Instant::now();
+        }
+        let last = pending.last;
+        assert_eq!(pending.due(&wait(1000, 0)), last + Duration::from_secs(1));
+        // ...but never past `max` after the first.
+        assert_eq!(
+            pending.due(&wait(1000, 2000)),
+            first + Duration::from_secs(2)
+        );
+        // SIGHUP: at once.
+        pending.now = true;
+        assert_eq!(pending.due(&wait(1000, 2000)), last);
     }
 }

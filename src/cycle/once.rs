@@ -19,22 +19,28 @@ impl Loop {
     /// the leader its peers chose.
     pub(super) async fn ask_leader_once(&mut self) {
         let view = leader::View {
-            peers: self.peers.clone().unwrap_or_default(),
+            peers: self.view.peers.clone().unwrap_or_default(),
             leader: None,
             ask_now: 0,
             confirmed: false,
         };
-        self.asked_once = true;
+        self.leader.asked_once = true;
         match leader::ask_once(&self.config.leader, &self.me, &view).await {
             Some(Event::LeaderHint(hint)) => {
                 if hint.unanswered > 0 {
                     self.metrics.leader_unanswered();
                 }
-                let change = self.leadership.hint(&hint, &view.peers, Instant::now());
+                let change = self
+                    .leader
+                    .leadership
+                    .hint(&hint, &view.peers, Instant::now());
                 self.apply_leader(change);
             }
             Some(Event::Probed(round)) => {
-                let change = self.leadership.probed(&round, &view.peers, Instant::now());
+                let change = self
+                    .leader
+                    .leadership
+                    .probed(&round, &view.peers, Instant::now());
                 self.apply_leader(change);
             }
             // Nobody to ask (no http.listen): the rule from the set.
@@ -63,10 +69,10 @@ impl Loop {
         }
         // The verdicts of the actions this pass started.
         let mut rejected = Vec::new();
-        while !self.verdicts.is_empty() {
+        while !self.actions.verdicts.is_empty() {
             let done = tokio::select! {
                 _ = shutdown.cancelled() => return self.interrupted(),
-                Some(done) = self.verdicts.join_next() => done,
+                Some(done) = self.actions.verdicts.join_next() => done,
             };
             if let Ok(report) = &done {
                 if let Verdict::Rejected(why) = &report.verdict {
@@ -78,7 +84,7 @@ impl Loop {
         if !rejected.is_empty() {
             return Err(Error::Incomplete(rejected.join("; ")));
         }
-        let peers = self.peers.clone().unwrap_or_default();
+        let peers = self.view.peers.clone().unwrap_or_default();
         let Some(hooks) = self.config.hooks.clone() else {
             return Ok(());
         };
@@ -91,7 +97,7 @@ impl Loop {
             }
         }
         if let Some(c) = &hooks.on_leader_change {
-            let leader = self.leadership.current().map(|l| l.fqdn.clone());
+            let leader = self.leader.leadership.current().map(|l| l.fqdn.clone());
             runs.push((
                 "on_leader_change",
                 c,

@@ -13,6 +13,7 @@ use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use tokio::time::Instant;
 
 use super::actions::{self, InstalledOutput};
+use super::groups::{self, GroupDecision, TemplateDecision, Wait};
 use super::{base_dir, CycleError, Installed, Loop, Mode, Outcome};
 use crate::config::Config;
 use crate::config::Template;
@@ -33,6 +34,19 @@ pub(super) fn install_retries() -> ExponentialBackoff {
         .without_max_times()
         .build()
 }
+
+/// The templates as compiled, and the `file()` inputs they read.
+pub(super) struct Templates {
+    /// Shared with the thread a render runs on.
+    pub renderer: Arc<Renderer>,
+    /// A template source changed: compiled again at the next pass.
+    pub dirty: bool,
+    /// The `file()` inputs of the last pass, per template.
+    pub inputs: Vec<Vec<Input>>,
+}
+
+/// A staged output and its bytes; `None` when nothing new was staged.
+type StagedFile = Option<(write::Staged, Vec<u8>)>;
 
 /// What rendering one template came to, before the groups are decided.
 pub(super) enum Step {
@@ -84,16 +98,57 @@ impl Loop {
     /// action that had an output installed; publish the outcome.
     pub(super) async fn pass(&mut self) -> Vec<Outcome> {
         self.pending = None;
-        if self.templates_dirty {
-            self.renderer =
+        if self.templates.dirty {
+            self.templates.renderer =
                 Arc::new(Renderer::load(&self.config).with_base(&base_dir(&self.config)));
-            self.templates_dirty = false;
+            self.templates.dirty = false;
         }
         let config = Arc::clone(&self.config);
-        let peers = self.peers.clone().unwrap_or_default();
-        let context = render::context(&config, &peers, self.leadership.current());
+        let peers = self.view.peers.clone().unwrap_or_default();
+        let context = render::context(&config, &peers, self.leader.leadership.current());
 
         // 1. Render, stage and check everything; install nothing yet.
+        let (mut outcomes, staged, desired) = self.render_all(&config, &context).await;
+        let redact = self.redactor();
+        // An action's output is withheld when a template of its group read
+        // inputs and does not set log_output.
+        let withhold: Vec<bool> = (0..config.actions.len())
+            .map(|k| {
+                config
+                    .templates
+                    .iter()
+                    .enumerate()
+                    .any(|(i, t)| t.reload == Some(k) && !t.log_output && self.read_secrets(i))
+            })
+            .collect();
+
+        // 2. All or nothing per reload group ([`groups`]).
+        let now = Instant::now();
+        let groups = self.install_groups(&config, &mut outcomes, staged, now);
+
+        // 3. Each action that had an output installed runs once, started in
+        // the order written, beside the loop: its verdict comes back through
+        // `verdicts`.
+        self.start_actions(&config, groups, now, &redact, &withhold);
+        self.view.rendered = true;
+        self.observe(&config, &outcomes, desired);
+        self.publish(&outcomes);
+        self.schedule_retry(&outcomes);
+
+        // 4. Hooks, beside the render path (`run`); `once` runs them itself.
+        self.hand_to_hooks(peers);
+        outcomes
+    }
+
+    /// Renders, stages and checks every template, installing nothing: the
+    /// outcomes, the staged files (new bytes only) and the hashes of the
+    /// renders. Records the `file()` inputs read and the destinations
+    /// someone else changed.
+    async fn render_all(
+        &mut self,
+        config: &Config,
+        context: &minijinja::Value,
+    ) -> (Vec<Outcome>, Vec<StagedFile>, Vec<Option<String>>) {
         let mut staged = Vec::with_capacity(config.templates.len());
         let mut outcomes = Vec::with_capacity(config.templates.len());
         let mut inputs = Vec::with_capacity(config.templates.len());
@@ -105,7 +160,7 @@ impl Loop {
             // Off the runtime thread: the admin listener and SIGTERM go on
             // while it runs; a shutdown abandons it (fuel ends it soon after).
             let (result, read, hash) = self
-                .render_and_stage(i, template, &context, &mut redact)
+                .render_and_stage(i, template, context, &mut redact)
                 .await;
             desired.push(hash);
             let (result, file) = match result {
@@ -121,94 +176,82 @@ impl Loop {
             staged.push(file);
             inputs.push(read);
             outcomes.push(Outcome {
-                template: self.renderer.name(i).to_string(),
+                template: self.templates.renderer.name(i).to_string(),
                 destination: template.destination.display().to_string(),
                 result,
                 elapsed: started.elapsed(),
             });
         }
-        self.inputs = inputs;
+        self.templates.inputs = inputs;
         self.update_watched();
-        self.note_drifted(&config, drifted);
-        let redact = self.redactor();
-        // An action's output is withheld when a template of its group read
-        // inputs and does not set log_output.
-        let withhold: Vec<bool> = (0..config.actions.len())
-            .map(|k| {
-                config
-                    .templates
-                    .iter()
-                    .enumerate()
-                    .any(|(i, t)| t.reload == Some(k) && !t.log_output && self.read_secrets(i))
-            })
-            .collect();
+        self.note_drifted(config, drifted);
+        (outcomes, staged, desired)
+    }
 
+    /// Installs each reload group whose decision ([`groups::group_plan`])
+    /// is to install; the others' staged files are dropped (deleted) and
+    /// their outcomes say why. The installed outputs, per action.
+    fn install_groups(
+        &mut self,
+        config: &Config,
+        outcomes: &mut [Outcome],
+        staged: Vec<StagedFile>,
+        now: Instant,
+    ) -> Vec<Vec<InstalledOutput>> {
         // 2. All or nothing per reload group: the outputs of one action
         // form a group; each output without an action is its own. A group
         // whose action is running (its verdict pending) or within its
         // min_interval waits: nothing of it is installed now, and it is
         // rendered again when the action is free.
-        let now = Instant::now();
         let actions = &config.actions;
-        let group_failure: Vec<Option<String>> = (0..actions.len())
-            .map(|k| {
-                config
-                    .templates
-                    .iter()
-                    .zip(&outcomes)
-                    .find(|(t, o)| t.reload == Some(k) && o.result.is_err())
-                    .map(|(_, o)| o.template.clone())
-            })
-            .collect();
-        let waits: Vec<bool> = actions
+        let members: Vec<groups::Member<'_>> = config
+            .templates
             .iter()
-            .enumerate()
-            .map(|(k, action)| {
-                let changed = config
-                    .templates
-                    .iter()
-                    .zip(&staged)
-                    .any(|(t, f)| t.reload == Some(k) && f.is_some());
-                if !changed || group_failure[k].is_some() {
-                    return false;
-                }
-                let state = self.action_states.entry(action.name.clone()).or_default();
-                if state.busy {
-                    state.wanted = true;
-                    return true;
-                }
-                // A reload owed and backing off: the new bytes wait for its
-                // next try (a newer state never shortens a backoff step).
-                if state.owed.as_ref().is_some_and(|o| !o.is_due(now)) {
-                    return true;
-                }
-                match state
-                    .last_run
-                    .map(|last| crate::limits::later(last, action.min_interval))
-                {
-                    Some(free_at) if free_at > now => {
-                        state.retry_at = Some(free_at);
-                        true
-                    }
-                    _ => false,
-                }
+            .zip(outcomes.iter())
+            .zip(&staged)
+            .map(|((t, o), f)| groups::Member {
+                reload: t.reload,
+                staged: f.is_some(),
+                failed: o.result.is_err().then_some(o.template.as_str()),
             })
             .collect();
+        let gates: Vec<groups::Gate<'_>> = actions
+            .iter()
+            .map(|a| groups::Gate {
+                min_interval: a.min_interval,
+                state: self.actions.states.get(&a.name),
+            })
+            .collect();
+        let plan = groups::group_plan(&members, &gates, now);
+        for (action, decision) in actions.iter().zip(&plan) {
+            let GroupDecision::Wait(wait) = decision else {
+                continue;
+            };
+            let state = self.actions.states.entry(action.name.clone()).or_default();
+            match wait {
+                Wait::Busy => state.wanted = true,
+                Wait::MinInterval(free_at) => state.retry_at = Some(*free_at),
+                Wait::Owed => {}
+            }
+        }
         let mut groups: Vec<Vec<InstalledOutput>> = actions.iter().map(|_| Vec::new()).collect();
         // What was installed, for the state file's records (`prune: true`).
         let mut installed: Vec<(PathBuf, Vec<u8>)> = Vec::new();
-        for ((template, outcome), file) in config.templates.iter().zip(&mut outcomes).zip(staged) {
+        for ((template, outcome), file) in
+            config.templates.iter().zip(outcomes.iter_mut()).zip(staged)
+        {
             let Some((file, bytes)) = file else { continue };
-            if let Some(k) = template.reload {
-                if let Some(failed) = &group_failure[k] {
+            match groups::template_decision(template.reload, &plan) {
+                TemplateDecision::Fail(failed) => {
                     // Dropping the staged file deletes it; the old output stays.
-                    outcome.result = Err(CycleError::Group(failed.clone()));
+                    outcome.result = Err(CycleError::Group(failed));
                     continue;
                 }
-                if waits[k] {
+                TemplateDecision::Defer => {
                     outcome.result = Ok(Installed::Deferred);
                     continue;
                 }
+                TemplateDecision::Install => {}
             }
             let previous = write::previous(&template.destination);
             match file.commit() {
@@ -234,20 +277,9 @@ impl Loop {
             .iter()
             .map(|(d, b)| (d.clone(), b.as_slice()))
             .collect();
-        crate::prune::record(&config, &records);
+        crate::prune::record(config, &records);
 
-        // 3. Each action that had an output installed runs once, started in
-        // the order written, beside the loop: its verdict comes back through
-        // `verdicts`.
-        self.start_actions(&config, groups, now, &redact, &withhold);
-        self.rendered = true;
-        self.observe(&config, &outcomes, desired);
-        self.publish(&outcomes);
-        self.schedule_retry(&outcomes);
-
-        // 4. Hooks, beside the render path (`run`); `once` runs them itself.
-        self.hand_to_hooks(peers);
-        outcomes
+        groups
     }
 
     /// Starts each action that had an output installed, in the order
@@ -262,7 +294,7 @@ impl Loop {
         withhold: &[bool],
     ) {
         for (k, (action, outputs)) in config.actions.iter().zip(groups).enumerate() {
-            let state = self.action_states.entry(action.name.clone()).or_default();
+            let state = self.actions.states.entry(action.name.clone()).or_default();
             let outputs = match &mut state.owed {
                 Some(owed) if !state.busy && owed.is_due(now) => {
                     actions::merge(std::mem::take(&mut owed.want), outputs)
@@ -275,7 +307,7 @@ impl Loop {
             state.busy = true;
             state.last_run = Some(now);
             state.retry_at = None;
-            self.verdicts.spawn(actions::run_group(
+            self.actions.verdicts.spawn(actions::run_group(
                 action.clone(),
                 outputs,
                 redact.withholding(withhold.get(k).copied().unwrap_or(true)),
@@ -292,7 +324,7 @@ impl Loop {
             let template = config.templates.iter().position(|t| t.destination == dest);
             if self.observed.drifted.insert(dest.clone()) {
                 tracing::warn!(
-                    template = %template.map(|i| self.renderer.name(i)).unwrap_or_default(),
+                    template = %template.map(|i| self.templates.renderer.name(i)).unwrap_or_default(),
                     destination = %dest.display(),
                     "changed on disk by someone else since peerplate installed it; left alone until its render changes (a template, file() input, config or peer change)"
                 );
@@ -304,11 +336,11 @@ impl Loop {
     /// `on_leader_change` (after the installs and reloads that name it), the
     /// peer set (one that holds this pod) to `on_start`/`on_change`.
     fn hand_to_hooks(&mut self, peers: PeerSet) {
-        if let (Some(queue), Some(leader)) = (&self.leader_hook, &self.leader_hook_due) {
+        if let (Some(queue), Some(leader)) = (&self.leader.hook, &self.leader.hook_due) {
             queue.send_replace(Some(leader.clone().unwrap_or_default()));
-            self.leader_hook_due = None;
+            self.leader.hook_due = None;
         }
-        if let Some(queue) = &self.hook_sets {
+        if let Some(queue) = &self.supervisor.hook_sets {
             if self.me.is_in(&peers) {
                 queue.send_replace(Some(peers));
             }
@@ -328,16 +360,16 @@ impl Loop {
         redact: &mut Redactor,
     ) -> (Result<Step, CycleError>, Vec<Input>, Option<String>) {
         let (rendered, read) =
-            render::render_detached(Arc::clone(&self.renderer), i, context.clone()).await;
+            render::render_detached(Arc::clone(&self.templates.renderer), i, context.clone()).await;
         let desired = rendered
             .as_ref()
             .ok()
             .map(|o| crate::status::sha256(o.as_bytes()));
-        let env = self.renderer.env_read(i);
+        let env = self.templates.renderer.env_read(i);
         if !read.is_empty() || !env.is_empty() {
             // A check quoting this output's inputs is redacted too, or (the
             // default) not logged at all.
-            let mut all: Vec<&Input> = self.inputs.iter().flatten().collect();
+            let mut all: Vec<&Input> = self.templates.inputs.iter().flatten().collect();
             all.extend(read.iter());
             let vars = self.env_read_all();
             *redact = Redactor::with_env(
@@ -355,6 +387,7 @@ impl Loop {
             Err(e) => Err(CycleError::Render(e)),
             Ok(output)
                 if self
+                    .actions
                     .rejected
                     .get(&template.destination)
                     .is_some_and(|bytes| *bytes == output.as_bytes()) =>
@@ -373,7 +406,7 @@ impl Loop {
                 Ok(Step::Drifted)
             }
             Ok(output) => {
-                tracing::debug!(template = %self.renderer.name(i), bytes = output.len(), inputs = %crate::log::list(read.iter().map(|i| i.path.to_string_lossy())), "rendered");
+                tracing::debug!(template = %self.templates.renderer.name(i), bytes = output.len(), inputs = %crate::log::list(read.iter().map(|i| i.path.to_string_lossy())), "rendered");
                 // An output that read file() is a secret: 0600 unless
                 // the config says otherwise.
                 let template: Cow<'_, _> = if !read.is_empty() && template.mode.is_none() {

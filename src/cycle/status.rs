@@ -68,7 +68,7 @@ impl Loop {
         let mut templates = Vec::with_capacity(self.config.templates.len());
         for (i, template) in self.config.templates.iter().enumerate() {
             let action = template.reload.and_then(|k| self.config.actions.get(k));
-            let state = action.and_then(|a| self.action_states.get(&a.name));
+            let state = action.and_then(|a| self.actions.states.get(&a.name));
             let pending = match (action, state) {
                 (Some(a), Some(s)) => s
                     .owed
@@ -78,7 +78,8 @@ impl Loop {
             };
             // A rollback owed for its destination is what it waits for.
             let pending = pending.or_else(|| {
-                self.rollbacks
+                self.actions
+                    .rollbacks
                     .iter()
                     .find(|o| o.want.destination == template.destination)
                     .map(|o| {
@@ -87,7 +88,7 @@ impl Loop {
                     })
             });
             templates.push(TemplateStatus {
-                template: self.renderer.name(i).to_string(),
+                template: self.templates.renderer.name(i).to_string(),
                 destination: template.destination.display().to_string(),
                 desired_sha256: self.observed.desired.get(i).cloned().flatten(),
                 installed_sha256: self.observed.installed.get(&template.destination).cloned(),
@@ -102,6 +103,7 @@ impl Loop {
             });
         }
         let rollbacks: Vec<Owing> = self
+            .actions
             .rollbacks
             .iter()
             .map(|o| {
@@ -114,7 +116,8 @@ impl Loop {
             .as_ref()
             .map(|o| Owing::of(format!("load {}", self.config.path.display()), o, now));
         let reloads = self
-            .action_states
+            .actions
+            .states
             .values()
             .filter(|s| s.owed.is_some())
             .count();
@@ -132,11 +135,12 @@ impl Loop {
             rollbacks,
             config,
             peers: self
+                .view
                 .peers
                 .as_ref()
                 .map(|p| p.names().iter().map(|n| n.to_string()).collect())
                 .unwrap_or_default(),
-            leader: self.leadership.current().map(|l| l.fqdn.clone()),
+            leader: self.leader.leadership.current().map(|l| l.fqdn.clone()),
         };
         self.state.set_status(status);
     }
@@ -144,7 +148,7 @@ impl Loop {
     /// One warning per item pending past [`OVERDUE`].
     fn log_overdue(&mut self, now: Instant) {
         let mut overdue: Vec<(String, Duration, Option<String>)> = Vec::new();
-        for (name, state) in &self.action_states {
+        for (name, state) in &self.actions.states {
             if let Some(o) = &state.owed {
                 overdue.push((
                     format!("reload {name}"),
@@ -153,7 +157,7 @@ impl Loop {
                 ));
             }
         }
-        for o in &self.rollbacks {
+        for o in &self.actions.rollbacks {
             overdue.push((
                 format!("roll back {}", o.want.destination.display()),
                 now - o.since,

@@ -23,8 +23,8 @@ impl Loop {
             Err(e) => {
                 tracing::error!(error = %e, "a reload run ended abnormally");
                 // Which one is unknown: free them all, render again.
-                for state in self.action_states.values_mut() {
-                    if state.busy && self.verdicts.is_empty() {
+                for state in self.actions.states.values_mut() {
+                    if state.busy && self.actions.verdicts.is_empty() {
                         state.busy = false;
                     }
                 }
@@ -65,7 +65,8 @@ impl Loop {
                 None => {}
                 Some(Ok(())) => {
                     self.note_restored(out);
-                    self.rejected
+                    self.actions
+                        .rejected
                         .insert(out.destination.clone(), out.bytes.clone());
                     // Counted as a rejected reload, not as a failed render:
                     // the render was fine, the app refused it.
@@ -79,7 +80,8 @@ impl Loop {
                     );
                 }
                 Some(Err(e)) => {
-                    self.rejected
+                    self.actions
+                        .rejected
                         .insert(out.destination.clone(), out.bytes.clone());
                     let mut owed = Owed::new(out.clone(), Instant::now());
                     let delay = owed.failed(Instant::now(), e.clone(), owed::jitter());
@@ -88,13 +90,13 @@ impl Loop {
                     if self.mode == Mode::Run
                         && !matches!(out.previous, write::Previous::Unreadable(_))
                     {
-                        self.rollbacks.push(owed);
+                        self.actions.rollbacks.push(owed);
                     }
                 }
             }
         }
         let settled = actions::settle(&report.verdict, signal, self.mode == Mode::Run);
-        let Some(state) = self.action_states.get_mut(&report.action) else {
+        let Some(state) = self.actions.states.get_mut(&report.action) else {
             return;
         };
         state.busy = false;
@@ -147,7 +149,7 @@ impl Loop {
     pub(super) fn retry_rollbacks(&mut self) {
         let now = Instant::now();
         let mut still = Vec::new();
-        for mut owed in std::mem::take(&mut self.rollbacks) {
+        for mut owed in std::mem::take(&mut self.actions.rollbacks) {
             if !owed.is_due(now) {
                 still.push(owed);
                 continue;
@@ -170,13 +172,14 @@ impl Loop {
                 }
             }
         }
-        self.rollbacks = still;
+        self.actions.rollbacks = still;
         self.publish_status();
     }
 
     /// The earliest end of an action's `min_interval` that outputs wait for.
     pub(super) fn action_retry(&self) -> Option<Instant> {
-        self.action_states
+        self.actions
+            .states
             .values()
             .flat_map(|s| [s.retry_at, s.owed_due()])
             .flatten()
@@ -187,7 +190,7 @@ impl Loop {
     pub(super) fn retry_actions(&mut self) {
         let now = Instant::now();
         let mut due = false;
-        for state in self.action_states.values_mut() {
+        for state in self.actions.states.values_mut() {
             if state.retry_at.is_some_and(|at| at <= now) {
                 state.retry_at = None;
                 due = true;

@@ -7,11 +7,32 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::hold::{self, HoldStep};
 use super::{Loop, Mode};
 use crate::config::Policy;
 use crate::leader;
+use crate::leader::Leadership;
 use crate::metrics;
 use crate::peers::PeerSet;
+use tokio::sync::watch;
+
+/// The leader as the loop knows it, and what waits on it.
+pub(super) struct LeaderState {
+    /// The chosen leader.
+    pub leadership: Leadership,
+    /// `sticky`/`probe` in `run`: the first render waits for the first
+    /// answer of the leader worker (bounded by its timeout), so a restarted
+    /// pod never renders itself as leader for a moment.
+    pub awaiting: bool,
+    /// `once` with `sticky` or `probe`: no leader is chosen (nor logged)
+    /// before its one round of asking.
+    pub asked_once: bool,
+    /// Where the loop publishes what the leader worker needs.
+    pub views: Option<watch::Sender<leader::View>>,
+    /// `on_leader_change`'s queue, and the leader to give it after the next pass.
+    pub hook: Option<watch::Sender<Option<String>>>,
+    pub hook_due: Option<Option<String>>,
+}
 
 impl Loop {
     /// Whether a new set from the source may be rendered. After this pod's
@@ -20,17 +41,16 @@ impl Loop {
     /// view: it is held back, the last set stays, and one warning marks the
     /// start of a hold and one line its end.
     pub(super) fn accept(&mut self, set: &PeerSet) -> bool {
-        let partial = if self.mode != Mode::Run || !self.rendered {
-            None
-        } else if self.config.peers.wait_for_self && !self.me.is_in(set) {
-            Some(metrics::Held::SelfMissing)
-        } else if set.len() < self.config.peers.min {
-            Some(metrics::Held::TooFew)
-        } else {
-            None
-        };
-        match (partial, self.hold) {
-            (Some(reason), None) => {
+        let partial = hold::partial(hold::Seen {
+            run_rendered: self.mode == Mode::Run && self.view.rendered,
+            wait_for_self: self.config.peers.wait_for_self,
+            has_self: self.me.is_in(set),
+            len: set.len(),
+            min: self.config.peers.min,
+        });
+        let step = self.view.hold_step(partial, Instant::now());
+        match step {
+            HoldStep::Start(reason) => {
                 let why = match reason {
                     metrics::Held::SelfMissing => format!("{} is not in it", self.me.name()),
                     metrics::Held::TooFew => format!(
@@ -41,33 +61,29 @@ impl Loop {
                 };
                 tracing::warn!(reason = reason.as_str(), why = %why, seen = %crate::log::list(set.names()), "holding back a partial peer set; the last rendered set stays until a whole one arrives");
                 self.metrics.held(reason);
-                self.hold = Some((reason, Instant::now()));
-                false
             }
-            (Some(_), Some(_)) => false,
-            (None, Some((reason, since))) => {
+            HoldStep::End { reason, held } => {
                 tracing::info!(
                     reason = reason.as_str(),
-                    held_ms = crate::log::ms(since.elapsed()),
+                    held_ms = crate::log::ms(held),
                     count = set.len(),
                     "a whole peer set again; no longer holding"
                 );
-                self.hold = None;
-                true
             }
-            (None, None) => true,
+            HoldStep::Holding | HoldStep::Accept => {}
         }
+        step.accepts()
     }
 
     /// Decides the leader from the accepted set (and the time), and applies
     /// a change.
     pub(super) fn decide_leader(&mut self) {
         let asks = self.config.leader.policy != Policy::Ordinal;
-        if self.awaiting_leader || (self.mode == Mode::Once && asks && !self.asked_once) {
+        if self.leader.awaiting || (self.mode == Mode::Once && asks && !self.leader.asked_once) {
             return;
         }
-        let peers = self.peers.clone().unwrap_or_default();
-        let change = self.leadership.decide(&peers, Instant::now());
+        let peers = self.view.peers.clone().unwrap_or_default();
+        let change = self.leader.leadership.decide(&peers, Instant::now());
         if self.apply_leader(change) {
             self.mark_pending(false);
         }
@@ -79,6 +95,7 @@ impl Loop {
             return false;
         };
         let me = self
+            .leader
             .leadership
             .current()
             .is_some_and(|l| self.me.is_self(l));
@@ -90,7 +107,7 @@ impl Loop {
                 old = change.old.as_deref().unwrap_or("none"),
                 new = change.new.as_deref().unwrap_or("none"),
                 why = %change.why,
-                policy = self.leadership.policy(),
+                policy = self.leader.leadership.policy(),
                 "leader changed"
             );
         }
@@ -100,10 +117,10 @@ impl Loop {
         }
         self.state.set_leader(
             change.new.as_deref(),
-            self.leadership.policy(),
-            self.leadership.since(),
+            self.leader.leadership.policy(),
+            self.leader.leadership.since(),
         );
-        self.leader_hook_due = Some(change.new);
+        self.leader.hook_due = Some(change.new);
         self.publish_view(false);
         true
     }
@@ -111,15 +128,15 @@ impl Loop {
     /// Tells the leader worker the accepted set and the current leader; with
     /// `ask_now`, asks it to ask the peers at once.
     pub(super) fn publish_view(&mut self, ask_now: bool) {
-        let Some(views) = &self.leader_views else {
+        let Some(views) = &self.leader.views else {
             return;
         };
-        let peers = self.peers.clone().unwrap_or_default();
-        let leader = self.leadership.current().map(|l| l.fqdn.clone());
+        let peers = self.view.peers.clone().unwrap_or_default();
+        let leader = self.leader.leadership.current().map(|l| l.fqdn.clone());
         views.send_modify(|view| {
             view.peers = peers;
             view.leader = leader;
-            view.confirmed = self.leadership.confirmed();
+            view.confirmed = self.leader.leadership.confirmed();
             if ask_now {
                 view.ask_now += 1;
             }
@@ -153,13 +170,13 @@ impl Loop {
         let Policy::Sticky { port, timeout } = self.config.leader.policy else {
             return;
         };
-        let Some(current) = self.leadership.current() else {
+        let Some(current) = self.leader.leadership.current() else {
             return;
         };
         if self.mode != Mode::Run || port == 0 || !self.me.is_self(current) {
             return;
         }
-        let peers = self.peers.clone().unwrap_or_default();
+        let peers = self.view.peers.clone().unwrap_or_default();
         let Some(successor) = crate::resign::successor(&peers, &self.me) else {
             tracing::info!("shutting down as the leader with no other ready peer to hand over to");
             return;
@@ -199,28 +216,30 @@ impl Loop {
 
     /// Whether `wait_for_self` still holds rendering back.
     pub(super) fn held_for_self(&self) -> bool {
-        let Some(peers) = &self.peers else {
-            return true;
-        };
-        self.config.peers.wait_for_self && !self.rendered && !self.me.is_in(peers)
+        let has_self = self.view.peers.as_ref().is_some_and(|p| self.me.is_in(p));
+        self.view
+            .held_for_self(self.config.peers.wait_for_self, has_self)
     }
 
     /// Logs the wait for this pod once when it starts and once when it ends,
     /// not on every poll.
     pub(super) fn note_self_wait(&mut self) {
         let held = self.held_for_self();
-        let seen = self.peers.as_ref().map(PeerSet::names).unwrap_or_default();
         let name = self.me.name().to_string();
-        match (held, self.waiting_since) {
-            (true, None) => {
+        match self.view.self_wait(held, Instant::now()) {
+            Some(None) => {
+                let seen = self
+                    .view
+                    .peers
+                    .as_ref()
+                    .map(PeerSet::names)
+                    .unwrap_or_default();
                 tracing::info!(waiting_for = %name, seen = %crate::log::list(&seen), "waiting for this pod to appear in the peer set");
-                self.waiting_since = Some(Instant::now());
             }
-            (false, Some(since)) => {
-                tracing::info!(name = %name, waited_ms = crate::log::ms(since.elapsed()), "this pod is in the peer set");
-                self.waiting_since = None;
+            Some(Some(waited)) => {
+                tracing::info!(name = %name, waited_ms = crate::log::ms(waited), "this pod is in the peer set");
             }
-            _ => {}
+            None => {}
         }
     }
 }

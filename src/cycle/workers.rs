@@ -4,6 +4,7 @@
 //! telling the file watcher what to watch as the config and the `file()`
 //! inputs change.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,8 +20,25 @@ use crate::event::{Context, Event, SourceError, Worker};
 use crate::hooks;
 use crate::leader;
 use crate::peers;
+use crate::peers::PeerSet;
 use crate::redact::Redactor;
 use crate::watch::{self as file_watch, Watched};
+
+/// The workers' side of the loop: what it needs to restart them and to tell
+/// them what changed.
+#[derive(Default)]
+pub(super) struct Supervisor {
+    /// The workers' context, kept to restart workers after a config change.
+    pub ctx: Option<Context>,
+    /// The shutdown tokens of the workers a config change may restart.
+    pub tokens: HashMap<&'static str, (CancellationToken, &'static str)>,
+    /// Workers stopped on purpose (a config change), whose end is expected.
+    pub retired: HashMap<&'static str, usize>,
+    /// Where the loop tells the file watcher what to watch.
+    pub watched: Option<watch::Sender<Watched>>,
+    /// Where `run` publishes peer sets for the hook queue.
+    pub hook_sets: Option<watch::Sender<Option<PeerSet>>>,
+}
 
 impl Loop {
     /// A context for the worker `name` whose shutdown token a config change
@@ -34,7 +52,7 @@ impl Loop {
     ) -> Context {
         self.retire(key);
         let token = ctx.shutdown.child_token();
-        self.tokens.insert(key, (token.clone(), name));
+        self.supervisor.tokens.insert(key, (token.clone(), name));
         Context {
             shutdown: token,
             ..ctx.clone()
@@ -43,9 +61,9 @@ impl Loop {
 
     /// Stops the worker started under `key`, if any; its end is expected.
     pub(super) fn retire(&mut self, key: &'static str) {
-        if let Some((old, name)) = self.tokens.remove(key) {
+        if let Some((old, name)) = self.supervisor.tokens.remove(key) {
             old.cancel();
-            *self.retired.entry(name).or_default() += 1;
+            *self.supervisor.retired.entry(name).or_default() += 1;
         }
     }
 
@@ -58,7 +76,7 @@ impl Loop {
     ) -> Result<(), Error> {
         if self.mode == Mode::Run {
             let (tx, rx) = watch::channel(self.watched_now());
-            self.watched = Some(tx);
+            self.supervisor.watched = Some(tx);
             spawn(workers, "templates", file_watch::worker(rx, ctx.clone())?);
         }
         self.start_peers(workers, ctx)?;
@@ -92,7 +110,9 @@ impl Loop {
             // Not a child of the loop's shutdown: a resigning leader answers
             // `GET /leader` with its successor until the loop lets it go.
             let shutdown = CancellationToken::new();
-            self.tokens.insert("admin", (shutdown.clone(), "admin"));
+            self.supervisor
+                .tokens
+                .insert("admin", (shutdown.clone(), "admin"));
             spawn(
                 workers,
                 "admin",
@@ -129,11 +149,11 @@ impl Loop {
         ctx: &Context,
     ) -> Result<(), Error> {
         self.retire("leader");
-        self.leader_views = None;
+        self.leader.views = None;
         self.state.set_notices(None);
         if self.config.leader.policy != Policy::Ordinal {
             let (tx, rx) = watch::channel(leader::View::default());
-            self.leader_views = Some(tx);
+            self.leader.views = Some(tx);
             // Resignation notices (sticky): one check at a time.
             let (notice_tx, notices) = mpsc::channel(1);
             if let Policy::Sticky { .. } = self.config.leader.policy {
@@ -159,8 +179,8 @@ impl Loop {
     pub(super) fn start_hooks(&mut self, workers: &mut Workers, ctx: &Context) {
         self.retire("leader_hook");
         self.retire("hooks");
-        self.leader_hook = None;
-        self.hook_sets = None;
+        self.leader.hook = None;
+        self.supervisor.hook_sets = None;
         if let Some(command) = self
             .config
             .hooks
@@ -175,7 +195,7 @@ impl Loop {
             let ctx = self.restartable("leader_hook", "leader_hook", ctx);
             let (tx, body) =
                 hooks::leader_queue(command, timeout, Arc::clone(&self.state), ctx.shutdown);
-            self.leader_hook = Some(tx);
+            self.leader.hook = Some(tx);
             spawn(
                 workers,
                 "leader_hook",
@@ -188,7 +208,7 @@ impl Loop {
         if let Some(hooks) = self.config.hooks.clone() {
             let ctx = self.restartable("hooks", "hooks", ctx);
             let (tx, body) = hooks::queue(hooks, Arc::clone(&self.state), ctx.shutdown);
-            self.hook_sets = Some(tx);
+            self.supervisor.hook_sets = Some(tx);
             spawn(
                 workers,
                 "hooks",
@@ -204,7 +224,7 @@ impl Loop {
     /// last pass's `file()` inputs (with the bytes it read), the config.
     pub(super) fn watched_now(&self) -> Watched {
         let mut inputs: Vec<(PathBuf, Option<Vec<u8>>)> = Vec::new();
-        for input in self.inputs.iter().flatten() {
+        for input in self.templates.inputs.iter().flatten() {
             if !inputs.iter().any(|(p, _)| *p == input.path) {
                 inputs.push((
                     input.path.clone(),
@@ -227,7 +247,7 @@ impl Loop {
 
     /// Tells the watcher the current set, if it changed.
     pub(super) fn update_watched(&self) {
-        if let Some(tx) = &self.watched {
+        if let Some(tx) = &self.supervisor.watched {
             let now = self.watched_now();
             tx.send_if_modified(|w| {
                 if *w == now {
@@ -245,7 +265,8 @@ impl Loop {
     pub(super) fn redactor(&self) -> Redactor {
         let vars = self.env_read_all();
         Redactor::with_env(
-            self.inputs
+            self.templates
+                .inputs
                 .iter()
                 .flatten()
                 .filter_map(|i| Some((i.path.as_path(), i.text.as_deref()?))),
@@ -256,14 +277,15 @@ impl Loop {
     /// The `env()` variables (name, value) every template's last render read.
     pub(super) fn env_read_all(&self) -> Vec<(String, String)> {
         (0..self.config.templates.len())
-            .flat_map(|i| self.renderer.env_read(i))
+            .flat_map(|i| self.templates.renderer.env_read(i))
             .collect()
     }
 
     /// Whether template `i`'s last render read a `file()` input or an
     /// `env()` variable.
     pub(super) fn read_secrets(&self, i: usize) -> bool {
-        self.inputs.get(i).is_some_and(|r| !r.is_empty()) || !self.renderer.env_read(i).is_empty()
+        self.templates.inputs.get(i).is_some_and(|r| !r.is_empty())
+            || !self.templates.renderer.env_read(i).is_empty()
     }
 }
 

@@ -27,44 +27,35 @@
 //! An error names the fix ([`hints`]: "did you mean", the block left open);
 //! [`lint`] finds what compiles but is likely wrong (unused `vars`, a value
 //! that may print none).
+//!
+//! The context is built in [`context()`], the functions and filters live in
+//! `functions`, and minijinja's errors become a [`RenderError`] in `errors`.
 
+mod context;
+mod errors;
+mod functions;
 pub mod hints;
 pub mod lint;
 
-use std::fmt;
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use minijinja::syntax::SyntaxConfig;
-use minijinja::value::{Enumerator, Kwargs, Object, ObjectRepr, Serde, StringInput, Value};
-use minijinja::{AutoEscape, Environment, ErrorKind, State, UndefinedBehavior};
+use minijinja::value::Value;
+use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 
 use crate::config::{Config, Partial, Template};
 use crate::limits;
-use crate::peers::{Identity, Peer, PeerSet};
 
-/// A template that could not be read, compiled or rendered.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{template}{}: {message}", line.map(|l| format!(" line {l}")).unwrap_or_default())]
-pub struct RenderError {
-    /// The template's name (its file name, or its path when two share a name).
-    pub template: String,
-    /// The template line the error is on, when minijinja knows it.
-    pub line: Option<usize>,
-    /// What went wrong, with the line's text and the fix.
-    pub message: String,
-}
-
-/// Where a [`Renderer`] renders: in the pod, or in `check`, outside it,
-/// where `env()` without a default gives a placeholder and a warning.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// `run`, `once`, `render`: `env()` reads the environment.
-    Pod,
-    /// `check`: a missing variable is `<NAME>` and a warning.
-    Check,
-}
+pub use context::context;
+use context::PEER_KEYS;
+pub use errors::RenderError;
+use errors::{convert, convert_with_fuel};
+use functions::{
+    b64decode, default, env_function, env_placeholder, fail_function, file_function, join,
+    printed_none, toyaml, FileReads,
+};
+pub use functions::{Input, Mode};
 
 /// One template of the renderer: its name and limits.
 #[derive(Debug, Clone)]
@@ -114,24 +105,6 @@ fn read_source(name: &str, source: &Path) -> Result<String, RenderError> {
         line: None,
         message: format!("{} is not UTF-8 text", source.display()),
     })
-}
-
-/// A file a render read with `file()`: its path (absolute, or as the
-/// config's folder makes it) and its text, `None` when it could not be read
-/// (it is watched all the same, so its arrival re-renders).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Input {
-    pub path: PathBuf,
-    pub text: Option<String>,
-}
-
-/// `file()`'s state: where relative paths start, and what it read; and
-/// the `env()` variables a render read (name, value).
-#[derive(Debug, Default)]
-struct FileReads {
-    base: PathBuf,
-    read: Vec<Input>,
-    env: Vec<(String, String)>,
 }
 
 impl Renderer {
@@ -445,57 +418,6 @@ impl std::io::Write for Capped {
     }
 }
 
-fn printed_none() -> minijinja::Error {
-    minijinja::Error::new(
-        ErrorKind::InvalidOperation,
-        "this prints none (a value that is not there), which would write \"none\" into the config; give a fallback with | default(...), like {{ peer.port | default(80) }}, or test it with {% if ... is not none %}",
-    )
-}
-
-/// `default`, which also replaces none (Jinja's replaces only undefined):
-/// `{{ peer.port | default(80) }}` is the fix for printing none. With a
-/// second argument `true`, every false value is replaced, as in Jinja.
-fn default(
-    value: &Value,
-    other: Option<Value>,
-    lax: Option<bool>,
-) -> Result<Value, minijinja::Error> {
-    let other = other.unwrap_or_else(|| Value::from(""));
-    if value.is_undefined() || value.is_none() || (lax == Some(true) && !value.is_true()) {
-        Ok(other)
-    } else {
-        Ok(value.clone())
-    }
-}
-
-/// `join`, except that an item that is none is an error (as printing it is).
-fn join(
-    state: &mut State,
-    value: &Value,
-    joiner: Option<StringInput<'_>>,
-    attribute: Option<&str>,
-    kwargs: Kwargs,
-) -> Result<Value, minijinja::Error> {
-    if let Ok(items) = value.try_iter() {
-        for item in items {
-            let item = match attribute {
-                Some(path) => path
-                    .split('.')
-                    .try_fold(item, |v, part| v.get_attr(part))
-                    .unwrap_or_default(),
-                None => item,
-            };
-            if item.is_none() {
-                return Err(minijinja::Error::new(
-                    ErrorKind::InvalidOperation,
-                    "join over a list with none in it would write \"none\" into the config; drop it first with | reject(\"none\"), or give each item a fallback",
-                ));
-            }
-        }
-    }
-    minijinja::filters::join(state, value, joiner, attribute, kwargs)
-}
-
 /// Names templates by file name, unless two share one, then by full path.
 fn display_names(templates: &[Template]) -> Vec<String> {
     let file_name = |p: &Path| {
@@ -519,23 +441,6 @@ fn display_names(templates: &[Template]) -> Vec<String> {
         .collect()
 }
 
-/// [`convert`], saying what running out of fuel means.
-fn convert_with_fuel(
-    name: &str,
-    e: &minijinja::Error,
-    fuel: u64,
-    known: &hints::Known<'_>,
-) -> RenderError {
-    let mut error = convert(name, e, Some(known));
-    if e.kind() == ErrorKind::OutOfFuel {
-        error.message = format!(
-            "the render used up its instruction budget (fuel {fuel}): a loop that runs too long, or a size too large to honour (like indent(n) or \"x\" * n); {}",
-            error.message
-        );
-    }
-    error
-}
-
 /// The names a partial is included by: its source path as written, and its
 /// file name when no other template or partial has that file name.
 fn partial_names(partial: &Partial, config: &Config) -> Vec<String> {
@@ -555,319 +460,4 @@ fn partial_names(partial: &Partial, config: &Config) -> Vec<String> {
         }
     }
     names
-}
-
-/// minijinja's error, reduced to template, line and a message that quotes
-/// the offending expression and line so the fix is obvious from a log line;
-/// with `known` (a render), a "did you mean" for a misspelt name.
-fn convert(name: &str, e: &minijinja::Error, known: Option<&hints::Known<'_>>) -> RenderError {
-    // An error inside an included or imported template (a partial) is
-    // wrapped: name the innermost, where the fix is.
-    let outer = e;
-    let mut e = e;
-    while let Some(inner) =
-        std::error::Error::source(e).and_then(|s| s.downcast_ref::<minijinja::Error>())
-    {
-        e = inner;
-    }
-    let included = (e.name() != outer.name())
-        .then(|| {
-            let by = outer.name()?;
-            Some(match outer.line() {
-                Some(l) => format!(" (included by {by} line {l})"),
-                None => format!(" (included by {by})"),
-            })
-        })
-        .flatten()
-        .unwrap_or_default();
-    let mut message = e.kind().to_string();
-    if let Some(detail) = e.detail() {
-        message.push_str(": ");
-        message.push_str(detail);
-    }
-    let mut line = e.line();
-    // A block never closed: minijinja reports the end of the file; the
-    // useful line is where the block opened.
-    let unclosed = e
-        .detail()
-        .filter(|d| e.kind() == ErrorKind::SyntaxError && d.contains("unexpected end of input"))
-        .and(e.template_source())
-        .map(hints::unclosed_blocks)
-        .unwrap_or_default();
-    if let Some(((opened, tag, end), outer)) = unclosed.split_first() {
-        let word = |tag: &str| {
-            tag.split_whitespace()
-                .next()
-                .unwrap_or_default()
-                .to_string()
-        };
-        let others: Vec<String> = outer
-            .iter()
-            .map(|(l, t, _)| format!("{{% {} %}} on line {l}", word(t)))
-            .collect();
-        let others = if others.is_empty() {
-            String::new()
-        } else {
-            format!(" (also still open: {})", others.join(", "))
-        };
-        message = format!(
-            "syntax error: the {{% {} %}} on line {opened} is never closed: the file ends before its {{% {end} %}}; add {{% {end} %}} where the block ends{others}",
-            word(tag),
-        );
-        line = Some(*opened);
-    }
-    if let Some(hint) = known.and_then(|k| hints::did_you_mean(e, k)) {
-        message.push_str(&hint);
-    }
-    let expression = e
-        .template_source()
-        .zip(e.range())
-        .and_then(|(source, range)| source.get(range))
-        .map(str::trim)
-        .unwrap_or_default();
-    if unclosed.is_empty() {
-        if let Some((at, better)) = hints::rewrite(
-            e.kind(),
-            e.detail().unwrap_or_default(),
-            e.template_source().unwrap_or_default(),
-            line,
-            expression,
-        ) {
-            message = better;
-            line = at;
-        }
-    }
-    // A template's own fail("...") says everything itself.
-    let own = expression.starts_with("fail(");
-    if !own
-        && !expression.is_empty()
-        && !expression.contains('\n')
-        && e.kind() == ErrorKind::InvalidOperation
-    {
-        message.push_str(&format!(" (the expression: {expression})"));
-    }
-    if let (false, Some(source), Some(line)) = (own, e.template_source(), line) {
-        if let Some(text) = source.lines().nth(line.saturating_sub(1)) {
-            message.push_str(&format!(" (the line reads: {})", text.trim()));
-        }
-    }
-    message.push_str(&included);
-    RenderError {
-        template: e.name().unwrap_or(name).to_string(),
-        line,
-        message,
-    }
-}
-
-/// `fail(message)`: a template's own error, for what it cannot render
-/// (`myid.j2` for a pod without an ordinal).
-fn fail_function(message: String) -> Result<Value, minijinja::Error> {
-    Err(minijinja::Error::new(ErrorKind::InvalidOperation, message))
-}
-
-/// `env()` in `check`: a variable that is not set where `check` runs is a
-/// placeholder and a warning, not an error (it is set in the pod).
-fn env_placeholder(name: String, default: Option<String>) -> Result<String, minijinja::Error> {
-    match (std::env::var(&name), default) {
-        (Ok(value), _) => Ok(value),
-        (Err(_), Some(default)) => Ok(default),
-        (Err(_), None) => {
-            tracing::warn!(variable = %name, placeholder = %format!("<{name}>"), "env() variable is not set here; rendering with the placeholder, as the pod must set it");
-            Ok(format!("<{name}>"))
-        }
-    }
-}
-
-fn env_function(name: String, default: Option<String>) -> Result<String, minijinja::Error> {
-    match (std::env::var(&name), default) {
-        (Ok(value), _) => Ok(value),
-        (Err(_), Some(default)) => Ok(default),
-        (Err(_), None) => Err(minijinja::Error::new(
-            ErrorKind::InvalidOperation,
-            format!("environment variable {name} is not set; set it, or give a default: env(\"{name}\", \"...\")"),
-        )),
-    }
-}
-
-/// `file(PATH)`: the file's text; relative to the config's folder. A file
-/// that cannot be read is an error naming the path.
-fn file_function(
-    reads: &Mutex<FileReads>,
-    path: &str,
-    mode: Mode,
-) -> Result<String, minijinja::Error> {
-    let mut reads = reads
-        .lock()
-        .map_err(|_| minijinja::Error::new(ErrorKind::InvalidOperation, "file(): state lost"))?;
-    let given = Path::new(path);
-    let full = if given.is_relative() {
-        reads.base.join(given)
-    } else {
-        given.to_path_buf()
-    };
-    let read = limits::read_regular(&full, limits::TEMPLATE_MAX_BYTES)
-        .map_err(|e| e.to_string())
-        .and_then(|bytes| {
-        String::from_utf8(bytes).map_err(|_| "it is not UTF-8 text (use a text key, or base64 it in the Secret and b64decode it here)".to_string())
-    });
-    if !reads.read.iter().any(|i| i.path == full) {
-        reads.read.push(Input {
-            path: full.clone(),
-            text: read.as_ref().ok().cloned(),
-        });
-    }
-    if mode == Mode::Check {
-        if let Err(why) = &read {
-            // Outside the pod the Secret is not mounted: a placeholder.
-            tracing::warn!(path = %full.display(), file = %path, error = %why, placeholder = %format!("<file {path}>"), "file() input cannot be read here; `check` renders the placeholder in its place");
-            return Ok(format!("<file {path}>"));
-        }
-    }
-    read.map_err(|why| {
-        minijinja::Error::new(
-            ErrorKind::InvalidOperation,
-            format!("file({path:?}): cannot read {}: {why}", full.display()),
-        )
-    })
-}
-
-fn b64decode(text: String) -> Result<String, minijinja::Error> {
-    use base64::Engine;
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(text.trim())
-        .map_err(|e| {
-            minijinja::Error::new(
-                ErrorKind::InvalidOperation,
-                format!("b64decode: not base64 ({e})"),
-            )
-        })?;
-    String::from_utf8(bytes).map_err(|_| {
-        minijinja::Error::new(
-            ErrorKind::InvalidOperation,
-            "b64decode: the decoded bytes are not UTF-8 text",
-        )
-    })
-}
-
-fn toyaml(value: Value) -> Result<String, minijinja::Error> {
-    serde_yaml::to_string(&value)
-        .map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, format!("toyaml: {e}")))
-}
-
-/// Builds the template context for `peers` as seen by the pod in `config`.
-///
-/// `leader` is the chosen leader (see `leader`): its last known record,
-/// which may be missing from `peers` for a while; none while there are no
-/// peers.
-pub fn context(config: &Config, peers: &PeerSet, leader: Option<&Peer>) -> Value {
-    let me = Identity::of(config);
-    let leader = leader.filter(|_| !peers.is_empty());
-    let leads = |p: &Peer| leader.is_some_and(|l| l.fqdn == p.fqdn);
-    let values: Vec<Value> = peers
-        .iter()
-        .map(|p| {
-            Value::from_object(PeerValue {
-                peer: p.clone(),
-                is_self: me.is_self(p),
-                is_leader: leads(p),
-            })
-        })
-        .collect();
-    let is_leader = leader.is_some_and(|l| me.is_self(l));
-    let leader = match leader {
-        Some(l) => Value::from_object(PeerValue {
-            peer: l.clone(),
-            is_self: me.is_self(l),
-            is_leader: true,
-        }),
-        None => Value::from(()),
-    };
-    let own = peers.iter().find(|p| me.is_self(p));
-    let fqdn = me
-        .fqdn
-        .clone()
-        .or_else(|| own.map(|p| p.fqdn.clone()))
-        .unwrap_or_else(|| me.hostname.clone());
-    let ordinal = me.ordinal;
-    let pod = minijinja::context! {
-        hostname => config.identity.hostname.as_str(),
-        fqdn => fqdn,
-        ordinal => ordinal,
-        namespace => config.identity.namespace.as_str(),
-        is_leader => is_leader,
-    };
-    let nameservers: Vec<String> = config.nameservers.iter().map(nameserver_text).collect();
-    minijinja::context! {
-        peers => values,
-        leader => leader,
-        pod => pod,
-        vars => Value::from(Serde(&config.vars)),
-        nameservers => nameservers,
-    }
-}
-
-/// `10.96.0.10`, `127.0.0.1:5353`, `[fd00::10]`: the form nginx's `resolver`
-/// and most other configs take.
-fn nameserver_text(addr: &SocketAddr) -> String {
-    match (addr.ip(), addr.port()) {
-        (std::net::IpAddr::V4(ip), 53) => ip.to_string(),
-        (std::net::IpAddr::V6(ip), 53) => format!("[{ip}]"),
-        _ => addr.to_string(),
-    }
-}
-
-/// A peer as templates see it: prints as its FQDN, and has the parts as
-/// attributes. Unknown attributes are undefined, so strict mode catches typos.
-#[derive(Debug)]
-struct PeerValue {
-    peer: Peer,
-    is_self: bool,
-    is_leader: bool,
-}
-
-const PEER_KEYS: &[&str] = &[
-    "fqdn",
-    "hostname",
-    "ordinal",
-    "port",
-    "ports",
-    "is_self",
-    "is_leader",
-    "ready",
-    "addresses",
-];
-
-impl Object for PeerValue {
-    fn repr(self: &Arc<Self>) -> ObjectRepr {
-        ObjectRepr::Map
-    }
-
-    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
-        let p = &self.peer;
-        Some(match key.as_str()? {
-            "fqdn" => Value::from(p.fqdn.as_str()),
-            "hostname" => Value::from(p.hostname.as_str()),
-            "ordinal" => Value::from(p.ordinal),
-            "port" => Value::from(p.port),
-            "ports" => Value::from(p.ports.clone()),
-            "is_self" => Value::from(self.is_self),
-            "is_leader" => Value::from(self.is_leader),
-            "ready" => Value::from(p.ready),
-            "addresses" => Value::from(
-                p.addresses
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>(),
-            ),
-            _ => return None,
-        })
-    }
-
-    fn enumerate(self: &Arc<Self>) -> Enumerator {
-        Enumerator::Str(PEER_KEYS)
-    }
-
-    fn render(self: &Arc<Self>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.peer.fqdn)
-    }
 }

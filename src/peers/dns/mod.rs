@@ -43,6 +43,7 @@
 //! its own that sleeps exactly one interval between polls, and skips all
 //! parsing when the answer's bytes did not change: about a third of the cost.
 
+mod schedule;
 mod wire;
 
 use std::collections::BTreeMap;
@@ -58,6 +59,7 @@ use super::model::{Peer, PeerSet};
 use crate::config::Dns;
 use crate::event::{Context, Event, SourceError, Worker};
 use crate::metrics::{Lookup, Metrics};
+use schedule::{Distrusted, Fetch, SerialCheck, DISTRUST_REFRESHES};
 pub use wire::LookupFailure;
 use wire::{decode, soa_serial, srv_targets, Client};
 
@@ -69,68 +71,9 @@ const JOIN_WAIT: Duration = Duration::from_millis(300);
 /// `peers.dns.refresh` when the config does not set it.
 pub const DEFAULT_REFRESH: Duration = Duration::from_secs(60);
 
-/// After the serial moved, the SRV set is fetched every poll for at least
-/// this long (and at least two intervals): a serial that is the Unix second
-/// of the last change is shared by every change in that second.
-const MOVE_WINDOW: Duration = Duration::from_secs(2);
-
-/// Refresh periods the serial is not trusted after it missed a change.
-const DISTRUST_REFRESHES: u32 = 10;
-
 /// Peers whose addresses may be looked up (A and AAAA) in one poll, once a
 /// set has been sent; the first set is resolved whole.
 pub const ADDRESS_LOOKUPS_PER_POLL: usize = 128;
-
-/// How long a lookup with no TTL to go by (no records, no SOA) is kept.
-const NEGATIVE_TTL: Duration = Duration::from_secs(5);
-
-/// The SOA-serial change detection (see the module docs): whether this
-/// poll must fetch the SRV set.
-struct SerialCheck {
-    /// The name whose SOA is asked (`Dns::soa_query`).
-    query: Name,
-    refresh: Duration,
-    /// max([`MOVE_WINDOW`], two intervals).
-    window: Duration,
-    /// The serial seen last.
-    last: Option<u32>,
-    /// Fetch every poll until then: the window after a move.
-    moved_until: Option<Instant>,
-    /// The next fetch a quiet serial still gets.
-    next_refresh: Option<Instant>,
-    /// The serial missed a change: fetch every poll until then.
-    distrust_until: Option<Instant>,
-    /// The fallback was logged (once per process).
-    told: bool,
-}
-
-/// Why a poll fetches the SRV set.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Fetch {
-    /// No serial check (`refresh: 0s`, or the serial is not trusted now).
-    Always,
-    /// Nothing sent yet, the last fetch failed, or addresses are pending.
-    Unsettled,
-    /// The SOA gave no serial (no answer, no SOA record).
-    NoSerial,
-    /// The serial moved, or moved less than the window ago.
-    Moved,
-    /// `refresh` passed since the last fetch.
-    Refresh,
-}
-
-impl Fetch {
-    /// Why the SRV set is fetched, for the log.
-    fn as_str(self) -> &'static str {
-        match self {
-            Fetch::Always => "every poll",
-            Fetch::Unsettled => "unsettled",
-            Fetch::NoSerial => "no SOA serial",
-            Fetch::Moved => "serial moved",
-            Fetch::Refresh => "refresh",
-        }
-    }
-}
 
 /// The last SRV answer's size and record count, for the poll's log line.
 #[derive(Debug, Default, Clone, Copy)]
@@ -225,18 +168,13 @@ impl Poller {
             None
         } else {
             let soa = format!("{}.", dns.soa_query.trim_end_matches('.'));
-            Some(SerialCheck {
-                query: Name::from_ascii(&soa).map_err(|e| {
+            Some(SerialCheck::new(
+                Name::from_ascii(&soa).map_err(|e| {
                     SourceError::Setup(format!("peers.dns: {soa:?} is not a DNS name: {e}"))
                 })?,
-                refresh: dns.refresh,
-                window: MOVE_WINDOW.max(dns.interval * 2),
-                last: None,
-                moved_until: None,
-                next_refresh: None,
-                distrust_until: None,
-                told: false,
-            })
+                dns.refresh,
+                dns.interval,
+            ))
         };
         let (service, ready_service) = if dns.any_target {
             (None, None)
@@ -324,7 +262,7 @@ impl Poller {
         self.log_poll(why.as_str(), &polled, now);
         self.unsettled = self.unsettled || polled.is_err();
         if let (Some(check), true) = (self.serial.as_mut(), polled.is_ok()) {
-            check.next_refresh = Some(crate::limits::later_std(now, check.refresh));
+            check.fetched(now);
         }
         if why == Fetch::Refresh && matches!(polled, Ok(Some(_))) {
             self.distrust(now);
@@ -372,15 +310,12 @@ impl Poller {
         let Some(check) = self.serial.as_mut() else {
             return;
         };
-        let off = check.refresh * DISTRUST_REFRESHES;
-        check.distrust_until = Some(now + off);
-        check.last = None;
+        let Distrusted { off, first } = check.missed_change(now);
         let zone = check.query.to_ascii();
         let zone = zone.trim_end_matches('.');
-        if check.told {
+        if !first {
             tracing::debug!(query = %query, zone = %zone, "a refresh found a peer change the SOA serial did not announce, again");
         } else {
-            check.told = true;
             tracing::warn!(query = %query, zone = %zone, refresh_ms = crate::log::ms(check.refresh), distrusted_for_ms = crate::log::ms(off), "a refresh found a peer change that the zone's SOA serial did not announce; fetching the SRV set every interval for the next {DISTRUST_REFRESHES} refresh periods before trusting the serial again");
         }
     }
@@ -391,10 +326,8 @@ impl Poller {
         let Some(check) = self.serial.as_mut() else {
             return Some(Fetch::Always);
         };
-        match check.distrust_until {
-            Some(until) if now < until => return Some(Fetch::Always),
-            Some(_) => check.distrust_until = None,
-            None => {}
+        if check.distrusted(now) {
+            return Some(Fetch::Always);
         }
         // Asked first, even before the first fetch: the baseline serial
         // must not be younger than the set it vouches for.
@@ -405,24 +338,8 @@ impl Poller {
                 None
             }
         };
-        let Some(serial) = serial else {
-            return Some(Fetch::NoSerial);
-        };
-        if check.last != Some(serial) {
-            check.last = Some(serial);
-            check.moved_until = Some(now + check.window);
-            return Some(Fetch::Moved);
-        }
-        if self.unsettled || self.last_sent.is_none() {
-            return Some(Fetch::Unsettled);
-        }
-        if check.moved_until.is_some_and(|until| now < until) {
-            return Some(Fetch::Moved);
-        }
-        if check.next_refresh.is_none_or(|at| now >= at) {
-            return Some(Fetch::Refresh);
-        }
-        None
+        let unsettled = self.unsettled || self.last_sent.is_none();
+        check.after_soa(serial, unsettled, now)
     }
 
     /// Asks the SRV name(s): see [`Poller::poll`].
@@ -466,7 +383,7 @@ impl Poller {
             let expired = self
                 .address_cache
                 .get(&peer.fqdn)
-                .is_some_and(|(_, expires)| now >= *expires);
+                .is_some_and(|(_, expires)| schedule::expired(*expires, now));
             if expired {
                 budget -= 1;
                 let (ips, ttl) = self.look_up(&peer.fqdn)?;
@@ -614,7 +531,7 @@ impl Poller {
     fn addresses_expired(&self, now: Instant) -> bool {
         self.address_cache
             .values()
-            .any(|(_, expires)| now >= *expires)
+            .any(|(_, expires)| schedule::expired(*expires, now))
     }
 
     /// Gives each peer its A/AAAA addresses: from the answer's additional
@@ -647,7 +564,7 @@ impl Poller {
             current.insert(peer.fqdn.clone());
             let cached = self.address_cache.get(&peer.fqdn);
             if let Some((ips, expires)) = cached {
-                if now < *expires || budget == 0 {
+                if !schedule::expired(*expires, now) || budget == 0 {
                     peer.addresses = ips.clone();
                     continue;
                 }
@@ -701,11 +618,7 @@ impl Poller {
         }
         ips.sort();
         ips.dedup();
-        let ttl = ttl.map_or(NEGATIVE_TTL, |t| Duration::from_secs(u64::from(t)));
-        Ok((
-            ips,
-            ttl.clamp(Duration::from_secs(1), Duration::from_secs(3600)),
-        ))
+        Ok((ips, schedule::address_ttl(ttl)))
     }
 }
 
