@@ -70,10 +70,11 @@ impl Verdict {
 }
 
 /// Runs `action` once and returns its verdict; `redact` hides `file()`
-/// inputs in whatever the app says. `patient` (`run`) waits for a starting
-/// process to be able to take a reload signal (`min_age`, `catch_wait`);
-/// without it (`once`, which never waits) a starting process is not
-/// signalled: it is reading its files as it starts.
+/// inputs in whatever the app says. `patient` (`run`) waits up to
+/// `catch_wait` for a starting process to catch the reload signal; without
+/// it (`once`, which never waits on a retry) such a process is not
+/// signalled: it is reading its files as it starts. Both wait out
+/// `min_age` (bounded, 2 s by default).
 pub async fn run(
     action: &Action,
     redact: &Redactor,
@@ -113,8 +114,8 @@ pub async fn run(
 /// install (it read the file), one that ignores the signal (an error naming
 /// what works instead), or one that did not catch it within `catch_wait`.
 /// The signal is never sent to a process that would die of it. Not
-/// `patient` (`once`), a process too young or not catching the signal yet
-/// is starting: no signal, and the verdict is `no_process` at once.
+/// `patient` (`once`), a process not catching the signal yet is starting:
+/// no signal, and the verdict is `no_process` at once.
 async fn until_ready(
     reload: &ReloadConfig,
     installed: std::time::Instant,
@@ -146,12 +147,11 @@ async fn until_ready(
                 tracing::error!(signal = %reload.signal, reason = %why, "reload signal not sent");
                 return Some(Verdict::Failed(why));
             }
-            reload::Readiness::TooYoung(_) | reload::Readiness::NotCaught(_) if !patient => {
+            reload::Readiness::NotCaught(why) if !patient => {
                 let why = format!(
-                    "the process is starting (younger than min_age, or not catching {} yet); it reads the new file as it starts, and once does not wait",
-                    reload.signal
+                    "{why}; it is still starting and reads the new file as it starts; once does not wait for it (catch_wait is run's)"
                 );
-                tracing::info!(reason = %why, "not signalled: the process is starting");
+                tracing::info!(reason = %why, "not signalled: the process does not catch the signal yet");
                 return Some(Verdict::NoProcess(why));
             }
             reload::Readiness::TooYoung(wait) => {
