@@ -157,6 +157,7 @@ impl Leadership {
     /// `sticky` rule for the others. `None` when nothing changed.
     pub fn decide(&mut self, peers: &PeerSet, now: Instant) -> Option<Change> {
         self.no_candidate = false;
+        self.forget_resigned(peers, now);
         if let Policy::Ordinal = self.config.policy {
             let first = peers.iter().next().cloned();
             return self.set(first, "peer 0 of the peer set (policy: ordinal)".into());
@@ -247,28 +248,37 @@ impl Leadership {
     }
 
     /// The leaders this pod confirmed as resigned, still remembered at
-    /// `now`: for [`resign::REMEMBER_RESIGNED`] at most, and only while the
-    /// peer is in the ready set (one that left and came back is a new pod).
+    /// `now`: for `leader.grace` at most (past it a leader lost without a
+    /// word would be replaced anyway), and only while the peer is in the
+    /// ready set (Kubernetes takes a stopped pod out of it; one that left
+    /// and came back is a new pod).
     pub fn resigned_peers(&self, peers: &PeerSet, now: Instant) -> Vec<String> {
         self.gone
             .iter()
             .filter(|(name, at)| {
-                now.saturating_duration_since(**at) < resign::REMEMBER_RESIGNED
+                now.saturating_duration_since(**at) < self.config.grace
                     && peers.get(name).is_some_and(|p| p.ready)
             })
             .map(|(name, _)| name.clone())
             .collect()
     }
 
+    /// Forgets the resigned leaders no longer remembered for good (a peer
+    /// seen out of the ready set once stays forgotten when it comes back:
+    /// it is a new pod); returns those still remembered.
+    fn forget_resigned(&mut self, peers: &PeerSet, now: Instant) -> Vec<String> {
+        let gone = self.resigned_peers(peers, now);
+        self.gone.retain(|name, _| gone.contains(name));
+        gone
+    }
+
     fn follow_resignation(&mut self, peers: &PeerSet, now: Instant) -> Option<Change> {
-        let r = self.resigned.as_ref()?;
+        let r = self.resigned.clone()?;
         if self.current.as_ref().map(|c| c.fqdn.as_str()) != Some(r.leader.as_str()) {
             self.resigned = None;
             return None;
         }
-        // Forget what is no longer remembered, so the map stays small.
-        let gone = self.resigned_peers(peers, now);
-        self.gone.retain(|name, _| gone.contains(name));
+        let gone = self.forget_resigned(peers, now);
         let named = peers.get(&r.successor).filter(|p| p.ready)?;
         let (successor, why) = if gone.contains(&named.fqdn) {
             let Some(other) = peers
@@ -1045,7 +1055,11 @@ mod tests {
         assert_eq!(l.resigned_peers(&all, now), ["web-0.s", "web-1.s"]);
         let left = set(&[("web-0.s", false), ("web-1.s", true), ("web-2.s", true)]);
         assert_eq!(l.resigned_peers(&left, now), ["web-1.s"]);
-        tokio::time::advance(resign::REMEMBER_RESIGNED).await;
+        // Seen out of the ready set once (a peer set decided on): web-0
+        // stays forgotten when it is back, as a new pod.
+        l.decide(&left, now);
+        assert_eq!(l.resigned_peers(&all, now), ["web-1.s"]);
+        tokio::time::advance(Duration::from_secs(30)).await;
         assert!(l.resigned_peers(&all, Instant::now()).is_empty());
     }
 

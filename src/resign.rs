@@ -60,10 +60,6 @@ pub const MAX_TOLD: usize = 32;
 /// A receiver checks with a leader at most once per this long.
 pub const CHECK_EVERY: Duration = Duration::from_secs(1);
 
-/// How long a confirmed resignation is remembered at most (it is forgotten
-/// sooner once the peer leaves the ready set).
-pub const REMEMBER_RESIGNED: Duration = Duration::from_secs(60);
-
 /// The body of `POST /leader/resign` (JSON).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
