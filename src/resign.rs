@@ -235,13 +235,23 @@ pub struct Tally {
     pub unanswered: usize,
 }
 
-/// Counts `asks` (each `true` when that peer accepted) as they complete,
-/// until all did or `deadline`: what completed is counted whatever happens
-/// to the rest (a peer that hangs must not hide the others' answers), and
-/// the rest are `unanswered`.
+/// How one told peer answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reply {
+    /// 202: it will check.
+    Accepted,
+    /// Another status, or no connection at all.
+    Refused,
+    /// Nothing within the time given (a peer that hangs).
+    Silent,
+}
+
+/// Counts `asks` as they complete, until all did or `deadline`: what
+/// completed is counted whatever happens to the rest (a peer that hangs
+/// must not hide the others' answers), and the rest are `unanswered`.
 pub async fn tally<F>(asks: impl IntoIterator<Item = F>, deadline: Instant) -> Tally
 where
-    F: std::future::Future<Output = bool>,
+    F: std::future::Future<Output = Reply>,
 {
     use futures_util::StreamExt;
     let mut pending: futures_util::stream::FuturesUnordered<F> = asks.into_iter().collect();
@@ -249,13 +259,14 @@ where
         unanswered: pending.len(),
         ..Tally::default()
     };
-    while let Ok(Some(accepted)) = tokio::time::timeout_at(deadline, pending.next()).await {
-        tally.unanswered -= 1;
-        if accepted {
-            tally.accepted += 1;
-        } else {
-            tally.refused += 1;
+    while let Ok(Some(reply)) = tokio::time::timeout_at(deadline, pending.next()).await {
+        match reply {
+            Reply::Accepted => tally.accepted += 1,
+            Reply::Refused => tally.refused += 1,
+            // Still unanswered.
+            Reply::Silent => continue,
         }
+        tally.unanswered -= 1;
     }
     tally
 }
@@ -274,25 +285,34 @@ pub async fn tell(
         let body = body.clone();
         async move {
             let Some(addr) = peer.addresses.first() else {
-                return false;
+                return Reply::Refused;
             };
-            let reply = http_client::post_json(
-                SocketAddr::new(*addr, port),
-                &peer.fqdn,
-                PATH,
-                body,
+            // Our own timeout, so that a silent peer is told apart from a
+            // failing one; the client's, a little longer, is a backstop.
+            let reply = tokio::time::timeout(
                 timeout,
+                http_client::post_json(
+                    SocketAddr::new(*addr, port),
+                    &peer.fqdn,
+                    PATH,
+                    body,
+                    timeout + Duration::from_secs(1),
+                ),
             )
             .await;
             match reply {
-                Ok((202, _)) => true,
-                Ok((status, answer)) => {
+                Ok(Ok((202, _))) => Reply::Accepted,
+                Ok(Ok((status, answer))) => {
                     tracing::debug!(peer = %peer.fqdn, status, answer = %String::from_utf8_lossy(&answer).trim(), "POST /leader/resign");
-                    false
+                    Reply::Refused
                 }
-                Err(e) => {
+                Ok(Err(e)) => {
                     tracing::debug!(peer = %peer.fqdn, error = %e, "POST /leader/resign");
-                    false
+                    Reply::Refused
+                }
+                Err(_) => {
+                    tracing::debug!(peer = %peer.fqdn, "POST /leader/resign: no answer in time");
+                    Reply::Silent
                 }
             }
         }
@@ -427,16 +447,17 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_peer_that_hangs_does_not_hide_the_answers_already_counted() {
         let t0 = Instant::now();
-        let ask = |after_ms: u64, accepted: bool| async move {
+        let ask = |after_ms: u64, reply: Reply| async move {
             tokio::time::sleep(Duration::from_millis(after_ms)).await;
-            accepted
+            reply
         };
-        // One accepts at 10 ms, one refuses at 20 ms, one hangs past the
-        // deadline (750 ms).
+        // One accepts at 10 ms, one refuses at 20 ms, one times out at the
+        // deadline, one hangs past it (750 ms).
         let asks = vec![
-            Box::pin(ask(10, true)),
-            Box::pin(ask(20, false)),
-            Box::pin(ask(60_000, true)),
+            Box::pin(ask(10, Reply::Accepted)),
+            Box::pin(ask(20, Reply::Refused)),
+            Box::pin(ask(750, Reply::Silent)),
+            Box::pin(ask(60_000, Reply::Accepted)),
         ];
         let counted = tally(asks, t0 + BUDGET).await;
         assert_eq!(
@@ -444,13 +465,16 @@ mod tests {
             Tally {
                 accepted: 1,
                 refused: 1,
-                unanswered: 1
+                unanswered: 2
             }
         );
         assert_eq!(Instant::now(), t0 + BUDGET);
         // All answer: no waiting for the deadline.
         let t1 = Instant::now();
-        let asks = vec![Box::pin(ask(5, true)), Box::pin(ask(7, true))];
+        let asks = vec![
+            Box::pin(ask(5, Reply::Accepted)),
+            Box::pin(ask(7, Reply::Accepted)),
+        ];
         assert_eq!(
             tally(asks, t1 + BUDGET).await,
             Tally {
