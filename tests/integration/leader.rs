@@ -9,7 +9,10 @@
 //! Issue 20: a leader's SIGTERM names its successor everywhere within
 //! seconds although `grace` is 30 s (the DNS server keeps the old leader
 //! ready, so only the resignation can hand over); a follower's SIGTERM and a
-//! forged `POST /leader/resign` change nothing; a restart with no peer
+//! forged `POST /leader/resign` change nothing, nor hide a real resignation
+//! right after it; a leader stopping right after its predecessor never
+//! hands back to it; a told peer that hangs does not hide the one that
+//! accepted in the resignation's counts; a restart with no peer
 //! answering follows the leader in the state file, with the WARN; `probe`
 //! against tiny role endpoints (a status per pod, set by the test) keeps a
 //! confirmed leader through a failover longer than 3x grace, adopts a new
@@ -1393,7 +1396,8 @@ fn a_forged_resignation_just_before_the_real_one_does_not_hide_it() {
         "shutdown took {took:?}\n{}",
         set.members[0].logs()
     );
-    set.wait_all_follow(1, Duration::from_secs(10));
+    let followed = set.wait_all_follow(1, Duration::from_secs(10));
+    eprintln!("after a forged notice: shutdown {took:?}, every output on web-1 {followed:?} after the exit");
     let logs = set.members[0].logs();
     assert!(
         logs.lines().any(|l| l.contains("resigned:")
