@@ -65,8 +65,6 @@ pub struct State {
     leader_asks: AtomicU64,
     /// Where screened resignation notices go (the leader worker, `sticky`).
     notices: Mutex<Option<mpsc::Sender<Notice>>>,
-    /// Which leader a notice last had checked, and when.
-    last_check: Mutex<Option<(String, tokio::time::Instant)>>,
     /// What the loop last published for `GET /status`.
     status: Mutex<Status>,
     /// The hooks owed, by hook, as their queues publish them.
@@ -90,7 +88,6 @@ impl State {
             }),
             leader_asks: AtomicU64::new(0),
             notices: Mutex::new(None),
-            last_check: Mutex::new(None),
             status: Mutex::new(Status::default()),
             hooks_owed: Mutex::new(BTreeMap::new()),
             status_flight: Semaphore::new(1),
@@ -229,34 +226,25 @@ impl State {
             Err(e) => return refuse(StatusCode::BAD_REQUEST, e.to_string()),
         };
         let following = self.leader.lock().ok().and_then(|l| l.leader.clone());
-        let Ok(mut last) = self.last_check.lock() else {
-            return refuse(StatusCode::SERVICE_UNAVAILABLE, "busy".into());
-        };
-        let now = tokio::time::Instant::now();
-        let previous = last.as_ref().map(|(l, at)| (l.as_str(), *at));
-        if let Err(e) = resign::screen(&notice, following.as_deref(), previous, now) {
-            let code = match e {
-                resign::Ignored::TooSoon => StatusCode::TOO_MANY_REQUESTS,
-                _ => StatusCode::CONFLICT,
-            };
-            return refuse(code, e.to_string());
+        if let Err(e) = resign::screen(&notice, following.as_deref()) {
+            return refuse(StatusCode::CONFLICT, e.to_string());
         }
-        let sent = self
-            .notices
-            .lock()
-            .ok()
-            .and_then(|n| n.as_ref().map(|tx| tx.try_send(notice.clone()).is_ok()));
+        let sent = self.notices.lock().ok().and_then(|n| {
+            n.as_ref().map(|tx| match tx.try_send(notice.clone()) {
+                // Full: a notice waits for the worker, which checks with the
+                // same leader (the pace keeps the latest): nothing is lost.
+                Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => true,
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+            })
+        });
         match sent {
-            Some(true) => {
-                *last = Some((notice.leader.clone(), now));
-                Ok(format!(
-                    "checking with {} whether it resigned\n",
-                    notice.leader
-                ))
-            }
+            Some(true) => Ok(format!(
+                "checking with {} whether it resigned\n",
+                notice.leader
+            )),
             Some(false) => refuse(
-                StatusCode::TOO_MANY_REQUESTS,
-                "a check is already under way".into(),
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the leader worker is not running".into(),
             ),
             None => refuse(
                 StatusCode::CONFLICT,

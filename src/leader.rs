@@ -74,6 +74,9 @@ pub struct Leadership {
     /// A confirmed resignation (the leader, its successor) waiting for the
     /// successor to be ready in this pod's view.
     resigned: Option<Resigned>,
+    /// Leaders confirmed as resigned, and when: never a successor while
+    /// remembered (see [`Leadership::resigned_peers`]).
+    gone: BTreeMap<String, Instant>,
     /// The leader remembered in the state file (a restart).
     remembered: Option<String>,
     /// `probe`: a leader is known (a 2xx, the state file, a peer's
@@ -97,6 +100,7 @@ impl Leadership {
             chosen: false,
             no_candidate: false,
             resigned: None,
+            gone: BTreeMap::new(),
             remembered: None,
             confirmed: false,
             unconfirmed_since: None,
@@ -153,6 +157,7 @@ impl Leadership {
     /// `sticky` rule for the others. `None` when nothing changed.
     pub fn decide(&mut self, peers: &PeerSet, now: Instant) -> Option<Change> {
         self.no_candidate = false;
+        self.forget_resigned(peers, now);
         if let Policy::Ordinal = self.config.policy {
             let first = peers.iter().next().cloned();
             return self.set(first, "peer 0 of the peer set (policy: ordinal)".into());
@@ -172,7 +177,7 @@ impl Leadership {
             let (pick, why) = first_ready(peers);
             return self.set(pick, why);
         };
-        if let Some(change) = self.follow_resignation(peers) {
+        if let Some(change) = self.follow_resignation(peers, now) {
             return Some(change);
         }
         if matches!(self.config.policy, Policy::Probe { .. }) && self.confirmed {
@@ -225,25 +230,77 @@ impl Leadership {
     /// The leader this pod follows confirmed that it resigned for
     /// `r.successor`: adopted at once if this pod sees the successor ready,
     /// else as soon as it does (meanwhile the usual rule goes on).
-    pub fn resigned(&mut self, r: &Resigned, peers: &PeerSet) -> Option<Change> {
+    ///
+    /// The resigned leader is remembered ([`Leadership::resigned_peers`]):
+    /// a successor named later that is a leader already confirmed as
+    /// resigned (DNS still lists a stopping pod ready for a moment) is not
+    /// adopted; the first ready peer that is neither is, the same choice
+    /// the resigning leader makes ([`resign::successor`]).
+    pub fn resigned(&mut self, r: &Resigned, peers: &PeerSet, now: Instant) -> Option<Change> {
+        // The leader itself said so at its own address: remembered whether
+        // or not this pod still follows it.
+        self.gone.insert(r.leader.clone(), now);
         if self.current.as_ref().map(|c| c.fqdn.as_str()) != Some(r.leader.as_str()) {
             return None;
         }
         self.resigned = Some(r.clone());
-        self.follow_resignation(peers)
+        self.follow_resignation(peers, now)
     }
 
-    fn follow_resignation(&mut self, peers: &PeerSet) -> Option<Change> {
-        let r = self.resigned.as_ref()?;
+    /// The leaders this pod confirmed as resigned, still remembered at
+    /// `now`: for `leader.grace` at most (past it a leader lost without a
+    /// word would be replaced anyway), and only while the peer is in the
+    /// ready set (Kubernetes takes a stopped pod out of it; one that left
+    /// and came back is a new pod).
+    pub fn resigned_peers(&self, peers: &PeerSet, now: Instant) -> Vec<String> {
+        self.gone
+            .iter()
+            .filter(|(name, at)| {
+                now.saturating_duration_since(**at) < self.config.grace
+                    && peers.get(name).is_some_and(|p| p.ready)
+            })
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
+    /// Forgets the resigned leaders no longer remembered for good (a peer
+    /// seen out of the ready set once stays forgotten when it comes back:
+    /// it is a new pod); returns those still remembered.
+    fn forget_resigned(&mut self, peers: &PeerSet, now: Instant) -> Vec<String> {
+        let gone = self.resigned_peers(peers, now);
+        self.gone.retain(|name, _| gone.contains(name));
+        gone
+    }
+
+    fn follow_resignation(&mut self, peers: &PeerSet, now: Instant) -> Option<Change> {
+        let r = self.resigned.clone()?;
         if self.current.as_ref().map(|c| c.fqdn.as_str()) != Some(r.leader.as_str()) {
             self.resigned = None;
             return None;
         }
-        let successor = peers.get(&r.successor).filter(|p| p.ready)?.clone();
-        let why = format!(
-            "{} resigned and named {} (confirmed at its GET /leader)",
-            r.leader, r.successor
-        );
+        let gone = self.forget_resigned(peers, now);
+        let named = peers.get(&r.successor).filter(|p| p.ready)?;
+        let (successor, why) = if gone.contains(&named.fqdn) {
+            let Some(other) = peers
+                .ready()
+                .find(|p| p.fqdn != r.leader && !gone.contains(&p.fqdn))
+            else {
+                // Nobody else to take over: the usual rule decides.
+                self.resigned = None;
+                return None;
+            };
+            let why = format!(
+                "{} resigned and named {}, which resigned before it; {} is the first ready peer that did not",
+                r.leader, r.successor, other.fqdn
+            );
+            (other.clone(), why)
+        } else {
+            let why = format!(
+                "{} resigned and named {} (confirmed at its GET /leader)",
+                r.leader, r.successor
+            );
+            (named.clone(), why)
+        };
         self.resigned = None;
         self.set(Some(successor), why)
     }
@@ -581,6 +638,9 @@ pub fn worker(
         }
         let mut first = true;
         let mut asked_at;
+        // Resignation notices: at most one check per second of a leader,
+        // one arriving meanwhile kept for when the second is over.
+        let mut pace = resign::Pace::default();
         loop {
             let view = views.borrow_and_update().clone();
             asked_at = view.ask_now;
@@ -607,10 +667,17 @@ pub fn worker(
             }
             let next = crate::limits::later(tokio::time::Instant::now(), pause);
             loop {
+                let due = pace.due(tokio::time::Instant::now());
                 tokio::select! {
                     _ = ctx.shutdown.cancelled() => return Ok(()),
                     _ = tokio::time::sleep_until(next) => break,
                     Some(notice) = notices.recv() => {
+                        pace.offer(notice);
+                    }
+                    _ = tokio::time::sleep_until(due.unwrap_or(next)), if due.is_some() => {
+                        let Some(notice) = pace.take(tokio::time::Instant::now()) else {
+                            continue;
+                        };
                         let view = views.borrow().clone();
                         if let Some(event) = check_notice(&config, &view, &notice, &ctx).await {
                             if ctx.events.send(event).await.is_err() {
@@ -946,14 +1013,71 @@ mod tests {
             successor: "web-1.s".into(),
         };
         // At once, long before grace.
-        let change = l.resigned(&r, &all).expect("a change");
+        let change = l.resigned(&r, &all, Instant::now()).expect("a change");
         assert_eq!(change.new.as_deref(), Some("web-1.s"));
         assert_eq!(
             change.why,
             "web-0.s resigned and named web-1.s (confirmed at its GET /leader)"
         );
         // A resignation of a leader this pod no longer follows: nothing.
-        assert_eq!(l.resigned(&r, &all), None);
+        assert_eq!(l.resigned(&r, &all, Instant::now()), None);
+        assert_eq!(l.current().map(|p| p.fqdn.as_str()), Some("web-1.s"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_successor_that_resigned_before_is_never_adopted() {
+        // web-0 resigns for web-1; 0.3 s later web-1 resigns too, naming
+        // web-0, which DNS still lists ready for a moment.
+        let mut l = sticky(30);
+        let all = set(&[("web-0.s", true), ("web-1.s", true), ("web-2.s", true)]);
+        l.decide(&all, Instant::now());
+        let first = Resigned {
+            leader: "web-0.s".into(),
+            successor: "web-1.s".into(),
+        };
+        let change = l.resigned(&first, &all, Instant::now()).expect("a change");
+        assert_eq!(change.new.as_deref(), Some("web-1.s"));
+        assert_eq!(l.resigned_peers(&all, Instant::now()), ["web-0.s"]);
+        tokio::time::advance(Duration::from_millis(300)).await;
+        let second = Resigned {
+            leader: "web-1.s".into(),
+            successor: "web-0.s".into(),
+        };
+        let change = l.resigned(&second, &all, Instant::now()).expect("a change");
+        assert_eq!(change.new.as_deref(), Some("web-2.s"));
+        assert_eq!(
+            change.why,
+            "web-1.s resigned and named web-0.s, which resigned before it; web-2.s is the first ready peer that did not"
+        );
+        // Both are remembered while ready, forgotten once they leave the
+        // ready set (a pod that comes back is a new one) or after a while.
+        let now = Instant::now();
+        assert_eq!(l.resigned_peers(&all, now), ["web-0.s", "web-1.s"]);
+        let left = set(&[("web-0.s", false), ("web-1.s", true), ("web-2.s", true)]);
+        assert_eq!(l.resigned_peers(&left, now), ["web-1.s"]);
+        // Seen out of the ready set once (a peer set decided on): web-0
+        // stays forgotten when it is back, as a new pod.
+        l.decide(&left, now);
+        assert_eq!(l.resigned_peers(&all, now), ["web-1.s"]);
+        tokio::time::advance(Duration::from_secs(30)).await;
+        assert!(l.resigned_peers(&all, Instant::now()).is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_resignation_naming_only_resigned_peers_leaves_the_rule_to_decide() {
+        let mut l = sticky(30);
+        let two = set(&[("web-0.s", true), ("web-1.s", true)]);
+        l.decide(&two, Instant::now());
+        let first = Resigned {
+            leader: "web-0.s".into(),
+            successor: "web-1.s".into(),
+        };
+        assert!(l.resigned(&first, &two, Instant::now()).is_some());
+        let second = Resigned {
+            leader: "web-1.s".into(),
+            successor: "web-0.s".into(),
+        };
+        assert_eq!(l.resigned(&second, &two, Instant::now()), None);
         assert_eq!(l.current().map(|p| p.fqdn.as_str()), Some("web-1.s"));
     }
 
@@ -967,7 +1091,7 @@ mod tests {
             successor: "web-1.s".into(),
         };
         assert_eq!(
-            l.resigned(&r, &all),
+            l.resigned(&r, &all, Instant::now()),
             None,
             "web-1 is not ready in this view"
         );

@@ -193,7 +193,7 @@ impl Metrics {
         let leader_unconfirmed_since = Gauge::<f64, AtomicU64>::default();
         registry.register(
             "leader_resignations_ignored",
-            "Resignation notices (POST /leader/resign) not acted on: malformed, too large, not naming this pod's leader, too soon, or not confirmed by that leader",
+            "Resignation notices (POST /leader/resign) not acted on: malformed, too large, not naming this pod's leader, or not confirmed by that leader",
             resignations_ignored.clone(),
         );
         registry.register(

@@ -10,12 +10,21 @@
 //!
 //! A notice carries no authority (anyone who reaches the admin port can
 //! send one): the receiver screens it ([`screen`]: it must name the leader
-//! this pod follows, at most one check per [`CHECK_EVERY`], a body of at
-//! most [`MAX_BODY`] bytes), then asks that leader's own `GET /leader`, at
-//! the address this pod's DNS view gives, and believes only what the leader
-//! answers there ([`confirmed`]). A forged notice from a follower therefore
-//! changes nothing: the real leader answers that it still leads. What was
-//! ignored is counted in `peerplate_leader_resignations_ignored_total`.
+//! this pod follows, a body of at most [`MAX_BODY`] bytes), then asks that
+//! leader's own `GET /leader`, at the address this pod's DNS view gives, and
+//! believes only what the leader answers there ([`confirmed`]). A forged
+//! notice from a follower therefore changes nothing: the real leader answers
+//! that it still leads. The asking is paced ([`Pace`]: at most one check per
+//! [`CHECK_EVERY`] of a leader), but a notice inside the pace is remembered,
+//! not dropped, and checked when the second is over: a forged notice must
+//! not make the real one that follows it go unheard. What was ignored is
+//! counted in `peerplate_leader_resignations_ignored_total`.
+//!
+//! A pod remembers the leaders it confirmed as resigned
+//! ([`crate::leader::Leadership::resigned_peers`]) and never names one as
+//! successor, nor adopts one named by another: a pod that resigned is still
+//! listed ready by DNS for a moment, and a second resignation right after
+//! the first must not hand leadership back to the pod already stopping.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -32,16 +41,23 @@ pub const PATH: &str = "/leader/resign";
 /// The largest notice body read, in bytes.
 pub const MAX_BODY: usize = 1024;
 
-/// The whole resignation (telling, then waiting for the peers to check)
-/// never takes longer than this, so with the runtime's own stop SIGTERM
-/// still exits within one second.
+/// Telling the peers never takes longer than this (a peer that hangs is
+/// given up on), so with the runtime's own stop SIGTERM still exits within
+/// one second when no told peer has to be waited for.
 pub const BUDGET: Duration = Duration::from_millis(750);
+
+/// How long a resigning leader keeps answering `GET /leader` for the peers
+/// that accepted its notice and have not checked yet. It equals
+/// [`CHECK_EVERY`] on purpose: a peer that checked with this leader just
+/// before it resigned (a forged notice) checks again at most one second
+/// later, while this leader still answers.
+pub const CHECK_WAIT: Duration = Duration::from_secs(1);
 
 /// At most this many peers are told (the successor first, then in ordinal
 /// order); the others learn it at their next round of asking.
 pub const MAX_TOLD: usize = 32;
 
-/// A receiver checks with its leader at most once per this long.
+/// A receiver checks with a leader at most once per this long.
 pub const CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// The body of `POST /leader/resign` (JSON).
@@ -55,19 +71,28 @@ pub struct Notice {
 }
 
 /// The successor of the leader `me`: the first ready peer in ordinal order
-/// other than itself, from its own view; `None` when no other peer is ready
-/// (then nobody is told and the followers' own rule decides).
-pub fn successor<'a>(peers: &'a PeerSet, me: &Identity) -> Option<&'a Peer> {
-    peers.ready().find(|p| !me.is_self(p))
+/// other than itself and other than a leader it confirmed as resigned
+/// (`resigned`, FQDNs), from its own view; `None` when there is none (then
+/// nobody is told and the followers' own rule decides).
+pub fn successor<'a>(peers: &'a PeerSet, me: &Identity, resigned: &[String]) -> Option<&'a Peer> {
+    peers
+        .ready()
+        .find(|p| !me.is_self(p) && !resigned.contains(&p.fqdn))
 }
 
 /// Whom a resigning leader tells: the successor first, then the other
-/// ready peers in ordinal order (not itself), at most [`MAX_TOLD`].
-pub fn recipients<'a>(peers: &'a PeerSet, me: &Identity, successor: &str) -> Vec<&'a Peer> {
+/// ready peers in ordinal order (not itself, not a pod it confirmed as
+/// resigned: it is stopping), at most [`MAX_TOLD`].
+pub fn recipients<'a>(
+    peers: &'a PeerSet,
+    me: &Identity,
+    successor: &str,
+    resigned: &[String],
+) -> Vec<&'a Peer> {
     let first = peers.get(successor).into_iter();
     let rest = peers
         .ready()
-        .filter(|p| !me.is_self(p) && p.fqdn != successor);
+        .filter(|p| !me.is_self(p) && p.fqdn != successor && !resigned.contains(&p.fqdn));
     first.chain(rest).take(MAX_TOLD).collect()
 }
 
@@ -82,25 +107,12 @@ pub enum Ignored {
     NotMyLeader { named: String, following: String },
     #[error("it names itself as its successor")]
     SameName,
-    #[error("this pod checked with that leader less than 1s ago")]
-    TooSoon,
 }
 
 /// Whether a notice is worth a check with the leader this pod follows
-/// (`following`), given which leader it last checked and when. Pure; the
-/// admin handler calls it and records the check when it passes.
-///
-/// The pace is one check per second of the leader followed: a flood of
-/// notices (they must name that leader) makes at most one request a second
-/// to it, while a genuine hand-over right after another (a rolling update
-/// stopping web-0, then web-1) is checked at once, since the leader
-/// followed changed and only a confirmed resignation changes it.
-pub fn screen(
-    notice: &Notice,
-    following: Option<&str>,
-    last_check: Option<(&str, Instant)>,
-    now: Instant,
-) -> Result<(), Ignored> {
+/// (`following`). Pure; the admin handler calls it and hands the notice to
+/// the leader worker when it passes, which paces the checks ([`Pace`]).
+pub fn screen(notice: &Notice, following: Option<&str>) -> Result<(), Ignored> {
     if notice.leader == notice.successor {
         return Err(Ignored::SameName);
     }
@@ -110,12 +122,55 @@ pub fn screen(
             following: following.unwrap_or("none").to_string(),
         });
     }
-    if last_check.is_some_and(|(leader, at)| {
-        leader == notice.leader && now.saturating_duration_since(at) < CHECK_EVERY
-    }) {
-        return Err(Ignored::TooSoon);
-    }
     Ok(())
+}
+
+/// The pace of the checks a receiver makes: at most one per
+/// [`CHECK_EVERY`] of a leader, the notice that arrives meanwhile kept
+/// (the latest wins: every notice that passed the screen asks the same
+/// question, "did the leader followed resign?", and the answer comes from
+/// that leader, not from the notice) and checked as soon as the second is
+/// over. Pure: the leader worker feeds it notices and the time.
+#[derive(Debug, Default)]
+pub struct Pace {
+    /// The notice waiting for its check.
+    pending: Option<Notice>,
+    /// The leader last checked with, and when the check started.
+    last: Option<(String, Instant)>,
+}
+
+impl Pace {
+    /// A screened notice arrived: it replaces any one still waiting.
+    /// Returns whether one was replaced (nothing is lost: the check to come
+    /// asks the same leader).
+    pub fn offer(&mut self, notice: Notice) -> bool {
+        self.pending.replace(notice).is_some()
+    }
+
+    /// When the waiting notice may be checked (`None`: none waits): `now`,
+    /// or one [`CHECK_EVERY`] after the last check of the same leader.
+    pub fn due(&self, now: Instant) -> Option<Instant> {
+        let notice = self.pending.as_ref()?;
+        let earliest = match &self.last {
+            Some((leader, at)) if *leader == notice.leader => {
+                crate::limits::later(*at, CHECK_EVERY)
+            }
+            // Never checked, or another leader: the pace is per leader.
+            _ => now,
+        };
+        Some(earliest)
+    }
+
+    /// The notice to check now, if one waits and its time has come; the
+    /// check is recorded as started at `now`.
+    pub fn take(&mut self, now: Instant) -> Option<Notice> {
+        if self.due(now)? > now {
+            return None;
+        }
+        let notice = self.pending.take()?;
+        self.last = Some((notice.leader.clone(), now));
+        Some(notice)
+    }
 }
 
 /// Parses a notice body already cut at [`MAX_BODY`] + 1 bytes.
@@ -170,47 +225,99 @@ pub async fn check(leader: &Peer, port: u16, timeout: Duration) -> Result<String
     })
 }
 
+/// What telling the peers came to: how many accepted (202: they will
+/// check), how many answered otherwise or failed, and how many had not
+/// answered when the time was up.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub accepted: usize,
+    pub refused: usize,
+    pub unanswered: usize,
+}
+
+/// How one told peer answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reply {
+    /// 202: it will check.
+    Accepted,
+    /// Another status, or no connection at all.
+    Refused,
+    /// Nothing within the time given (a peer that hangs).
+    Silent,
+}
+
+/// Counts `asks` as they complete, until all did or `deadline`: what
+/// completed is counted whatever happens to the rest (a peer that hangs
+/// must not hide the others' answers), and the rest are `unanswered`.
+pub async fn tally<F>(asks: impl IntoIterator<Item = F>, deadline: Instant) -> Tally
+where
+    F: std::future::Future<Output = Reply>,
+{
+    use futures_util::StreamExt;
+    let mut pending: futures_util::stream::FuturesUnordered<F> = asks.into_iter().collect();
+    let mut tally = Tally {
+        unanswered: pending.len(),
+        ..Tally::default()
+    };
+    while let Ok(Some(reply)) = tokio::time::timeout_at(deadline, pending.next()).await {
+        match reply {
+            Reply::Accepted => tally.accepted += 1,
+            Reply::Refused => tally.refused += 1,
+            // Still unanswered.
+            Reply::Silent => continue,
+        }
+        tally.unanswered -= 1;
+    }
+    tally
+}
+
 /// Tells `peers` (at most [`MAX_TOLD`]) that `notice.leader` resigned, in
 /// parallel, each request bounded by `timeout` and the whole by `deadline`.
-/// Returns how many accepted it (answered 202: they will check).
 pub async fn tell(
     peers: &[&Peer],
     notice: &Notice,
     port: u16,
     timeout: Duration,
     deadline: Instant,
-) -> usize {
+) -> Tally {
     let body = serde_json::to_vec(notice).unwrap_or_default();
     let asks = peers.iter().take(MAX_TOLD).map(|peer| {
         let body = body.clone();
         async move {
-            let addr = *peer.addresses.first()?;
-            let reply = http_client::post_json(
-                SocketAddr::new(addr, port),
-                &peer.fqdn,
-                PATH,
-                body,
+            let Some(addr) = peer.addresses.first() else {
+                return Reply::Refused;
+            };
+            // Our own timeout, so that a silent peer is told apart from a
+            // failing one; the client's, a little longer, is a backstop.
+            let reply = tokio::time::timeout(
                 timeout,
+                http_client::post_json(
+                    SocketAddr::new(*addr, port),
+                    &peer.fqdn,
+                    PATH,
+                    body,
+                    timeout + Duration::from_secs(1),
+                ),
             )
             .await;
             match reply {
-                Ok((202, _)) => Some(()),
-                Ok((status, answer)) => {
+                Ok(Ok((202, _))) => Reply::Accepted,
+                Ok(Ok((status, answer))) => {
                     tracing::debug!(peer = %peer.fqdn, status, answer = %String::from_utf8_lossy(&answer).trim(), "POST /leader/resign");
-                    None
+                    Reply::Refused
                 }
-                Err(e) => {
+                Ok(Err(e)) => {
                     tracing::debug!(peer = %peer.fqdn, error = %e, "POST /leader/resign");
-                    None
+                    Reply::Refused
+                }
+                Err(_) => {
+                    tracing::debug!(peer = %peer.fqdn, "POST /leader/resign: no answer in time");
+                    Reply::Silent
                 }
             }
         }
     });
-    let all = futures_util::future::join_all(asks);
-    match tokio::time::timeout_at(deadline, all).await {
-        Ok(answers) => answers.into_iter().flatten().count(),
-        Err(_) => 0,
-    }
+    tally(asks, deadline).await
 }
 
 #[cfg(test)]
@@ -243,69 +350,140 @@ mod tests {
     fn the_successor_is_the_first_ready_peer_other_than_the_leader() {
         let peers = set(&[("web-0.s", true), ("web-1.s", false), ("web-2.s", true)]);
         assert_eq!(
-            successor(&peers, &me("web-0")).map(|p| p.fqdn.as_str()),
+            successor(&peers, &me("web-0"), &[]).map(|p| p.fqdn.as_str()),
             Some("web-2.s")
         );
         assert_eq!(
-            successor(&peers, &me("web-2")).map(|p| p.fqdn.as_str()),
+            successor(&peers, &me("web-2"), &[]).map(|p| p.fqdn.as_str()),
             Some("web-0.s")
         );
         let alone = set(&[("web-0.s", true), ("web-1.s", false)]);
-        assert_eq!(successor(&alone, &me("web-0")), None);
-        let told: Vec<&str> = recipients(&peers, &me("web-1"), "web-2.s")
+        assert_eq!(successor(&alone, &me("web-0"), &[]), None);
+        let told: Vec<&str> = recipients(&peers, &me("web-1"), "web-2.s", &[])
             .iter()
             .map(|p| p.fqdn.as_str())
             .collect();
         assert_eq!(told, ["web-2.s", "web-0.s"]);
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_notice_is_checked_only_for_the_leader_followed_once_a_second() {
-        let n = Notice {
-            leader: "web-0.s".into(),
-            successor: "web-1.s".into(),
-        };
-        let t0 = Instant::now();
-        assert_eq!(screen(&n, Some("web-0.s"), None, t0), Ok(()));
+    #[test]
+    fn a_leader_confirmed_as_resigned_is_never_the_successor_nor_told() {
+        // web-0 resigned a moment ago and DNS still lists it ready: web-1,
+        // resigning in turn, names web-2 and does not tell web-0.
+        let peers = set(&[("web-0.s", true), ("web-1.s", true), ("web-2.s", true)]);
+        let gone = ["web-0.s".to_string()];
         assert_eq!(
-            screen(&n, Some("web-2.s"), None, t0),
+            successor(&peers, &me("web-1"), &gone).map(|p| p.fqdn.as_str()),
+            Some("web-2.s")
+        );
+        let told: Vec<&str> = recipients(&peers, &me("web-1"), "web-2.s", &gone)
+            .iter()
+            .map(|p| p.fqdn.as_str())
+            .collect();
+        assert_eq!(told, ["web-2.s"]);
+        let two = set(&[("web-0.s", true), ("web-1.s", true)]);
+        assert_eq!(successor(&two, &me("web-1"), &gone), None);
+    }
+
+    fn notice(leader: &str, successor: &str) -> Notice {
+        Notice {
+            leader: leader.into(),
+            successor: successor.into(),
+        }
+    }
+
+    #[test]
+    fn a_notice_is_screened_for_the_leader_followed() {
+        let n = notice("web-0.s", "web-1.s");
+        assert_eq!(screen(&n, Some("web-0.s")), Ok(()));
+        assert_eq!(
+            screen(&n, Some("web-2.s")),
             Err(Ignored::NotMyLeader {
                 named: "web-0.s".into(),
                 following: "web-2.s".into()
             })
         );
-        tokio::time::advance(Duration::from_millis(999)).await;
         assert_eq!(
-            screen(&n, Some("web-0.s"), Some(("web-0.s", t0)), Instant::now()),
-            Err(Ignored::TooSoon)
-        );
-        // The next leader's resignation, right after a hand-over: at once.
-        let next = Notice {
-            leader: "web-1.s".into(),
-            successor: "web-2.s".into(),
-        };
-        assert_eq!(
-            screen(
-                &next,
-                Some("web-1.s"),
-                Some(("web-0.s", t0)),
-                Instant::now()
-            ),
-            Ok(())
-        );
-        tokio::time::advance(Duration::from_millis(1)).await;
-        assert_eq!(
-            screen(&n, Some("web-0.s"), Some(("web-0.s", t0)), Instant::now()),
-            Ok(())
-        );
-        let same = Notice {
-            leader: "web-0.s".into(),
-            successor: "web-0.s".into(),
-        };
-        assert_eq!(
-            screen(&same, Some("web-0.s"), None, t0),
+            screen(&notice("web-0.s", "web-0.s"), Some("web-0.s")),
             Err(Ignored::SameName)
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_notice_inside_the_pace_waits_for_its_check_and_is_not_dropped() {
+        let mut pace = Pace::default();
+        let t0 = Instant::now();
+        assert_eq!(pace.due(t0), None);
+        // A forged notice: checked at once.
+        assert!(!pace.offer(notice("web-0.s", "web-2.s")));
+        assert_eq!(pace.take(t0), Some(notice("web-0.s", "web-2.s")));
+        // The real one, 0.2 s later: kept, due when the second is over.
+        tokio::time::advance(Duration::from_millis(200)).await;
+        assert!(!pace.offer(notice("web-0.s", "web-1.s")));
+        let now = Instant::now();
+        assert_eq!(pace.due(now), Some(t0 + CHECK_EVERY));
+        assert_eq!(pace.take(now), None);
+        // A flood meanwhile replaces it (the latest wins): still one check.
+        for _ in 0..100 {
+            assert!(pace.offer(notice("web-0.s", "web-2.s")));
+        }
+        tokio::time::advance(Duration::from_millis(799)).await;
+        assert_eq!(pace.take(Instant::now()), None);
+        tokio::time::advance(Duration::from_millis(1)).await;
+        let t1 = Instant::now();
+        assert_eq!(pace.take(t1), Some(notice("web-0.s", "web-2.s")));
+        assert_eq!(pace.take(t1), None);
+        assert_eq!(pace.due(t1), None);
+        // The next leader's resignation, right after a hand-over: at once
+        // (the pace is per leader).
+        assert!(!pace.offer(notice("web-1.s", "web-2.s")));
+        assert_eq!(pace.due(t1), Some(t1));
+        assert_eq!(pace.take(t1), Some(notice("web-1.s", "web-2.s")));
+        tokio::time::advance(Duration::from_millis(10)).await;
+        pace.offer(notice("web-1.s", "web-0.s"));
+        assert_eq!(pace.due(Instant::now()), Some(t1 + CHECK_EVERY));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_peer_that_hangs_does_not_hide_the_answers_already_counted() {
+        let t0 = Instant::now();
+        let ask = |after_ms: u64, reply: Reply| async move {
+            tokio::time::sleep(Duration::from_millis(after_ms)).await;
+            reply
+        };
+        // One accepts at 10 ms, one refuses at 20 ms, one times out at the
+        // deadline, one hangs past it (750 ms).
+        let asks = vec![
+            Box::pin(ask(10, Reply::Accepted)),
+            Box::pin(ask(20, Reply::Refused)),
+            Box::pin(ask(750, Reply::Silent)),
+            Box::pin(ask(60_000, Reply::Accepted)),
+        ];
+        let counted = tally(asks, t0 + BUDGET).await;
+        assert_eq!(
+            counted,
+            Tally {
+                accepted: 1,
+                refused: 1,
+                unanswered: 2
+            }
+        );
+        assert_eq!(Instant::now(), t0 + BUDGET);
+        // All answer: no waiting for the deadline.
+        let t1 = Instant::now();
+        let asks = vec![
+            Box::pin(ask(5, Reply::Accepted)),
+            Box::pin(ask(7, Reply::Accepted)),
+        ];
+        assert_eq!(
+            tally(asks, t1 + BUDGET).await,
+            Tally {
+                accepted: 2,
+                refused: 0,
+                unanswered: 0
+            }
+        );
+        assert_eq!(Instant::now(), t1 + Duration::from_millis(7));
     }
 
     #[test]

@@ -358,8 +358,9 @@ impl Loop {
             }
         };
         worker_shutdown.cancel();
-        // A leader stopped on purpose hands over (bounded by
-        // resign::BUDGET) while the other workers stop.
+        // A leader stopped on purpose hands over (telling bounded by
+        // resign::BUDGET, waiting for checks by resign::CHECK_WAIT) while
+        // the other workers stop.
         let admin = self.supervisor.tokens.get("admin").map(|(t, _)| t.clone());
         let resign = async {
             if shutdown.is_cancelled() {
@@ -485,7 +486,7 @@ impl Loop {
             }
             Event::Resigned(resigned) => {
                 let peers = self.view.peers.clone().unwrap_or_default();
-                let change = self.leader.leadership.resigned(&resigned, &peers);
+                let change = self.leader.leadership.resigned(&resigned, &peers, Instant::now());
                 if !self.apply_leader(change) {
                     return;
                 }

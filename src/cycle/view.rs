@@ -164,7 +164,9 @@ impl Loop {
     /// SIGTERM to the `sticky` leader: name the successor (the first ready
     /// peer other than this pod, from its own view), answer `GET /leader`
     /// with it, remember it (never this pod), tell the ready peers and wait
-    /// for them to check back, all within `resign::BUDGET`. A follower's
+    /// for them to check back: telling within `resign::BUDGET`, the whole
+    /// within `resign::CHECK_WAIT`. Never names, nor tells, a pod it
+    /// confirmed as resigned. A follower's
     /// shutdown changes nothing.
     pub(super) async fn resign(&self) {
         let Policy::Sticky { port, timeout } = self.config.leader.policy else {
@@ -177,21 +179,26 @@ impl Loop {
             return;
         }
         let peers = self.view.peers.clone().unwrap_or_default();
-        let Some(successor) = crate::resign::successor(&peers, &self.me) else {
+        // Never a pod this one confirmed as resigned (still listed ready).
+        let gone = self.leader.leadership.resigned_peers(&peers, Instant::now());
+        let Some(successor) = crate::resign::successor(&peers, &self.me, &gone) else {
             tracing::info!("shutting down as the leader with no other ready peer to hand over to");
             return;
         };
         let started = Instant::now();
         let deadline = started + crate::resign::BUDGET;
+        // The peers that accepted may check up to a second later (one that
+        // checked a forged notice just before waits out its pace).
+        let wait_until = started + crate::resign::CHECK_WAIT;
         let asks_before = self.state.leader_asks();
         self.state.set_resigned(&current.fqdn, &successor.fqdn);
         self.remember_leader(&successor.fqdn);
-        let told = crate::resign::recipients(&peers, &self.me, &successor.fqdn);
+        let told = crate::resign::recipients(&peers, &self.me, &successor.fqdn, &gone);
         let notice = crate::resign::Notice {
             leader: current.fqdn.clone(),
             successor: successor.fqdn.clone(),
         };
-        let accepted = crate::resign::tell(
+        let tally = crate::resign::tell(
             &told,
             &notice,
             port,
@@ -200,14 +207,16 @@ impl Loop {
         )
         .await;
         // The peers that accepted check back at GET /leader: wait for them.
-        let want = asks_before + u64::try_from(accepted).unwrap_or(u64::MAX);
-        while self.state.leader_asks() < want && Instant::now() < deadline {
+        let want = asks_before + u64::try_from(tally.accepted).unwrap_or(u64::MAX);
+        while self.state.leader_asks() < want && Instant::now() < wait_until {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         tracing::info!(
             successor = %successor.fqdn,
             told = told.len(),
-            accepted,
+            accepted = tally.accepted,
+            refused = tally.refused,
+            unanswered = tally.unanswered,
             checked = self.state.leader_asks().saturating_sub(asks_before),
             took_ms = crate::log::ms(started.elapsed()),
             "resigned: the successor is named at GET /leader until this process exits"
