@@ -486,7 +486,10 @@ impl Loop {
             }
             Event::Resigned(resigned) => {
                 let peers = self.view.peers.clone().unwrap_or_default();
-                let change = self.leader.leadership.resigned(&resigned, &peers, Instant::now());
+                let change = self
+                    .leader
+                    .leadership
+                    .resigned(&resigned, &peers, Instant::now());
                 if !self.apply_leader(change) {
                     return;
                 }

@@ -180,7 +180,10 @@ impl Loop {
         }
         let peers = self.view.peers.clone().unwrap_or_default();
         // Never a pod this one confirmed as resigned (still listed ready).
-        let gone = self.leader.leadership.resigned_peers(&peers, Instant::now());
+        let gone = self
+            .leader
+            .leadership
+            .resigned_peers(&peers, Instant::now());
         let Some(successor) = crate::resign::successor(&peers, &self.me, &gone) else {
             tracing::info!("shutting down as the leader with no other ready peer to hand over to");
             return;
