@@ -207,6 +207,10 @@ fn bit(signal: Signal) -> u64 {
     1u64 << ((signal as i32 - 1) & 63)
 }
 
+/// How far off a process's age read from `/proc` may be: its start time and
+/// the uptime are each in 10 ms clock ticks (USER_HZ 100).
+pub const AGE_RESOLUTION: Duration = Duration::from_millis(20);
+
 /// Decides for one process: `age` is how long it has run, `since_install`
 /// how long ago the bytes were installed.
 pub fn decide(
@@ -216,7 +220,12 @@ pub fn decide(
     since_install: Duration,
     min_age: Duration,
 ) -> Readiness {
-    if age < since_install {
+    // `age` comes from two clocks of 10 ms ticks (the start time and
+    // /proc/uptime): only a start later than the install by more than both
+    // ticks is known to be after it. A tie is a process that may have read
+    // the old bytes, so it is treated as started before (and signalled, if
+    // it can take the signal).
+    if age + AGE_RESOLUTION < since_install {
         return Readiness::ReadAtStart(format!(
             "it started {} after the file was installed, so it read it",
             humantime::format_duration(round_ms(since_install - age))
@@ -564,6 +573,12 @@ mod tests {
             decide(hup, caught, ms(5), ms(30), two_s),
             Readiness::ReadAtStart(why) if why.contains("started 25ms after the file was installed")
         ));
+        // Within the clock ticks of the install: maybe before it, so not
+        // taken as having read the file (it waits for min_age instead).
+        assert_eq!(
+            decide(hup, caught, ms(0), ms(15), two_s),
+            Readiness::TooYoung(two_s)
+        );
         // Younger than min_age: wait the rest (Go catches everything in the
         // runtime within ms, but exits on HUP for the first ~30 ms).
         assert_eq!(
