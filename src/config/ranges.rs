@@ -154,18 +154,7 @@ pub(super) fn within_named(
     value: Duration,
     range: Range,
 ) -> Result<(), ConfigError> {
-    if range.contains(value) {
-        return Ok(());
-    }
-    Err(fail(
-        keys,
-        format!(
-            "{} {} is out of range; give a duration {}",
-            keys.join("."),
-            humantime::format_duration(value),
-            range.describe()
-        ),
-    ))
+    out_of_range(fail, keys, &keys.join("."), value, range)
 }
 
 /// Fails unless `value` is in `range`, naming the key's line and the range.
@@ -175,14 +164,25 @@ pub(super) fn within(
     value: Duration,
     range: Range,
 ) -> Result<(), ConfigError> {
+    out_of_range(fail, keys, range.key, value, range)
+}
+
+/// The error for `value` outside `range` under the name `shown`, at the
+/// line of `keys`; `Ok` when it is inside.
+fn out_of_range(
+    fail: &dyn Fn(&[&str], String) -> ConfigError,
+    keys: &[&str],
+    shown: &str,
+    value: Duration,
+    range: Range,
+) -> Result<(), ConfigError> {
     if range.contains(value) {
         return Ok(());
     }
     Err(fail(
         keys,
         format!(
-            "{} {} is out of range; give a duration {}",
-            range.key,
+            "{shown} {} is out of range; give a duration {}",
             humantime::format_duration(value),
             range.describe()
         ),

@@ -191,6 +191,29 @@ fn version_runs_read_only_as_65532_and_there_is_no_shell() {
     );
 }
 
+/// `render` of deploy/base's config (mounted at /etc/peerplate) in the
+/// image, as web-1 of the peers web-0 and web-1; asserts it exits 0.
+fn render_as_web_1(extra: &[&str]) -> crate::helpers::Outcome {
+    let web0 = format!("web-0.{SVC}");
+    let web1 = format!("web-1.{SVC}");
+    let out = run_image(
+        extra,
+        &[
+            "--config",
+            "/etc/peerplate/peerplate.yaml",
+            "render",
+            "--hostname",
+            "web-1",
+            "--peer",
+            &web0,
+            "--peer",
+            &web1,
+        ],
+    );
+    assert_eq!(out.code, Some(0), "render\n{}", out.dump());
+    out
+}
+
 /// deploy/base's peerplate.yaml and template in a kubelet-style ConfigMap
 /// folder, as the pod mounts them at /etc/peerplate.
 fn base_configmap(sb: &Sandbox) -> ConfigMapDir {
@@ -224,22 +247,7 @@ fn check_and_render_take_deploy_bases_config_as_the_pod_mounts_it() {
     assert_eq!(out.code, Some(0), "check\n{}", out.dump());
 
     let web0 = format!("web-0.{SVC}");
-    let web1 = format!("web-1.{SVC}");
-    let out = run_image(
-        &env,
-        &[
-            config[0],
-            config[1],
-            "render",
-            "--hostname",
-            "web-1",
-            "--peer",
-            &web0,
-            "--peer",
-            &web1,
-        ],
-    );
-    assert_eq!(out.code, Some(0), "render\n{}", out.dump());
+    let out = render_as_web_1(&env);
     assert!(
         out.stdout.contains(&format!("set $leader \"{web0}\";")),
         "web-1 proxies to web-0:\n{}",
@@ -540,22 +548,7 @@ fn check_and_render_run_in_the_image_without_a_network() {
     );
 
     let web0 = format!("web-0.{SVC}");
-    let web1 = format!("web-1.{SVC}");
-    let out = run_image(
-        &env,
-        &[
-            config[0],
-            config[1],
-            "render",
-            "--hostname",
-            "web-1",
-            "--peer",
-            &web0,
-            "--peer",
-            &web1,
-        ],
-    );
-    assert_eq!(out.code, Some(0), "render\n{}", out.dump());
+    let out = render_as_web_1(&env);
     assert!(
         // No resolver to name at request time: the leader is written in.
         out.stdout
