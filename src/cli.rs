@@ -685,6 +685,15 @@ async fn configured_peers(config: &Config) -> Result<PeerSet, Error> {
             crate::peers::file::parse(&text, &path.display().to_string()).map_err(Error::Usage)
         }
         PeerSource::Dns(dns) => {
+            // No server to ask: say where (FILE:LINE) and how to render
+            // anyway, as `run` would refuse it (exit 2, a usage error).
+            if config.nameservers.is_empty() {
+                if let Some(refused) = config.run_refuses.first() {
+                    return Err(Error::Usage(format!(
+                        "{refused}; to render without DNS, give the peers with --peer NAME"
+                    )));
+                }
+            }
             let poller = crate::peers::dns::Poller::new(dns, &config.nameservers)?;
             let (poller, polled) = poller
                 .poll_on_thread()

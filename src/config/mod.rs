@@ -47,14 +47,26 @@ impl Config {
                 return resolve::resolve(raw::RawConfig::default(), "", Path::new(""), &env)
             }
             Err(e) => {
+                // The fix depends on why: a wrong path, a file this user may
+                // not read, or something that is not a small regular file.
+                let fix = match e.kind() {
+                    std::io::ErrorKind::NotFound => {
+                        "give its path with --config or $PEERPLATE_CONFIG".to_string()
+                    }
+                    std::io::ErrorKind::PermissionDenied => {
+                        "make it readable by the user peerplate runs as".to_string()
+                    }
+                    _ => format!(
+                        "peerplate reads its config only from a regular file of at most {} MiB: put one there",
+                        crate::limits::CONFIG_MAX_BYTES / (1024 * 1024)
+                    ),
+                };
                 return Err(ConfigError {
                     path: path.to_path_buf(),
                     line: None,
                     column: None,
-                    message: format!(
-                        "cannot read the config file: {e}; give its path with --config or $PEERPLATE_CONFIG"
-                    ),
-                })
+                    message: format!("cannot read the config file: {e}; {fix}"),
+                });
             }
         };
         let text = String::from_utf8(bytes).map_err(|_| ConfigError {

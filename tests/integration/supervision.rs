@@ -207,6 +207,16 @@ fn no_dns_server_is_a_warning_for_check_and_render_and_an_error_for_run() {
             .env("PEERPLATE_RESOLV_CONF", resolv));
         assert_eq!(render.code, Some(0), "{}", render.dump());
         assert_eq!(render.stdout, "web-0 web-1 ");
+        // Without --peer, render would need DNS: a usage error naming the
+        // file, the line and both fixes.
+        let render = run(sb
+            .peerplate(["--config", "peerplate.yaml", "render"])
+            .env("PEERPLATE_RESOLV_CONF", resolv));
+        assert_eq!(render.code, Some(2), "{}", render.dump());
+        insta::assert_snapshot!(
+            "render_without_peers_needs_a_dns_server",
+            sb.redact(&render.stderr)
+        );
         for command in ["run", "once"] {
             let out = run(sb
                 .peerplate(["--config", "peerplate.yaml", command])

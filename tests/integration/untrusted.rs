@@ -194,6 +194,15 @@ fn a_config_replaced_by_a_fifo_dev_zero_or_a_huge_file_is_an_error_not_a_hang() 
         );
         assert_eq!(out.code, Some(2), "{what}\n{}", out.dump());
         assert!(out.stderr.contains(said), "{what}\n{}", out.dump());
+        // The fix for a file that is there but not a small regular file is
+        // not a path.
+        assert!(
+            out.stderr.contains(
+                "; peerplate reads its config only from a regular file of at most 1 MiB: put one there"
+            ) && !out.stderr.contains("--config or $PEERPLATE_CONFIG"),
+            "{what}\n{}",
+            out.dump()
+        );
     }
     assert_eq!(sb.read("out/t").as_deref(), Some("peers=2\n"));
     let (status, took) = d.stop_with(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(5));
