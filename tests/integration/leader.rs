@@ -884,6 +884,30 @@ fn post(ip: Ipv4Addr, port: u16, path: &str, body: &str) -> (u16, String) {
     (status, body.unwrap_or_default())
 }
 
+/// SIGTERMs member `k` (a resigning leader) and asserts it exits 0 within
+/// `bound`; returns how long it took.
+fn stop_leader(set: &mut Set, k: usize, bound: Duration) -> Duration {
+    let (status, took) = set.members[k].sigterm();
+    assert!(status.success(), "{status}\n{}", set.members[k].logs());
+    assert!(
+        took < bound,
+        "shutdown took {took:?}\n{}",
+        set.members[k].logs()
+    );
+    took
+}
+
+/// Asserts member `k` logged its resignation on one line holding every
+/// one of `words` (the successor, the fan-out's counts).
+fn assert_resigned(set: &Set, k: usize, words: &[&str]) {
+    let logs = set.members[k].logs();
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("resigned:") && words.iter().all(|w| l.contains(w))),
+        "{logs}"
+    );
+}
+
 #[test]
 fn sticky_leader_sigterm_names_its_successor_everywhere_at_once() {
     let mut set = Set::new(3, STICKY_30S);
@@ -891,21 +915,9 @@ fn sticky_leader_sigterm_names_its_successor_everywhere_at_once() {
     set.wait_all_follow(0, WAIT);
     // The DNS server keeps web-0 in the ready set: without the resignation
     // nobody would ever hand over; with it, well within the 30 s grace.
-    let (status, took) = set.members[0].sigterm();
-    assert!(status.success(), "{status}\n{}", set.members[0].logs());
-    assert!(
-        took < Duration::from_secs(2),
-        "shutdown took {took:?}\n{}",
-        set.members[0].logs()
-    );
+    stop_leader(&mut set, 0, Duration::from_secs(2));
     set.wait_all_follow(1, Duration::from_secs(10));
-    let logs = set.members[0].logs();
-    assert!(
-        logs.lines().any(|l| l.contains("resigned:")
-            && l.contains(&format!("successor={}", fqdn(1)))
-            && l.contains("accepted=2")),
-        "{logs}"
-    );
+    assert_resigned(&set, 0, &[&format!("successor={}", fqdn(1)), "accepted=2"]);
     let line = set.members[2]
         .logs()
         .lines()
@@ -1306,23 +1318,11 @@ fn a_resigning_leader_whose_peers_never_answer_still_exits_within_a_second() {
         .iter()
         .map(|k| TcpListener::bind((ip(*k), port)).expect("bind a silent peer"))
         .collect();
-    let (status, took) = set.members[0].sigterm();
-    assert!(status.success(), "{status}\n{}", set.members[0].logs());
-    eprintln!("shutdown with silent peers took {took:?}");
     // The resignation is bounded at 0.75 s, the runtime's stop at 0.2 s;
     // the bound here leaves room for a loaded machine.
-    assert!(
-        took < Duration::from_millis(1500),
-        "shutdown took {took:?}\n{}",
-        set.members[0].logs()
-    );
-    let logs = set.members[0].logs();
-    assert!(
-        logs.lines()
-            .any(|l| l.contains("resigned:")
-                && l.contains("told=2 accepted=0 refused=0 unanswered=2")),
-        "{logs}"
-    );
+    let took = stop_leader(&mut set, 0, Duration::from_millis(1500));
+    eprintln!("shutdown with silent peers took {took:?}");
+    assert_resigned(&set, 0, &["told=2 accepted=0 refused=0 unanswered=2"]);
     // It still remembers its successor, never itself.
     assert_eq!(set.members[0].state_file()["leader"]["name"], fqdn(1));
 }
@@ -1336,21 +1336,16 @@ fn a_peer_that_hangs_does_not_hide_the_peer_that_accepted() {
     let port = set.members[0].port;
     set.members[2].stop();
     let _hung = TcpListener::bind((ip(2), port)).expect("bind a silent peer");
-    let (status, took) = set.members[0].sigterm();
-    assert!(status.success(), "{status}\n{}", set.members[0].logs());
-    assert!(
-        took < Duration::from_millis(2000),
-        "shutdown took {took:?}\n{}",
-        set.members[0].logs()
-    );
+    stop_leader(&mut set, 0, Duration::from_millis(2000));
     // web-1 accepted, checked and took over; the summary says so.
     set.wait_all_follow(1, Duration::from_secs(10));
-    let logs = set.members[0].logs();
-    assert!(
-        logs.lines().any(|l| l.contains("resigned:")
-            && l.contains(&format!("successor={}", fqdn(1)))
-            && l.contains("told=2 accepted=1 refused=0 unanswered=1 checked=1")),
-        "{logs}"
+    assert_resigned(
+        &set,
+        0,
+        &[
+            &format!("successor={}", fqdn(1)),
+            "told=2 accepted=1 refused=0 unanswered=1 checked=1",
+        ],
     );
     set.members[1].stop();
 }
@@ -1389,21 +1384,16 @@ fn a_forged_resignation_just_before_the_real_one_does_not_hide_it() {
     }
     // Then, well within the second of the followers' last check, the real
     // leader stops: its notice waits out that second and is still acted on.
-    let (status, took) = set.members[0].sigterm();
-    assert!(status.success(), "{status}\n{}", set.members[0].logs());
-    assert!(
-        took < Duration::from_secs(2),
-        "shutdown took {took:?}\n{}",
-        set.members[0].logs()
-    );
+    let took = stop_leader(&mut set, 0, Duration::from_secs(2));
     let followed = set.wait_all_follow(1, Duration::from_secs(10));
     eprintln!("after a forged notice: shutdown {took:?}, every output on web-1 {followed:?} after the exit");
-    let logs = set.members[0].logs();
-    assert!(
-        logs.lines().any(|l| l.contains("resigned:")
-            && l.contains(&format!("successor={}", fqdn(1)))
-            && l.contains("told=2 accepted=2 refused=0 unanswered=0 checked=2")),
-        "{logs}"
+    assert_resigned(
+        &set,
+        0,
+        &[
+            &format!("successor={}", fqdn(1)),
+            "told=2 accepted=2 refused=0 unanswered=0 checked=2",
+        ],
     );
     for k in [1, 2] {
         assert_eq!(
