@@ -111,17 +111,10 @@ impl Status {
     }
 }
 
-/// `text` with control characters escaped, as the log writes them.
+/// `text` escaped exactly as the text log writes it ([`crate::log::escape`]:
+/// controls, U+2028/U+2029 and the bidi controls).
 pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
+    crate::log::escape(text).into_owned()
 }
 
 /// The first 12 hex digits of a hash, or `-`.
@@ -246,10 +239,10 @@ mod tests {
             shown,
             "NOT converged: something is pending (below)\n\
              \ntemplate nginx.conf.j2 -> /etc/nginx/nginx.conf\n  desired ca978112ca1b  installed ca978112ca1b (same)\n\
-             \x20 action nginx: no_process: \\u{1b}[31mred\\u{7}\n\
+             \x20 action nginx: no_process: \\x1b[31mred\\x07\n\
              \x20 pending: reload nginx — pending since 2026-12-06T06:00:00Z, 3 failed tries, next try in 1.5 s; last error: HTTP 503\n\
              \nleader: web-0.nginx.default.svc.cluster.local\npeers (1):\n  web-0.nginx.default.svc.cluster.local\n"
         );
-        assert_eq!(escape("a\nb"), "a\\nb");
+        assert_eq!(escape("a\nb\u{202e}"), "a\\nb\\u{202e}");
     }
 }
