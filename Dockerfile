@@ -19,7 +19,7 @@
 # How this file is checked: the final stage is built and run by the
 # container tests (scripts/test-images.sh cuts it out of this file and builds
 # it with podman on a local stand-in for the distroless base, with the
-# binary of scripts/build-release.sh, which runs the builder's cargo command;
+# binary of scripts/build-release.sh, which the builder stage runs too;
 # tests/integration/image.rs runs it read-only as uid 65532). The builder
 # stage needs a registry, which CI here cannot reach: it runs in the release
 # workflow. checkov scans this file (tests/integration/deploy.rs).
@@ -53,30 +53,33 @@ RUN set -eu; \
 ENV CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_LINKER=x86_64-linux-gnu-gcc \
     CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
     CC_x86_64_unknown_linux_gnu=x86_64-linux-gnu-gcc \
-    CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc \
-    RUSTFLAGS="-C target-feature=+crt-static"
+    CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc
 # Dependencies in a layer of their own: built from the manifest and the
 # lock file with empty sources, so a change under src/ rebuilds only
-# peerplate. (--target keeps RUSTFLAGS away from build scripts and proc
-# macros, which cannot be static.) Tried on the host with the stubs below:
-# the stub build reuses nothing but the dependencies, and the real build
-# needs both touches further down, or cargo keeps the empty stub library.
+# peerplate. Both builds run scripts/build-release.sh, the one place the
+# release's flags live (static glibc; on x86_64 also LLD, RELR relocations
+# and the symbol order of build/peerplate.order), so both get the same
+# RUSTFLAGS and the second reuses the first's dependencies. (--target keeps
+# RUSTFLAGS away from build scripts and proc macros, which cannot be
+# static.) Tried on the host with the stubs below: the stub build reuses
+# nothing but the dependencies, and the real build needs both touches
+# further down, or cargo keeps the empty stub library.
 COPY Cargo.toml Cargo.lock ./
+COPY scripts/build-release.sh scripts/
+COPY build/ build/
 RUN mkdir -p src benches tests/integration \
  && echo 'fn main() {}' > src/main.rs \
  && touch src/lib.rs tests/integration/main.rs \
- && for b in render daemon dns reload leader verdict; do echo 'fn main() {}' > "benches/$b.rs"; done \
- && cargo build --release --locked --features https --target "$(cat /triple)" \
+ && for b in render daemon dns reload leader verdict inputs; do echo 'fn main() {}' > "benches/$b.rs"; done \
+ && TRIPLE="$(cat /triple)" scripts/build-release.sh \
  && rm -rf src benches tests
-# The real build: what scripts/build-release.sh runs. peer-finder is a
-# relative symlink to the binary, which chooses what to be by the name it
-# is invoked under.
+# The real build. peer-finder is a relative symlink to the binary, which
+# chooses what to be by the name it is invoked under.
 COPY . .
 RUN touch src/main.rs src/lib.rs \
- && triple="$(cat /triple)" \
- && cargo build --release --locked --features https --bin peerplate --target "$triple" \
+ && bin="$(TRIPLE="$(cat /triple)" scripts/build-release.sh | tail -n1)" \
  && mkdir -p /out \
- && cp "target/$triple/release/peerplate" /out/peerplate \
+ && cp "$bin" /out/peerplate \
  && ln -s peerplate /out/peer-finder
 
 # ---- run: distroless static, non-root ----------------------------------------

@@ -9,6 +9,7 @@
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use crate::config::Config;
 
@@ -96,9 +97,14 @@ fn validate_hostname(name: &str) -> Result<(), String> {
 
 /// The peers in the order every consumer sees them: by StatefulSet ordinal
 /// (web-2 before web-10), then by name; one entry per name.
+///
+/// Immutable and shared: a clone is a reference count, not a copy. The DNS
+/// poller, the loop, the render context and `/status` each hold the same
+/// set; with 300 peers each copy was ~70 kB, and the copies a change made
+/// at once were most of the daemon's peak heap (issue 18).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PeerSet {
-    peers: Vec<Peer>,
+    peers: Arc<Vec<Peer>>,
 }
 
 impl PeerSet {
@@ -129,7 +135,9 @@ impl PeerSet {
                 peer.port = Some(*lowest);
             }
         }
-        PeerSet { peers }
+        PeerSet {
+            peers: Arc::new(peers),
+        }
     }
 
     /// Builds a set from raw names, dropping (with a warning) every name that
@@ -185,7 +193,8 @@ impl PeerSet {
 
     /// Marks as not ready the peers whose first label is not in `ready`.
     pub fn with_ready(mut self, ready: &BTreeSet<String>) -> PeerSet {
-        for peer in &mut self.peers {
+        // Copies the peers only if another holder shares them.
+        for peer in Arc::make_mut(&mut self.peers) {
             peer.ready = ready.contains(&peer.hostname);
         }
         self

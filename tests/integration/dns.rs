@@ -187,6 +187,29 @@ fn three_hundred_pods_arrive_over_tcp() {
     );
 }
 
+/// A server that ignores the 1,232 bytes peerplate offers and sends 300 SRV
+/// records (~17 kB) in one datagram: peerplate's UDP buffer (4 KiB) holds
+/// only its start, so the answer is asked again over TCP, as a truncated
+/// one is, and every peer arrives.
+#[test]
+fn an_answer_longer_than_the_udp_buffer_is_asked_again_over_tcp() {
+    let dns = DnsServer::start("cluster.local");
+    dns.scale(300);
+    dns.set_udp_oversize(true);
+    let pod = dns_pod(&dns.nameserver(), &DEFAULT);
+    let mut d = pod.start();
+    let names = pod_names(300);
+    let hosts: Vec<&str> = names.iter().map(String::as_str).collect();
+    pod.wait_for(&mut d, &expected(&hosts, false));
+    let text = pod.output().unwrap_or_default();
+    assert_eq!(text.lines().count(), 301, "count line + 300 peers");
+    assert!(
+        dns.queries(Proto::Tcp, RecordType::SRV) >= 1,
+        "the datagram that filled the buffer was asked again over TCP"
+    );
+    assert!(!d.logs().contains("WARN"), "{}", d.logs());
+}
+
 /// How the server fails in an outage test.
 #[derive(Clone, Copy)]
 enum Outage {

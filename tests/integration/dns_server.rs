@@ -85,6 +85,8 @@ struct Zone {
     serial_frozen: bool,
     /// SRV answers over TCP carry TC and no records.
     tcp_truncated: bool,
+    /// UDP answers go out whole, past the payload the query offers.
+    udp_oversize: bool,
     /// Named ports (`http` 80, `metrics` 9100): each pod is listed once per
     /// port under the Service's name, in an order that rotates with every
     /// answer, and once under `_<name>._tcp.<service>` (Kubernetes' DNS
@@ -168,6 +170,7 @@ impl DnsServer {
                 serial: unix_now(),
                 serial_frozen: false,
                 tcp_truncated: false,
+                udp_oversize: false,
             }),
             counts: Mutex::new(BTreeMap::new()),
         });
@@ -342,6 +345,12 @@ impl DnsServer {
         self.zone().tcp_truncated = on;
     }
 
+    /// UDP answers go out whole however long, ignoring the payload size the
+    /// query offers (RFC 6891 says to truncate): a server that ignores EDNS.
+    pub fn set_udp_oversize(&self, on: bool) {
+        self.zone().udp_oversize = on;
+    }
+
     /// The zone, for a change: the serial moves (unless frozen).
     fn zone(&self) -> std::sync::MutexGuard<'_, Zone> {
         let mut zone = lock(&self.shared.zone);
@@ -482,7 +491,8 @@ fn respond(shared: &Shared, bytes: &[u8], proto: Proto) -> Option<Vec<u8>> {
         return response.truncate().to_vec().ok();
     }
     let wire = response.to_vec().ok()?;
-    if proto == Proto::Udp && wire.len() > usize::from(request.max_payload()) {
+    if proto == Proto::Udp && wire.len() > usize::from(request.max_payload()) && !zone.udp_oversize
+    {
         // What CoreDNS does: no records at all, just TC.
         return response.truncate().to_vec().ok();
     }

@@ -23,6 +23,13 @@ use hickory_resolver::proto::rr::{Name, RecordType};
 /// any path MTU, so big answers come truncated rather than fragmented.
 const EDNS_PAYLOAD: u16 = 1232;
 
+/// The UDP receive buffer, in bytes: over three times what we offer
+/// ([`EDNS_PAYLOAD`]; RFC 6891 section 6.2.5: a server sends no more than
+/// the requester offers, else truncates). A datagram that fills it may have
+/// been cut by the kernel, so it is asked again over TCP, as a truncated
+/// answer is. (It was 64 KiB, most of it never written.)
+const UDP_BUFFER: usize = 4096;
+
 /// A fresh UDP socket (so a fresh source port) after this many queries.
 const UDP_SOCKET_USES: u32 = 64;
 
@@ -60,7 +67,7 @@ pub(super) struct Client {
     /// Set once an answer came truncated: the set is big, ask TCP directly.
     prefer_tcp: bool,
     timeout: Duration,
-    /// Receive buffer, kept between polls: no 64 KiB allocation per query.
+    /// Receive buffer for UDP answers ([`UDP_BUFFER`]), kept between polls.
     buf: Vec<u8>,
 }
 
@@ -73,7 +80,7 @@ impl Client {
             tcp: None,
             prefer_tcp: false,
             timeout,
-            buf: vec![0u8; 65535],
+            buf: vec![0u8; UDP_BUFFER],
         }
     }
 
@@ -172,7 +179,7 @@ impl Client {
             let answer = self.ask_udp(&wire, id);
             trace("udp", &answer);
             let bytes = answer?;
-            if truncated(&bytes) {
+            if truncated(&bytes) || bytes.len() >= UDP_BUFFER {
                 if !udp_first {
                     self.prefer_tcp = true;
                 }
@@ -219,6 +226,11 @@ impl Client {
             let socket = UdpSocket::bind(local).map_err(|e| e.to_string())?;
             // Connected: the kernel drops datagrams from anyone else.
             socket.connect(server).map_err(|e| e.to_string())?;
+            // The whole timeout, set once: a poll that gets its answer (all
+            // but a late one) makes three syscalls, not four.
+            socket
+                .set_read_timeout(Some(self.timeout))
+                .map_err(|e| e.to_string())?;
             self.udp = Some((socket, 0));
         }
         let Some((socket, uses)) = self.udp.as_mut() else {
@@ -228,17 +240,24 @@ impl Client {
         socket.send(wire).map_err(|e| e.to_string())?;
         let deadline = crate::limits::later_std(Instant::now(), self.timeout);
         let buf = &mut self.buf;
+        let mut skipped = false;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Err("request timed out".into());
             }
-            socket
-                .set_read_timeout(Some(left))
-                .map_err(|e| e.to_string())?;
+            if skipped {
+                // What is left of the timeout, after a late answer.
+                socket
+                    .set_read_timeout(Some(left))
+                    .map_err(|e| e.to_string())?;
+            }
             match socket.recv(buf) {
                 // A late answer to an earlier, timed-out question: skip it.
-                Ok(n) if n >= 2 && u16::from_be_bytes([buf[0], buf[1]]) != id => continue,
+                Ok(n) if n >= 2 && u16::from_be_bytes([buf[0], buf[1]]) != id => {
+                    skipped = true;
+                    continue;
+                }
                 Ok(n) => return Ok(buf[..n].to_vec()),
                 Err(e)
                     if matches!(
