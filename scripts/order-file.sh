@@ -7,18 +7,21 @@
 # Why: the kernel maps a binary's pages in windows of 64 KiB around each page
 # a process touches (fault-around), so code run once at start, spread over
 # the whole 3.5 MB of .text, kept ~93 % of it resident for good. Placed
-# together, what `run` executes (~1.1 MB) is what stays resident. Measured
+# together, what `run` executes (~1.4 MB) is what stays resident. Measured
 # in README "Measured" (issue 18).
 #
 # How: an unstripped build of exactly what ships (UNSTRIPPED=1, so the
 # same symbol names) runs the benchmarks' scenarios under valgrind's
 # callgrind, which records every function executed; meanwhile every admin
 # listener the daemons open is asked /healthz, /readyz, /metrics, /status and
-# /leader, as kubelet and Prometheus ask. The names, first seen first, are
-# the file. Nothing here is timed: the benchmarks' verdicts under valgrind
-# mean nothing, only which code ran.
+# /leader, as kubelet and Prometheus ask. scripts/order-file.py turns the
+# names, first seen first, into the file, with every CPU variant of what ran
+# (valgrind's CPU lacks AVX-512 and SHA-NI); then the idle scenarios run
+# natively under `perf record -e page-faults` and what still faults outside
+# the ordered part is added. Nothing here is timed: the benchmarks' verdicts
+# under valgrind mean nothing, only which code ran.
 #
-#   scripts/order-file.sh            # about 15 minutes; needs what the benches need
+#   scripts/order-file.sh            # about 6 minutes; needs what the benches need, valgrind, perf
 #
 # Rerun it when the daemon's code paths change (a new dependency, a moved
 # hot path): scripts/build-release.sh prints how many of the file's symbols
