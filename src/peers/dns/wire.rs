@@ -69,6 +69,9 @@ pub(super) struct Client {
     timeout: Duration,
     /// Receive buffer for UDP answers ([`UDP_BUFFER`]), kept between polls.
     buf: Vec<u8>,
+    /// The UDP socket's receive timeout is what was left after a late
+    /// answer, not `timeout`: set it back before the next question.
+    udp_timeout_cut: bool,
 }
 
 impl Client {
@@ -81,6 +84,7 @@ impl Client {
             prefer_tcp: false,
             timeout,
             buf: vec![0u8; UDP_BUFFER],
+            udp_timeout_cut: false,
         }
     }
 
@@ -232,10 +236,17 @@ impl Client {
                 .set_read_timeout(Some(self.timeout))
                 .map_err(|e| e.to_string())?;
             self.udp = Some((socket, 0));
+            self.udp_timeout_cut = false;
         }
         let Some((socket, uses)) = self.udp.as_mut() else {
             return Err("no UDP socket".into());
         };
+        if self.udp_timeout_cut {
+            socket
+                .set_read_timeout(Some(self.timeout))
+                .map_err(|e| e.to_string())?;
+            self.udp_timeout_cut = false;
+        }
         *uses += 1;
         socket.send(wire).map_err(|e| e.to_string())?;
         let deadline = crate::limits::later_std(Instant::now(), self.timeout);
@@ -247,7 +258,9 @@ impl Client {
                 return Err("request timed out".into());
             }
             if skipped {
-                // What is left of the timeout, after a late answer.
+                // What is left of the timeout, after a late answer; the
+                // next question sets the whole timeout back.
+                self.udp_timeout_cut = true;
                 socket
                     .set_read_timeout(Some(left))
                     .map_err(|e| e.to_string())?;
@@ -432,6 +445,41 @@ mod tests {
     use hickory_resolver::proto::rr::rdata::SRV;
     use hickory_resolver::proto::rr::RData;
     use hickory_resolver::proto::rr::Record;
+
+    /// A bare answer to `query`: its id, QR set, NOERROR, no records.
+    fn reply(query: &[u8], id_offset: u16) -> Vec<u8> {
+        let id = u16::from_be_bytes([query[0], query[1]]).wrapping_add(id_offset);
+        let mut out = id.to_be_bytes().to_vec();
+        out.extend_from_slice(&[0x81, 0x80, 0, 0, 0, 0, 0, 0, 0, 0]);
+        out
+    }
+
+    /// A late answer (another question's id) cuts the socket's receive
+    /// timeout to what is left of this question's; the next question on
+    /// the same socket has the whole timeout again. Loopback, ~1.3 s.
+    #[test]
+    fn a_late_answer_does_not_shorten_the_next_questions_timeout() {
+        let server = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let addr = server.local_addr().expect("addr");
+        let serve = std::thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            // First question: a stray answer at 0.9 s, the real one just after.
+            let (n, from) = server.recv_from(&mut buf).expect("first question");
+            std::thread::sleep(Duration::from_millis(900));
+            server.send_to(&reply(&buf[..n], 1), from).expect("send");
+            server.send_to(&reply(&buf[..n], 0), from).expect("send");
+            // Second question: answered after 0.3 s, within the 1 s timeout.
+            let (n, from) = server.recv_from(&mut buf).expect("second question");
+            std::thread::sleep(Duration::from_millis(300));
+            server.send_to(&reply(&buf[..n], 0), from).expect("send");
+        });
+        let mut client = Client::new(vec![addr], Duration::from_secs(1));
+        let name = Name::from_ascii("cluster.local.").expect("name");
+        assert!(client.query_udp(&name, RecordType::SOA).is_ok());
+        let second = client.query_udp(&name, RecordType::SOA);
+        assert!(second.is_ok(), "{:?}", second.err().map(|e| e.0));
+        serve.join().expect("server thread");
+    }
 
     fn answer(targets: &[(&str, u16)]) -> Vec<u8> {
         let mut m = Message::new(7, MessageType::Response, OpCode::Query);
