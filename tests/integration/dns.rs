@@ -166,9 +166,9 @@ fn waits_for_its_own_record_then_renders() {
     );
 }
 
-#[test]
-fn three_hundred_pods_arrive_over_tcp() {
-    let dns = DnsServer::start("cluster.local");
+/// A pod asking `dns`, which serves 300 pods, once its output lists them
+/// all (a count line and 300 peers).
+fn three_hundred_pods_rendered(dns: &DnsServer) -> Daemon {
     dns.scale(300);
     let pod = dns_pod(&dns.nameserver(), &DEFAULT);
     let mut d = pod.start();
@@ -177,6 +177,13 @@ fn three_hundred_pods_arrive_over_tcp() {
     pod.wait_for(&mut d, &expected(&hosts, false));
     let text = pod.output().unwrap_or_default();
     assert_eq!(text.lines().count(), 301, "count line + 300 peers");
+    d
+}
+
+#[test]
+fn three_hundred_pods_arrive_over_tcp() {
+    let dns = DnsServer::start("cluster.local");
+    let _d = three_hundred_pods_rendered(&dns);
     assert!(
         dns.queries(Proto::Udp, RecordType::SRV) >= 1,
         "asked over UDP first"
@@ -194,15 +201,8 @@ fn three_hundred_pods_arrive_over_tcp() {
 #[test]
 fn an_answer_longer_than_the_udp_buffer_is_asked_again_over_tcp() {
     let dns = DnsServer::start("cluster.local");
-    dns.scale(300);
     dns.set_udp_oversize(true);
-    let pod = dns_pod(&dns.nameserver(), &DEFAULT);
-    let mut d = pod.start();
-    let names = pod_names(300);
-    let hosts: Vec<&str> = names.iter().map(String::as_str).collect();
-    pod.wait_for(&mut d, &expected(&hosts, false));
-    let text = pod.output().unwrap_or_default();
-    assert_eq!(text.lines().count(), 301, "count line + 300 peers");
+    let d = three_hundred_pods_rendered(&dns);
     assert!(
         dns.queries(Proto::Tcp, RecordType::SRV) >= 1,
         "the datagram that filled the buffer was asked again over TCP"
