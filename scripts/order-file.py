@@ -1,10 +1,15 @@
 #!/usr/bin/env python3
 """Builds build/peerplate.order from what scripts/order-file.sh recorded.
 
-    order-file.py BINARY CALLGRIND_DIR [PERF_SCRIPT_OUTPUT...] > ORDER
+    order-file.py BINARY CALLGRIND_DIR [--idle IDLE_DIR] [PERF_SCRIPT_OUTPUT...] > ORDER
 
 BINARY is the unstripped build the runs used. The order is:
 
+0. with --idle, the functions of the idle poll: what callgrind counted in
+   IDLE_DIR's dumps (collection switched on only once the daemons had
+   settled), with their CPU variants (see 2). They run every interval, so
+   side by side on the fewest pages they cost the fewest TLB and cache
+   misses when a poll wakes up cold;
 1. every function callgrind saw run, first seen first (the runs sorted by
    time, so the daemon's start and idle loop lead);
 2. the siblings of each one that is chosen by CPU at run time: valgrind's
@@ -55,7 +60,11 @@ def family(name):
 
 
 def main():
-    binary, cg_dir, perf_outputs = sys.argv[1], Path(sys.argv[2]), sys.argv[3:]
+    binary, cg_dir, rest = sys.argv[1], Path(sys.argv[2]), sys.argv[3:]
+    idle_dir = None
+    if rest[:1] == ["--idle"]:
+        idle_dir, rest = Path(rest[1]), rest[2:]
+    perf_outputs = rest
     syms = symbols(binary)
     text = {n: (a, s) for a, s, n, t in syms if t in "tTwWi"}
     size = lambda names: sum(text.get(n, (0, 0))[1] for n in names) // 1024
@@ -67,32 +76,50 @@ def main():
             seen.add(name)
             order.append(name)
 
-    runs = sorted(cg_dir.glob("*.out"), key=lambda p: p.stat().st_mtime)
     fn = re.compile(r"^c?fn=\(\d+\) (.*)$")
-    for run in runs:
-        for line in run.read_text(errors="replace").splitlines():
-            m = fn.match(line)
-            if m:
-                add(re.sub(r"'\d+$", "", m.group(1)))
+    # Names with the CPU-feature tokens: which functions are CPU variants.
+    ifuncs = {n.lstrip("_") for a, s, n, t in syms if t == "i"}
+
+    def read_runs(paths):
+        for run in paths:
+            for line in run.read_text(errors="replace").splitlines():
+                m = fn.match(line)
+                if m:
+                    add(re.sub(r"'\d+$", "", m.group(1)))
+
+    def add_variants(names):
+        """Every CPU variant of a family among `names` (see 2. above)."""
+        prefixes = set()
+        for name in names:
+            base = name.lstrip("_")
+            base = ALIAS.get(base, base)
+            for ifunc in ifuncs:
+                target = ALIAS.get(ifunc, ifunc)
+                if base == ifunc or base == target or base.startswith(target + "_"):
+                    prefixes.add("__" + target + "_")
+        families = {family(n) for n in names if FEATURE.search(n)}
+        for name in sorted(text, key=lambda n: text[n][0]):
+            if any(name.startswith(p) for p in prefixes) or (
+                FEATURE.search(name) and family(name) in families
+            ):
+                add(name)
+
+    # 0. The idle poll, first.
+    if idle_dir is not None:
+        # Dumps on request are named PID.out.N; the final PID.out holds
+        # only what ran after collection was switched off again (nothing).
+        read_runs(sorted(idle_dir.glob("*.out.*")))
+        add_variants(list(order))
+        print(f"idle poll: {len(order)} functions, {size(order)} KiB", file=sys.stderr)
+    idle = len(order)
+
+    runs = sorted(cg_dir.glob("*.out"), key=lambda p: p.stat().st_mtime)
+    read_runs(runs)
     ran = len(order)
-    print(f"callgrind: {ran} functions, {size(order)} KiB, from {len(runs)} runs", file=sys.stderr)
+    print(f"callgrind: {ran - idle} functions, {size(order[idle:])} KiB, from {len(runs)} runs", file=sys.stderr)
 
     # 2. Siblings chosen by CPU.
-    ifuncs = {n.lstrip("_") for a, s, n, t in syms if t == "i"}
-    prefixes = set()
-    for name in list(order):
-        base = name.lstrip("_")
-        base = ALIAS.get(base, base)
-        for ifunc in ifuncs:
-            target = ALIAS.get(ifunc, ifunc)
-            if base == ifunc or base == target or base.startswith(target + "_"):
-                prefixes.add("__" + target + "_")
-    families = {family(n) for n in order if FEATURE.search(n)}
-    for name in sorted(text, key=lambda n: text[n][0]):
-        if any(name.startswith(p) for p in prefixes) or (
-            FEATURE.search(name) and family(name) in families
-        ):
-            add(name)
+    add_variants(list(order[idle:]))
     print(f"CPU variants: {len(order) - ran} functions, {size(order[ran:])} KiB", file=sys.stderr)
 
     # 3. Native page faults past what is listed.

@@ -12,7 +12,9 @@
 #
 # How: an unstripped build of exactly what ships (UNSTRIPPED=1, so the
 # same symbol names) runs the benchmarks' scenarios under valgrind's
-# callgrind, which records every function executed; meanwhile every admin
+# callgrind, which records every function executed (and, in a pass of its
+# own, only what the idle DNS poll runs: that leads the file, so the code a
+# poll wakes up to every second sits on the fewest pages); meanwhile every admin
 # listener the daemons open is asked /healthz, /readyz, /metrics, /status and
 # /leader, as kubelet and Prometheus ask. scripts/order-file.py turns the
 # names, first seen first, into the file, with every CPU variant of what ran
@@ -32,7 +34,7 @@ cd "$(dirname "$0")/.."
 command -v valgrind >/dev/null || { echo "error: valgrind is needed (apt install valgrind)" >&2; exit 1; }
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/peerplate-order.XXXXXX")
-trap 'kill "${poller:-}" 2>/dev/null || true' EXIT
+trap 'kill "${poller:-}" "${toggler:-}" 2>/dev/null || true' EXIT
 
 # The unstripped build: symbols for callgrind, otherwise the shipped binary.
 bin=$(UNSTRIPPED=1 scripts/build-release.sh | tail -n1)
@@ -78,9 +80,38 @@ scenario cargo bench --bench reload -- --bin "$wrapper" --changes 10 --hook-runs
 scenario cargo bench --bench verdict -- --bin "$wrapper" --changes 4 --rejections 2
 scenario cargo bench --bench leader -- --bin "$wrapper" --rounds 2 --grace 2 --resign-grace 10
 
-# The order so far: what callgrind saw run, and the CPU variants of it.
+# The idle poll alone: daemons started with callgrind's instrumentation off,
+# switched on once they have settled (no start-up code), dumped after 10 s
+# of polling, switched off again. Its functions lead the order.
+mkdir -p "$work/idle"
+cat >"$work/peerplate-idle" <<EOF
+#!/bin/sh
+exec valgrind --quiet --tool=callgrind --demangle=no --instr-atstart=no --callgrind-out-file=$work/idle/%p.out "$work/peerplate" "\$@"
+EOF
+chmod +x "$work/peerplate-idle"
+(
+    done_pids=" "
+    while sleep 5; do
+        for pid in $(pgrep -f "callgrind.*$work/peerplate .*run" 2>/dev/null); do
+            case $done_pids in *" $pid "*) continue ;; esac
+            # Old enough to have rendered and settled (valgrind starts slowly).
+            [ "$(ps -o etimes= -p "$pid" 2>/dev/null | tr -d ' ')" -ge 30 ] 2>/dev/null || continue
+            done_pids="$done_pids$pid "
+            (callgrind_control -i on "$pid" && sleep 10 && callgrind_control -d "$pid" \
+                && callgrind_control -i off "$pid") >/dev/null 2>&1 &
+        done
+    done
+) &
+toggler=$!
+scenario cargo bench --bench dns -- --bin "$work/peerplate-idle" --server bind --peers 2,300 --only idle \
+    --idle-wait 45 --cpu-window 5 --peer-finder none
+kill "$toggler" 2>/dev/null || true
+ls "$work"/idle/*.out.* >/dev/null 2>&1 || { echo "error: no idle dump in $work/idle" >&2; exit 1; }
+
+# The order so far: the idle poll, then what callgrind saw run, and the CPU
+# variants of it.
 mkdir -p build
-python3 scripts/order-file.py "$work/peerplate" "$work/cg" >build/peerplate.order.new
+python3 scripts/order-file.py "$work/peerplate" "$work/cg" --idle "$work/idle" >build/peerplate.order.new
 mv build/peerplate.order.new build/peerplate.order
 
 # Native runs, with that order in place: the functions that still take a
@@ -103,7 +134,7 @@ EOF
     for data in "$work"/perf/*.data; do
         perf script -i "$data" -F ip,sym,addr >"$data.txt" 2>/dev/null || true
     done
-    python3 scripts/order-file.py "$work/peerplate" "$work/cg" "$work"/perf/*.data.txt >build/peerplate.order.new
+    python3 scripts/order-file.py "$work/peerplate" "$work/cg" --idle "$work/idle" "$work"/perf/*.data.txt >build/peerplate.order.new
     mv build/peerplate.order.new build/peerplate.order
 else
     echo "perf with its page-faults event not found: only what callgrind saw (apt install linux-perf)" >&2

@@ -368,12 +368,15 @@ impl Metrics {
         }
     }
 
-    pub fn lookup(&self, result: Lookup) {
+    /// The counter of DNS lookups with `result`, to keep: a clone shares
+    /// the family's counter, so the poll loop increments it without the
+    /// family's lock and label hash every interval.
+    pub fn lookup_counter(&self, result: Lookup) -> Counter {
         self.lookups
             .get_or_create(&LookupLabels {
                 result: result.as_str(),
             })
-            .inc();
+            .clone()
     }
 
     pub fn render(&self, template: &str, result: Render) {

@@ -49,7 +49,9 @@ mod wire;
 use std::collections::BTreeMap;
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::mpsc::RecvTimeoutError;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 use hickory_resolver::proto::op::Message;
@@ -61,7 +63,7 @@ use crate::event::{Context, Event, SourceError, Worker};
 use crate::metrics::{Lookup, Metrics};
 use schedule::{Distrusted, Fetch, SerialCheck, DISTRUST_REFRESHES};
 pub use wire::LookupFailure;
-use wire::{decode, soa_serial, srv_targets, Client};
+use wire::{decode, soa_serial, srv_targets, Client, Question};
 
 /// How long shutdown waits for the polling thread, which may sit in a
 /// socket call for up to 5 s: after this it is left to end on its own
@@ -85,7 +87,8 @@ struct AnswerSize {
 /// Polls one SRV name.
 pub struct Poller {
     client: Client,
-    query: Name,
+    /// The peers' SRV name.
+    query: Question,
     addresses: bool,
     /// The last answer's bytes after the ID: an identical answer needs no parsing.
     last_answer: Vec<u8>,
@@ -98,7 +101,7 @@ pub struct Poller {
     /// The last answer's SRV records as sorted (port, lower-case wire name).
     last_targets: Option<Vec<(u16, Vec<u8>)>>,
     /// The ready-only Service's SRV name (`peers.dns.ready_service`).
-    ready_query: Option<Name>,
+    ready_query: Option<Question>,
     /// The first labels it listed last time; `None` before its first answer.
     ready_hosts: Option<BTreeSet<String>>,
     /// Its last answer's sorted targets: unchanged means no decoding.
@@ -107,6 +110,8 @@ pub struct Poller {
     last_sent: Option<PeerSet>,
     /// `None` with `refresh: 0s`: fetch every interval.
     serial: Option<SerialCheck>,
+    /// The zone's SOA, asked every poll while `serial` is on.
+    soa: Option<Question>,
     /// The last fetch failed or left addresses to look up: fetch again.
     unsettled: bool,
     /// Addresses looked up by A/AAAA (not from an additional section), by
@@ -176,6 +181,18 @@ impl Poller {
                 dns.interval,
             ))
         };
+        let question = |name: Name, rtype| {
+            Question::new(name, rtype).map_err(|e| SourceError::Setup(format!("peers.dns: {e}")))
+        };
+        let soa = match &serial {
+            Some(check) => Some(question(check.query.clone(), RecordType::SOA)?),
+            None => None,
+        };
+        let ready_query = match ready_query {
+            Some(name) => Some(question(name, RecordType::SRV)?),
+            None => None,
+        };
+        let query = question(query, RecordType::SRV)?;
         let (service, ready_service) = if dns.any_target {
             (None, None)
         } else {
@@ -188,6 +205,7 @@ impl Poller {
             service,
             ready_service,
             serial,
+            soa,
             unsettled: true,
             address_cache: BTreeMap::new(),
             ready_query,
@@ -211,7 +229,7 @@ impl Poller {
 
     /// The name being queried, without the trailing dot.
     pub fn query(&self) -> String {
-        self.query.to_ascii().trim_end_matches('.').to_string()
+        self.query.name.to_ascii().trim_end_matches('.').to_string()
     }
 
     /// One [`Poller::poll`] on a thread of its own: the poll blocks in
@@ -331,8 +349,11 @@ impl Poller {
         }
         // Asked first, even before the first fetch: the baseline serial
         // must not be younger than the set it vouches for.
-        let serial = match self.client.query_udp(&check.query, RecordType::SOA) {
-            Ok(bytes) => soa_serial(&bytes),
+        let Some(soa) = &self.soa else {
+            return Some(Fetch::Always);
+        };
+        let serial = match self.client.query_udp(soa) {
+            Ok(bytes) => soa_serial(bytes),
             Err(e) => {
                 tracing::debug!(zone = %check.query, reason = %e.0, "SOA lookup failed; fetching the SRV set");
                 None
@@ -400,16 +421,20 @@ impl Poller {
 
     /// The ready service's answer; true when the ready hosts changed.
     fn poll_ready(&mut self) -> Result<bool, LookupFailure> {
-        let Some(query) = self.ready_query.clone() else {
+        let Some(query) = &self.ready_query else {
             return Ok(false);
         };
-        let bytes = self.client.query(&query, RecordType::SRV).map_err(|e| {
-            LookupFailure(format!(
-                "ready service {}: {}",
-                query.to_ascii().trim_end_matches('.'),
-                e.0
-            ))
-        })?;
+        let bytes = self
+            .client
+            .query(query)
+            .map_err(|e| {
+                LookupFailure(format!(
+                    "ready service {}: {}",
+                    query.name.to_ascii().trim_end_matches('.'),
+                    e.0
+                ))
+            })?
+            .to_vec();
         let targets = srv_targets(&bytes);
         if targets.is_some() && targets == self.ready_targets && self.ready_hosts.is_some() {
             return Ok(false);
@@ -442,7 +467,7 @@ impl Poller {
     /// addresses, a set whose new peers are not all resolved yet), `Err` no
     /// answer at all.
     fn poll_peers(&mut self) -> Result<Option<PeerSet>, LookupFailure> {
-        let bytes = self.client.query(&self.query, RecordType::SRV)?;
+        let bytes = self.client.query(&self.query)?.to_vec();
         self.answer_size = AnswerSize {
             bytes: bytes.len(),
             records: bytes
@@ -592,10 +617,11 @@ impl Poller {
         let mut ips = Vec::new();
         let mut ttl: Option<u32> = None;
         for rtype in [RecordType::A, RecordType::AAAA] {
+            let question = Question::new(name.clone(), rtype).map_err(LookupFailure)?;
             let reply = self
                 .client
-                .query(&name, rtype)
-                .and_then(|bytes| decode(&bytes))
+                .query(&question)
+                .and_then(decode)
                 .map_err(|e| LookupFailure(format!("addresses of {fqdn}: {}", e.0)))?;
             let found = addresses_in(&reply.answers);
             let this = if found.is_empty() {
@@ -654,8 +680,7 @@ pub fn worker(
     ctx: Context,
 ) -> Result<Worker, SourceError> {
     let poller = Poller::new(&dns, &nameservers)?;
-    // Dropping `stop` wakes the thread from its sleep at once.
-    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    let stopped = Arc::new(AtomicBool::new(false));
     let (done_tx, mut done) = tokio::sync::oneshot::channel::<()>();
     let Context {
         events,
@@ -663,12 +688,13 @@ pub fn worker(
         metrics,
         shutdown,
     } = ctx;
-    std::thread::Builder::new()
+    let flag = stopped.clone();
+    let thread = std::thread::Builder::new()
         .name("peerplate-dns".into())
         .spawn(move || {
             if start_jitter {
                 let wait = dns.interval.mul_f64(fastrand::f64());
-                if stopped.recv_timeout(wait) != Err(RecvTimeoutError::Timeout) {
+                if sleep(wait, &flag) {
                     let _ = done_tx.send(());
                     return;
                 }
@@ -681,11 +707,17 @@ pub fn worker(
                 &metrics,
                 events,
                 errors,
-                stopped,
+                &flag,
             );
             let _ = done_tx.send(());
         })
         .map_err(|e| SourceError::Setup(format!("cannot start the DNS thread: {e}")))?;
+    // Dropping `stop` (shutdown, or the worker dropped) wakes the thread
+    // from its sleep at once.
+    let stop = Stop {
+        stopped,
+        thread: thread.thread().clone(),
+    };
     Ok(Box::pin(async move {
         tokio::select! {
             _ = shutdown.cancelled() => {
@@ -703,6 +735,37 @@ pub fn worker(
     }))
 }
 
+/// Stops the polling thread when dropped: sets its flag and wakes it.
+struct Stop {
+    stopped: Arc<AtomicBool>,
+    thread: Thread,
+}
+
+impl Drop for Stop {
+    fn drop(&mut self) {
+        self.stopped.store(true, Ordering::Release);
+        self.thread.unpark();
+    }
+}
+
+/// Sleeps `pause` on the polling thread, or less if [`Stop`] wakes it;
+/// true if stopped. A bare park (one futex wait), not a channel: this runs
+/// every interval, and an idle poll's cost is mostly what it touches.
+fn sleep(pause: Duration, stopped: &AtomicBool) -> bool {
+    let deadline = crate::limits::later_std(Instant::now(), pause);
+    loop {
+        if stopped.load(Ordering::Acquire) {
+            return true;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        // Returns at the deadline, on unpark, or spuriously: checked again.
+        std::thread::park_timeout(left);
+    }
+}
+
 /// The ports of the first peer listed with several (a Service with several
 /// ports and no `port_name`), for the warning.
 pub fn several_ports(set: &PeerSet) -> Option<(&str, &[u16])> {
@@ -718,16 +781,21 @@ fn poll_loop(
     metrics: &Metrics,
     events: tokio::sync::mpsc::Sender<Event>,
     errors: tokio::sync::mpsc::Sender<SourceError>,
-    stopped: std::sync::mpsc::Receiver<()>,
+    stopped: &AtomicBool,
 ) {
     let query = poller.query();
+    // Resolved once: the family's lock and label hash stay off the idle path.
+    let (answered, failed) = (
+        metrics.lookup_counter(Lookup::Answer),
+        metrics.lookup_counter(Lookup::Failure),
+    );
     let mut outage: Option<(Instant, u64)> = None;
     loop {
         let polled = poller.poll();
-        metrics.lookup(match polled {
-            Ok(_) => Lookup::Answer,
-            Err(_) => Lookup::Failure,
-        });
+        match polled {
+            Ok(_) => answered.inc(),
+            Err(_) => failed.inc(),
+        };
         let sent = match polled {
             Ok(answer) => {
                 if let Some((since, failures)) = outage.take() {
@@ -769,9 +837,8 @@ fn poll_loop(
         // is never seen later than one interval after it happened.
         let spread = interval.as_nanos() as u64 / 20;
         let pause = interval - Duration::from_nanos(fastrand::u64(..spread.max(1)));
-        match stopped.recv_timeout(pause) {
-            Err(RecvTimeoutError::Timeout) => {}
-            _ => return,
+        if sleep(pause, stopped) {
+            return;
         }
     }
 }
@@ -779,6 +846,32 @@ fn poll_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The poller's sleep ends at once when its [`Stop`] is dropped (as on
+    /// shutdown), however long the pause, and runs the whole pause otherwise.
+    #[test]
+    fn a_dropped_stop_wakes_the_sleeping_poller_at_once() {
+        let stopped = Arc::new(AtomicBool::new(false));
+        assert!(
+            !sleep(Duration::from_millis(20), &stopped),
+            "not stopped: the whole pause"
+        );
+        let flag = stopped.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sleeper = std::thread::spawn(move || {
+            let _ = tx.send(sleep(Duration::from_secs(600), &flag));
+        });
+        drop(Stop {
+            stopped,
+            thread: sleeper.thread().clone(),
+        });
+        assert_eq!(
+            rx.recv_timeout(Duration::from_secs(5)),
+            Ok(true),
+            "woken and stopped"
+        );
+        sleeper.join().expect("sleeper");
+    }
 
     #[test]
     fn targets_must_be_one_label_under_the_service() {

@@ -2,7 +2,9 @@
 //! connected UDP socket (a fresh one, so a fresh source port, every
 //! [`UDP_SOCKET_USES`] queries) and one kept-open TCP connection once an
 //! answer came truncated (RFC 7766). One question, one answer, no cache, no
-//! search list; answers are checked against the query ID. Also the readers
+//! search list; answers are checked against the query ID. Each question's
+//! wire form is built once ([`Question`]) and each answer lands in one kept
+//! buffer, so an idle poll encodes nothing and allocates nothing. Also the readers
 //! that look at an answer's bytes without decoding it (the TC bit, the
 //! sorted SRV targets, the SOA serial).
 //!
@@ -56,6 +58,30 @@ impl From<String> for AskError {
     }
 }
 
+/// One question, its wire form built once (ID 0; each ask writes its own):
+/// the SOA and SRV names a poll asks every interval are not built again,
+/// so an idle poll runs no message encoder.
+pub(super) struct Question {
+    pub(super) name: Name,
+    pub(super) rtype: RecordType,
+    /// RD set, one question, an OPT record offering [`EDNS_PAYLOAD`].
+    wire: Vec<u8>,
+}
+
+impl Question {
+    /// `rtype` of `name`; an error only if hickory cannot encode the name.
+    pub(super) fn new(name: Name, rtype: RecordType) -> Result<Question, String> {
+        let mut request = Message::new(0, MessageType::Query, OpCode::Query);
+        request.metadata.recursion_desired = true;
+        request.add_query(Query::query(name.clone(), rtype));
+        let mut edns = Edns::new();
+        edns.set_max_payload(EDNS_PAYLOAD);
+        request.set_edns(edns);
+        let wire = request.to_vec().map_err(|e| e.to_string())?;
+        Ok(Question { name, rtype, wire })
+    }
+}
+
 /// A minimal DNS client over kept-open sockets: one question, one answer,
 /// no cache, no search list.
 pub(super) struct Client {
@@ -67,8 +93,11 @@ pub(super) struct Client {
     /// Set once an answer came truncated: the set is big, ask TCP directly.
     prefer_tcp: bool,
     timeout: Duration,
-    /// Receive buffer for UDP answers ([`UDP_BUFFER`]), kept between polls.
-    buf: Vec<u8>,
+    /// The question being asked, with its ID; kept between polls.
+    out: Vec<u8>,
+    /// The last answer (a UDP one is received straight into it, up to
+    /// [`UDP_BUFFER`]); kept between polls, so a poll allocates nothing.
+    answer: Vec<u8>,
     /// The UDP socket's receive timeout is what was left after a late
     /// answer, not `timeout`: set it back before the next question.
     udp_timeout_cut: bool,
@@ -83,43 +112,32 @@ impl Client {
             tcp: None,
             prefer_tcp: false,
             timeout,
-            buf: vec![0u8; UDP_BUFFER],
+            out: Vec::new(),
+            answer: Vec::with_capacity(UDP_BUFFER),
             udp_timeout_cut: false,
         }
     }
 
     /// Asks each server in turn until one answers. NXDOMAIN and NOERROR are
     /// answers; every other response code is a failure, and so is a TCP
-    /// answer with TC set ([`TOO_BIG`]).
-    pub(super) fn query(
-        &mut self,
-        name: &Name,
-        rtype: RecordType,
-    ) -> Result<Vec<u8>, LookupFailure> {
-        self.query_over(name, rtype, false)
+    /// answer with TC set ([`TOO_BIG`]). The answer's bytes are borrowed
+    /// until the next question.
+    pub(super) fn query(&mut self, question: &Question) -> Result<&[u8], LookupFailure> {
+        self.query_over(question, false)
     }
 
     /// [`Client::query`] over UDP only, whatever earlier answers needed: for
     /// small answers (the SOA) that never need TCP. A truncated UDP answer
     /// is still asked again over TCP.
-    pub(super) fn query_udp(
-        &mut self,
-        name: &Name,
-        rtype: RecordType,
-    ) -> Result<Vec<u8>, LookupFailure> {
-        self.query_over(name, rtype, true)
+    pub(super) fn query_udp(&mut self, question: &Question) -> Result<&[u8], LookupFailure> {
+        self.query_over(question, true)
     }
 
-    fn query_over(
-        &mut self,
-        name: &Name,
-        rtype: RecordType,
-        udp_first: bool,
-    ) -> Result<Vec<u8>, LookupFailure> {
+    fn query_over(&mut self, question: &Question, udp_first: bool) -> Result<&[u8], LookupFailure> {
         let mut last = String::new();
         for _ in 0..self.servers.len() {
-            match self.ask(name, rtype, udp_first) {
-                Ok(answer) => return Ok(answer),
+            match self.ask(question, udp_first) {
+                Ok(()) => return Ok(&self.answer),
                 Err(AskError::TooBig) => return Err(LookupFailure(TOO_BIG.into())),
                 Err(AskError::Server(e)) => {
                     last = format!("{}: {e}", self.servers[self.current]);
@@ -132,23 +150,32 @@ impl Client {
         Err(LookupFailure(last))
     }
 
-    fn ask(
-        &mut self,
-        name: &Name,
-        rtype: RecordType,
-        udp_first: bool,
-    ) -> Result<Vec<u8>, AskError> {
+    /// One question to the current server; the answer lands in `answer`.
+    fn ask(&mut self, question: &Question, udp_first: bool) -> Result<(), AskError> {
         let id = fastrand::u16(..);
-        let mut request = Message::new(id, MessageType::Query, OpCode::Query);
-        request.metadata.recursion_desired = true;
-        request.add_query(Query::query(name.clone(), rtype));
-        let mut edns = Edns::new();
-        edns.set_max_payload(EDNS_PAYLOAD);
-        request.set_edns(edns);
-        let wire = request.to_vec().map_err(|e| e.to_string())?;
+        let mut wire = std::mem::take(&mut self.out);
+        wire.clear();
+        wire.extend_from_slice(&question.wire);
+        // The header's first two bytes are the ID (RFC 1035 4.1.1).
+        if let Some(head) = wire.get_mut(..2) {
+            head.copy_from_slice(&id.to_be_bytes());
+        }
+        let asked = self.ask_with(question, &wire, id, udp_first);
+        self.out = wire;
+        asked
+    }
+
+    fn ask_with(
+        &mut self,
+        question: &Question,
+        wire: &[u8],
+        id: u16,
+        udp_first: bool,
+    ) -> Result<(), AskError> {
+        let (name, rtype) = (&question.name, question.rtype);
         let server = self.servers[self.current];
         let started = std::time::Instant::now();
-        let trace = |transport: &str, result: &Result<Vec<u8>, String>| match result {
+        let trace = |transport: &str, result: &Result<&[u8], String>| match result {
             Ok(bytes) => tracing::trace!(
                 name = %name,
                 rtype = %rtype,
@@ -175,25 +202,24 @@ impl Client {
             ),
         };
 
-        let bytes = if self.prefer_tcp && !udp_first {
-            let answer = self.ask_tcp(&wire);
+        if self.prefer_tcp && !udp_first {
+            let answer = self.ask_tcp(wire).map(|()| self.answer.as_slice());
             trace("tcp", &answer);
-            answer?
+            answer?;
         } else {
-            let answer = self.ask_udp(&wire, id);
+            let answer = self.ask_udp(wire, id).map(|()| self.answer.as_slice());
             trace("udp", &answer);
             let bytes = answer?;
-            if truncated(&bytes) || bytes.len() >= UDP_BUFFER {
+            if truncated(bytes) || bytes.len() >= UDP_BUFFER {
                 if !udp_first {
                     self.prefer_tcp = true;
                 }
-                let answer = self.ask_tcp(&wire);
+                let answer = self.ask_tcp(wire).map(|()| self.answer.as_slice());
                 trace("tcp", &answer);
-                answer?
-            } else {
-                bytes
+                answer?;
             }
-        };
+        }
+        let bytes = self.answer.as_slice();
         // The header says all a poll needs to know before the answer is
         // compared with the last one; decoding waits until it differs.
         if bytes.len() < 12
@@ -207,15 +233,16 @@ impl Client {
         match ResponseCode::from(0, bytes[3] & 0x0f) {
             // Only a TCP answer can still be truncated here: the UDP one
             // was asked again over TCP above.
-            ResponseCode::NoError | ResponseCode::NXDomain if truncated(&bytes) => {
+            ResponseCode::NoError | ResponseCode::NXDomain if truncated(bytes) => {
                 Err(AskError::TooBig)
             }
-            ResponseCode::NoError | ResponseCode::NXDomain => Ok(bytes),
+            ResponseCode::NoError | ResponseCode::NXDomain => Ok(()),
             code => Err(AskError::Server(format!("server answered {code}"))),
         }
     }
 
-    fn ask_udp(&mut self, wire: &[u8], id: u16) -> Result<Vec<u8>, String> {
+    /// One exchange over the connected UDP socket, into `answer`.
+    fn ask_udp(&mut self, wire: &[u8], id: u16) -> Result<(), String> {
         let server = self.servers[self.current];
         if self
             .udp
@@ -250,7 +277,8 @@ impl Client {
         *uses += 1;
         socket.send(wire).map_err(|e| e.to_string())?;
         let deadline = crate::limits::later_std(Instant::now(), self.timeout);
-        let buf = &mut self.buf;
+        let buf = &mut self.answer;
+        buf.resize(UDP_BUFFER, 0);
         let mut skipped = false;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -271,7 +299,10 @@ impl Client {
                     skipped = true;
                     continue;
                 }
-                Ok(n) => return Ok(buf[..n].to_vec()),
+                Ok(n) => {
+                    buf.truncate(n);
+                    return Ok(());
+                }
                 Err(e)
                     if matches!(
                         e.kind(),
@@ -287,10 +318,10 @@ impl Client {
 
     /// One exchange over the kept-open TCP connection; a connection the
     /// server closed while idle is reopened once.
-    fn ask_tcp(&mut self, wire: &[u8]) -> Result<Vec<u8>, String> {
+    fn ask_tcp(&mut self, wire: &[u8]) -> Result<(), String> {
         let reused = self.tcp.is_some();
         match self.exchange_tcp(wire) {
-            Ok(bytes) => Ok(bytes),
+            Ok(()) => Ok(()),
             Err(_) if reused => {
                 self.tcp = None;
                 self.exchange_tcp(wire)
@@ -299,7 +330,7 @@ impl Client {
         }
     }
 
-    fn exchange_tcp(&mut self, wire: &[u8]) -> Result<Vec<u8>, String> {
+    fn exchange_tcp(&mut self, wire: &[u8]) -> Result<(), String> {
         if self.tcp.is_none() {
             let stream = TcpStream::connect_timeout(&self.servers[self.current], self.timeout)
                 .map_err(|e| format!("TCP: {e}"))?;
@@ -315,6 +346,7 @@ impl Client {
         let Some(stream) = self.tcp.as_mut() else {
             return Err("no TCP connection".into());
         };
+        let answer = &mut self.answer;
         let result = (|| {
             let len = u16::try_from(wire.len()).map_err(|_| "question too long".to_string())?;
             let mut framed = Vec::with_capacity(wire.len() + 2);
@@ -325,11 +357,10 @@ impl Client {
             stream
                 .read_exact(&mut len)
                 .map_err(|e| format!("TCP: {e}"))?;
-            let mut bytes = vec![0u8; usize::from(u16::from_be_bytes(len))];
-            stream
-                .read_exact(&mut bytes)
-                .map_err(|e| format!("TCP: {e}"))?;
-            Ok(bytes)
+            answer.clear();
+            answer.resize(usize::from(u16::from_be_bytes(len)), 0);
+            stream.read_exact(answer).map_err(|e| format!("TCP: {e}"))?;
+            Ok(())
         })();
         if result.is_err() {
             self.tcp = None;
@@ -475,10 +506,54 @@ mod tests {
         });
         let mut client = Client::new(vec![addr], Duration::from_secs(1));
         let name = Name::from_ascii("cluster.local.").expect("name");
-        assert!(client.query_udp(&name, RecordType::SOA).is_ok());
-        let second = client.query_udp(&name, RecordType::SOA);
+        let soa = Question::new(name, RecordType::SOA).expect("question");
+        assert!(client.query_udp(&soa).is_ok());
+        let second = client.query_udp(&soa).map(<[u8]>::len);
         assert!(second.is_ok(), "{:?}", second.err().map(|e| e.0));
         serve.join().expect("server thread");
+    }
+
+    /// A question is encoded once: every ask sends the same bytes but the
+    /// ID, which is fresh each time, and the answer comes back as sent.
+    #[test]
+    fn each_ask_sends_the_built_question_under_a_fresh_id() {
+        let server = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        server
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let addr = server.local_addr().expect("addr");
+        let serve = std::thread::spawn(move || {
+            let mut asked = Vec::new();
+            let mut buf = [0u8; 512];
+            for _ in 0..3 {
+                let (n, from) = server.recv_from(&mut buf).expect("question");
+                asked.push(buf[..n].to_vec());
+                server.send_to(&reply(&buf[..n], 0), from).expect("send");
+            }
+            asked
+        });
+        let mut client = Client::new(vec![addr], Duration::from_secs(1));
+        let name = Name::from_ascii("nginx.default.svc.cluster.local.").expect("name");
+        let srv = Question::new(name.clone(), RecordType::SRV).expect("question");
+        for _ in 0..3 {
+            let answer = client.query(&srv).expect("answer").to_vec();
+            assert_eq!(answer.len(), 12, "the bare reply, as the server sent it");
+        }
+        let asked = serve.join().expect("server thread");
+        assert!(asked.iter().all(|q| q[2..] == asked[0][2..]), "{asked:?}");
+        assert!(
+            asked.iter().any(|q| q[..2] != asked[0][..2]),
+            "three asks, one ID: {asked:?}"
+        );
+        let decoded = Message::from_vec(&asked[2]).expect("a DNS message");
+        assert_eq!(decoded.queries.len(), 1);
+        assert_eq!(decoded.queries[0].name(), &name);
+        assert_eq!(decoded.queries[0].query_type(), RecordType::SRV);
+        assert!(decoded.metadata.recursion_desired);
+        assert_eq!(
+            decoded.edns.as_ref().map(Edns::max_payload),
+            Some(EDNS_PAYLOAD)
+        );
     }
 
     fn answer(targets: &[(&str, u16)]) -> Vec<u8> {
