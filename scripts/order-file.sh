@@ -23,7 +23,7 @@
 # the ordered part is added. Nothing here is timed: the benchmarks' verdicts
 # under valgrind mean nothing, only which code ran.
 #
-#   scripts/order-file.sh            # about 6 minutes; needs what the benches need, valgrind, perf
+#   scripts/order-file.sh            # about 8 minutes; needs what the benches need, valgrind, perf
 #
 # Rerun it when the daemon's code paths change (a new dependency, a moved
 # hot path): scripts/build-release.sh prints how many of the file's symbols
