@@ -617,7 +617,8 @@ impl Poller {
         let mut ips = Vec::new();
         let mut ttl: Option<u32> = None;
         for rtype in [RecordType::A, RecordType::AAAA] {
-            let question = Question::new(name.clone(), rtype).map_err(LookupFailure)?;
+            let question = Question::new(name.clone(), rtype)
+                .map_err(|e| LookupFailure(format!("addresses of {fqdn}: {e}")))?;
             let reply = self
                 .client
                 .query(&question)
