@@ -155,44 +155,28 @@ impl Poller {
                 "peers.dns: no DNS server to ask; set peers.dns.nameservers or give the pod an /etc/resolv.conf with a nameserver line".into(),
             ));
         }
-        let query =
-            Name::from_ascii(format!("{}.", dns.query.trim_end_matches('.'))).map_err(|e| {
-                SourceError::Setup(format!("peers.dns: {:?} is not a DNS name: {e}", dns.query))
-            })?;
+        // `key`: the setting an error names.
+        let question = |key: &str, name: &str, rtype| {
+            let fqdn =
+                Name::from_ascii(format!("{}.", name.trim_end_matches('.'))).map_err(|e| {
+                    SourceError::Setup(format!("{key}: {name:?} is not a DNS name: {e}"))
+                })?;
+            Question::new(fqdn, rtype).map_err(|e| SourceError::Setup(format!("{key}: {e}")))
+        };
+        let query = question("peers.dns", &dns.query, RecordType::SRV)?;
         let ready_query = match &dns.ready_query {
             None => None,
-            Some(name) => Some(
-                Name::from_ascii(format!("{}.", name.trim_end_matches('.'))).map_err(|e| {
-                    SourceError::Setup(format!(
-                        "peers.dns.ready_service: {name:?} is not a DNS name: {e}"
-                    ))
-                })?,
-            ),
+            Some(name) => Some(question("peers.dns.ready_service", name, RecordType::SRV)?),
         };
-        let serial = if dns.refresh.is_zero() {
+        let soa = if dns.refresh.is_zero() {
             None
         } else {
-            let soa = format!("{}.", dns.soa_query.trim_end_matches('.'));
-            Some(SerialCheck::new(
-                Name::from_ascii(&soa).map_err(|e| {
-                    SourceError::Setup(format!("peers.dns: {soa:?} is not a DNS name: {e}"))
-                })?,
-                dns.refresh,
-                dns.interval,
-            ))
+            let zone = format!("{}.", dns.soa_query.trim_end_matches('.'));
+            Some(question("peers.dns", &zone, RecordType::SOA)?)
         };
-        let question = |name: Name, rtype| {
-            Question::new(name, rtype).map_err(|e| SourceError::Setup(format!("peers.dns: {e}")))
-        };
-        let soa = match &serial {
-            Some(check) => Some(question(check.query.clone(), RecordType::SOA)?),
-            None => None,
-        };
-        let ready_query = match ready_query {
-            Some(name) => Some(question(name, RecordType::SRV)?),
-            None => None,
-        };
-        let query = question(query, RecordType::SRV)?;
+        let serial = soa
+            .as_ref()
+            .map(|soa| SerialCheck::new(soa.name.clone(), dns.refresh, dns.interval));
         let (service, ready_service) = if dns.any_target {
             (None, None)
         } else {
@@ -349,7 +333,7 @@ impl Poller {
         }
         // Asked first, even before the first fetch: the baseline serial
         // must not be younger than the set it vouches for.
-        let Some(soa) = &self.soa else {
+        let Some(soa) = &mut self.soa else {
             return Some(Fetch::Always);
         };
         let serial = match self.client.query_udp(soa) {
@@ -421,7 +405,7 @@ impl Poller {
 
     /// The ready service's answer; true when the ready hosts changed.
     fn poll_ready(&mut self) -> Result<bool, LookupFailure> {
-        let Some(query) = &self.ready_query else {
+        let Some(query) = &mut self.ready_query else {
             return Ok(false);
         };
         let bytes = self
@@ -467,7 +451,7 @@ impl Poller {
     /// addresses, a set whose new peers are not all resolved yet), `Err` no
     /// answer at all.
     fn poll_peers(&mut self) -> Result<Option<PeerSet>, LookupFailure> {
-        let bytes = self.client.query(&self.query)?.to_vec();
+        let bytes = self.client.query(&mut self.query)?.to_vec();
         self.answer_size = AnswerSize {
             bytes: bytes.len(),
             records: bytes
@@ -617,11 +601,11 @@ impl Poller {
         let mut ips = Vec::new();
         let mut ttl: Option<u32> = None;
         for rtype in [RecordType::A, RecordType::AAAA] {
-            let question = Question::new(name.clone(), rtype)
+            let mut question = Question::new(name.clone(), rtype)
                 .map_err(|e| LookupFailure(format!("addresses of {fqdn}: {e}")))?;
             let reply = self
                 .client
-                .query(&question)
+                .query(&mut question)
                 .and_then(decode)
                 .map_err(|e| LookupFailure(format!("addresses of {fqdn}: {}", e.0)))?;
             let found = addresses_in(&reply.answers);

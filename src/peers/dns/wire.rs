@@ -58,7 +58,8 @@ impl From<String> for AskError {
     }
 }
 
-/// One question, its wire form built once (ID 0; each ask writes its own):
+/// One question, its wire form built once (each ask writes its own ID into
+/// it):
 /// the SOA and SRV names a poll asks every interval are not built again,
 /// so an idle poll runs no message encoder.
 pub(super) struct Question {
@@ -93,8 +94,6 @@ pub(super) struct Client {
     /// Set once an answer came truncated: the set is big, ask TCP directly.
     prefer_tcp: bool,
     timeout: Duration,
-    /// The question being asked, with its ID; kept between polls.
-    out: Vec<u8>,
     /// The last answer (a UDP one is received straight into it, up to
     /// [`UDP_BUFFER`]); kept between polls, so a poll allocates nothing.
     answer: Vec<u8>,
@@ -112,7 +111,6 @@ impl Client {
             tcp: None,
             prefer_tcp: false,
             timeout,
-            out: Vec::new(),
             answer: Vec::with_capacity(UDP_BUFFER),
             udp_timeout_cut: false,
         }
@@ -122,18 +120,22 @@ impl Client {
     /// answers; every other response code is a failure, and so is a TCP
     /// answer with TC set ([`TOO_BIG`]). The answer's bytes are borrowed
     /// until the next question.
-    pub(super) fn query(&mut self, question: &Question) -> Result<&[u8], LookupFailure> {
+    pub(super) fn query(&mut self, question: &mut Question) -> Result<&[u8], LookupFailure> {
         self.query_over(question, false)
     }
 
     /// [`Client::query`] over UDP only, whatever earlier answers needed: for
     /// small answers (the SOA) that never need TCP. A truncated UDP answer
     /// is still asked again over TCP.
-    pub(super) fn query_udp(&mut self, question: &Question) -> Result<&[u8], LookupFailure> {
+    pub(super) fn query_udp(&mut self, question: &mut Question) -> Result<&[u8], LookupFailure> {
         self.query_over(question, true)
     }
 
-    fn query_over(&mut self, question: &Question, udp_first: bool) -> Result<&[u8], LookupFailure> {
+    fn query_over(
+        &mut self,
+        question: &mut Question,
+        udp_first: bool,
+    ) -> Result<&[u8], LookupFailure> {
         let mut last = String::new();
         for _ in 0..self.servers.len() {
             match self.ask(question, udp_first) {
@@ -150,28 +152,15 @@ impl Client {
         Err(LookupFailure(last))
     }
 
-    /// One question to the current server; the answer lands in `answer`.
-    fn ask(&mut self, question: &Question, udp_first: bool) -> Result<(), AskError> {
+    /// One question to the current server, under a fresh ID; the answer
+    /// lands in `answer`.
+    fn ask(&mut self, question: &mut Question, udp_first: bool) -> Result<(), AskError> {
         let id = fastrand::u16(..);
-        let mut wire = std::mem::take(&mut self.out);
-        wire.clear();
-        wire.extend_from_slice(&question.wire);
         // The header's first two bytes are the ID (RFC 1035 4.1.1).
-        if let Some(head) = wire.get_mut(..2) {
+        if let Some(head) = question.wire.get_mut(..2) {
             head.copy_from_slice(&id.to_be_bytes());
         }
-        let asked = self.ask_with(question, &wire, id, udp_first);
-        self.out = wire;
-        asked
-    }
-
-    fn ask_with(
-        &mut self,
-        question: &Question,
-        wire: &[u8],
-        id: u16,
-        udp_first: bool,
-    ) -> Result<(), AskError> {
+        let wire = question.wire.as_slice();
         let (name, rtype) = (&question.name, question.rtype);
         let server = self.servers[self.current];
         let started = std::time::Instant::now();
@@ -506,9 +495,9 @@ mod tests {
         });
         let mut client = Client::new(vec![addr], Duration::from_secs(1));
         let name = Name::from_ascii("cluster.local.").expect("name");
-        let soa = Question::new(name, RecordType::SOA).expect("question");
-        assert!(client.query_udp(&soa).is_ok());
-        let second = client.query_udp(&soa).map(<[u8]>::len);
+        let mut soa = Question::new(name, RecordType::SOA).expect("question");
+        assert!(client.query_udp(&mut soa).is_ok());
+        let second = client.query_udp(&mut soa).map(<[u8]>::len);
         assert!(second.is_ok(), "{:?}", second.err().map(|e| e.0));
         serve.join().expect("server thread");
     }
@@ -534,9 +523,9 @@ mod tests {
         });
         let mut client = Client::new(vec![addr], Duration::from_secs(1));
         let name = Name::from_ascii("nginx.default.svc.cluster.local.").expect("name");
-        let srv = Question::new(name.clone(), RecordType::SRV).expect("question");
+        let mut srv = Question::new(name.clone(), RecordType::SRV).expect("question");
         for _ in 0..3 {
-            let answer = client.query(&srv).expect("answer").to_vec();
+            let answer = client.query(&mut srv).expect("answer").to_vec();
             assert_eq!(answer.len(), 12, "the bare reply, as the server sent it");
         }
         let asked = serve.join().expect("server thread");
