@@ -56,11 +56,19 @@
 //!   the summary prints the ratios (peerplate / peer-finder) next to the
 //!   targets (RSS <= 0.6x with 2 peers, <= 0.45x with more; CPU <= 0.2x /
 //!   0.1x). `--peer-finder none` leaves it out.
+//! - the floor, BIND only, during `idle`: this bench run again as a bare
+//!   loop (`--floor-client`) that asks what an idle peerplate asks, the
+//!   cluster domain's SOA once per interval on the same fixed beat over one
+//!   connected UDP socket, and does nothing else, through a meter of its own
+//!   to the same BIND. Its CPU over the same window is the least any poller
+//!   with that traffic costs on this machine; the summary prints peerplate /
+//!   floor (its own code's share) and floor / peer-finder (the lowest ratio
+//!   reachable at one question per interval). `--no-floor` leaves it out.
 //!
 //! Run: `cargo bench --bench dns -- --bin "$(scripts/build-release.sh | tail -n1)"`
 //! (about 6 minutes with both servers). Options after `--`: `--bin PATH`
 //! (default: the release build cargo made), `--server bind|inproc|both`,
-//! `--peers 2,300`, `--only idle|latency`, `--idle-wait SECS`, `--cpu-window
+//! `--peers 2,300`, `--only idle|latency`, `--no-floor`, `--idle-wait SECS`, `--cpu-window
 //! SECS`, `--changes N`, `--interval SECS`, `--refresh DURATION` (the
 //! daemon's `peers.dns.refresh`; left out unless given, so a build from
 //! before the option runs too), `--quiet SECS` (added to every pause
@@ -117,6 +125,8 @@ struct Options {
     dir: PathBuf,
     /// Kubernetes' peer-finder, run next to the daemon during `idle` (BIND only).
     peer_finder: Option<PathBuf>,
+    /// Run the floor (a bare UDP loop, see [`Floor`]) next to them.
+    floor: bool,
     /// Appended to the daemon's config (`{port}`: a free port).
     config_extra: String,
 }
@@ -143,6 +153,7 @@ fn options() -> Res<Options> {
         quiet: Duration::ZERO,
         dir: PathBuf::from(env!("CARGO_TARGET_TMPDIR")),
         peer_finder: default_peer_finder(),
+        floor: true,
         config_extra: String::new(),
     };
     let secs = common::secs_arg;
@@ -181,6 +192,7 @@ fn options() -> Res<Options> {
                     None => return Err("--peer-finder takes a path or none".into()),
                 }
             }
+            "--no-floor" => o.floor = false,
             "--config-extra" => {
                 let yaml = args.next().ok_or("--config-extra takes YAML")?;
                 o.config_extra.push_str(&yaml);
@@ -593,6 +605,90 @@ impl PeerFinder {
     }
 }
 
+// ---- the floor: one bare UDP round trip per interval ------------------------------
+
+/// The least a poller asking one question per interval over UDP can cost on
+/// this machine: this bench run again as `--floor-client ADDR INTERVAL_MS`,
+/// a process that does nothing but what peerplate's idle poll does on the
+/// wire (the same SOA question of the cluster domain, RD and EDNS 1,232, on
+/// one connected UDP socket, on the same fixed beat, sleeping in a park),
+/// through a meter of its own to the same BIND. Its CPU, measured over the
+/// same window as peerplate's and peer-finder's, shows how much of
+/// peerplate's idle cost is its own code and how much is the kernel's
+/// (the loopback round trip, the wake-ups): the ratio to peer-finder no
+/// poller with that traffic can go under here.
+struct Floor {
+    guard: common::Daemon,
+    meter: meter::Meter,
+}
+
+impl Floor {
+    fn start(dir: &Path, bind: SocketAddr, interval: Duration) -> Res<Floor> {
+        let meter = meter::Meter::start(bind)?;
+        let dir = dir.join("floor");
+        std::fs::create_dir_all(&dir).map_err(e("create the floor's dir"))?;
+        let exe = std::env::current_exe().map_err(e("this bench's own path"))?;
+        let mut cmd = Command::new(exe);
+        cmd.arg("--floor-client")
+            .arg(meter.addr.to_string())
+            .arg(interval.as_millis().to_string());
+        let floor = Floor {
+            guard: common::Daemon::spawn_in(cmd, &dir),
+            meter,
+        };
+        let answered = || floor.meter.counts().values().map(|(q, _)| q).sum::<u64>() >= 2;
+        let limit = interval * 3 + Duration::from_secs(2);
+        if !common::helpers::poll_every(Duration::from_millis(5), limit, answered) {
+            return Err(format!(
+                "the floor asked fewer than 2 questions within {limit:?}; its log:\n{}",
+                floor.guard.logs()
+            ));
+        }
+        println!(
+            "floor pid {} (a bare UDP loop, one SOA question per {interval:?}), asking {}",
+            floor.guard.pid(),
+            floor.meter.addr
+        );
+        Ok(floor)
+    }
+}
+
+/// The floor's loop (see [`Floor`]); returns only when a socket call fails.
+fn floor_client(server: &str, interval_ms: &str) -> Res<()> {
+    use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
+    let server: SocketAddr = server.parse().map_err(|err| format!("{server}: {err}"))?;
+    let interval = interval_ms
+        .parse()
+        .map(Duration::from_millis)
+        .map_err(|err| format!("{interval_ms}: {err}"))?;
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").map_err(e("bind"))?;
+    socket.connect(server).map_err(e("connect"))?;
+    socket
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(e("set the timeout"))?;
+    let mut request = Message::new(0, MessageType::Query, OpCode::Query);
+    request.metadata.recursion_desired = true;
+    let zone = hickory_proto::rr::Name::from_ascii("cluster.local.")
+        .map_err(|err| format!("zone: {err}"))?;
+    request.add_query(Query::query(zone, RecordType::SOA));
+    let mut edns = Edns::new();
+    edns.set_max_payload(1232);
+    request.set_edns(edns);
+    let mut question = request.to_vec().map_err(|err| format!("encode: {err}"))?;
+    let mut answer = vec![0u8; 4096];
+    let mut beat = Instant::now();
+    for id in (0..=u16::MAX).cycle() {
+        question[..2].copy_from_slice(&id.to_be_bytes());
+        socket.send(&question).map_err(e("send"))?;
+        socket.recv(&mut answer).map_err(e("recv"))?;
+        beat += interval;
+        while let Some(left) = beat.checked_duration_since(Instant::now()) {
+            std::thread::park_timeout(left);
+        }
+    }
+    Ok(())
+}
+
 // ---- the measurements -------------------------------------------------------------
 
 /// Per thread of `pid`: its name and its context switches so far (voluntary
@@ -635,6 +731,8 @@ struct Row {
     latency: Option<(f64, f64, f64)>,
     /// peer-finder's, measured next to the daemon: memory and ms/min of CPU.
     peer_finder: Option<(common::procfs::Memory, f64)>,
+    /// The floor's ms/min of CPU, over the same window.
+    floor: Option<f64>,
     pods: usize,
 }
 
@@ -651,6 +749,7 @@ fn idle(
     daemon: &Daemon,
     server: &Server,
     pf: Option<&PeerFinder>,
+    floor: Option<&Floor>,
     pods: usize,
     opts: &Options,
     row: &mut Row,
@@ -684,6 +783,9 @@ fn idle(
     if let Some(pf) = pf {
         others.push(("peer-finder", pf.guard.pid()));
     }
+    if let Some(f) = floor {
+        others.push(("floor", f.guard.pid()));
+    }
     let m0 = server.meter().counts();
     let pf0 = pf.map(|pf| pf.meter.counts());
     let switches0 = context_switches(pid);
@@ -711,7 +813,18 @@ fn idle(
         }
         println!("  peer-finder's DNS: {q:.1} queries/min, {b:.0} message bytes/min");
     }
-    if let (Some(m), Some(&c)) = (pf_mem, theirs.last().filter(|_| pf.is_some())) {
+    let cpu_of = |name: &str| {
+        let at = others.iter().position(|(n, _)| *n == name)?;
+        theirs.get(at).copied()
+    };
+    if let Some(f) = cpu_of("floor") {
+        row.floor = Some(f);
+        println!(
+            "  vs the floor (a bare UDP loop, same questions, same beat): CPU {per_min:.2} / {f:.2} ms/min = {:.2}x",
+            per_min / f
+        );
+    }
+    if let (Some(m), Some(c)) = (pf_mem, cpu_of("peer-finder")) {
         row.peer_finder = Some((m, c));
         let (rss_t, cpu_t) = ratio_targets(pods);
         let (rss_r, cpu_r) = (mem.rss as f64 / m.rss as f64, per_min / c);
@@ -878,7 +991,19 @@ fn one(kind: &str, pods: usize, root: &Path, opts: &Options) -> Res<Row> {
             (Some(bin), Server::Bind(b, _)) => Some(PeerFinder::start(bin, &dir, b.addr, pods)?),
             _ => None,
         };
-        idle(&daemon, &server, pf.as_ref(), pods, opts, &mut row)?;
+        let floor = match &server {
+            Server::Bind(b, _) if opts.floor => Some(Floor::start(&dir, b.addr, opts.interval)?),
+            _ => None,
+        };
+        idle(
+            &daemon,
+            &server,
+            pf.as_ref(),
+            floor.as_ref(),
+            pods,
+            opts,
+            &mut row,
+        )?;
     }
     if opts.shared.runs("latency") {
         latency(&daemon, &mut server, pods, opts, &mut row)?;
@@ -894,6 +1019,15 @@ fn one(kind: &str, pods: usize, root: &Path, opts: &Options) -> Res<Row> {
 }
 
 fn main() -> std::process::ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    if let [_, flag, server, interval_ms] = args.as_slice() {
+        if flag == "--floor-client" {
+            if let Err(err) = floor_client(server, interval_ms) {
+                eprintln!("floor client: {err}");
+            }
+            return std::process::ExitCode::FAILURE;
+        }
+    }
     common::bench_main("dns", options(), |opts| {
         let root = common::temp_root("dns", &opts.dir)?;
         common::describe_binary(&opts.shared.bin)?;
@@ -961,6 +1095,15 @@ fn main() -> std::process::ExitCode {
                     common::verdict(cpu_r <= cpu_t),
                     width = r.label.len()
                 );
+                if let Some(f) = r.floor {
+                    println!(
+                        "{:width$}  floor (bare UDP loop) CPU {f:6.2} ms/min: floor / peer-finder {:.3}x, peerplate / floor {:.2}x",
+                        "",
+                        f / pf_cpu,
+                        c / f,
+                        width = r.label.len()
+                    );
+                }
             }
         }
         Ok(())

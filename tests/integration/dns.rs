@@ -5,7 +5,8 @@
 //! retry; SERVFAIL, a silent server and a stopped server keep the output byte
 //! for byte with one warning per outage, and it recovers; NXDOMAIN renders no
 //! peers; names that are not host names never reach the output; a change is
-//! seen within an interval whatever the TTL; `once` exits 0, or 3 naming the
+//! seen within an interval whatever the TTL; polls keep a fixed beat, one
+//! interval apart; `once` exits 0, or 3 naming the
 //! query and what it saw; `addresses: true` takes addresses from the
 //! additional section or looks them up, and follows a new IP; the cluster
 //! domain comes from resolv.conf's search list; `render` asks once (and
@@ -163,6 +164,40 @@ fn waits_for_its_own_record_then_renders() {
         1,
         "{}",
         d.logs()
+    );
+}
+
+/// Polls keep a fixed beat: poll k asks its SOA question k intervals after
+/// the first one did, give or take the thread's wake-up, rather than a
+/// little sooner each time (each poll used to wait the interval less up to
+/// 5%, so 30 polls of 200 ms came about 70 ms early by the end).
+#[test]
+fn polls_keep_a_fixed_beat_one_interval_apart() {
+    let dns = DnsServer::start("cluster.local");
+    dns.set_pods(&["web-0", "web-1"]);
+    let pod = dns_pod(&dns.nameserver(), &DEFAULT);
+    let mut d = pod.start();
+    pod.wait_for(&mut d, &expected(&["web-0", "web-1"], false));
+    let from = dns.arrivals_of(RecordType::SOA).len();
+    d.wait_until(WAIT, "31 more polls", |_| {
+        dns.arrivals_of(RecordType::SOA).len() >= from + 31
+    });
+    let soa = dns.arrivals_of(RecordType::SOA);
+    let polls = &soa[from..from + 31];
+    let interval = 0.2;
+    let mut offsets_ms: Vec<f64> = polls
+        .iter()
+        .enumerate()
+        .map(|(k, at)| {
+            let since = at.duration_since(polls[0]).as_secs_f64();
+            (since - k as f64 * interval) * 1000.0
+        })
+        .collect();
+    offsets_ms.sort_by(f64::total_cmp);
+    let median = offsets_ms[offsets_ms.len() / 2];
+    assert!(
+        median.abs() < 25.0,
+        "poll k asks k intervals after the first: median offset {median:.1} ms (sorted: {offsets_ms:.1?})"
     );
 }
 

@@ -107,7 +107,12 @@ fn unix_now() -> u32 {
 struct Shared {
     zone: Mutex<Zone>,
     counts: Mutex<BTreeMap<(Proto, RecordType), u64>>,
+    /// When each query arrived, by type: the last [`ARRIVALS_KEPT`].
+    arrivals: Mutex<std::collections::VecDeque<(RecordType, Instant)>>,
 }
+
+/// How many query arrival times the server keeps.
+const ARRIVALS_KEPT: usize = 10_000;
 
 /// The threads of a started server; stopping them closes every socket.
 struct Running {
@@ -173,6 +178,7 @@ impl DnsServer {
                 udp_oversize: false,
             }),
             counts: Mutex::new(BTreeMap::new()),
+            arrivals: Mutex::default(),
         });
         // One port for UDP and TCP: take a free UDP port, then try TCP on it.
         for _ in 0..100 {
@@ -290,6 +296,16 @@ impl DnsServer {
     /// Queries of `rtype` received over either transport.
     pub fn queries_of(&self, rtype: RecordType) -> u64 {
         self.queries(Proto::Udp, rtype) + self.queries(Proto::Tcp, rtype)
+    }
+
+    /// When each query of `rtype` arrived, oldest first (the last
+    /// [`ARRIVALS_KEPT`] queries of any type).
+    pub fn arrivals_of(&self, rtype: RecordType) -> Vec<Instant> {
+        lock(&self.shared.arrivals)
+            .iter()
+            .filter(|(t, _)| *t == rtype)
+            .map(|(_, at)| *at)
+            .collect()
     }
 
     /// Closes every socket and stops every thread; the records stay, for
@@ -470,6 +486,13 @@ fn respond(shared: &Shared, bytes: &[u8], proto: Proto) -> Option<Vec<u8>> {
     *lock(&shared.counts)
         .entry((proto, query.query_type))
         .or_default() += 1;
+    {
+        let mut arrivals = lock(&shared.arrivals);
+        if arrivals.len() >= ARRIVALS_KEPT {
+            arrivals.pop_front();
+        }
+        arrivals.push_back((query.query_type, Instant::now()));
+    }
     let zone = lock(&shared.zone).clone();
 
     let mut response = Message::response(request.metadata.id, request.metadata.op_code);

@@ -40,7 +40,7 @@
 //! 17-20 ms of CPU per idle minute at one poll a second (measured; see
 //! README). This module speaks the same wire format (hickory's `proto`) over
 //! one connected UDP socket and one kept-open TCP connection, on a thread of
-//! its own that sleeps exactly one interval between polls, and skips all
+//! its own that polls on a fixed beat (one interval apart), and skips all
 //! parsing when the answer's bytes did not change: about a third of the cost.
 
 mod schedule;
@@ -652,10 +652,11 @@ fn addresses_in(records: &[hickory_resolver::proto::rr::Record]) -> BTreeMap<Str
 }
 
 /// The worker: the poller on a thread of its own (its socket calls block),
-/// polling every `interval` (less up to 5% jitter, so a StatefulSet's pods do
-/// not query in lockstep) and sending each new peer set. With `start_jitter`
-/// (`run`), the first poll waits a random fraction of the interval, so a
-/// whole set restarted at once does not poll in lockstep either. The body
+/// polling on a fixed beat, one `interval` apart ([`next_beat`]), and
+/// sending each new peer set. With `start_jitter` (`run`), the first poll
+/// waits a random fraction of the interval, so a StatefulSet's pods, even
+/// a whole set restarted at once, poll at different points of the beat and
+/// stay there, never in lockstep. The body
 /// returns when `shutdown` is cancelled, after waiting up to [`JOIN_WAIT`]
 /// for the thread, or with an error if the thread ends first.
 pub fn worker(
@@ -679,7 +680,7 @@ pub fn worker(
         .spawn(move || {
             if start_jitter {
                 let wait = dns.interval.mul_f64(fastrand::f64());
-                if sleep(wait, &flag) {
+                if sleep_until(crate::limits::later_std(Instant::now(), wait), &flag) {
                     let _ = done_tx.send(());
                     return;
                 }
@@ -733,11 +734,10 @@ impl Drop for Stop {
     }
 }
 
-/// Sleeps `pause` on the polling thread, or less if [`Stop`] wakes it;
-/// true if stopped. A bare park (one futex wait), not a channel: this runs
-/// every interval, and an idle poll's cost is mostly what it touches.
-fn sleep(pause: Duration, stopped: &AtomicBool) -> bool {
-    let deadline = crate::limits::later_std(Instant::now(), pause);
+/// Sleeps on the polling thread until `deadline`, or less if [`Stop`] wakes
+/// it; true if stopped. A bare park (one futex wait), not a channel: this
+/// runs every interval, and an idle poll's cost is mostly what it touches.
+fn sleep_until(deadline: Instant, stopped: &AtomicBool) -> bool {
     loop {
         if stopped.load(Ordering::Acquire) {
             return true;
@@ -749,6 +749,21 @@ fn sleep(pause: Duration, stopped: &AtomicBool) -> bool {
         // Returns at the deadline, on unpark, or spuriously: checked again.
         std::thread::park_timeout(left);
     }
+}
+
+/// When the next poll starts, after one that started at `beat`: the first
+/// beat of the `interval` grid through `beat` that is later than `now`. One
+/// interval on, normally; a poll that overran (a server that did not answer
+/// within the interval) skips the beats it missed rather than polling back
+/// to back, and the pod keeps its place on the beat. Polling on a fixed
+/// beat, not "an interval after the last poll ended", keeps a change from
+/// being seen later than one interval after it happened, and asks no more
+/// often than that needs.
+fn next_beat(beat: Instant, interval: Duration, now: Instant) -> Instant {
+    let interval = interval.max(Duration::from_millis(1));
+    let passed = now.saturating_duration_since(beat).as_nanos() / interval.as_nanos();
+    let beats = u32::try_from(passed.saturating_add(1)).unwrap_or(u32::MAX);
+    crate::limits::later_std(beat, interval.saturating_mul(beats))
 }
 
 /// The ports of the first peer listed with several (a Service with several
@@ -775,6 +790,7 @@ fn poll_loop(
         metrics.lookup_counter(Lookup::Failure),
     );
     let mut outage: Option<(Instant, u64)> = None;
+    let mut beat = Instant::now();
     loop {
         let polled = poller.poll();
         match polled {
@@ -818,11 +834,8 @@ fn poll_loop(
         if !sent || crate::event::fault_injected("dns") {
             return;
         }
-        // Up to 5% *less* than the interval: pods spread out, and a change
-        // is never seen later than one interval after it happened.
-        let spread = interval.as_nanos() as u64 / 20;
-        let pause = interval - Duration::from_nanos(fastrand::u64(..spread.max(1)));
-        if sleep(pause, stopped) {
+        beat = next_beat(beat, interval, Instant::now());
+        if sleep_until(beat, stopped) {
             return;
         }
     }
@@ -837,14 +850,19 @@ mod tests {
     #[test]
     fn a_dropped_stop_wakes_the_sleeping_poller_at_once() {
         let stopped = Arc::new(AtomicBool::new(false));
+        let start = Instant::now();
         assert!(
-            !sleep(Duration::from_millis(20), &stopped),
+            !sleep_until(start + Duration::from_millis(20), &stopped),
             "not stopped: the whole pause"
+        );
+        assert!(
+            start.elapsed() >= Duration::from_millis(20),
+            "slept to the deadline"
         );
         let flag = stopped.clone();
         let (tx, rx) = std::sync::mpsc::channel();
         let sleeper = std::thread::spawn(move || {
-            let _ = tx.send(sleep(Duration::from_secs(600), &flag));
+            let _ = tx.send(sleep_until(start + Duration::from_secs(600), &flag));
         });
         drop(Stop {
             stopped,
@@ -856,6 +874,29 @@ mod tests {
             "woken and stopped"
         );
         sleeper.join().expect("sleeper");
+    }
+
+    /// The next poll is the next beat of the grid through the last one:
+    /// one interval on, whatever the poll took, and past the beats a slow
+    /// poll missed.
+    #[test]
+    fn the_next_poll_is_the_next_beat_after_now() {
+        let beat = Instant::now();
+        let s = Duration::from_secs(1);
+        let ms = Duration::from_millis;
+        // A quick poll, a slow one, one that ended just on the next beat.
+        assert_eq!(next_beat(beat, s, beat + ms(2)), beat + s);
+        assert_eq!(next_beat(beat, s, beat + ms(999)), beat + s);
+        assert_eq!(next_beat(beat, s, beat + s), beat + 2 * s);
+        // A server that did not answer for 3.4 intervals: the 4th beat.
+        assert_eq!(next_beat(beat, s, beat + ms(3_400)), beat + 4 * s);
+        // `now` before the beat (never, with a monotonic clock): one on.
+        assert_eq!(next_beat(beat + s, s, beat), beat + 2 * s);
+        // A zero interval (the config refuses it) still moves on.
+        assert_eq!(next_beat(beat, Duration::ZERO, beat), beat + ms(1));
+        // No overflow, however far: a beat far away, later than now.
+        let far = next_beat(beat, Duration::MAX, beat + s);
+        assert!(far > beat + s);
     }
 
     #[test]

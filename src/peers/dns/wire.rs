@@ -94,9 +94,12 @@ pub(super) struct Client {
     /// Set once an answer came truncated: the set is big, ask TCP directly.
     prefer_tcp: bool,
     timeout: Duration,
-    /// The last answer (a UDP one is received straight into it, up to
-    /// [`UDP_BUFFER`]); kept between polls, so a poll allocates nothing.
+    /// The last answer's buffer (a UDP one is received straight into its
+    /// first [`UDP_BUFFER`] bytes); kept between polls, so a poll allocates
+    /// nothing, and never cut below that size, so a poll does not zero it
+    /// again either. The answer is its first `answer_len` bytes.
     answer: Vec<u8>,
+    answer_len: usize,
     /// The UDP socket's receive timeout is what was left after a late
     /// answer, not `timeout`: set it back before the next question.
     udp_timeout_cut: bool,
@@ -111,9 +114,15 @@ impl Client {
             tcp: None,
             prefer_tcp: false,
             timeout,
-            answer: Vec::with_capacity(UDP_BUFFER),
+            answer: Vec::new(),
+            answer_len: 0,
             udp_timeout_cut: false,
         }
+    }
+
+    /// The last answer's bytes.
+    fn answer(&self) -> &[u8] {
+        self.answer.get(..self.answer_len).unwrap_or_default()
     }
 
     /// Asks each server in turn until one answers. NXDOMAIN and NOERROR are
@@ -139,7 +148,7 @@ impl Client {
         let mut last = String::new();
         for _ in 0..self.servers.len() {
             match self.ask(question, udp_first) {
-                Ok(()) => return Ok(&self.answer),
+                Ok(()) => return Ok(self.answer()),
                 Err(AskError::TooBig) => return Err(LookupFailure(TOO_BIG.into())),
                 Err(AskError::Server(e)) => {
                     last = format!("{}: {e}", self.servers[self.current]);
@@ -192,23 +201,23 @@ impl Client {
         };
 
         if self.prefer_tcp && !udp_first {
-            let answer = self.ask_tcp(wire).map(|()| self.answer.as_slice());
+            let answer = self.ask_tcp(wire).map(|()| self.answer());
             trace("tcp", &answer);
             answer?;
         } else {
-            let answer = self.ask_udp(wire, id).map(|()| self.answer.as_slice());
+            let answer = self.ask_udp(wire, id).map(|()| self.answer());
             trace("udp", &answer);
             let bytes = answer?;
             if truncated(bytes) || bytes.len() >= UDP_BUFFER {
                 if !udp_first {
                     self.prefer_tcp = true;
                 }
-                let answer = self.ask_tcp(wire).map(|()| self.answer.as_slice());
+                let answer = self.ask_tcp(wire).map(|()| self.answer());
                 trace("tcp", &answer);
                 answer?;
             }
         }
-        let bytes = self.answer.as_slice();
+        let bytes = self.answer();
         // The header says all a poll needs to know before the answer is
         // compared with the last one; decoding waits until it differs.
         if bytes.len() < 12
@@ -266,8 +275,10 @@ impl Client {
         *uses += 1;
         socket.send(wire).map_err(|e| e.to_string())?;
         let deadline = crate::limits::later_std(Instant::now(), self.timeout);
-        let buf = &mut self.answer;
-        buf.resize(UDP_BUFFER, 0);
+        if self.answer.len() < UDP_BUFFER {
+            self.answer.resize(UDP_BUFFER, 0);
+        }
+        let buf = &mut self.answer[..UDP_BUFFER];
         let mut skipped = false;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -289,7 +300,7 @@ impl Client {
                     continue;
                 }
                 Ok(n) => {
-                    buf.truncate(n);
+                    self.answer_len = n;
                     return Ok(());
                 }
                 Err(e)
@@ -346,11 +357,16 @@ impl Client {
             stream
                 .read_exact(&mut len)
                 .map_err(|e| format!("TCP: {e}"))?;
-            answer.clear();
-            answer.resize(usize::from(u16::from_be_bytes(len)), 0);
-            stream.read_exact(answer).map_err(|e| format!("TCP: {e}"))?;
-            Ok(())
+            let len = usize::from(u16::from_be_bytes(len));
+            if answer.len() < len {
+                answer.resize(len, 0);
+            }
+            stream
+                .read_exact(&mut answer[..len])
+                .map_err(|e| format!("TCP: {e}"))?;
+            Ok(len)
         })();
+        let result = result.map(|len| self.answer_len = len);
         if result.is_err() {
             self.tcp = None;
         }
