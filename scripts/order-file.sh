@@ -71,7 +71,7 @@ scenario() {
     fi
 }
 admin="http: {listen: '127.0.0.1:{port}'}"
-scenario cargo bench --bench dns -- --bin "$wrapper" --server bind --peers 2,300 --only idle \
+scenario cargo bench --bench dns -- --bin "$wrapper" --server bind --peers 2,300 --only idle --no-floor \
     --idle-wait 15 --cpu-window 5 --peer-finder none --config-extra "$admin"
 scenario cargo bench --bench dns -- --bin "$wrapper" --server bind --peers 2,300 --only latency \
     --changes 4 --peer-finder none --config-extra "$admin"
@@ -103,7 +103,7 @@ chmod +x "$work/peerplate-idle"
     done
 ) &
 toggler=$!
-scenario cargo bench --bench dns -- --bin "$work/peerplate-idle" --server bind --peers 2,300 --only idle \
+scenario cargo bench --bench dns -- --bin "$work/peerplate-idle" --server bind --peers 2,300 --only idle --no-floor \
     --idle-wait 45 --cpu-window 5 --peer-finder none
 kill "$toggler" 2>/dev/null || true
 ls "$work"/idle/*.out.* >/dev/null 2>&1 || { echo "error: no idle dump in $work/idle" >&2; exit 1; }
@@ -127,9 +127,9 @@ if command -v perf >/dev/null && perf stat -e page-faults true >/dev/null 2>&1; 
 exec perf record -q -e page-faults -c 1 -d -o $work/perf/\$\$.data "$work/peerplate" "\$@"
 EOF
     chmod +x "$work/peerplate-perf"
-    scenario cargo bench --bench dns -- --bin "$work/peerplate-perf" --server bind --peers 2,300 --only idle \
+    scenario cargo bench --bench dns -- --bin "$work/peerplate-perf" --server bind --peers 2,300 --only idle --no-floor \
         --idle-wait 15 --cpu-window 5 --peer-finder none --config-extra "$admin"
-    scenario cargo bench --bench dns -- --bin "$work/peerplate-perf" --server bind --peers 2,300 --only idle \
+    scenario cargo bench --bench dns -- --bin "$work/peerplate-perf" --server bind --peers 2,300 --only idle --no-floor \
         --idle-wait 15 --cpu-window 5 --peer-finder none
     for data in "$work"/perf/*.data; do
         perf script -i "$data" -F ip,sym,addr >"$data.txt" 2>/dev/null || true

@@ -653,10 +653,12 @@ fn addresses_in(records: &[hickory_resolver::proto::rr::Record]) -> BTreeMap<Str
 
 /// The worker: the poller on a thread of its own (its socket calls block),
 /// polling on a fixed beat, one `interval` apart ([`next_beat`]), and
-/// sending each new peer set. With `start_jitter` (`run`), the first poll
-/// waits a random fraction of the interval, so a StatefulSet's pods, even
-/// a whole set restarted at once, poll at different points of the beat and
-/// stay there, never in lockstep. The body
+/// sending each new peer set. Each pod's beat falls at a random point of
+/// the interval, so a StatefulSet's pods, even a whole set restarted at
+/// once, poll at different moments and stay there, never in lockstep: with
+/// `start_jitter` (`run`) the first poll waits for that point; without it
+/// (`once`, which must not wait) the first poll is at once and the second
+/// at that point. The body
 /// returns when `shutdown` is cancelled, after waiting up to [`JOIN_WAIT`]
 /// for the thread, or with an error if the thread ends first.
 pub fn worker(
@@ -678,17 +680,27 @@ pub fn worker(
     let thread = std::thread::Builder::new()
         .name("peerplate-dns".into())
         .spawn(move || {
-            if start_jitter {
-                let wait = dns.interval.mul_f64(fastrand::f64());
-                if sleep_until(crate::limits::later_std(Instant::now(), wait), &flag) {
+            // Where this pod's beat falls: a random point of the interval.
+            let phase = dns.interval.mul_f64(fastrand::f64());
+            let beat = if start_jitter {
+                if sleep_until(crate::limits::later_std(Instant::now(), phase), &flag) {
                     let _ = done_tx.send(());
                     return;
                 }
-            }
+                Instant::now()
+            } else {
+                // `once` must not wait: it asks at once, and its second poll
+                // comes at the random point, within one interval.
+                let now = Instant::now();
+                now.checked_sub(phase).unwrap_or(now)
+            };
             let warn_ports = dns.port_name.is_none();
             poll_loop(
                 poller,
-                dns.interval,
+                Beat {
+                    at: beat,
+                    interval: dns.interval,
+                },
                 warn_ports,
                 &metrics,
                 events,
@@ -774,9 +786,17 @@ pub fn several_ports(set: &PeerSet) -> Option<(&str, &[u16])> {
         .map(|p| (p.fqdn.as_str(), p.ports.as_slice()))
 }
 
+/// A pod's polling beat: the instants one `interval` apart through `at`.
+struct Beat {
+    at: Instant,
+    interval: Duration,
+}
+
+/// Polls on `beat` (the first poll at once), sending each new set and each
+/// failure, until stopped or a channel closes.
 fn poll_loop(
     mut poller: Poller,
-    interval: Duration,
+    mut beat: Beat,
     mut warn_ports: bool,
     metrics: &Metrics,
     events: tokio::sync::mpsc::Sender<Event>,
@@ -790,7 +810,6 @@ fn poll_loop(
         metrics.lookup_counter(Lookup::Failure),
     );
     let mut outage: Option<(Instant, u64)> = None;
-    let mut beat = Instant::now();
     loop {
         let polled = poller.poll();
         match polled {
@@ -834,8 +853,8 @@ fn poll_loop(
         if !sent || crate::event::fault_injected("dns") {
             return;
         }
-        beat = next_beat(beat, interval, Instant::now());
-        if sleep_until(beat, stopped) {
+        beat.at = next_beat(beat.at, beat.interval, Instant::now());
+        if sleep_until(beat.at, stopped) {
             return;
         }
     }
